@@ -16,6 +16,8 @@ accumulated with ``index_add``. Everything is plain autograd, so gradients reach
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -86,56 +88,57 @@ def rasterize_sparse(
     D = colors.shape[-1]
     dtype = colors.dtype
     flat, px, py, pix = _pairs(proj, width, height)
-    means2d = proj.means2d.reshape(C * N, 2)
-    conics = proj.conics.reshape(C * N, 3)
-    opac_flat = opacities.expand(C, N).reshape(C * N)
+    # Per (camera, Gaussian) attributes packed in one table, so each pair needs one gather (and its backward one
+    # index_add): centre x, centre y, conic a, b, c, opacity.
+    table = torch.cat(
+        [proj.means2d, proj.conics, opacities.expand(C, N)[..., None]], dim=-1
+    ).reshape(C * N, 6)
 
-    def alpha_of(ids: Tensor, x: Tensor, y: Tensor, m2d: Tensor, con: Tensor, op: Tensor) -> tuple[Tensor, Tensor]:
-        centre = m2d.index_select(0, ids)
-        dx = centre[:, 0] - (x.to(dtype) + 0.5)
-        dy = centre[:, 1] - (y.to(dtype) + 0.5)
-        conic = con.index_select(0, ids)
-        sigma = 0.5 * (conic[:, 0] * dx * dx + conic[:, 2] * dy * dy) + conic[:, 1] * dx * dy
-        alpha = torch.clamp_max(op.index_select(0, ids) * torch.exp(-sigma), MAX_ALPHA)
-        return sigma, alpha
+    def alpha_of(rows: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        dx = rows[:, 0] - x
+        dy = rows[:, 1] - y
+        sigma = 0.5 * (rows[:, 2] * dx * dx + rows[:, 4] * dy * dy) + rows[:, 3] * dx * dy
+        return sigma, torch.clamp_max(rows[:, 5] * torch.exp(-sigma), MAX_ALPHA)
 
-    # 1) Cheap, gradient-free pass to drop pairs that gsplat skips (sigma < 0 or alpha < 1/255).
     with torch.no_grad():
-        sigma, alpha = alpha_of(flat, px, py, means2d.detach(), conics.detach(), opac_flat.detach())
-        keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-        flat, px, py, pix = flat[keep], px[keep], py[keep], pix[keep]
-        # 2) Order by (pixel, depth): depth rank among all (camera, Gaussian) entries, then pixel-major key.
+        # 1) Cheap, gradient-free pass to drop pairs that gsplat skips (sigma < 0 or alpha < 1/255).
+        x_centre, y_centre = px.to(dtype) + 0.5, py.to(dtype) + 0.5
+        sigma, alpha = alpha_of(table.detach().index_select(0, flat), x_centre, y_centre)
+        keep = ((sigma >= 0) & (alpha >= ALPHA_THRESHOLD)).nonzero().squeeze(1)
+        # 2) Order by (pixel, depth): depth rank among all (camera, Gaussian) entries, then a pixel-major key.
         depth_rank = torch.empty(C * N, dtype=torch.long, device=flat.device)
         depth_rank[torch.argsort(proj.depths.detach().reshape(C * N))] = torch.arange(C * N, device=flat.device)
-        order = torch.argsort(pix * (C * N) + depth_rank[flat])
-        flat, px, py, pix = flat[order], px[order], py[order], pix[order]
+        flat, pix = flat[keep], pix[keep]
+        order = keep.new_empty(0) if keep.numel() == 0 else torch.argsort(pix * (C * N) + depth_rank[flat])
+        keep = keep[order]
+        flat, pix = flat[order], pix[order]
+        x_centre, y_centre = x_centre[keep], y_centre[keep]
 
     # 3) Alpha with gradient on the surviving pairs.
-    _, alpha = alpha_of(flat, px, py, means2d, conics, opac_flat)
+    _, alpha = alpha_of(table.index_select(0, flat), x_centre, y_centre)
 
     # 4) Exclusive transmittance inside each pixel's run, in float64 log space.
     log_one_minus = torch.log1p(-alpha.double())
     inclusive = torch.cumsum(log_one_minus, 0)
+    exclusive = inclusive - log_one_minus
     with torch.no_grad():
         run_start = torch.ones_like(pix, dtype=torch.bool)
-        if pix.numel() > 1:
-            run_start[1:] = pix[1:] != pix[:-1]
+        run_start[1:] = pix[1:] != pix[:-1]
         start_index = torch.cummax(torch.where(run_start, torch.arange(pix.numel(), device=pix.device), 0), 0).values
-    before_run = (inclusive - log_one_minus).index_select(0, start_index)
-    log_t_excl = inclusive - log_one_minus - before_run
-    with torch.no_grad():
         # Stop rule: a pair counts only while T * (1 - alpha) > 1e-4 (monotone inside a run).
-        counted = (log_t_excl + log_one_minus) > torch.log(torch.tensor(TRANSMITTANCE_STOP, dtype=torch.float64))
-    weight = (alpha * torch.exp(log_t_excl).to(dtype))[counted]
+        counted = (inclusive - exclusive.index_select(0, start_index) > math.log(TRANSMITTANCE_STOP)).nonzero()
+        counted = counted.squeeze(1)
+        start_index = start_index[counted]
+    log_t_excl = exclusive.index_select(0, counted) - exclusive.index_select(0, start_index)
+    weight = alpha.index_select(0, counted) * torch.exp(log_t_excl).to(dtype)
     flat, pix = flat[counted], pix[counted]
 
-    # 5) Accumulate.
+    # 5) Accumulate colour, depth and weight with one index_add.
     total = C * height * width
-    color_pairs = colors.reshape(C * N, D).index_select(0, flat) * weight[:, None]
-    out_color = torch.zeros(total, D, dtype=dtype, device=colors.device).index_add(0, pix, color_pairs)
-    out_alpha = torch.zeros(total, dtype=dtype, device=colors.device).index_add(0, pix, weight)
-    depth_pairs = proj.depths.reshape(C * N).index_select(0, flat) * weight
-    out_depth = torch.zeros(total, dtype=dtype, device=colors.device).index_add(0, pix, depth_pairs)
+    values = torch.cat([colors.reshape(C * N, D), proj.depths.reshape(C * N, 1)], dim=-1).index_select(0, flat)
+    values = torch.cat([values, torch.ones_like(weight)[:, None]], dim=-1) * weight[:, None]
+    out = torch.zeros(total, D + 2, dtype=dtype, device=colors.device).index_add(0, pix, values)
+    out_color, out_depth, out_alpha = out[:, :D], out[:, D : D + 1], out[:, D + 1 :]
 
     out_color = out_color.reshape(C, height, width, D)
     out_alpha = out_alpha.reshape(C, height, width, 1)

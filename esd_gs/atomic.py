@@ -1,0 +1,38 @@
+"""Atomic file writes: a crash or an error never leaves a half-written file behind.
+
+Everything esd-gs writes for users (.ply, .splat, videos, images, configs, checkpoints) goes through
+``atomic_path``: the content is written to a hidden temporary file in the same directory (same suffix, so format
+detection by extension still works), flushed to disk, then renamed onto the target in one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on any error it is removed."""
+    target = Path(os.path.abspath(os.fspath(path)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.{secrets.token_hex(6)}.tmp{target.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:  # make sure the bytes are on disk before the rename
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes | memoryview]) -> None:
+    """Write byte chunks to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        for chunk in chunks:
+            fh.write(chunk)

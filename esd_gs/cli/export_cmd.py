@@ -1,0 +1,54 @@
+"""``esd-gs export SCENE.ply --to out.splat|out.ply``: convert between splat formats and up axes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from ..errors import UserError
+from ..io import UpAxis, read_ply, write_ply, write_splat
+from ..progress import console
+
+
+@dataclass
+class ExportArgs:
+    """Convert a 3DGS .ply to a viewer-ready .ply (chosen up axis, optional SH padding) or an antimatter15 .splat."""
+
+    scene: tyro.conf.Positional[Path]
+    """The 3DGS .ply file to read."""
+    to: Path
+    """Output file; its extension picks the format: .ply (standard 3DGS) or .splat (32 bytes per Gaussian)."""
+    up: UpAxis = "-y"
+    """Up axis of the written file: -y (viewers: SuperSplat, antimatter15, 3DGS), y, or z (esd-gs world)."""
+    input_up: UpAxis = "-y"
+    """Up axis of the input file (-y for files esd-gs and 3DGS trainers write)."""
+    sh_degree: Literal[0, 1, 2, 3] | None = None
+    """Zero-pad the SH bands to this degree in a .ply (3 for consumers that need 45 f_rest, such as Unity)."""
+    overwrite: bool = False
+    """Replace the output file if it exists."""
+
+
+def run_export(args: ExportArgs) -> Path:
+    suffix = args.to.suffix.lower()
+    if suffix not in (".ply", ".splat"):
+        raise UserError(f"--to must end in .ply or .splat, got '{args.to.name}'")
+    if args.to.exists() and not args.overwrite:
+        raise UserError(f"{args.to} already exists: pass --overwrite to replace it")
+    if args.to.resolve() == args.scene.resolve():
+        raise UserError("--to must differ from the input file")
+    if not args.to.parent.is_dir():
+        raise UserError(f"directory {args.to.parent} does not exist")
+    scene = read_ply(args.scene, up=args.input_up)
+    if suffix == ".ply":
+        if args.sh_degree is not None and args.sh_degree < scene.sh_degree:
+            raise UserError(f"--sh-degree {args.sh_degree} is below the scene's SH degree {scene.sh_degree}")
+        write_ply(scene, args.to, up=args.up, pad_sh_degree=args.sh_degree)
+    else:
+        if args.sh_degree is not None:
+            raise UserError("--sh-degree applies to .ply output only (.splat stores one colour per Gaussian)")
+        write_splat(scene, args.to, up=args.up)
+    console.print(f"wrote {args.to} ({scene.num_gaussians} Gaussians)")
+    return args.to

@@ -1,0 +1,206 @@
+"""phi: a frozen, pretrained Stable Diffusion used as the 2D prior p_t(x_t | y).
+
+Loads only what score distillation needs (UNet, VAE, text encoder, tokenizer, noise scheduler) from a Hugging Face
+model id or a local diffusers directory. Conventions:
+
+- Images are [B, 3, H, W] in [0, 1]; latents are ``vae.encode(2 x - 1).latent_dist.mean * scaling_factor``
+  (the posterior mean: deterministic, differentiable), [B, 4, H/8, W/8].
+- Forward process (DDPM, the model's own beta schedule): x_t = alpha_t z + sigma_t eps with
+  alpha_t = sqrt(alphabar_t), sigma_t = sqrt(1 - alphabar_t).
+- ``eps_from_output`` turns the UNet's output into a noise prediction: epsilon models as is; v-prediction models
+  via eps = sigma_t x_t + alpha_t v (exact, since v = alpha_t eps - sigma_t z).
+- Text classifier-free guidance (Ho & Salimans 2022): eps = eps(x_t, t, null) + s (eps(x_t, t, y) - eps(x_t, t, null)),
+  where the null text is the negative prompt (empty by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from .prompts import DIRECTIONS, view_direction_index, view_prompts
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' -> fp16 on CUDA, fp32 on CPU; else fp32 / fp16 / bf16."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if name not in table:
+        raise UserError(f"unknown precision '{name}': use auto, fp32, fp16 or bf16")
+    if device.type == "cpu" and table[name] == torch.float16:
+        raise UserError("fp16 is not supported on CPU: use --precision fp32 (or bf16)")
+    return table[name]
+
+
+def load_failure_message(model: str, exc: BaseException) -> str:
+    """One sentence telling the user what to do when a model cannot be loaded."""
+    if Path(model).expanduser().exists():
+        return (
+            f"'{model}' is not a usable Stable Diffusion directory ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "pass --model with a diffusers folder holding unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
+        )
+    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_like_path:
+        return f"model path '{model}' does not exist: pass --model with an existing diffusers folder"
+    return (
+        f"could not load Stable Diffusion '{model}' (offline, not in the Hugging Face cache, or a wrong id): "
+        "run `huggingface-cli login` and check the network, pass --model PATH to a local diffusers folder, "
+        "or use --prior synthetic to run offline"
+    )
+
+
+@dataclass
+class TextEmbeddings:
+    """Cached text conditions, each [1, 77, D] (views: [4, 77, D] in ``DIRECTIONS`` order)."""
+
+    plain: Tensor
+    """The prompt as given: psi's condition (psi never uses CFG or view suffixes)."""
+    negative: Tensor
+    """The unconditional / negative prompt for classifier-free guidance."""
+    views: Tensor | None = None
+    """The view-dependent prompts (front, side, back, overhead), or None when view-dependent prompting is off."""
+    prompts: list[str] = field(default_factory=list)
+
+    def conditional(self, azimuth: Tensor, elevation: Tensor) -> Tensor:
+        """[B, 77, D] phi's text condition for each camera."""
+        batch = azimuth.shape[0]
+        if self.views is None:
+            return self.plain.expand(batch, -1, -1)
+        index = view_direction_index(azimuth.cpu(), elevation.cpu()).to(self.views.device)
+        return self.views[index]
+
+
+class StableDiffusionPrior:
+    """The frozen prior phi (see module docstring)."""
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, device: torch.device, dtype: torch.dtype):
+        self.unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler = unet, vae, text_encoder, tokenizer, scheduler
+        self.device, self.dtype = device, dtype
+        for module in (unet, vae, text_encoder):
+            module.requires_grad_(False)
+            module.eval()
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.prediction_type = scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise UserError(f"unsupported prediction type '{self.prediction_type}' (need epsilon or v_prediction)")
+        self.vae_scale = float(vae.config.scaling_factor)
+
+    @classmethod
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, device: str | torch.device = "cpu", precision: str = "auto"):
+        """Load phi's parts from a Hub id or a local diffusers folder; failures become one clear ``UserError``."""
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        device = torch.device(device)
+        dtype = resolve_dtype(precision, device)
+        try:
+            kwargs = {"torch_dtype": dtype}
+            unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **kwargs)
+            vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **kwargs)
+            text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype)
+            tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+            scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise UserError(load_failure_message(model, exc)) from None
+        return cls(unet.to(device), vae.to(device), text_encoder.to(device), tokenizer, scheduler, device, dtype)
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> Tensor:
+        """[len(prompts), 77, D] CLIP hidden states (the UNet's cross-attention condition)."""
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
+        return hidden.to(self.dtype)
+
+    def text_embeddings(self, prompt: str, negative_prompt: str = "", view_dependent: bool = True) -> TextEmbeddings:
+        """Encode the prompt once: plain, negative and (optionally) the four view-dependent variants."""
+        variants = view_prompts(prompt) if view_dependent else []
+        hidden = self.encode_text([prompt, negative_prompt] + variants)
+        return TextEmbeddings(
+            plain=hidden[0:1],
+            negative=hidden[1:2],
+            views=hidden[2:] if view_dependent else None,
+            prompts=[prompt] + variants,
+        )
+
+    # ------------------------------------------------------------------ images <-> latents
+    def encode_images(self, images: Tensor) -> Tensor:
+        """[B, 3, H, W] in [0, 1] -> latents [B, 4, H/8, W/8], differentiable (H, W multiples of 8)."""
+        if images.shape[-1] % 8 or images.shape[-2] % 8:
+            raise ValueError(f"image size must be a multiple of 8, got {tuple(images.shape[-2:])}")
+        posterior = self.vae.encode(images.to(self.dtype) * 2.0 - 1.0).latent_dist
+        return posterior.mean * self.vae_scale
+
+    @torch.no_grad()
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """Latents -> images in [0, 1] (for previews)."""
+        images = self.vae.decode(latents.to(self.dtype) / self.vae_scale).sample
+        return (images.float() * 0.5 + 0.5).clamp(0, 1)
+
+    # ------------------------------------------------------------------ diffusion
+    def add_noise(self, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+        """x_t = alpha_t z + sigma_t eps."""
+        abar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        return (abar.sqrt() * latents.float() + (1 - abar).sqrt() * noise.float()).to(latents.dtype)
+
+    def eps_from_output(self, output: Tensor, x_t: Tensor, timesteps: Tensor, prediction_type: str) -> Tensor:
+        """UNet output -> noise prediction (v-prediction: eps = sigma_t x_t + alpha_t v)."""
+        if prediction_type == "epsilon":
+            return output.float()
+        abar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        return (1 - abar).sqrt() * x_t.float() + abar.sqrt() * output.float()
+
+    def unet_eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """One plain UNet pass of phi's UNet (adapters and camera embedding as currently set) -> eps, float32."""
+        out = self.unet(
+            x_t.to(self.dtype), timesteps, encoder_hidden_states=text.to(self.dtype), class_labels=class_labels
+        ).sample
+        return self.eps_from_output(out, x_t, timesteps, self.prediction_type)
+
+    @torch.no_grad()
+    def eps_cfg(self, x_t: Tensor, timesteps: Tensor, cond: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
+        """eps_phi(x_t, t, y) with text classifier-free guidance; cond [B, 77, D], negative [1, 77, D]."""
+        batch = x_t.shape[0]
+        with self.phi_mode():
+            both = self.unet_eps(
+                torch.cat([x_t, x_t]),
+                torch.cat([timesteps, timesteps]),
+                torch.cat([negative.expand(batch, -1, -1), cond]),
+            )
+        eps_uncond, eps_cond = both.chunk(2)
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    @contextlib.contextmanager
+    def phi_mode(self):
+        """Run the UNet as the clean pretrained phi: LoRA adapters (if a shared psi added any) switched off and no
+        camera embedding. Restores the previous state afterwards."""
+        unet = self.unet
+        had_adapters = bool(getattr(unet, "_hf_peft_config_loaded", False))
+        saved_class_embedding = unet.class_embedding
+        unet.class_embedding = None
+        if had_adapters:
+            unet.disable_adapters()
+        try:
+            yield
+        finally:
+            if had_adapters:
+                unet.enable_adapters()
+            unet.class_embedding = saved_class_embedding
+
+
+__all__ = ["StableDiffusionPrior", "TextEmbeddings", "DEFAULT_MODEL", "DIRECTIONS", "resolve_dtype"]

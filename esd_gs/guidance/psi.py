@@ -1,0 +1,241 @@
+"""psi: the camera-conditioned LoRA copy of Stable Diffusion that scores the rendered images (ESD Alg. 1).
+
+psi = the base UNet + peft LoRA (rank 4 on attention to_q/to_k/to_v/to_out.0 by default) + a camera MLP
+
+    e(c) = Linear(D, D)(SiLU(Linear(16, D)(c)))      c = the 16-number camera-to-world embedding (cameras.py)
+
+added to the UNet's time embedding (diffusers' ``class_embedding``, fed through ``class_labels``). The null camera
+is the zero vector. Both LoRA B matrices and the MLP's last layer start at zero, so at step 0 psi equals its base
+model exactly, as Algorithm 1 initialises psi with phi. Trainable parameters are kept in float32 even when the
+UNet runs in fp16/bf16.
+
+Training (Alg. 1, eq. 3): on detached rendered latents z, t ~ U[0, T), x_t = alpha_t z + sigma_t eps, MSE between
+the UNet output and eps (or v = alpha_t eps - sigma_t z for a v-prediction base), with the whole batch's camera
+replaced by the null camera with probability p_null, so psi learns both q(x | c, y) and q(x | y). psi always
+gets the plain prompt (no view suffix, no CFG).
+
+Memory option ``shared``: psi's LoRA lives in phi's own UNet; phi's passes switch adapters and the camera
+embedding off (``StableDiffusionPrior.phi_mode``). Otherwise psi has its own UNet, loaded from ``base_model``
+(ProlificDreamer uses SD 2.1, v-prediction, for psi and 2.1-base for phi); its noise predictions are converted to
+eps with phi's schedule, which must therefore be the same beta schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+from .prior import StableDiffusionPrior, load_failure_message
+
+
+@dataclass
+class PsiConfig:
+    """The camera-conditioned LoRA estimator psi."""
+
+    lora_rank: int = 4
+    """LoRA rank r."""
+    lora_alpha: float = 4.0
+    """LoRA scaling numerator (update scaled by alpha / r)."""
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    """UNet attention projections that get LoRA."""
+    lr: float = 1e-4
+    """AdamW learning rate for LoRA and the camera MLP."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    """AdamW betas."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    p_null_camera: float = 0.1
+    """Probability of training a batch with the null camera (classifier-free camera dropout)."""
+    train_steps_per_iter: int = 1
+    """psi updates per 3D step."""
+    shared_unet: bool = True
+    """Put psi's LoRA into phi's UNet (half the memory); phi's passes switch it off."""
+    base_model: str | None = None
+    """Separate base model for psi (id or path); None = phi's model. Ignored when shared_unet is on."""
+
+
+class CameraEmbedding(nn.Module):
+    """16-number camera embedding -> the UNet's time-embedding width; the last layer starts at zero."""
+
+    def __init__(self, width: int, in_features: int = 16):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_features, width)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(width, width)
+        nn.init.zeros_(self.linear_2.weight)
+        nn.init.zeros_(self.linear_2.bias)
+
+    def forward(self, camera: Tensor) -> Tensor:
+        return self.linear_2(self.act(self.linear_1(camera.float())))
+
+
+class CameraLoRAEstimator:
+    """eps_psi(x_t, t, c, y) and its online training (see module docstring)."""
+
+    def __init__(self, prior: StableDiffusionPrior, config: PsiConfig, unet=None, scheduler=None):
+        from peft import LoraConfig
+
+        self.prior, self.config = prior, config
+        if not 0.0 <= config.p_null_camera <= 1.0:
+            raise UserError(f"p_null_camera must be in [0, 1], got {config.p_null_camera}")
+        self.shared = unet is None
+        self.unet = prior.unet if self.shared else unet
+        scheduler = scheduler if scheduler is not None else prior.scheduler
+        self.prediction_type = scheduler.config.prediction_type
+        if not torch.allclose(scheduler.alphas_cumprod.float().cpu(), prior.alphas_cumprod.float().cpu(), atol=1e-6):
+            raise UserError("psi's base model must use the same noise (beta) schedule as phi's")
+        self.unet.add_adapter(
+            LoraConfig(
+                r=config.lora_rank,
+                lora_alpha=config.lora_alpha,
+                target_modules=list(config.target_modules),
+                init_lora_weights=True,  # B = 0: psi starts equal to its base
+            )
+        )
+        width = self.unet.time_embedding.linear_2.out_features
+        self.camera_embedding = CameraEmbedding(width).to(prior.device)
+        for param in self.unet.parameters():
+            if param.requires_grad:  # the LoRA matrices: train in float32
+                param.data = param.data.float()
+        self.trainable_parameters = [p for p in self.unet.parameters() if p.requires_grad] + list(self.camera_embedding.parameters())
+        self.optimizer = torch.optim.AdamW(
+            self.trainable_parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
+        self.null_rate_counter = [0, 0]  # [null batches, all batches], for monitoring
+
+    @classmethod
+    def create(cls, prior: StableDiffusionPrior, config: PsiConfig) -> CameraLoRAEstimator:
+        """Shared UNet, or a separate copy from ``config.base_model`` (default: phi's own model)."""
+        if config.shared_unet:
+            return cls(prior, config)
+        from diffusers import DDPMScheduler, UNet2DConditionModel
+
+        base = config.base_model
+        if base is None:
+            import copy
+
+            unet = copy.deepcopy(prior.unet)
+            scheduler = prior.scheduler
+        else:
+            try:
+                unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", torch_dtype=prior.dtype)
+                scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
+            except (OSError, ValueError) as exc:
+                raise UserError(load_failure_message(base, exc)) from None
+        unet = unet.to(prior.device)
+        unet.requires_grad_(False)
+        unet.eval()
+        return cls(prior, config, unet=unet, scheduler=scheduler)
+
+    # ------------------------------------------------------------------ inference
+    @contextlib.contextmanager
+    def psi_mode(self):
+        """The UNet as psi: adapters on, camera MLP as the class embedding."""
+        unet = self.unet
+        saved = unet.class_embedding
+        unet.class_embedding = self.camera_embedding
+        unet.enable_adapters()
+        try:
+            yield
+        finally:
+            unet.class_embedding = saved
+            if self.shared:
+                unet.disable_adapters()
+
+    def _forward(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> Tensor:
+        """Raw psi output (eps or v) for camera embeddings [B, 16] (zeros = null camera)."""
+        with self.psi_mode():
+            return self.unet(
+                x_t.to(self.prior.dtype), timesteps, encoder_hidden_states=text.to(self.prior.dtype), class_labels=cameras
+            ).sample
+
+    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None) -> Tensor:
+        """eps_psi(x_t, t, c, y) [B, 4, h, w] float32; ``cameras`` [B, 16] or None for the null camera."""
+        batch = x_t.shape[0]
+        if cameras is None:
+            cameras = torch.zeros(batch, 16, device=x_t.device)
+        with torch.no_grad():
+            out = self._forward(x_t, timesteps, text.expand(batch, -1, -1), cameras.float())
+        return self.prior.eps_from_output(out, x_t, timesteps, self.prediction_type)
+
+    def eps_camera_and_null(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> tuple[Tensor, Tensor]:
+        """Both psi terms of eq. 9 in one batched pass: (eps_psi(x_t, t, c, y), eps_psi(x_t, t, null, y))."""
+        batch = x_t.shape[0]
+        eps = self.eps(
+            torch.cat([x_t, x_t]),
+            torch.cat([timesteps, timesteps]),
+            text.expand(2 * batch, -1, -1),
+            torch.cat([cameras.float(), torch.zeros_like(cameras, dtype=torch.float32)]),
+        )
+        return eps[:batch], eps[batch:]
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None) -> float:
+        """One psi update on detached latents [B, 4, h, w] with camera embeddings [B, 16]; returns the loss."""
+        latents = latents.detach().float()
+        batch = latents.shape[0]
+        gen_device = generator.device if generator is not None else latents.device
+        timesteps = torch.randint(0, self.prior.num_train_timesteps, (batch,), generator=generator, device=gen_device)
+        timesteps = timesteps.to(latents.device)
+        noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(latents.device)
+        drop = bool(torch.rand((), generator=generator, device=gen_device) < self.config.p_null_camera)
+        self.null_rate_counter[0] += int(drop)
+        self.null_rate_counter[1] += 1
+        condition = torch.zeros_like(cameras, dtype=torch.float32) if drop else cameras.float()
+        x_t = self.prior.add_noise(latents, noise, timesteps)
+        if self.prediction_type == "epsilon":
+            target = noise
+        else:  # v = alpha_t eps - sigma_t z
+            abar = self.prior.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+            target = abar.sqrt() * noise - (1 - abar).sqrt() * latents
+        out = self._forward(x_t, timesteps, text.expand(batch, -1, -1), condition)
+        loss = torch.nn.functional.mse_loss(out.float(), target.float())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Tensor]:
+        """LoRA weights (peft names, prefixed ``lora.``) and the camera MLP (prefixed ``camera.``)."""
+        from peft.utils import get_peft_model_state_dict
+
+        state = {f"lora.{k}": v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(self.unet).items()}
+        state.update({f"camera.{k}": v.detach().float().cpu().contiguous() for k, v in self.camera_embedding.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        from peft.utils import set_peft_model_state_dict
+
+        lora = {k[len("lora."):]: v for k, v in state.items() if k.startswith("lora.")}
+        camera = {k[len("camera."):]: v for k, v in state.items() if k.startswith("camera.")}
+        if not lora or not camera:
+            raise UserError("psi state is missing its LoRA or camera weights")
+        result = set_peft_model_state_dict(self.unet, {k: v.to(self.prior.device) for k, v in lora.items()})
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise UserError(f"psi state has {len(unexpected)} LoRA weights that do not fit this model")
+        self.camera_embedding.load_state_dict({k: v.to(self.prior.device) for k, v in camera.items()})
+
+    def save(self, path: str | Path) -> None:
+        """Write psi (LoRA + camera MLP) to a safetensors file, atomically."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(self.state_dict(), str(tmp), metadata={"format": "esd-gs-psi", "rank": str(self.config.lora_rank)})
+        tmp.replace(path)
+
+    def load(self, path: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except (OSError, Exception) as exc:  # safetensors raises its own error types for bad files
+            raise UserError(f"cannot read psi weights from {path}: {exc}") from None
+        self.load_state_dict(state)

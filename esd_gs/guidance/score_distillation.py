@@ -1,0 +1,128 @@
+"""One score-distillation step on rendered images: encode, noise, score with phi (and psi), build the loss.
+
+This is Algorithm 1's inner loop minus the optimiser steps, for SDS, VSD and ESD alike (``distill.py``):
+
+    z = encode(g(theta, c));  t ~ schedule(progress);  x_t = alpha_t z + sigma_t eps
+    g = w(t) * bracket(eps_phi(x_t, t, y_view), eps, eps_psi(x_t, t, c, y), eps_psi(x_t, t, null, y))
+    loss = 0.5 ||z - stopgrad(z - g)||^2 / B
+
+The caller backpropagates ``loss`` into theta, steps theta's optimiser, then calls ``update_psi`` with the same
+detached latents and cameras (Alg. 1 trains psi on the current renders, after the theta update).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..cameras import Cameras
+from ..errors import UserError
+from .distill import Method, Weighting, distillation_bracket, distillation_loss, weight_of_t
+from .prior import StableDiffusionPrior, TextEmbeddings
+from .psi import CameraLoRAEstimator
+from .schedules import TimestepSchedule
+
+
+@dataclass
+class DistillationConfig:
+    """How the 2D prior's scores become a gradient on the scene."""
+
+    method: Method = "esd"
+    """sds (eq. 1), vsd (eq. 2) or esd (eq. 9)."""
+    lambda_entropy: float = 0.5
+    """ESD's entropy weight lambda in [0, 1] (0 = VSD; the paper's best is 0.5)."""
+    guidance_scale: float = 7.5
+    """Text classifier-free guidance scale of phi (7.5 for VSD/ESD; SDS usually needs ~100)."""
+    weighting: Weighting = "sigma2"
+    """w(t): sigma2 = 1 - alphabar_t, or uniform."""
+    grad_clip: float | None = None
+    """Clamp each entry of w(t) * bracket to [-grad_clip, grad_clip]; None = no clipping."""
+
+    def __post_init__(self) -> None:
+        if self.method not in ("sds", "vsd", "esd"):
+            raise UserError(f"unknown method '{self.method}': use sds, vsd or esd")
+        if not 0.0 <= self.lambda_entropy <= 1.0:
+            raise UserError(f"--lambda-entropy must be in [0, 1], got {self.lambda_entropy}")
+        if self.guidance_scale < 0:
+            raise UserError(f"guidance scale must be >= 0, got {self.guidance_scale}")
+
+    @property
+    def effective_lambda(self) -> float:
+        return {"sds": 0.0, "vsd": 0.0}.get(self.method, self.lambda_entropy)
+
+    @property
+    def needs_psi(self) -> bool:
+        return self.method != "sds"
+
+
+@dataclass
+class DistillationOutput:
+    loss: Tensor
+    """Scalar to backpropagate into theta."""
+    latents: Tensor
+    """[B, 4, h, w] detached latents (psi's training data)."""
+    timesteps: Tensor
+    """[B] the t used."""
+    grad: Tensor
+    """[B, 4, h, w] w(t) * bracket after nan_to_num and clipping (its batch mean reaches the latents)."""
+
+
+class ScoreDistillation:
+    """Ties phi, psi, the timestep schedule and the update rule together for one prompt."""
+
+    def __init__(
+        self,
+        prior: StableDiffusionPrior,
+        text: TextEmbeddings,
+        config: DistillationConfig,
+        schedule: TimestepSchedule,
+        psi: CameraLoRAEstimator | None = None,
+    ):
+        if config.needs_psi and psi is None:
+            raise ValueError(f"{config.method} needs the estimator psi")
+        self.prior, self.text, self.config, self.schedule, self.psi = prior, text, config, schedule, psi
+
+    def step(self, images: Tensor, cameras: Cameras, progress: float, generator: torch.Generator | None = None) -> DistillationOutput:
+        """Rendered images [B, 3, H, W] in [0, 1] (with gradient) -> loss and what psi trains on."""
+        prior, cfg = self.prior, self.config
+        latents = prior.encode_images(images)
+        batch = latents.shape[0]
+        gen_device = generator.device if generator is not None else latents.device
+        timesteps = self.schedule.sample(progress, batch, prior.alphas_cumprod.cpu(), generator=_cpu(generator))
+        timesteps = timesteps.to(latents.device)
+        noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(latents.device)
+        with torch.no_grad():
+            x_t = prior.add_noise(latents.detach(), noise, timesteps)
+            cond = self.text.conditional(cameras.azimuth, cameras.elevation)
+            eps_phi = prior.eps_cfg(x_t, timesteps, cond, self.text.negative, cfg.guidance_scale)
+            eps_cam = eps_null = None
+            lam = cfg.effective_lambda
+            if cfg.needs_psi:
+                cams = cameras.embedding().to(latents.device)
+                if 0.0 < lam < 1.0:
+                    eps_cam, eps_null = self.psi.eps_camera_and_null(x_t, timesteps, self.text.plain, cams)
+                elif lam == 0.0:
+                    eps_cam = self.psi.eps(x_t, timesteps, self.text.plain, cams)
+                else:
+                    eps_null = self.psi.eps(x_t, timesteps, self.text.plain, None)
+            bracket = distillation_bracket(cfg.method, eps_phi, noise.float(), eps_cam, eps_null, lam)
+            grad = weight_of_t(prior.alphas_cumprod, timesteps, cfg.weighting).view(-1, 1, 1, 1) * bracket
+        loss, grad = distillation_loss(latents, grad, cfg.grad_clip)
+        return DistillationOutput(loss=loss, latents=latents.detach(), timesteps=timesteps, grad=grad)
+
+    def update_psi(self, latents: Tensor, cameras: Cameras, generator: torch.Generator | None = None) -> float | None:
+        """psi's training step(s) on the detached latents (no-op for SDS). Returns the last loss."""
+        if self.psi is None:
+            return None
+        loss = None
+        cams = cameras.embedding().to(latents.device)
+        for _ in range(self.psi.config.train_steps_per_iter):
+            loss = self.psi.train_step(latents, self.text.plain, cams, generator)
+        return loss
+
+
+def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
+    """Timesteps are drawn on the CPU; only a CPU generator can draw them."""
+    return generator if generator is None or generator.device.type == "cpu" else None

@@ -1,0 +1,296 @@
+"""Read and write the 3DGS ``.ply`` that every Gaussian-splat viewer expects (DESIGN.md).
+
+Layout written: one ``vertex`` element, ``binary_little_endian``, float32 properties in this order::
+
+    x y z nx ny nz f_dc_0 f_dc_1 f_dc_2 f_rest_0 .. f_rest_{3(K-1)-1} opacity scale_0 scale_1 scale_2 rot_0 .. rot_3
+
+- positions in file coordinates (world rotated by :func:`esd_gs.io.axes.up_rotation`; default up ``"-y"``);
+- normals are 0 (unused, kept because the original 3DGS loader reads them);
+- ``f_dc_c = sh0[:, 0, c]``; ``f_rest`` is channel-major: ``shN [N, K-1, 3] -> [N, 3, K-1] -> [N, 3(K-1)]``;
+- ``opacity`` is the raw logit, ``scale_i`` raw logs, ``rot_*`` the raw quaternion w, x, y, z (not normalised).
+
+The reader looks properties up by name (any order, extra properties ignored, normals optional), accepts ascii and
+binary of either endianness, infers the SH degree from the number of ``f_rest_*`` (0, 9, 24, 45 -> 0..3), and turns
+every malformed file into a one-line :class:`PlyFormatError`. The header is parsed here and the size it implies is
+checked against the file size before any body is parsed, so a truncated file or an absurd vertex count is reported
+without a large allocation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Union
+
+import numpy as np
+import plyfile
+
+from ..atomic import atomic_write_bytes
+import torch
+from torch import Tensor
+
+from ..scene import GaussianScene, num_sh_bases
+from .axes import UpAxis, transform_scene_params, up_rotation
+
+PathLike = Union[str, "os.PathLike[str]"]
+"""A file path."""
+SceneOrParams = Union[GaussianScene, dict[str, Tensor]]
+"""A scene, or its raw parameter dict (keys as in :mod:`esd_gs.scene`)."""
+
+MAX_HEADER_BYTES = 1 << 20
+"""A header longer than this is rejected (a real 3DGS header is ~1.5 KB)."""
+
+_TYPE_SIZES = {
+    "char": 1, "int8": 1, "uchar": 1, "uint8": 1,
+    "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
+    "int": 4, "int32": 4, "uint": 4, "uint32": 4,
+    "float": 4, "float32": 4, "double": 8, "float64": 8,
+}
+_FORMATS = ("ascii", "binary_little_endian", "binary_big_endian")
+_REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
+_F_REST_DEGREE = {3 * (num_sh_bases(d) - 1): d for d in range(4)}  # {0: 0, 9: 1, 24: 2, 45: 3}
+_END_HEADER = re.compile(rb"(?:^|\n)end_header[ \t]*\r?\n")
+
+
+class PlyFormatError(ValueError):
+    """A file that is not a readable 3DGS ``.ply``; the message names the file and the problem on one line."""
+
+
+# ---------------------------------------------------------------------------------------------------- header
+
+
+@dataclass
+class _Property:
+    name: str
+    size: int  # bytes of the scalar, or of the count of a list property
+    is_list: bool = False
+
+
+@dataclass
+class _Element:
+    name: str
+    count: int
+    properties: list[_Property] = field(default_factory=list)
+
+
+@dataclass
+class _Header:
+    format: str
+    elements: list[_Element]
+    body_offset: int
+
+
+def _fail(path: PathLike, problem: str) -> PlyFormatError:
+    return PlyFormatError(f"{os.fspath(path)}: {' '.join(problem.split())}")
+
+
+def _parse_header(path: PathLike, head: bytes) -> _Header:
+    """Parse the header from the first bytes of the file (ply / format / element / property / end_header)."""
+    if not re.match(rb"ply[ \t]*\r?\n", head):
+        raise _fail(path, "not a PLY file (it does not start with the 'ply' magic line)")
+    end = _END_HEADER.search(head)
+    if end is None:
+        if len(head) >= MAX_HEADER_BYTES:
+            raise _fail(path, f"no 'end_header' line in the first {MAX_HEADER_BYTES} bytes")
+        raise _fail(path, "PLY header has no 'end_header' line (file truncated?)")
+    try:
+        text = head[: end.start()].decode("ascii")
+    except UnicodeDecodeError:
+        raise _fail(path, "PLY header is not ASCII text") from None
+    fmt: str | None = None
+    elements: list[_Element] = []
+    for number, line in enumerate(text.splitlines()[1:], start=2):
+        tokens = line.split()
+        if not tokens or tokens[0] in ("comment", "obj_info"):
+            continue
+        bad = f"bad PLY header line {number}: {line.strip()!r}"
+        if tokens[0] == "format":
+            if len(tokens) != 3 or tokens[1] not in _FORMATS:
+                raise _fail(path, f"{bad} (format must be one of {', '.join(_FORMATS)})")
+            fmt = tokens[1]
+        elif tokens[0] == "element":
+            if len(tokens) != 3 or not tokens[2].isdigit():
+                raise _fail(path, f"{bad} (expected 'element NAME COUNT')")
+            elements.append(_Element(tokens[1], int(tokens[2])))
+        elif tokens[0] == "property":
+            if not elements:
+                raise _fail(path, f"{bad} (property before any element)")
+            if len(tokens) == 5 and tokens[1] == "list" and tokens[2] in _TYPE_SIZES and tokens[3] in _TYPE_SIZES:
+                elements[-1].properties.append(_Property(tokens[4], _TYPE_SIZES[tokens[2]], is_list=True))
+            elif len(tokens) == 3 and tokens[1] in _TYPE_SIZES:
+                elements[-1].properties.append(_Property(tokens[2], _TYPE_SIZES[tokens[1]]))
+            else:
+                raise _fail(path, f"{bad} (unknown property type)")
+        else:
+            raise _fail(path, f"{bad} (unknown keyword)")
+    if fmt is None:
+        raise _fail(path, "PLY header has no 'format' line")
+    return _Header(fmt, elements, end.end())
+
+
+def _check_body_size(path: PathLike, header: _Header, file_size: int) -> None:
+    """Compare the body size implied by the header (a lower bound when list properties exist) with the file."""
+    body = file_size - header.body_offset
+    if header.format == "ascii":
+        # Every value takes at least one character and one separator.
+        needed = sum(e.count * 2 * len(e.properties) for e in header.elements) - 1
+    else:
+        needed = sum(e.count * sum(p.size for p in e.properties) for e in header.elements)
+    if body < needed:
+        counts = ", ".join(f"{e.count} {e.name}" for e in header.elements)
+        raise _fail(path, f"truncated or corrupt: the header declares {counts}, which needs at least {needed} bytes "
+                          f"of data, but the file has {max(body, 0)}")
+
+
+def _check_vertex_element(path: PathLike, header: _Header) -> tuple[_Element, int]:
+    """Find the vertex element, check the required properties and return it with the SH degree."""
+    vertex = next((e for e in header.elements if e.name == "vertex"), None)
+    if vertex is None:
+        names = ", ".join(e.name for e in header.elements) or "none"
+        raise _fail(path, f"no 'vertex' element (elements: {names})")
+    if vertex.count == 0:
+        raise _fail(path, "contains no Gaussians (vertex count is 0)")
+    names = {p.name for p in vertex.properties}
+    if "packed_position" in names:
+        raise _fail(path, "compressed PLY (SuperSplat packed layout) is not supported; decompress it first")
+    missing = [n for n in _REQUIRED if n not in names]
+    if missing:
+        raise _fail(path, f"not a 3DGS splat file: missing vertex properties {', '.join(missing)}")
+    lists = [p.name for p in vertex.properties if p.is_list]
+    if lists:
+        raise _fail(path, f"vertex has list properties ({', '.join(lists)}), not a 3DGS splat file")
+    n_rest = sum(1 for n in names if re.fullmatch(r"f_rest_\d+", n))
+    if n_rest not in _F_REST_DEGREE:
+        raise _fail(path, f"has {n_rest} f_rest properties; expected 0, 9, 24 or 45 (SH degree 0..3)")
+    absent = [f"f_rest_{i}" for i in range(n_rest) if f"f_rest_{i}" not in names]
+    if absent:
+        raise _fail(path, f"f_rest properties are not numbered 0..{n_rest - 1} (missing {', '.join(absent[:5])})")
+    return vertex, _F_REST_DEGREE[n_rest]
+
+
+# ---------------------------------------------------------------------------------------------------- read
+
+
+def read_ply(path: PathLike, up: UpAxis = "-y", device: torch.device | str = "cpu") -> GaussianScene:
+    """Load a 3DGS ``.ply`` into a :class:`GaussianScene` (float32), rotating file coordinates back to our world.
+
+    ``up`` is the file's up axis (see :mod:`esd_gs.io.axes`); the inverse rotation ``R^T`` is applied. Raises
+    :class:`PlyFormatError` for any file that is not a readable, finite, non-empty 3DGS splat file.
+    """
+    up_rotation(up)  # validate before touching the file
+    with open(path, "rb") as f:
+        head = f.read(MAX_HEADER_BYTES)
+        file_size = os.fstat(f.fileno()).st_size
+    header = _parse_header(path, head)
+    _check_body_size(path, header, file_size)
+    vertex, degree = _check_vertex_element(path, header)
+
+    try:
+        data = plyfile.PlyData.read(os.fspath(path), mmap=False)["vertex"].data
+    except Exception as error:  # plyfile / numpy parse errors on a body the header check could not rule out
+        raise _fail(path, f"could not parse the PLY body: {type(error).__name__}: {error}") from None
+    if len(data) != vertex.count:
+        raise _fail(path, f"read {len(data)} vertices but the header declares {vertex.count}")
+
+    def columns(names: Iterable[str]) -> np.ndarray:
+        return np.stack([np.asarray(data[n], dtype=np.float32) for n in names], axis=1)
+
+    n = vertex.count
+    k_rest = num_sh_bases(degree) - 1
+    means = columns(["x", "y", "z"])
+    sh0 = columns([f"f_dc_{c}" for c in range(3)])
+    f_rest = columns([f"f_rest_{i}" for i in range(3 * k_rest)]) if k_rest else np.zeros((n, 0), np.float32)
+    opacities = columns(["opacity"])
+    scales = columns([f"scale_{i}" for i in range(3)])
+    quats = columns([f"rot_{i}" for i in range(4)])
+    finite = np.isfinite(np.concatenate([means, sh0, f_rest, opacities, scales, quats], axis=1)).all(axis=1)
+    if not finite.all():
+        raise _fail(path, f"{int((~finite).sum())} of {n} Gaussians have NaN or Inf values")
+
+    params = {
+        "means": torch.from_numpy(means),
+        "scales": torch.from_numpy(scales),
+        "quats": torch.from_numpy(quats),
+        "opacities": torch.from_numpy(opacities[:, 0].copy()),
+        "sh0": torch.from_numpy(sh0).reshape(n, 1, 3),
+        # channel-major [N, 3 * (K-1)] -> [N, 3, K-1] -> [N, K-1, 3]
+        "shN": torch.from_numpy(f_rest).reshape(n, 3, k_rest).transpose(1, 2).contiguous(),
+    }
+    if up != "z":
+        params = transform_scene_params(params, up_rotation(up).T)
+    return GaussianScene({k: v.to(device) for k, v in params.items()})
+
+
+# ---------------------------------------------------------------------------------------------------- write
+
+
+def prepare_params(scene_or_params: SceneOrParams) -> dict[str, Tensor]:
+    """Detached float32 CPU copies of a scene's raw parameters, refusing empty scenes and non-finite values."""
+    scene = scene_or_params if isinstance(scene_or_params, GaussianScene) else GaussianScene(dict(scene_or_params))
+    params = {k: v.detach().to("cpu", torch.float32) for k, v in scene.params.items()}
+    n = params["means"].shape[0]
+    if n == 0:
+        raise ValueError("the scene contains no Gaussians; nothing to write")
+    bad = torch.zeros(n, dtype=torch.bool)
+    for value in params.values():
+        bad |= ~torch.isfinite(value.reshape(n, -1)).all(dim=1)
+    if bad.any():
+        raise ValueError(f"refusing to write: {int(bad.sum())} of {n} Gaussians have NaN or Inf parameters")
+    return params
+
+
+def ply_property_names(sh_degree: int) -> list[str]:
+    """The vertex property names :func:`write_ply` writes for an SH degree, in file order."""
+    n_rest = 3 * (num_sh_bases(sh_degree) - 1)
+    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+            + [f"f_rest_{i}" for i in range(n_rest)]
+            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+
+
+def write_ply(
+    scene_or_params: SceneOrParams,
+    path: PathLike,
+    up: UpAxis = "-y",
+    pad_sh_degree: int | None = None,
+) -> None:
+    """Write a scene as a 3DGS ``.ply`` (layout in the module docstring), atomically.
+
+    ``up`` is the up axis the file should have (default ``"-y"``, what viewers expect). ``pad_sh_degree`` zero-pads
+    the higher SH bands to that degree (e.g. 3 -> 45 ``f_rest``, needed by some consumers); it may not be lower
+    than the scene's degree. Raises ``ValueError`` for empty scenes or NaN/Inf parameters.
+    """
+    up_rotation(up)  # validate
+    params = prepare_params(scene_or_params)
+    n = params["means"].shape[0]
+    degree = round(math.sqrt(params["shN"].shape[1] + 1)) - 1
+    out_degree = degree if pad_sh_degree is None else pad_sh_degree
+    if out_degree not in range(4):
+        raise ValueError(f"pad_sh_degree must be in 0..3, got {pad_sh_degree}")
+    if out_degree < degree:
+        raise ValueError(f"cannot pad SH to degree {out_degree}: the scene has SH degree {degree} (would lose bands)")
+    if up != "z":
+        params = transform_scene_params(params, up_rotation(up))
+
+    shN = params["shN"]
+    pad = num_sh_bases(out_degree) - num_sh_bases(degree)
+    if pad:
+        shN = torch.cat([shN, shN.new_zeros(n, pad, 3)], dim=1)
+    columns = [
+        params["means"],
+        torch.zeros(n, 3),
+        params["sh0"].reshape(n, 3),
+        shN.transpose(1, 2).reshape(n, -1),  # channel-major: all R, then G, then B
+        params["opacities"].reshape(n, 1),
+        params["scales"],
+        params["quats"],
+    ]
+    data = np.ascontiguousarray(torch.cat(columns, dim=1).numpy().astype("<f4"))
+    names = ply_property_names(out_degree)
+    assert data.shape[1] == len(names)
+    header = "ply\nformat binary_little_endian 1.0\n" f"element vertex {n}\n"
+    header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
+    atomic_write_bytes(path, [header.encode("ascii"), memoryview(data).cast("B")])
+
