@@ -244,3 +244,28 @@ def test_bad_distillation_values_are_user_errors():
         DistillationConfig(method="esd", lambda_entropy=1.5)
     with pytest.raises(UserError, match="unknown method"):
         DistillationConfig(method="dds")
+
+
+def test_linear_encoder_is_the_least_squares_fit_of_the_vae(tiny_eps):
+    prior = StableDiffusionPrior.from_pretrained(str(tiny_eps))
+    weight, bias = prior.rgb_to_latent_map()
+    assert weight.shape == (4, 3) and bias.shape == (4,)
+    # Normal equations: on the fitting data the residual is orthogonal to every regressor (rgb and the constant).
+    gen = torch.Generator().manual_seed(0)
+    blocks = torch.rand(16, 3, 8, 8, generator=gen)
+    with torch.no_grad():
+        vae = prior.encode_images(blocks.repeat_interleave(8, 2).repeat_interleave(8, 3))
+    residual = vae - prior.encode_images_linear(blocks)
+    design = torch.cat([blocks, torch.ones(16, 1, 8, 8)], dim=1)
+    normal = torch.einsum("bchw,blhw->cl", design.double(), residual.double())
+    assert normal.abs().max() < 1e-3 * residual.abs().sum()
+    # It is differentiable and used by the step when asked for.
+    distill = make(tiny_eps, method="sds")
+    distill.config.encoder = "linear"
+    small = torch.rand(2, 3, 8, 8, generator=gen).requires_grad_(True)
+    cams = OrbitSampler().sample(2, generator=gen)
+    out = distill.step(small, cams, progress=0.0, generator=gen)
+    assert out.latents.shape == (2, 4, 8, 8)
+    (d_images,) = torch.autograd.grad(out.loss, small)
+    expected = torch.einsum("lc,blhw->bchw", weight, out.grad / 2)
+    assert torch.allclose(d_images, expected, atol=1e-6)

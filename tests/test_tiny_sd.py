@@ -17,11 +17,6 @@ from esd_gs.guidance.tiny import build_tiny_stable_diffusion  # noqa: E402
 PROMPT = "a plush dragon toy, front view"
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """The models are tiny: intra-op threading only adds overhead, and on a busy 2-core machine each parallel op

@@ -13,6 +13,7 @@ detached latents and cameras (Alg. 1 trains psi on the current renders, after th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -39,12 +40,17 @@ class DistillationConfig:
     """w(t): sigma2 = 1 - alphabar_t, or uniform."""
     grad_clip: float | None = None
     """Clamp each entry of w(t) * bracket to [-grad_clip, grad_clip]; None = no clipping."""
+    encoder: Literal["vae", "linear"] = "vae"
+    """vae: encode renders with the VAE (renders 8x the latent size); linear: renders are made at latent size and
+    mapped to latents by a fitted per-pixel affine map (much cheaper, approximate)."""
 
     def __post_init__(self) -> None:
         if self.method not in ("sds", "vsd", "esd"):
             raise UserError(f"unknown method '{self.method}': use sds, vsd or esd")
         if not 0.0 <= self.lambda_entropy <= 1.0:
             raise UserError(f"--lambda-entropy must be in [0, 1], got {self.lambda_entropy}")
+        if self.encoder not in ("vae", "linear"):
+            raise UserError(f"unknown encoder '{self.encoder}': use vae or linear")
         if self.guidance_scale < 0:
             raise UserError(f"guidance scale must be >= 0, got {self.guidance_scale}")
 
@@ -87,7 +93,7 @@ class ScoreDistillation:
     def step(self, images: Tensor, cameras: Cameras, progress: float, generator: torch.Generator | None = None) -> DistillationOutput:
         """Rendered images [B, 3, H, W] in [0, 1] (with gradient) -> loss and what psi trains on."""
         prior, cfg = self.prior, self.config
-        latents = prior.encode_images(images)
+        latents = prior.encode_images(images) if cfg.encoder == "vae" else prior.encode_images_linear(images)
         batch = latents.shape[0]
         gen_device = generator.device if generator is not None else latents.device
         timesteps = self.schedule.sample(progress, batch, prior.alphas_cumprod.cpu(), generator=_cpu(generator))
