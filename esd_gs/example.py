@@ -9,12 +9,9 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .cameras import Cameras
-from .render import render
 from .scene import GaussianScene
 
 HEAD_AXES = (0.40, 0.36, 0.50)
@@ -156,15 +153,3 @@ def make_head_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
         colors=(colors * shade[:, None]).clamp(0.0, 1.0),
         sh_degree=0,
     )
-
-
-def render_views(scene: GaussianScene, cameras: Cameras, size: int, background=1.0, batch: int = 8) -> np.ndarray:
-    """Render every camera at ``size`` x ``size``, ``batch`` at a time, as uint8 frames [V, H, W, 3]."""
-    if len(cameras) == 0:
-        raise ValueError("render_views needs at least one camera")
-    frames = []
-    with torch.no_grad():
-        for start in range(0, len(cameras), batch):
-            out = render(scene, cameras[start : start + batch], size, size, background=background)
-            frames.append((out.rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(frames, axis=0)

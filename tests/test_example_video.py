@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from esd_gs.cameras import orbit_cameras, turntable
-from esd_gs.example import HAIR, make_head_scene, render_views
+from esd_gs.example import HAIR, make_head_scene
+from esd_gs.render.views import render_views
 from esd_gs.render import render
 from esd_gs.video import contact_sheet, write_png, write_turntable
 

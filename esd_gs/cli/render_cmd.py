@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 import tyro
 
 from ..cameras import turntable
 from ..errors import UserError
 from ..io import UpAxis, read_ply
-from ..progress import console, make_progress
-from ..render import render
-from ..scene import GaussianScene
+from ..progress import console
+from ..render.views import render_views
 from ..video import contact_sheet, write_png, write_turntable
 from .common import ensure_writable_dir, pick_device
 
@@ -64,7 +62,8 @@ def run_render(args: RenderArgs) -> list[Path]:
     device = pick_device(args.device)
     scene = read_ply(args.scene, up=args.up).to(device)
     ensure_writable_dir(args.out)
-    frames = render_turntable(scene, args.views, args.size, args.elevation, args.radius, args.fovy, args.background)
+    cams = turntable(args.views, elevation=args.elevation, radius=args.radius, fovy=args.fovy)
+    frames = render_views(scene, cams, args.size, background=args.background, progress_label="rendering")
     written = write_turntable(frames, args.out, stem="turntable", formats=args.formats, fps=args.fps)
     picks = np.linspace(0, args.views, num=min(args.sheet_views, args.views), endpoint=False).astype(int)
     sheet_path = args.out / "contact_sheet.png"
@@ -73,29 +72,3 @@ def run_render(args: RenderArgs) -> list[Path]:
     for path in written:
         console.print(f"wrote {path}")
     return written
-
-
-@torch.no_grad()
-def render_turntable(
-    scene: GaussianScene,
-    views: int,
-    size: int,
-    elevation: float,
-    radius: float,
-    fovy: float,
-    background: tuple[float, float, float],
-    batch: int = 8,
-) -> np.ndarray:
-    """Render ``views`` turntable frames -> uint8 [V, size, size, 3], with a progress bar."""
-    cams = turntable(views, elevation=elevation, radius=radius, fovy=fovy)
-    frames = np.empty((views, size, size, 3), dtype=np.uint8)
-    with make_progress() as progress:
-        task = progress.add_task("rendering", total=views)
-        for start in range(0, views, batch):
-            chunk = cams[start : start + batch]
-            rgb = render(scene, chunk, size, size, background=background).rgb
-            frames[start : start + len(chunk)] = (
-                (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            )
-            progress.advance(task, len(chunk))
-    return frames

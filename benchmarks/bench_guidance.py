@@ -1,0 +1,148 @@
+"""Time of one full score-distillation step, for SDS, VSD and ESD, with phi and psi sharing a UNet or not.
+
+One step = render a batch of views of a 4,096-Gaussian scene, encode it with the VAE (with gradient), phi with
+text CFG (2B UNet passes), psi for the camera and the null camera where the method needs them, backward into the
+scene, one Adam step on theta, and one psi training step (forward + backward + AdamW).
+
+    # CPU, the tiny offline Stable Diffusion (loaded through from_pretrained), 64 px renders:
+    .venv/bin/python benchmarks/bench_guidance.py
+    # GPU: full-size SD 2.1-base UNet and VAE configs on random weights, 512 px renders, fp16:
+    python benchmarks/bench_guidance.py --full-size --device cuda --size 512 --precision fp16
+
+Reports the median step time over ``--steps`` steps after ``--warmup`` steps, iterations/s, and peak GPU memory.
+Run it on an otherwise idle machine: on 2 cores a second busy process distorts CPU timings badly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from esd_gs.cameras import OrbitSampler
+from esd_gs.guidance.prior import StableDiffusionPrior, resolve_dtype
+from esd_gs.guidance.psi import CameraLoRAEstimator, PsiConfig
+from esd_gs.guidance.schedules import TimestepSchedule
+from esd_gs.guidance.score_distillation import DistillationConfig, ScoreDistillation
+from esd_gs.guidance.tiny import build_tiny_stable_diffusion, sd21_scheduler_config, tiny_clip_vocab
+from esd_gs.render import render
+from esd_gs.scene import BallInit, GaussianScene
+
+
+def full_size_prior(device: torch.device, dtype: torch.dtype) -> StableDiffusionPrior:
+    """SD 2.1-base's UNet and VAE architecture with random weights (the text encoder is 1 layer: it runs once)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        attention_head_dim=(5, 10, 20, 20),
+        cross_attention_dim=1024,
+        use_linear_projection=True,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        from esd_gs.guidance.tiny import write_tiny_clip_tokenizer_files
+
+        write_tiny_clip_tokenizer_files(tmp)
+        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
+    vocab, _ = tiny_clip_vocab()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab), hidden_size=1024, intermediate_size=4096, num_hidden_layers=1,
+            num_attention_heads=16, max_position_embeddings=77, bos_token_id=len(vocab) - 2,
+            eos_token_id=len(vocab) - 1, pad_token_id=len(vocab) - 1,
+        )
+    )
+    scheduler = DDPMScheduler(**{k: v for k, v in sd21_scheduler_config().items() if not k.startswith("_")})
+    return StableDiffusionPrior(
+        unet.to(device, dtype), vae.to(device, dtype), text_encoder.to(device, dtype), tokenizer, scheduler, device, dtype
+    )
+
+
+def run_config(make_prior, method: str, shared: bool, args, device: torch.device) -> dict:
+    prior = make_prior()
+    text = prior.text_embeddings("a head")
+    config = DistillationConfig(method=method, lambda_entropy=0.5)
+    psi = CameraLoRAEstimator.create(prior, PsiConfig(shared_unet=shared)) if config.needs_psi else None
+    distill = ScoreDistillation(prior, text, config, TimestepSchedule(), psi)
+    gen = torch.Generator().manual_seed(0)
+    scene = GaussianScene.random_ball(BallInit(num_points=4096, opacity=0.3), generator=gen).to(device)
+    optimizer = torch.optim.Adam(scene.parameters(), lr=1e-3)
+    sampler = OrbitSampler()
+    times = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        cams = sampler.sample(args.batch, generator=gen)
+        images = render(scene, cams, args.size, args.size, background=0.5).rgb
+        out = distill.step(images, cams, progress=i / (args.warmup + args.steps), generator=None)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        distill.update_psi(out.latents, cams)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    median = statistics.median(times)
+    return {"method": method, "shared": shared if psi else "-", "step_s": median, "it_s": 1 / median, "peak_gib": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full-size", action="store_true", help="SD 2.1-base UNet/VAE configs, random weights")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
+    parser.add_argument("--size", type=int, default=64, help="render size in pixels (latents are size / 8)")
+    parser.add_argument("--batch", type=int, default=1, help="views per step")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = resolve_dtype(args.precision, device)
+
+    if args.full_size:
+        def make_prior():
+            return full_size_prior(device, dtype)
+    else:
+        path = build_tiny_stable_diffusion(tempfile.mkdtemp(prefix="esd-gs-bench-") + "/tiny", "epsilon")
+
+        def make_prior():
+            return StableDiffusionPrior.from_pretrained(str(path), device=device, precision=args.precision)
+
+    print(f"torch {torch.__version__}, device {device}, dtype {dtype}, {args.size} px, batch {args.batch}, "
+          f"{'full-size SD 2.1-base configs' if args.full_size else 'tiny SD'}, {torch.get_num_threads()} threads")
+    print(f"{'method':>6} {'shared':>7} {'ms/step':>9} {'it/s':>7} {'peak GiB':>9}")
+    for method, shared in (("sds", True), ("vsd", True), ("esd", True), ("vsd", False), ("esd", False)):
+        row = run_config(make_prior, method, shared, args, device)
+        peak = f"{row['peak_gib']:9.2f}" if row["peak_gib"] is not None else f"{'-':>9}"
+        print(f"{row['method']:>6} {str(row['shared']):>7} {row['step_s'] * 1e3:9.1f} {row['it_s']:7.2f} {peak}", flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
