@@ -1,44 +1,100 @@
 """The ``esd-gs`` command: one tyro subcommand per job.
 
-Every user-facing failure (bad flag values, unreadable files, missing models) ends as one line on stderr and exit
-code 2; an interrupt exits 130. Programming errors still show their traceback.
+Every user-facing failure (bad flag values, unreadable files, missing models, occupied run directories) ends as
+one line on stderr and exit code 2; a training failure (persistent NaNs) exits 1; Ctrl-C / SIGTERM during
+``generate`` saves a checkpoint and the scene, then exits 130 / 143. Programming errors keep their traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import signal
 import sys
+from typing import Annotated, Union
 
 import tyro
 
+from ..configs.generate import GenerateConfig
 from ..errors import UserError
 from ..io import PlyFormatError
 from .export_cmd import ExportArgs, run_export
+from .generate_cmd import preset_from_argv, run_generate
 from .render_cmd import RenderArgs, run_render
 
-COMMANDS = {
-    "render": (RenderArgs, run_render),
-    "export": (ExportArgs, run_export),
-}
+DESCRIPTION = "esd-gs: text to 3D Gaussians with Entropic Score Distillation, exported as 3DGS .ply splats."
+
+
+def _error(message: str, code: int) -> int:
+    print(f"esd-gs: error: {message}", file=sys.stderr)
+    return code
+
+
+def _panel_message(text: str) -> str:
+    """The message inside tyro's boxed error panel, as one line."""
+    lines = []
+    for raw in text.splitlines()[1:]:  # the first line is the panel's title bar
+        line = raw.strip().strip("│").strip()
+        if not line or line.startswith(("╰", "╭")):
+            continue
+        if set(line) <= {"─", " "}:
+            break
+        lines.append(line)
+    return " ".join(lines) or text.strip().splitlines()[0]
+
+
+def _parse(commands, argv: list[str]):
+    """tyro.cli, with its boxed usage errors turned into one UserError line (help still prints normally)."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            return tyro.cli(commands, args=argv, description=DESCRIPTION)
+    except SystemExit as exit_:
+        captured = buffer.getvalue()
+        if exit_.code in (0, None) or not captured.strip():
+            sys.stderr.write(captured)
+            raise
+        raise UserError(_panel_message(captured) + " (see --help)") from None
+    except ValueError as exc:  # a nested config refused a value in its __post_init__
+        raise UserError(str(exc)) from None
+
+
+def parse_args(argv: list[str]) -> GenerateConfig | RenderArgs | ExportArgs:
+    """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
+    generate_defaults = preset_from_argv(argv) if argv[:1] == ["generate"] else GenerateConfig()
+    commands = Union[
+        Annotated[GenerateConfig, tyro.conf.subcommand("generate", default=generate_defaults)],
+        Annotated[RenderArgs, tyro.conf.subcommand("render")],
+        Annotated[ExportArgs, tyro.conf.subcommand("export")],
+    ]
+    return _parse(commands, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in COMMANDS.items()},
-        args=argv,
-        description="esd-gs: text to 3D Gaussians with Entropic Score Distillation, exported as 3DGS .ply splats.",
-    )
-    runner = next(run for cls, run in COMMANDS.values() if isinstance(args, cls))
+    from ..trainer import Interrupted, TrainingError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        runner(args)
+        args = parse_args(argv)
+        if isinstance(args, GenerateConfig):
+            run_generate(args)
+        elif isinstance(args, RenderArgs):
+            run_render(args)
+        else:
+            run_export(args)
     except (UserError, PlyFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         message = str(exc)
         if isinstance(exc, OSError) and exc.filename:
             message = f"{exc.strerror}: {exc.filename}"
-        print(f"esd-gs: error: {message}", file=sys.stderr)
-        return 2
+        return _error(message, 2)
+    except TrainingError as exc:
+        return _error(str(exc), 1)
+    except Interrupted as exc:
+        print(f"esd-gs: interrupted ({exc}); resume with --resume", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("esd-gs: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
     return 0
 
 

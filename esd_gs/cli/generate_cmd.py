@@ -1,0 +1,82 @@
+"""``esd-gs generate "prompt"``: the main command. Run-directory rules, presets and resume live here."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from ..configs.generate import GenerateConfig, load_yaml_config
+from ..errors import UserError
+from ..progress import console
+from ..trainer import Trainer, write_config
+from .common import ensure_writable_dir, pick_device
+
+OUTPUTS = ("scene.ply", "scene.splat", "run.json", "config.yaml", "metrics.jsonl", "turntable.mp4", "turntable.gif",
+           "contact_sheet.png", "checkpoint", "previews")
+
+
+def preset_from_argv(argv: list[str]) -> GenerateConfig:
+    """The defaults for this invocation: the ``--config`` preset if one is named, else GenerateConfig()."""
+    for i, arg in enumerate(argv):
+        path = None
+        if arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        if path is not None:
+            if not Path(path).is_file():
+                raise UserError(f"config preset {path} does not exist (presets live in configs/, e.g. configs/preview.yaml)")
+            return replace(load_yaml_config(Path(path)), config=Path(path))
+    return GenerateConfig()
+
+
+def default_run_dir(config: GenerateConfig) -> Path:
+    slug = re.sub(r"[^a-z0-9]+", "-", config.prompt.lower()).strip("-")[:48] or "run"
+    return Path("runs") / f"{slug}-{config.method}"
+
+
+def read_status(run_dir: Path) -> str | None:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def run_generate(config: GenerateConfig) -> Path:
+    if config.resume is not None:
+        run_dir = config.resume
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"{run_dir} is not an esd-gs run directory (no config.yaml)")
+        status = read_status(run_dir)
+        if status == "finished":
+            raise UserError(f"the run in {run_dir} is already finished: its scene is {run_dir / 'scene.ply'}")
+        saved = load_yaml_config(run_dir / "config.yaml")
+        saved.validate()
+        trainer = Trainer(saved, run_dir, pick_device(config.device if config.device != "auto" else saved.device))
+        trainer.restore()
+        console.print(f"resuming {run_dir} at step {trainer.step} of {saved.steps}")
+    else:
+        config.validate()
+        run_dir = config.out or default_run_dir(config)
+        existing = [name for name in OUTPUTS if (run_dir / name).exists()]
+        if existing and not config.overwrite:
+            status = read_status(run_dir)
+            if status == "finished" or (status is None and "scene.ply" in existing):
+                raise UserError(f"{run_dir} already holds a finished run: pass --overwrite or choose another --out")
+            raise UserError(f"{run_dir} holds an unfinished run: pass --resume {run_dir} to continue it, or --overwrite")
+        ensure_writable_dir(run_dir)
+        device = pick_device(config.device)
+        trainer = Trainer(config, run_dir, device)  # loads the models: fail before touching old outputs
+        for name in existing:  # --overwrite: remove only what esd-gs wrote
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        write_config(config, run_dir)
+    trainer.run()
+    console.print(f"[green]done[/green]: {run_dir / 'scene.ply'} (open it in SuperSplat or any 3DGS viewer)")
+    return run_dir

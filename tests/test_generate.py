@@ -1,0 +1,154 @@
+"""``esd-gs generate`` end to end: the real CLI in a subprocess with a tiny Stable Diffusion on CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import plyfile
+import pytest
+import yaml
+
+from esd_gs.guidance.tiny import build_tiny_stable_diffusion
+from esd_gs.io import read_ply
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = [
+    "--resolution", "64", "--init.num-points", "400", "--densify.max-gaussians", "1500",
+    "--output.turntable-views", "6", "--output.turntable-size", "48", "--output.preview-every", "0.5",
+    "--output.checkpoint-every", "0.25",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("sd") / "tiny", "epsilon")
+
+
+def esd_gs(*args, cwd=ROOT):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="120", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "esd_gs", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+def start(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="120", OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "esd_gs", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
+
+def test_generate_writes_every_output(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    result = esd_gs("generate", "a head", "--model", tiny_model, "--steps", 12, "--out", out, "--seed", 3, *FAST)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # The standard 3DGS .ply, read by a third-party reader.
+    vertex = plyfile.PlyData.read(str(out / "scene.ply"))["vertex"]
+    names = [p.name for p in vertex.properties]
+    assert names[:9] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    assert names[-8:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    n = len(vertex["x"])
+    assert 1 <= n <= 1500 and np.isfinite(vertex["x"]).all()
+    assert (out / "scene.splat").stat().st_size == 32 * n
+    frames = [frame for frame in iio.imiter(out / "turntable.mp4")]
+    assert len(frames) == 6 and frames[0].shape == (48, 48, 3)
+    assert iio.imread(out / "contact_sheet.png").ndim == 3
+    assert sorted(p.name for p in (out / "previews").iterdir()) == ["step_000006.png", "step_000012.png"]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 13))
+    assert all({"loss", "t", "gaussians", "it_s", "psi_loss"} <= set(m) for m in metrics)
+    assert all(m["psi_loss"] is not None for m in metrics)  # ESD trains psi every step
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["prompt"] == "a head" and saved["method"] == "esd" and saved["steps"] == 12
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+    # A finished run is never overwritten by accident.
+    again = esd_gs("generate", "a head", "--model", tiny_model, "--steps", 12, "--out", out, *FAST)
+    assert again.returncode == 2 and "already holds a finished run" in again.stderr
+    assert (out / "scene.ply").stat().st_size > 0
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_model, tmp_path):
+    common = ["generate", "a head", "--model", tiny_model, "--steps", 16, "--seed", 5, *FAST]
+    straight = esd_gs(*common, "--out", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    run = tmp_path / "interrupted"
+    proc = start(*common, "--out", run)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    status = json.loads((run / "run.json").read_text())
+    if proc.returncode == 0:  # finished before the signal landed: nothing to resume (rare on a fast machine)
+        pytest.skip("the run finished before it could be interrupted")
+    assert proc.returncode == 130, stderr[-2000:]
+    assert status["status"] == "interrupted" and 0 < status["step"] < 16
+    assert (run / "scene.ply").exists()  # what exists is exported on interrupt
+    assert "esd-gs: interrupted" in stderr
+
+    resumed = esd_gs("generate", "--resume", run)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "scene.ply").read_bytes() == (tmp_path / "straight" / "scene.ply").read_bytes()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines][-1] == 16
+
+
+def test_sigterm_saves_and_exits_non_zero(tiny_model, tmp_path):
+    run = tmp_path / "term"
+    proc = start("generate", "a head", "--model", tiny_model, "--steps", 400, "--out", run, *FAST)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    assert read_ply(run / "scene.ply").num_gaussians > 0
+    assert (run / "checkpoint" / "meta.json").exists()
+    # The unfinished run is protected too: a new generate there asks for --resume or --overwrite.
+    again = esd_gs("generate", "a head", "--model", tiny_model, "--out", run)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["generate", ""], "prompt is empty"),
+        (["generate", "x", "--lambda-entropy", "1.5"], "--lambda-entropy"),
+        (["generate", "x", "--steps", "-1"], "--steps"),
+        (["generate", "x", "--method", "dds"], "--method"),
+        (["generate", "x", "--model", "/no/such/model"], "does not exist"),
+        (["generate", "x", "--config", "configs/nope.yaml"], "does not exist"),
+        (["generate", "x", "--out", "/proc/esd-gs-cannot-write-here"], "cannot create output directory"),
+        (["generate", "--resume", "/tmp"], "not an esd-gs run directory"),
+    ],
+)
+def test_bad_generate_input_gives_one_line_and_exit_2(args, expected):
+    result = esd_gs(*args)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "torchvision" not in line]
+    assert len(lines) == 1 and lines[0].startswith("esd-gs: error:") and expected in lines[0], result.stderr
+
+
+def test_presets_load_and_flags_override():
+    from esd_gs.cli.main import parse_args
+
+    for name in ("esd", "vsd", "sds", "preview"):
+        config = parse_args(["generate", "x", "--config", str(ROOT / "configs" / f"{name}.yaml")])
+        config.validate()
+    sds = parse_args(["generate", "x", "--config", str(ROOT / "configs" / "sds.yaml")])
+    assert (sds.method, sds.guidance_scale, sds.densify.grad_threshold) == ("sds", 100.0, 0.01)
+    # The preset sets vsd with lambda 0 and 2500 steps; flags on the command line win, the rest stays.
+    mixed = parse_args(["generate", "x", "--config", str(ROOT / "configs" / "vsd.yaml"), "--method", "esd", "--steps", "7"])
+    assert (mixed.method, mixed.steps, mixed.lambda_entropy, mixed.resolution_start) == ("esd", 7, 0.0, 256)
+    plain = parse_args(["generate", "x"])
+    assert (plain.method, plain.lambda_entropy, plain.steps) == ("esd", 0.5, 2500)
