@@ -152,3 +152,35 @@ def test_presets_load_and_flags_override():
     assert (mixed.method, mixed.steps, mixed.lambda_entropy, mixed.resolution_start) == ("esd", 7, 0.0, 256)
     plain = parse_args(["generate", "x"])
     assert (plain.method, plain.lambda_entropy, plain.steps) == ("esd", 0.5, 2500)
+
+
+def test_nan_steps_are_skipped_counted_and_stop_when_persistent(tiny_model, tmp_path, monkeypatch):
+    import torch
+
+    from esd_gs.cli.main import parse_args
+    from esd_gs.trainer import Trainer, TrainingError
+
+    config = parse_args(["generate", "a head", "--model", str(tiny_model), "--steps", "10", "--max-bad-steps", "3", *FAST])
+    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    real_step = trainer.distill.step
+    poisoned = {3, 5, 6, 7}  # step 3 alone is skipped; 5, 6, 7 in a row stop the run
+
+    def step(images, cameras, progress, generator=None):
+        out = real_step(images, cameras, progress, generator)
+        if trainer.step in poisoned:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.distill, "step", step)
+    before = {k: v.detach().clone() for k, v in trainer.scene.params.items()}
+    trainer.train_step(), trainer.train_step(), trainer.train_step()
+    row = trainer.train_step()  # step index 3: NaN
+    assert row["loss"] is None and row["skipped"] == 1
+    assert all(torch.isfinite(v).all() for v in trainer.scene.params.values())
+    assert any(not torch.equal(before[k], v) for k, v in trainer.scene.params.items())
+    trainer.train_step()  # index 4: fine again, the run of bad steps resets
+    assert trainer.bad_in_a_row == 0
+    trainer.train_step(), trainer.train_step()
+    with pytest.raises(TrainingError, match="NaN/Inf for 3 steps in a row"):
+        trainer.train_step()
+    assert trainer.skipped == 4
