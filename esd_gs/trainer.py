@@ -32,8 +32,8 @@ from .cameras import orbit_cameras, turntable
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, rng_tensor, save_checkpoint
 from .configs.generate import GenerateConfig, dump_yaml_config
 from .densify import Densifier
-from .errors import UserError
 from .guidance.prior import StableDiffusionPrior
+from .guidance.particle import ParticleEstimator
 from .guidance.psi import CameraLoRAEstimator
 from .guidance.score_distillation import DistillationConfig, ScoreDistillation
 from .io import write_ply, write_splat
@@ -41,6 +41,8 @@ from .progress import console, make_progress
 from .render import render
 from .render.views import render_views
 from .scene import GaussianScene
+from .synthetic.estimator import SyntheticResidualEstimator
+from .synthetic.prior import SyntheticPrior
 from .video import contact_sheet, write_png, write_turntable
 
 PARAM_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
@@ -57,11 +59,16 @@ class Interrupted(Exception):
 
 
 class Trainer:
-    def __init__(self, config: GenerateConfig, run_dir: Path, device: torch.device):
+    def __init__(self, config: GenerateConfig, run_dir: Path, device: torch.device, prior=None):
+        """``prior``: an already built prior to reuse (the Janus benchmark shares one across runs)."""
         self.cfg, self.run_dir, self.device = config, run_dir, device
-        if config.prior == "synthetic":
-            raise UserError("--prior synthetic is not available in this version yet: use --prior sd")
-        self.prior = StableDiffusionPrior.from_pretrained(config.model, device=device, precision=config.precision)
+        if prior is not None:
+            self.prior = prior
+        elif config.prior == "synthetic":
+            background = {"white": 1.0, "black": 0.0}.get(config.background, 1.0)
+            self.prior = SyntheticPrior.build(config.synthetic, config.prompt, config.resolution, config.cameras, device, background)
+        else:
+            self.prior = StableDiffusionPrior.from_pretrained(config.model, device=device, precision=config.precision)
         self.text = self.prior.text_embeddings(config.prompt, config.negative_prompt, config.view_dependent_prompt)
         distill_cfg = DistillationConfig(
             method=config.method,
@@ -72,7 +79,7 @@ class Trainer:
             encoder=config.encoder,
         )
         torch.manual_seed(config.seed)  # psi's camera MLP initialisation and gsplat's split draws
-        self.psi = CameraLoRAEstimator.create(self.prior, config.psi) if distill_cfg.needs_psi else None
+        self.psi = make_estimator(self.prior, config) if distill_cfg.needs_psi else None
         self.distill = ScoreDistillation(self.prior, self.text, distill_cfg, config.timesteps, self.psi)
         self.camera_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
@@ -122,8 +129,10 @@ class Trainer:
         for group in self.optimizers["means"].param_groups:
             group["lr"] = self._means_lr(progress)
         self.densifier.remove_degenerate(self.scene.params, self.optimizers)
-        cams = cfg.cameras.sample(cfg.batch_size, generator=self.camera_gen)
         size = self.resolution(progress)
+        if isinstance(self.psi, ParticleEstimator) and self.psi.needs_refresh(self.step):
+            self.refresh_bank(size)
+        cams = cfg.cameras.sample(cfg.batch_size, generator=self.camera_gen)
         out = render(self.scene, cams, size, size, background=self._backgrounds(cfg.batch_size).to(self.device))
         self.densifier.pre_backward(self.scene.params, self.optimizers, self.step, out.info)
         result = self.distill.step(out.rgb, cams, progress, generator=self.noise_gen)
@@ -158,6 +167,18 @@ class Trainer:
             "psi_loss": psi_loss,
             "skipped": self.skipped,
         }
+
+    @torch.no_grad()
+    def refresh_bank(self, size: int) -> None:
+        """Re-render the particle bank at fresh cameras from the training distribution."""
+        cams = self.cfg.cameras.sample(self.psi.bank_size, generator=self.camera_gen)
+        images = []
+        for start in range(0, len(cams), 16):
+            chunk = cams[start : start + 16]
+            background = self._backgrounds(len(chunk)).to(self.device)
+            images.append(render(self.scene, chunk, size, size, background=background).rgb)
+        encode = self.prior.encode_images if self.cfg.encoder == "vae" else self.prior.encode_images_linear
+        self.psi.refresh(torch.cat([encode(batch) for batch in images]))
 
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
@@ -247,9 +268,10 @@ class Trainer:
                 tensors[f"densify.{key}"] = value
         if self.psi is not None:
             tensors.update({f"psi.{k}": v for k, v in self.psi.state_dict().items()})
-            flat, psi_meta = optimizer_to_flat("psi", self.psi.optimizer)
-            tensors.update({f"psi_{k}": v for k, v in flat.items()})
-            optim_meta["psi"] = psi_meta
+            if self.psi.optimizer is not None:
+                flat, psi_meta = optimizer_to_flat("psi", self.psi.optimizer)
+                tensors.update({f"psi_{k}": v for k, v in flat.items()})
+                optim_meta["psi"] = psi_meta
         tensors["rng.global"] = rng_tensor(torch.get_rng_state())
         tensors["rng.camera"] = rng_tensor(self.camera_gen.get_state())
         tensors["rng.noise"] = rng_tensor(self.noise_gen.get_state())
@@ -258,7 +280,7 @@ class Trainer:
             "skipped": self.skipped,
             "bad_in_a_row": self.bad_in_a_row,
             "optimizers": optim_meta,
-            "null_rate_counter": self.psi.null_rate_counter if self.psi is not None else None,
+            "null_rate_counter": getattr(self.psi, "null_rate_counter", None),
         }
         if self.device.type == "cuda":
             tensors["rng.cuda"] = rng_tensor(torch.cuda.get_rng_state(self.device))
@@ -276,15 +298,25 @@ class Trainer:
                 self.densifier.state[key] = tensors[f"densify.{key}"].to(self.device)
         if self.psi is not None:
             self.psi.load_state_dict({k[len("psi."):]: v for k, v in tensors.items() if k.startswith("psi.")})
-            psi_flat = {k[len("psi_"):]: v for k, v in tensors.items() if k.startswith("psi_optim.")}
-            optimizer_from_flat("psi", self.psi.optimizer, psi_flat, meta["optimizers"]["psi"], self.device)
-            self.psi.null_rate_counter = list(meta["null_rate_counter"])
+            if self.psi.optimizer is not None:
+                psi_flat = {k[len("psi_"):]: v for k, v in tensors.items() if k.startswith("psi_optim.")}
+                optimizer_from_flat("psi", self.psi.optimizer, psi_flat, meta["optimizers"]["psi"], self.device)
+                self.psi.null_rate_counter = list(meta["null_rate_counter"])
         torch.set_rng_state(tensors["rng.global"])
         self.camera_gen.set_state(tensors["rng.camera"])
         self.noise_gen.set_state(tensors["rng.noise"].to(self.noise_gen.get_state().device))
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.step, self.skipped, self.bad_in_a_row = meta["step"], meta["skipped"], meta["bad_in_a_row"]
+
+
+def make_estimator(prior, config: GenerateConfig):
+    """psi for this run: the particle bank, or the learned estimator of the prior's kind (LoRA / residual net)."""
+    if config.psi.estimator == "particle":
+        return ParticleEstimator(prior, config.psi.bank_size, config.psi.bank_refresh_every)
+    if isinstance(prior, SyntheticPrior):
+        return SyntheticResidualEstimator(prior, config.psi)
+    return CameraLoRAEstimator.create(prior, config.psi)
 
 
 def write_config(config: GenerateConfig, run_dir: Path) -> None:

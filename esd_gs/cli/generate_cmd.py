@@ -8,7 +8,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from ..configs.generate import GenerateConfig, load_yaml_config
+from ..configs.generate import GenerateConfig, load_yaml_config, synthetic_defaults
 from ..errors import UserError
 from ..progress import console
 from ..trainer import Trainer, write_config
@@ -19,7 +19,8 @@ OUTPUTS = ("scene.ply", "scene.splat", "run.json", "config.yaml", "metrics.jsonl
 
 
 def preset_from_argv(argv: list[str]) -> GenerateConfig:
-    """The defaults for this invocation: the ``--config`` preset if one is named, else GenerateConfig()."""
+    """The defaults for this invocation: the ``--config`` preset if one is named, else the synthetic prior's
+    defaults with ``--prior synthetic``, else GenerateConfig()."""
     for i, arg in enumerate(argv):
         path = None
         if arg == "--config" and i + 1 < len(argv):
@@ -30,6 +31,8 @@ def preset_from_argv(argv: list[str]) -> GenerateConfig:
             if not Path(path).is_file():
                 raise UserError(f"config preset {path} does not exist (presets live in configs/, e.g. configs/preview.yaml)")
             return replace(load_yaml_config(Path(path)), config=Path(path))
+    if any(a == "--prior=synthetic" or (a == "--prior" and argv[i + 1 : i + 2] == ["synthetic"]) for i, a in enumerate(argv)):
+        return synthetic_defaults()
     return GenerateConfig()
 
 

@@ -18,6 +18,7 @@ import tyro
 from ..configs.generate import GenerateConfig
 from ..errors import UserError
 from ..io import PlyFormatError
+from .bench_cmd import BenchArgs, run_bench
 from .export_cmd import ExportArgs, run_export
 from .generate_cmd import preset_from_argv, run_generate
 from .render_cmd import RenderArgs, run_render
@@ -59,13 +60,14 @@ def _parse(commands, argv: list[str]):
         raise UserError(str(exc)) from None
 
 
-def parse_args(argv: list[str]) -> GenerateConfig | RenderArgs | ExportArgs:
+def parse_args(argv: list[str]) -> GenerateConfig | RenderArgs | ExportArgs | BenchArgs:
     """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
     generate_defaults = preset_from_argv(argv) if argv[:1] == ["generate"] else GenerateConfig()
     commands = Union[
         Annotated[GenerateConfig, tyro.conf.subcommand("generate", default=generate_defaults)],
         Annotated[RenderArgs, tyro.conf.subcommand("render")],
         Annotated[ExportArgs, tyro.conf.subcommand("export")],
+        Annotated[BenchArgs, tyro.conf.subcommand("bench")],
     ]
     return _parse(commands, argv)
 
@@ -80,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             run_generate(args)
         elif isinstance(args, RenderArgs):
             run_render(args)
-        else:
+        elif isinstance(args, ExportArgs):
             run_export(args)
+        else:
+            run_bench(args)
     except (UserError, PlyFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         message = str(exc)
         if isinstance(exc, OSError) and exc.filename:

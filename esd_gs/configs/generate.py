@@ -19,6 +19,7 @@ from ..guidance.prior import DEFAULT_MODEL
 from ..guidance.psi import PsiConfig
 from ..guidance.schedules import TimestepSchedule
 from ..scene import BallInit
+from ..synthetic.prior import SyntheticPriorConfig
 
 
 @dataclass
@@ -144,6 +145,7 @@ class GenerateConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    synthetic: SyntheticPriorConfig = field(default_factory=SyntheticPriorConfig)
 
     def validate(self) -> None:
         """Bad values -> one clear UserError."""
@@ -167,8 +169,30 @@ class GenerateConfig:
             raise UserError(f"--init.num-points must be at least 1, got {self.init.num_points}")
         if not 0.0 <= self.psi.p_null_camera <= 1.0:
             raise UserError(f"--psi.p-null-camera must be in [0, 1], got {self.psi.p_null_camera}")
+        if self.prior == "synthetic" and self.resolution_start is not None:
+            raise UserError("the synthetic prior's images have one size: drop --resolution-start")
+        if self.psi.bank_size < 1 or self.psi.bank_refresh_every < 1:
+            raise UserError("--psi.bank-size and --psi.bank-refresh-every must be at least 1")
         if self.densify.max_gaussians < 1:
             raise UserError(f"--densify.max-gaussians must be at least 1, got {self.densify.max_gaussians}")
+
+
+def synthetic_defaults() -> GenerateConfig:
+    """The defaults of ``--prior synthetic`` (offline, CPU, about a minute): 32 px renders of 1,500 Gaussians on a
+    white background, as the prior's reference renders; no view suffixes (the prior has no text per view)."""
+    return GenerateConfig(
+        prior="synthetic",
+        steps=1200,
+        batch_size=4,
+        resolution=32,
+        background="white",
+        view_dependent_prompt=False,
+        guidance_scale=1.0,
+        init=BallInit(num_points=1500, radius=0.6, opacity=0.1),
+        densify=DensifyConfig(enabled=False),
+        output=OutputConfig(preview_every=0.25, checkpoint_every=0.5, turntable_views=120, turntable_size=96,
+                            video_formats=("mp4", "gif")),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- YAML presets

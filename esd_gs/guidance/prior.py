@@ -73,7 +73,7 @@ class TextEmbeddings:
         """[B, 77, D] phi's text condition for each camera."""
         batch = azimuth.shape[0]
         if self.views is None:
-            return self.plain.expand(batch, -1, -1)
+            return self.plain.expand(batch, *self.plain.shape[1:])
         index = view_direction_index(azimuth.cpu(), elevation.cpu()).to(self.views.device)
         return self.views[index]
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +58,13 @@ class PsiConfig:
     """Put psi's LoRA into phi's UNet (half the memory); phi's passes switch it off."""
     base_model: str | None = None
     """Separate base model for psi (id or path); None = phi's model. Ignored when shared_unet is on."""
+    estimator: Literal["learned", "particle"] = "learned"
+    """learned: psi trained online (the LoRA with SD; a residual network with the synthetic prior); particle: the
+    exact score of a bank of renders of the current scene (training-free; camera-conditional score = the noise)."""
+    bank_size: int = 32
+    """Particle estimator: number of renders in the bank."""
+    bank_refresh_every: int = 10
+    """Particle estimator: re-render the bank every this many steps."""
 
 
 class CameraEmbedding(nn.Module):
@@ -74,7 +82,74 @@ class CameraEmbedding(nn.Module):
         return self.linear_2(self.act(self.linear_1(camera.float())))
 
 
-class CameraLoRAEstimator:
+class OnlineEstimator:
+    """What every learned psi shares: camera dropout, the noise-prediction loss (eq. 3) and AdamW (Alg. 1).
+
+    Subclasses provide ``_forward(x_t, t, text, cameras)`` (raw output: eps, or v when ``prediction_type`` is
+    v_prediction), ``camera_embedding`` and ``trainable_parameters``; ``cameras`` are [B, 16], zeros = null.
+    """
+
+    dirac_camera_score = False
+    prior: object
+    config: PsiConfig
+    prediction_type: str
+
+    def _init_training(self) -> None:
+        self.optimizer = torch.optim.AdamW(
+            self.trainable_parameters, lr=self.config.lr, betas=self.config.betas, weight_decay=self.config.weight_decay
+        )
+        self.null_rate_counter = [0, 0]  # [null batches, all batches], for monitoring
+
+    def _forward(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None) -> Tensor:
+        """eps_psi(x_t, t, c, y) float32; ``cameras`` [B, 16] or None for the null camera."""
+        batch = x_t.shape[0]
+        if cameras is None:
+            cameras = torch.zeros(batch, 16, device=x_t.device)
+        with torch.no_grad():
+            out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), cameras.float())
+        return self.prior.eps_from_output(out, x_t, timesteps, self.prediction_type)
+
+    def eps_camera_and_null(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> tuple[Tensor, Tensor]:
+        """Both psi terms of eq. 9 in one batched pass: (eps_psi(x_t, t, c, y), eps_psi(x_t, t, null, y))."""
+        batch = x_t.shape[0]
+        eps = self.eps(
+            torch.cat([x_t, x_t]),
+            torch.cat([timesteps, timesteps]),
+            text.expand(2 * batch, *text.shape[1:]),
+            torch.cat([cameras.float(), torch.zeros_like(cameras, dtype=torch.float32)]),
+        )
+        return eps[:batch], eps[batch:]
+
+    def train_step(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None) -> float:
+        """One psi update on detached latents [B, C, h, w] with camera embeddings [B, 16]; returns the loss."""
+        latents = latents.detach().float()
+        batch = latents.shape[0]
+        gen_device = generator.device if generator is not None else latents.device
+        timesteps = torch.randint(0, self.prior.num_train_timesteps, (batch,), generator=generator, device=gen_device)
+        timesteps = timesteps.to(latents.device)
+        noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(latents.device)
+        drop = bool(torch.rand((), generator=generator, device=gen_device) < self.config.p_null_camera)
+        self.null_rate_counter[0] += int(drop)
+        self.null_rate_counter[1] += 1
+        condition = torch.zeros_like(cameras, dtype=torch.float32) if drop else cameras.float()
+        x_t = self.prior.add_noise(latents, noise, timesteps)
+        if self.prediction_type == "epsilon":
+            target = noise
+        else:  # v = alpha_t eps - sigma_t z
+            abar = self.prior.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+            target = abar.sqrt() * noise - (1 - abar).sqrt() * latents
+        out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), condition)
+        loss = torch.nn.functional.mse_loss(out.float(), target.float())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+class CameraLoRAEstimator(OnlineEstimator):
     """eps_psi(x_t, t, c, y) and its online training (see module docstring)."""
 
     def __init__(self, prior: StableDiffusionPrior, config: PsiConfig, unet=None, scheduler=None):
@@ -103,10 +178,7 @@ class CameraLoRAEstimator:
             if param.requires_grad:  # the LoRA matrices: train in float32
                 param.data = param.data.float()
         self.trainable_parameters = [p for p in self.unet.parameters() if p.requires_grad] + list(self.camera_embedding.parameters())
-        self.optimizer = torch.optim.AdamW(
-            self.trainable_parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-        )
-        self.null_rate_counter = [0, 0]  # [null batches, all batches], for monitoring
+        self._init_training()
 
     @classmethod
     def create(cls, prior: StableDiffusionPrior, config: PsiConfig) -> CameraLoRAEstimator:
@@ -153,52 +225,6 @@ class CameraLoRAEstimator:
             return self.unet(
                 x_t.to(self.prior.dtype), timesteps, encoder_hidden_states=text.to(self.prior.dtype), class_labels=cameras
             ).sample
-
-    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None) -> Tensor:
-        """eps_psi(x_t, t, c, y) [B, 4, h, w] float32; ``cameras`` [B, 16] or None for the null camera."""
-        batch = x_t.shape[0]
-        if cameras is None:
-            cameras = torch.zeros(batch, 16, device=x_t.device)
-        with torch.no_grad():
-            out = self._forward(x_t, timesteps, text.expand(batch, -1, -1), cameras.float())
-        return self.prior.eps_from_output(out, x_t, timesteps, self.prediction_type)
-
-    def eps_camera_and_null(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> tuple[Tensor, Tensor]:
-        """Both psi terms of eq. 9 in one batched pass: (eps_psi(x_t, t, c, y), eps_psi(x_t, t, null, y))."""
-        batch = x_t.shape[0]
-        eps = self.eps(
-            torch.cat([x_t, x_t]),
-            torch.cat([timesteps, timesteps]),
-            text.expand(2 * batch, -1, -1),
-            torch.cat([cameras.float(), torch.zeros_like(cameras, dtype=torch.float32)]),
-        )
-        return eps[:batch], eps[batch:]
-
-    # ------------------------------------------------------------------ training
-    def train_step(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None) -> float:
-        """One psi update on detached latents [B, 4, h, w] with camera embeddings [B, 16]; returns the loss."""
-        latents = latents.detach().float()
-        batch = latents.shape[0]
-        gen_device = generator.device if generator is not None else latents.device
-        timesteps = torch.randint(0, self.prior.num_train_timesteps, (batch,), generator=generator, device=gen_device)
-        timesteps = timesteps.to(latents.device)
-        noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(latents.device)
-        drop = bool(torch.rand((), generator=generator, device=gen_device) < self.config.p_null_camera)
-        self.null_rate_counter[0] += int(drop)
-        self.null_rate_counter[1] += 1
-        condition = torch.zeros_like(cameras, dtype=torch.float32) if drop else cameras.float()
-        x_t = self.prior.add_noise(latents, noise, timesteps)
-        if self.prediction_type == "epsilon":
-            target = noise
-        else:  # v = alpha_t eps - sigma_t z
-            abar = self.prior.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-            target = abar.sqrt() * noise - (1 - abar).sqrt() * latents
-        out = self._forward(x_t, timesteps, text.expand(batch, -1, -1), condition)
-        loss = torch.nn.functional.mse_loss(out.float(), target.float())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Tensor]:

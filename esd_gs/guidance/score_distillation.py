@@ -22,7 +22,6 @@ from ..cameras import Cameras
 from ..errors import UserError
 from .distill import Method, Weighting, distillation_bracket, distillation_loss, weight_of_t
 from .prior import StableDiffusionPrior, TextEmbeddings
-from .psi import CameraLoRAEstimator
 from .schedules import TimestepSchedule
 
 
@@ -76,7 +75,11 @@ class DistillationOutput:
 
 
 class ScoreDistillation:
-    """Ties phi, psi, the timestep schedule and the update rule together for one prompt."""
+    """Ties phi, psi, the timestep schedule and the update rule together for one prompt.
+
+    ``prior`` is a ``StableDiffusionPrior`` or a ``SyntheticPrior``; ``psi`` a learned ``OnlineEstimator`` (LoRA or
+    the synthetic residual network) or a ``ParticleEstimator``, whose camera-conditional score is the noise itself.
+    """
 
     def __init__(
         self,
@@ -84,7 +87,7 @@ class ScoreDistillation:
         text: TextEmbeddings,
         config: DistillationConfig,
         schedule: TimestepSchedule,
-        psi: CameraLoRAEstimator | None = None,
+        psi=None,
     ):
         if config.needs_psi and psi is None:
             raise ValueError(f"{config.method} needs the estimator psi")
@@ -105,7 +108,10 @@ class ScoreDistillation:
             eps_phi = prior.eps_cfg(x_t, timesteps, cond, self.text.negative, cfg.guidance_scale)
             eps_cam = eps_null = None
             lam = cfg.effective_lambda
-            if cfg.needs_psi:
+            if cfg.needs_psi and getattr(self.psi, "dirac_camera_score", False):
+                eps_cam = noise.float()  # q(x | c) is a Dirac at the render: its eps is the injected noise
+                eps_null = self.psi.eps(x_t, timesteps, self.text.plain, None) if lam > 0.0 else None
+            elif cfg.needs_psi:
                 cams = cameras.embedding().to(latents.device)
                 if 0.0 < lam < 1.0:
                     eps_cam, eps_null = self.psi.eps_camera_and_null(x_t, timesteps, self.text.plain, cams)
@@ -120,7 +126,7 @@ class ScoreDistillation:
 
     def update_psi(self, latents: Tensor, cameras: Cameras, generator: torch.Generator | None = None) -> float | None:
         """psi's training step(s) on the detached latents (no-op for SDS). Returns the last loss."""
-        if self.psi is None:
+        if self.psi is None or self.psi.optimizer is None:
             return None
         loss = None
         cams = cameras.embedding().to(latents.device)

@@ -1,0 +1,82 @@
+"""psi in synthetic mode: a small camera-conditioned network on top of phi, trained exactly like the LoRA psi.
+
+    eps_psi(x_t, t, c, y) = eps_phi(x_t, t, y) + r(x_t, t, c)
+
+phi here is the exact score of the prompt's reference images (no CFG: psi always sees the plain prompt). The
+residual r is a small convolutional network whose blocks are modulated (FiLM) by a sinusoidal time embedding plus
+the camera embedding (``CameraEmbedding`` from the LoRA psi: the same 16-number c2w input, zero vector = null
+camera). Its output layer starts at zero, so at step 0 psi equals phi, as Algorithm 1 initialises psi with phi.
+Training, camera dropout (p_null) and AdamW come from ``OnlineEstimator``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..guidance.psi import CameraEmbedding, OnlineEstimator, PsiConfig
+from .prior import SyntheticPrior
+
+
+def timestep_embedding(timesteps: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding of integer timesteps [B] -> [B, dim] (DDPM / Transformer style)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=timesteps.device) / half)
+    angles = timesteps.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class FiLMBlock(nn.Module):
+    def __init__(self, width: int, emb: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(8, width)
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+        self.film = nn.Linear(emb, 2 * width)
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        return h + self.conv(torch.nn.functional.silu(self.norm(h) * (1 + scale) + shift))
+
+
+class ResidualNet(nn.Module):
+    def __init__(self, channels: int = 3, width: int = 32, emb: int = 64, blocks: int = 3):
+        super().__init__()
+        self.emb_dim = emb
+        self.time_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.camera = CameraEmbedding(emb)
+        self.conv_in = nn.Conv2d(channels, width, 3, padding=1)
+        self.blocks = nn.ModuleList(FiLMBlock(width, emb) for _ in range(blocks))
+        self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x_t: Tensor, timesteps: Tensor, cameras: Tensor) -> Tensor:
+        emb = self.time_mlp(timestep_embedding(timesteps, self.emb_dim)) + self.camera(cameras)
+        h = self.conv_in(x_t)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.conv_out(torch.nn.functional.silu(h))
+
+
+class SyntheticResidualEstimator(OnlineEstimator):
+    prediction_type = "epsilon"
+
+    def __init__(self, prior: SyntheticPrior, config: PsiConfig, width: int = 32):
+        self.prior, self.config = prior, config
+        self.net = ResidualNet(width=width).to(prior.device)
+        self.camera_embedding = self.net.camera
+        self.trainable_parameters = list(self.net.parameters())
+        self._init_training()
+
+    def _forward(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> Tensor:
+        with torch.no_grad():
+            base = self.prior.eps_text(x_t, timesteps, text)
+        return base + self.net(x_t.float(), timesteps, cameras.float())
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {f"net.{k}": v.detach().cpu() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.net.load_state_dict({k[len("net."):]: v.to(self.prior.device) for k, v in state.items() if k.startswith("net.")})

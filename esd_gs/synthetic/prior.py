@@ -1,0 +1,159 @@
+"""phi in synthetic mode: the exact score of a known, view-biased image distribution of reference objects.
+
+Each reference object (the built-in head, or any 3DGS .ply) is rendered K times at cameras whose azimuth is biased
+towards its front, as real 2D priors are: with probability ``p_front`` the azimuth is drawn from N(0, front_std),
+otherwise uniformly; elevation, radius and field of view come from the training camera sampler. The prior's
+noise prediction is the exact one of the noised empirical distribution of those renders (``mixture_score``), in
+pixel space: the "latent" is the image itself, mapped to [-1, 1], on the same noise schedule as Stable Diffusion.
+
+Several references can be registered under prompts; the unconditional distribution is their union, so text
+classifier-free guidance means the same as with SD: eps = eps_union + s (eps_prompt - eps_union).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..cameras import Cameras, OrbitSampler, orbit_cameras
+from ..errors import UserError
+from ..guidance.mixture_score import mixture_eps
+from ..guidance.prior import TextEmbeddings
+from ..render import render
+
+
+def sd_alphas_cumprod(num_train_timesteps: int = 1000) -> Tensor:
+    """Stable Diffusion's training schedule: scaled-linear betas from 0.00085 to 0.012."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).float()
+
+
+@dataclass
+class SyntheticPriorConfig:
+    """The synthetic prior's image distribution (used with --prior synthetic)."""
+
+    reference: tuple[Path, ...] = ()
+    """Reference 3DGS .ply files (-Y up); empty = the built-in head (assets/head.ply)."""
+    reference_prompts: tuple[str, ...] = ()
+    """Prompt of each reference (same order); empty = the generate prompt names the only reference."""
+    num_images: int = 256
+    """K: renders per reference in the prior's image distribution."""
+    p_front: float = 0.8
+    """Share of the prior's images whose azimuth is drawn around the front (the bias of real 2D priors)."""
+    front_std: float = 26.0
+    """Standard deviation (degrees) of the frontal azimuths."""
+    seed: int = 1234
+    """Seed of the prior's cameras (fixed, so every run and method sees the same prior)."""
+
+
+def biased_cameras(count: int, sampler: OrbitSampler, p_front: float, front_std: float, generator: torch.Generator) -> Cameras:
+    """Cameras with azimuth ~ p_front N(0, front_std) + (1 - p_front) U(-180, 180); the rest as ``sampler``."""
+    base = sampler.sample(count, generator=generator)
+    frontal = torch.rand(count, generator=generator) < p_front
+    around_front = torch.randn(count, generator=generator) * front_std
+    uniform = torch.rand(count, generator=generator) * 360.0 - 180.0
+    azimuth = torch.where(frontal, around_front, uniform)
+    azimuth = torch.remainder(azimuth + 180.0, 360.0) - 180.0
+    return orbit_cameras(azimuth, base.elevation, base.radius, base.fovy)
+
+
+class SyntheticPrior:
+    """Same interface as ``StableDiffusionPrior`` (what ``ScoreDistillation`` and the estimators use)."""
+
+    prediction_type = "epsilon"
+
+    def __init__(self, images: Tensor, image_prompts: list[str], azimuths: Tensor, device: torch.device):
+        """``images`` [R*K, 3, H, W] in [-1, 1]; ``image_prompts`` the R reference prompts; ``azimuths`` [R*K]."""
+        self.device, self.dtype = device, torch.float32
+        self.images = images.to(device)
+        self.prompts = list(image_prompts)
+        self.per_reference = images.shape[0] // len(image_prompts)
+        self.azimuths = azimuths
+        self.alphas_cumprod = sd_alphas_cumprod().to(device)
+        self.num_train_timesteps = 1000
+
+    @classmethod
+    def build(
+        cls,
+        config: SyntheticPriorConfig,
+        prompt: str,
+        resolution: int,
+        sampler: OrbitSampler,
+        device: torch.device,
+        background: float = 1.0,
+    ) -> SyntheticPrior:
+        from ..io import read_ply
+
+        paths = list(config.reference) or [Path(__file__).resolve().parents[2] / "assets" / "head.ply"]
+        prompts = list(config.reference_prompts) or ([prompt] if len(paths) == 1 else [])
+        if len(prompts) != len(paths):
+            raise UserError("give one --synthetic.reference-prompts entry per --synthetic.reference file")
+        if prompt not in prompts:
+            raise UserError(f"the synthetic prior knows the prompts {prompts}, not '{prompt}'")
+        if config.num_images < 1 or not 0.0 <= config.p_front <= 1.0:
+            raise UserError("--synthetic.num-images must be >= 1 and --synthetic.p-front in [0, 1]")
+        gen = torch.Generator().manual_seed(config.seed)
+        images, azimuths = [], []
+        for path in paths:
+            if not Path(path).is_file():
+                raise UserError(f"reference {path} does not exist")
+            scene = read_ply(path).to(device)
+            cams = biased_cameras(config.num_images, sampler, config.p_front, config.front_std, gen)
+            with torch.no_grad():
+                for start in range(0, len(cams), 64):
+                    rgb = render(scene, cams[start : start + 64], resolution, resolution, background=background).rgb
+                    images.append(rgb.clamp(0, 1) * 2.0 - 1.0)
+            azimuths.append(cams.azimuth)
+        return cls(torch.cat(images), prompts, torch.cat(azimuths), device)
+
+    # ------------------------------------------------------------------ text: an index into the references
+    def text_embeddings(self, prompt: str, negative_prompt: str = "", view_dependent: bool = False) -> TextEmbeddings:
+        """The prompt selects its reference (index); the negative is the union (-1). View suffixes do not apply."""
+        index = self.prompts.index(prompt)
+        return TextEmbeddings(plain=torch.tensor([index]), negative=torch.tensor([-1]), views=None, prompts=[prompt])
+
+    def _data(self, index: int) -> Tensor:
+        if index < 0:
+            return self.images
+        return self.images[index * self.per_reference : (index + 1) * self.per_reference]
+
+    def reference_images(self, index: int = 0) -> Tensor:
+        """The K images of one reference, in [0, 1]."""
+        return (self._data(index) + 1.0) / 2.0
+
+    # ------------------------------------------------------------------ images <-> "latents" (pixels in [-1, 1])
+    def encode_images(self, images: Tensor) -> Tensor:
+        return images.float() * 2.0 - 1.0
+
+    encode_images_linear = encode_images
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        return ((latents + 1.0) / 2.0).clamp(0, 1)
+
+    # ------------------------------------------------------------------ diffusion
+    def add_noise(self, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+        abar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        return abar.sqrt() * latents.float() + (1 - abar).sqrt() * noise.float()
+
+    def eps_from_output(self, output: Tensor, x_t: Tensor, timesteps: Tensor, prediction_type: str) -> Tensor:
+        return output.float()
+
+    def eps_text(self, x_t: Tensor, timesteps: Tensor, text: Tensor) -> Tensor:
+        """Exact eps of the images of each sample's reference (text [B] indices; -1 = all references)."""
+        out = torch.empty(x_t.shape, dtype=torch.float32, device=x_t.device)
+        for index in text.unique().tolist():
+            rows = (text == index).nonzero().squeeze(1).to(x_t.device)
+            out[rows] = mixture_eps(x_t[rows], self._data(int(index)), self.alphas_cumprod, timesteps[rows])
+        return out
+
+    @torch.no_grad()
+    def eps_cfg(self, x_t: Tensor, timesteps: Tensor, cond: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
+        eps_cond = self.eps_text(x_t, timesteps, cond)
+        if len(self.prompts) == 1 or math.isclose(guidance_scale, 1.0):
+            return eps_cond  # one reference: the union is the prompt's own distribution
+        eps_uncond = self.eps_text(x_t, timesteps, negative.expand(x_t.shape[0]))
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
