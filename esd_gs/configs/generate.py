@@ -190,6 +190,7 @@ def synthetic_defaults() -> GenerateConfig:
         guidance_scale=1.0,
         init=BallInit(num_points=1500, radius=0.6, opacity=0.1),
         densify=DensifyConfig(enabled=False),
+        psi=PsiConfig(lr=1e-3),  # the residual psi starts from zero and must catch up within ~1k steps
         output=OutputConfig(preview_every=0.25, checkpoint_every=0.5, turntable_views=120, turntable_size=96,
                             video_formats=("mp4", "gif")),
     )
