@@ -42,8 +42,8 @@ class BenchArgs:
     """The benchmark to run (janus)."""
     methods: tuple[str, ...] = ("sds", "vsd", "esd")
     """Methods to compare (space- or comma-separated): sds, vsd, esd."""
-    lambdas: tuple[float, ...] = (0.5, 1.0)
-    """ESD lambda values to run."""
+    lambdas: tuple[str, ...] = ("0.5", "1.0")
+    """ESD lambda values to run (space- or comma-separated, each in [0, 1])."""
     estimators: tuple[str, ...] = ("learned", "particle")
     """psi estimators for ESD (VSD always uses the learned one): learned, particle."""
     seeds: int = 3
@@ -73,9 +73,15 @@ def bench_configs(args: BenchArgs) -> list[tuple[str, float, str]]:
     for e in estimators:
         if e not in ("learned", "particle"):
             raise UserError(f"unknown estimator '{e}' in --estimators: use learned, particle")
-    for lam in args.lambdas:
+    lambdas = []
+    for text in _split(args.lambdas):
+        try:
+            lam = float(text)
+        except ValueError:
+            raise UserError(f"--lambdas values must be numbers, got '{text}'") from None
         if not 0.0 <= lam <= 1.0:
             raise UserError(f"--lambdas values must be in [0, 1], got {lam}")
+        lambdas.append(lam)
     configs = []
     for method in methods:
         if method == "sds":
@@ -83,7 +89,7 @@ def bench_configs(args: BenchArgs) -> list[tuple[str, float, str]]:
         elif method == "vsd":
             configs.append(("vsd", 0.0, "learned"))
         else:
-            configs += [("esd", lam, est) for est in estimators for lam in args.lambdas]
+            configs += [("esd", lam, est) for est in estimators for lam in lambdas]
     return configs
 
 

@@ -40,9 +40,13 @@ class TimestepSchedule:
     anneal_at: float = 0.2
     """Fraction of the run at which the uniform schedule drops t_max to t_max_end (1.0 = never)."""
     dreamtime_m1: float = 800.0
+    """DreamTime prior: upper end of its flat top (timestep)."""
     dreamtime_s1: float = 300.0
+    """DreamTime prior: width of its fall-off above m1."""
     dreamtime_m2: float = 500.0
+    """DreamTime prior: lower end of its flat top (timestep)."""
     dreamtime_s2: float = 100.0
+    """DreamTime prior: width of its fall-off below m2."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.t_min < self.t_max <= 1.0:
