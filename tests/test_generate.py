@@ -184,3 +184,13 @@ def test_nan_steps_are_skipped_counted_and_stop_when_persistent(tiny_model, tmp_
     with pytest.raises(TrainingError, match="NaN/Inf for 3 steps in a row"):
         trainer.train_step()
     assert trainer.skipped == 4
+
+
+def test_prior_synthetic_brings_its_own_defaults_and_flags_still_win():
+    from esd_gs.cli.main import parse_args
+
+    config = parse_args(["generate", "a head", "--prior", "synthetic"])
+    assert (config.prior, config.resolution, config.background, config.psi.estimator) == ("synthetic", 32, "white", "particle")
+    assert config.lambda_entropy == 1.0 and config.synthetic.p_front == 0.5
+    tweaked = parse_args(["generate", "a head", "--prior=synthetic", "--steps", "5", "--psi.estimator", "learned"])
+    assert (tweaked.steps, tweaked.psi.estimator, tweaked.resolution) == (5, "learned", 32)

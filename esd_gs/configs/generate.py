@@ -169,6 +169,8 @@ class GenerateConfig:
             raise UserError(f"--init.num-points must be at least 1, got {self.init.num_points}")
         if not 0.0 <= self.psi.p_null_camera <= 1.0:
             raise UserError(f"--psi.p-null-camera must be in [0, 1], got {self.psi.p_null_camera}")
+        if self.prior == "synthetic" and self.encoder != "vae":
+            raise UserError("the synthetic prior works on pixels: --encoder linear applies to Stable Diffusion only")
         if self.prior == "synthetic" and self.resolution_start is not None:
             raise UserError("the synthetic prior's images have one size: drop --resolution-start")
         if self.psi.bank_size < 1 or self.psi.bank_refresh_every < 1:
@@ -179,9 +181,11 @@ class GenerateConfig:
 
 def synthetic_defaults() -> GenerateConfig:
     """The defaults of ``--prior synthetic`` (offline, CPU, about a minute): 32 px renders of 1,500 Gaussians on a
-    white background, as the prior's reference renders; no view suffixes (the prior has no text per view)."""
+    white background, as the prior's reference renders; no view suffixes (the prior has no text per view).
+    ESD with lambda 1 and the particle psi: the best-measured setting at the default prior bias (BENCHMARKS.md)."""
     return GenerateConfig(
         prior="synthetic",
+        lambda_entropy=1.0,
         steps=1200,
         batch_size=4,
         resolution=32,
@@ -190,7 +194,7 @@ def synthetic_defaults() -> GenerateConfig:
         guidance_scale=1.0,
         init=BallInit(num_points=1500, radius=0.6, opacity=0.1),
         densify=DensifyConfig(enabled=False),
-        psi=PsiConfig(lr=1e-3),  # the residual psi starts from zero and must catch up within ~1k steps
+        psi=PsiConfig(lr=1e-3, estimator="particle"),  # lr: the learned residual psi starts at zero
         output=OutputConfig(preview_every=0.25, checkpoint_every=0.5, turntable_views=120, turntable_size=96,
                             video_formats=("mp4", "gif")),
     )

@@ -42,8 +42,9 @@ class SyntheticPriorConfig:
     """Prompt of each reference (same order); empty = the generate prompt names the only reference."""
     num_images: int = 256
     """K: renders per reference in the prior's image distribution."""
-    p_front: float = 0.8
-    """Share of the prior's images whose azimuth is drawn around the front (the bias of real 2D priors)."""
+    p_front: float = 0.5
+    """Share of the prior's images whose azimuth is drawn around the front (the bias of real 2D priors). 0.5
+    (moderate) is where the Janus benchmark separates the methods best; see BENCHMARKS.md for 0, 0.5 and 0.8."""
     front_std: float = 26.0
     """Standard deviation (degrees) of the frontal azimuths."""
     seed: int = 1234
