@@ -22,6 +22,12 @@ Method = Literal["sds", "vsd", "esd"]
 Weighting = Literal["sigma2", "uniform"]
 
 
+def add_noise(alphas_cumprod: Tensor, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+    """The forward process x_t = alpha_t z + sigma_t eps, alpha_t = sqrt(alphabar_t), sigma_t = sqrt(1 - alphabar_t)."""
+    abar = alphas_cumprod.to(latents.device)[timesteps].view(-1, *([1] * (latents.dim() - 1)))
+    return (abar.sqrt() * latents.float() + (1 - abar).sqrt() * noise.float()).to(latents.dtype)
+
+
 def weight_of_t(alphas_cumprod: Tensor, timesteps: Tensor, weighting: Weighting = "sigma2") -> Tensor:
     """w(t) per sample [B]: ``sigma2`` = 1 - alphabar_t (DreamFusion, ProlificDreamer), ``uniform`` = 1."""
     abar = alphas_cumprod.to(timesteps.device)[timesteps]

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from .distill import add_noise
 from .prompts import DIRECTIONS, view_direction_index, view_prompts
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
@@ -179,9 +180,8 @@ class StableDiffusionPrior:
 
     # ------------------------------------------------------------------ diffusion
     def add_noise(self, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
-        """x_t = alpha_t z + sigma_t eps."""
-        abar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-        return (abar.sqrt() * latents.float() + (1 - abar).sqrt() * noise.float()).to(latents.dtype)
+        """x_t = alpha_t z + sigma_t eps on this model's schedule."""
+        return add_noise(self.alphas_cumprod, latents, noise, timesteps)
 
     def eps_from_output(self, output: Tensor, x_t: Tensor, timesteps: Tensor, prediction_type: str) -> Tensor:
         """UNet output -> noise prediction (v-prediction: eps = sigma_t x_t + alpha_t v)."""

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..cameras import Cameras, OrbitSampler, orbit_cameras
 from ..errors import UserError
+from ..guidance.distill import add_noise
 from ..guidance.mixture_score import mixture_eps
 from ..guidance.prior import TextEmbeddings
 from ..render import render
@@ -137,8 +138,7 @@ class SyntheticPrior:
 
     # ------------------------------------------------------------------ diffusion
     def add_noise(self, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
-        abar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-        return abar.sqrt() * latents.float() + (1 - abar).sqrt() * noise.float()
+        return add_noise(self.alphas_cumprod, latents.float(), noise, timesteps)
 
     def eps_from_output(self, output: Tensor, x_t: Tensor, timesteps: Tensor, prediction_type: str) -> Tensor:
         return output.float()
