@@ -11,7 +11,9 @@ with Gaussians in increasing depth, and a pixel stops at the first Gaussian that
 expanded only over the pixels of its screen box (from ``Projected.radii``), giving a list of (pixel, Gaussian)
 pairs. Pairs are sorted by (pixel, depth); the per-pixel transmittance is an exclusive cumulative sum of
 log(1 - alpha) inside each pixel's run of pairs (in float64, so long runs keep their precision); results are
-accumulated with ``index_add``. Everything is plain autograd, so gradients reach every input.
+accumulated with ``index_add``. The Gaussians are processed front to back in a few depth slices, carrying each
+pixel's transmittance from slice to slice, so pixels that have already stopped cost nothing in later slices (the
+early termination gsplat's tile loop has). Everything is plain autograd, so gradients reach every input.
 """
 
 from __future__ import annotations
@@ -29,15 +31,14 @@ TRANSMITTANCE_STOP = 1e-4
 """A pixel stops compositing before its transmittance would reach this value (gsplat, 3DGS)."""
 
 
-def _pairs(proj: Projected, width: int, height: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Enumerate (camera*N + gaussian, pixel) pairs over every visible Gaussian's screen box.
+def _pairs(proj: Projected, visible: Tensor, width: int, height: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Enumerate (camera*N + gaussian, pixel) pairs over the screen boxes of the flat ids ``visible``.
 
     Returns flat Gaussian indices [P] into the [C*N] arrays, pixel x [P], pixel y [P], and the global pixel
     index [P] = camera * H * W + y * W + x.
     """
     C, N = proj.depths.shape
     radii = proj.radii.reshape(C * N, 2)
-    visible = (radii > 0).all(dim=-1).nonzero().squeeze(1)  # flat ids
     if visible.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=radii.device)
         return empty, empty, empty, empty
@@ -71,6 +72,7 @@ def rasterize_sparse(
     width: int,
     height: int,
     backgrounds: Tensor | None = None,
+    depth_chunks: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Composite projected Gaussians.
 
@@ -79,6 +81,9 @@ def rasterize_sparse(
         colors: [C, N, D] per-camera colours (any channel count D).
         opacities: [N] opacities in (0, 1).
         backgrounds: [C, D] colour behind the Gaussians, or None for black.
+        depth_chunks: process the Gaussians front to back in this many depth slices, skipping pixels that have
+            already stopped (early termination: the same image, less work behind opaque surfaces). Default: 8
+            without autograd, 4 with it (measured fastest here: see BENCHMARKS.md).
 
     Returns:
         colors [C, H, W, D], alphas [C, H, W, 1] (= 1 - T_final), and accumulated depth sum_i z_i alpha_i T_i
@@ -87,12 +92,11 @@ def rasterize_sparse(
     C, N = proj.depths.shape
     D = colors.shape[-1]
     dtype = colors.dtype
-    flat, px, py, pix = _pairs(proj, width, height)
+    total = C * height * width
     # Per (camera, Gaussian) attributes packed in one table, so each pair needs one gather (and its backward one
     # index_add): centre x, centre y, conic a, b, c, opacity.
-    table = torch.cat(
-        [proj.means2d, proj.conics, opacities.expand(C, N)[..., None]], dim=-1
-    ).reshape(C * N, 6)
+    table = torch.cat([proj.means2d, proj.conics, opacities.expand(C, N)[..., None]], dim=-1).reshape(C * N, 6)
+    values = torch.cat([colors.reshape(C * N, D), proj.depths.reshape(C * N, 1)], dim=-1)
 
     def alpha_of(rows: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         dx = rows[:, 0] - x
@@ -101,43 +105,49 @@ def rasterize_sparse(
         return sigma, torch.clamp_max(rows[:, 5] * torch.exp(-sigma), MAX_ALPHA)
 
     with torch.no_grad():
-        # 1) Cheap, gradient-free pass to drop pairs that gsplat skips (sigma < 0 or alpha < 1/255).
-        x_centre, y_centre = px.to(dtype) + 0.5, py.to(dtype) + 0.5
-        sigma, alpha = alpha_of(table.detach().index_select(0, flat), x_centre, y_centre)
-        keep = ((sigma >= 0) & (alpha >= ALPHA_THRESHOLD)).nonzero().squeeze(1)
-        # 2) Order by (pixel, depth): depth rank among all (camera, Gaussian) entries, then a pixel-major key.
-        depth_rank = torch.empty(C * N, dtype=torch.long, device=flat.device)
-        depth_rank[torch.argsort(proj.depths.detach().reshape(C * N))] = torch.arange(C * N, device=flat.device)
-        flat, pix = flat[keep], pix[keep]
-        order = keep.new_empty(0) if keep.numel() == 0 else torch.argsort(pix * (C * N) + depth_rank[flat])
-        keep = keep[order]
-        flat, pix = flat[order], pix[order]
-        x_centre, y_centre = x_centre[keep], y_centre[keep]
+        visible = (proj.radii.reshape(C * N, 2) > 0).all(dim=-1).nonzero().squeeze(1)
+        depth = proj.depths.detach().reshape(C * N)
+        visible = visible[torch.argsort(depth[visible])]  # front to back
+        depth_rank = torch.empty(C * N, dtype=torch.long, device=depth.device)
+        depth_rank[visible] = torch.arange(visible.numel(), device=depth.device)
+    if depth_chunks is None:
+        depth_chunks = 4 if torch.is_grad_enabled() else 8
+    log_stop = math.log(TRANSMITTANCE_STOP)
+    log_t = torch.zeros(total, dtype=torch.float64, device=colors.device)  # log T of every pixel so far
+    done = torch.zeros(total, dtype=torch.bool, device=colors.device)  # pixels that hit the stop rule
+    out = torch.zeros(total, D + 2, dtype=dtype, device=colors.device)
+    for ids in torch.tensor_split(visible, max(1, min(depth_chunks, visible.numel()))):
+        with torch.no_grad():
+            flat, px, py, pix = _pairs(proj, ids, width, height)
+            # 1) Cheap, gradient-free pass: drop pairs gsplat skips (sigma < 0, alpha < 1/255) and stopped pixels.
+            x_centre, y_centre = px.to(dtype) + 0.5, py.to(dtype) + 0.5
+            sigma, alpha = alpha_of(table.detach().index_select(0, flat), x_centre, y_centre)
+            keep = ((sigma >= 0) & (alpha >= ALPHA_THRESHOLD) & ~done[pix]).nonzero().squeeze(1)
+            # 2) Order by (pixel, depth).
+            order = torch.argsort(pix[keep] * (C * N) + depth_rank[flat[keep]]) if keep.numel() else keep
+            keep = keep[order]
+            flat, pix, x_centre, y_centre = flat[keep], pix[keep], x_centre[keep], y_centre[keep]
+            run_start = torch.ones_like(pix, dtype=torch.bool)
+            run_start[1:] = pix[1:] != pix[:-1]
+            start_index = torch.cummax(torch.where(run_start, torch.arange(pix.numel(), device=pix.device), 0), 0).values
 
-    # 3) Alpha with gradient on the surviving pairs.
-    _, alpha = alpha_of(table.index_select(0, flat), x_centre, y_centre)
-
-    # 4) Exclusive transmittance inside each pixel's run, in float64 log space.
-    log_one_minus = torch.log1p(-alpha.double())
-    inclusive = torch.cumsum(log_one_minus, 0)
-    exclusive = inclusive - log_one_minus
-    with torch.no_grad():
-        run_start = torch.ones_like(pix, dtype=torch.bool)
-        run_start[1:] = pix[1:] != pix[:-1]
-        start_index = torch.cummax(torch.where(run_start, torch.arange(pix.numel(), device=pix.device), 0), 0).values
-        # Stop rule: a pair counts only while T * (1 - alpha) > 1e-4 (monotone inside a run).
-        counted = (inclusive - exclusive.index_select(0, start_index) > math.log(TRANSMITTANCE_STOP)).nonzero()
-        counted = counted.squeeze(1)
-        start_index = start_index[counted]
-    log_t_excl = exclusive.index_select(0, counted) - exclusive.index_select(0, start_index)
-    weight = alpha.index_select(0, counted) * torch.exp(log_t_excl).to(dtype)
-    flat, pix = flat[counted], pix[counted]
-
-    # 5) Accumulate colour, depth and weight with one index_add.
-    total = C * height * width
-    values = torch.cat([colors.reshape(C * N, D), proj.depths.reshape(C * N, 1)], dim=-1).index_select(0, flat)
-    values = torch.cat([values, torch.ones_like(weight)[:, None]], dim=-1) * weight[:, None]
-    out = torch.zeros(total, D + 2, dtype=dtype, device=colors.device).index_add(0, pix, values)
+        # 3) Alpha with gradient on the surviving pairs; transmittance = the pixel's T so far times the exclusive
+        #    product inside this chunk's run of pairs (float64 log space).
+        _, alpha = alpha_of(table.index_select(0, flat), x_centre, y_centre)
+        log_one_minus = torch.log1p(-alpha.double())
+        exclusive = torch.cumsum(log_one_minus, 0) - log_one_minus
+        log_t_excl = log_t.index_select(0, pix) + exclusive - exclusive.index_select(0, start_index)
+        with torch.no_grad():
+            # Stop rule: a pair counts only while T * (1 - alpha) > 1e-4 (monotone along a pixel's pairs).
+            counted = log_t_excl + log_one_minus > log_stop
+            done[pix[~counted]] = True
+            counted = counted.nonzero().squeeze(1)
+        pix = pix.index_select(0, counted)
+        weight = alpha.index_select(0, counted) * torch.exp(log_t_excl.index_select(0, counted)).to(dtype)
+        # 4) Accumulate colour, depth and weight with one index_add; carry T to the next chunk.
+        pair_values = torch.cat([values.index_select(0, flat.index_select(0, counted)), torch.ones_like(weight)[:, None]], -1)
+        out = out.index_add(0, pix, pair_values * weight[:, None])
+        log_t = log_t.index_add(0, pix, log_one_minus.index_select(0, counted))
     out_color, out_depth, out_alpha = out[:, :D], out[:, D : D + 1], out[:, D + 1 :]
 
     out_color = out_color.reshape(C, height, width, D)
