@@ -72,7 +72,7 @@ def rasterize_sparse(
     width: int,
     height: int,
     backgrounds: Tensor | None = None,
-    depth_chunks: int | None = None,
+    depth_chunks: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Composite projected Gaussians.
 
@@ -82,8 +82,8 @@ def rasterize_sparse(
         opacities: [N] opacities in (0, 1).
         backgrounds: [C, D] colour behind the Gaussians, or None for black.
         depth_chunks: process the Gaussians front to back in this many depth slices, skipping pixels that have
-            already stopped (early termination: the same image, less work behind opaque surfaces). Default: 8
-            without autograd, 4 with it (measured fastest here: see BENCHMARKS.md).
+            already stopped (early termination: the same image up to float rounding, less work behind opaque
+            surfaces). 1 = one pass, the reference path training uses; turntables and previews use 8.
 
     Returns:
         colors [C, H, W, D], alphas [C, H, W, 1] (= 1 - T_final), and accumulated depth sum_i z_i alpha_i T_i
@@ -110,8 +110,6 @@ def rasterize_sparse(
         visible = visible[torch.argsort(depth[visible])]  # front to back
         depth_rank = torch.empty(C * N, dtype=torch.long, device=depth.device)
         depth_rank[visible] = torch.arange(visible.numel(), device=depth.device)
-    if depth_chunks is None:
-        depth_chunks = 4 if torch.is_grad_enabled() else 8
     log_stop = math.log(TRANSMITTANCE_STOP)
     log_t = torch.zeros(total, dtype=torch.float64, device=colors.device)  # log T of every pixel so far
     done = torch.zeros(total, dtype=torch.bool, device=colors.device)  # pixels that hit the stop rule
