@@ -108,7 +108,8 @@ class Trainer:
 
     def resolution(self, progress: float) -> int:
         cfg = self.cfg
-        size = cfg.resolution if cfg.resolution_start is None or progress >= cfg.resolution_switch else cfg.resolution_start
+        early = cfg.resolution_start is not None and progress < cfg.resolution_switch
+        size = min(cfg.resolution_start, cfg.resolution) if early else cfg.resolution
         return size // 8 if cfg.encoder == "linear" else size
 
     def _backgrounds(self, batch: int) -> torch.Tensor:

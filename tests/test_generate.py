@@ -194,3 +194,13 @@ def test_prior_synthetic_brings_its_own_defaults_and_flags_still_win():
     assert config.lambda_entropy == 1.0 and config.synthetic.p_front == 0.5
     tweaked = parse_args(["generate", "a head", "--prior=synthetic", "--steps", "5", "--psi.estimator", "learned"])
     assert (tweaked.steps, tweaked.psi.estimator, tweaked.resolution) == (5, "learned", 32)
+
+
+def test_default_generate_is_the_esd_preset():
+    from dataclasses import replace
+
+    from esd_gs.cli.main import parse_args
+
+    plain = parse_args(["generate", "x"])
+    preset = parse_args(["generate", "x", "--config", str(ROOT / "configs" / "esd.yaml")])
+    assert replace(preset, config=None) == plain

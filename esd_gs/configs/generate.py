@@ -112,8 +112,8 @@ class GenerateConfig:
     """Views rendered per step."""
     resolution: int = 512
     """Render size in pixels (a multiple of 8) once the resolution schedule has reached it."""
-    resolution_start: int | None = None
-    """Render size before resolution_switch (None = always resolution)."""
+    resolution_start: int | None = 256
+    """Render size before resolution_switch, capped at resolution (None = always resolution)."""
     resolution_switch: float = 0.3
     """Fraction of the run at which rendering switches from resolution_start to resolution."""
     encoder: Literal["vae", "linear"] = "vae"
@@ -189,6 +189,7 @@ def synthetic_defaults() -> GenerateConfig:
         steps=1200,
         batch_size=4,
         resolution=32,
+        resolution_start=None,
         background="white",
         view_dependent_prompt=False,
         guidance_scale=1.0,
