@@ -7,6 +7,7 @@ is a set of flat, opaque Gaussians lying on (or just above) an ellipsoid's surfa
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -153,3 +154,12 @@ def make_head_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
         colors=(colors * shade[:, None]).clamp(0.0, 1.0),
         sh_degree=0,
     )
+
+
+def builtin_head() -> GaussianScene:
+    """The built-in example: ``assets/head.ply`` in a source checkout, else the same head built by
+    ``make_head_scene()`` (a test checks that the two are equal), so installs without the assets folder work too."""
+    from .io import read_ply
+
+    path = Path(__file__).resolve().parents[1] / "assets" / "head.ply"
+    return read_ply(path) if path.is_file() else make_head_scene()

@@ -21,6 +21,7 @@ from ..atomic import atomic_path
 from ..cameras import turntable
 from ..configs.generate import synthetic_defaults
 from ..errors import UserError
+from ..example import builtin_head
 from ..io import read_ply
 from ..progress import console
 from ..render.views import render_views
@@ -121,7 +122,7 @@ def run_bench(args: BenchArgs) -> Path:
     base.validate()
 
     prior = SyntheticPrior.build(base.synthetic, base.prompt, base.resolution, base.cameras, device)
-    reference_scene = read_ply(args.reference or Path(__file__).resolve().parents[2] / "assets" / "head.ply").to(device)
+    reference_scene = (read_ply(args.reference) if args.reference is not None else builtin_head()).to(device)
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     size = base.resolution
 

@@ -88,9 +88,10 @@ class SyntheticPrior:
         device: torch.device,
         background: float = 1.0,
     ) -> SyntheticPrior:
+        from ..example import builtin_head
         from ..io import read_ply
 
-        paths = list(config.reference) or [Path(__file__).resolve().parents[2] / "assets" / "head.ply"]
+        paths = list(config.reference) or [None]  # None: the built-in head
         prompts = list(config.reference_prompts) or ([prompt] if len(paths) == 1 else [])
         if len(prompts) != len(paths):
             raise UserError("give one --synthetic.reference-prompts entry per --synthetic.reference file")
@@ -101,9 +102,9 @@ class SyntheticPrior:
         gen = torch.Generator().manual_seed(config.seed)
         images, azimuths = [], []
         for path in paths:
-            if not Path(path).is_file():
+            if path is not None and not Path(path).is_file():
                 raise UserError(f"reference {path} does not exist")
-            scene = read_ply(path).to(device)
+            scene = (read_ply(path) if path is not None else builtin_head()).to(device)
             cams = biased_cameras(config.num_images, sampler, config.p_front, config.front_std, gen)
             with torch.no_grad():
                 for start in range(0, len(cams), 64):
