@@ -75,6 +75,6 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any]]
     try:
         meta = json.loads(meta_path.read_text())
         tensors = load_file(str(tensor_path))
-    except (OSError, ValueError, Exception) as exc:  # safetensors raises its own error type on corrupt files
+    except Exception as exc:  # OSError, JSON errors, and safetensors' own error type on corrupt files
         raise UserError(f"checkpoint in {directory} is unreadable ({type(exc).__name__})") from None
     return tensors, meta

@@ -262,6 +262,6 @@ class CameraLoRAEstimator(OnlineEstimator):
 
         try:
             state = load_file(str(path))
-        except (OSError, Exception) as exc:  # safetensors raises its own error types for bad files
+        except Exception as exc:  # OSError, and safetensors' own error types for bad files
             raise UserError(f"cannot read psi weights from {path}: {exc}") from None
         self.load_state_dict(state)

@@ -11,9 +11,9 @@ with Gaussians in increasing depth, and a pixel stops at the first Gaussian that
 expanded only over the pixels of its screen box (from ``Projected.radii``), giving a list of (pixel, Gaussian)
 pairs. Pairs are sorted by (pixel, depth); the per-pixel transmittance is an exclusive cumulative sum of
 log(1 - alpha) inside each pixel's run of pairs (in float64, so long runs keep their precision); results are
-accumulated with ``index_add``. The Gaussians are processed front to back in a few depth slices, carrying each
-pixel's transmittance from slice to slice, so pixels that have already stopped cost nothing in later slices (the
-early termination gsplat's tile loop has). Everything is plain autograd, so gradients reach every input.
+accumulated with ``index_add``. Optionally (``depth_chunks`` > 1) the Gaussians are processed front to back in
+depth slices, carrying each pixel's transmittance from slice to slice, so pixels that have already stopped cost
+nothing in later slices (the early termination gsplat's tile loop has). Everything is plain autograd, so gradients reach every input.
 """
 
 from __future__ import annotations
