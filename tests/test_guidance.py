@@ -174,7 +174,8 @@ def test_separate_v_prediction_psi_base(tiny_eps, tiny_v):
     t = torch.tensor([200, 800])
     x_t = prior.add_noise(z, noise, t)
     with torch.no_grad():
-        v = psi.unet(x_t, t, encoder_hidden_states=text.expand(2, -1, -1)).sample  # adapters are zero at init
+        # LoRA B and the camera MLP's last layer are zero at init: psi's own UNet gives its base model's output.
+        v = psi.unet(x_t, t, encoder_hidden_states=text.expand(2, -1, -1), class_labels=torch.zeros(2, 16)).sample
     abar = prior.alphas_cumprod[t].view(-1, 1, 1, 1)
     assert torch.allclose(psi.eps(x_t, t, text, None), (1 - abar).sqrt() * x_t + abar.sqrt() * v, atol=1e-5)
     loss = psi.train_step(z, text, torch.zeros(2, 16), torch.Generator().manual_seed(0))

@@ -4,7 +4,12 @@ Loads only what score distillation needs (UNet, VAE, text encoder, tokenizer, no
 model id or a local diffusers directory. Conventions:
 
 - Images are [B, 3, H, W] in [0, 1]; latents are ``vae.encode(2 x - 1).latent_dist.mean * scaling_factor``
-  (the posterior mean: deterministic, differentiable), [B, 4, H/8, W/8].
+  (the posterior mean: deterministic, differentiable), float32 whatever the VAE's precision (the target trick's
+  gradient must not be rounded to fp16/bf16).
+- Renders of any size are resized (bilinear; antialiased when shrinking) to the model's native image size before
+  encoding (``native_size``: the UNet's ``sample_size`` x the VAE's factor 8, 512 px for SD 2.1-base), as threestudio
+  and DreamGaussian do, so the UNet always sees the latent size it was trained on: [B, 4, native/8, native/8].
+  ``resize_to_native=False`` keeps the render's own size (latents [B, 4, H/8, W/8]).
 - Forward process (DDPM, the model's own beta schedule): x_t = alpha_t z + sigma_t eps with
   alpha_t = sqrt(alphabar_t), sigma_t = sqrt(1 - alphabar_t).
 - ``eps_from_output`` turns the UNet's output into a noise prediction: epsilon models as is; v-prediction models
@@ -82,9 +87,17 @@ class TextEmbeddings:
 class StableDiffusionPrior:
     """The frozen prior phi (see module docstring)."""
 
-    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self, unet, vae, text_encoder, tokenizer, scheduler, device: torch.device, dtype: torch.dtype,
+        resize_to_native: bool = True,
+    ):
         self.unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler = unet, vae, text_encoder, tokenizer, scheduler
         self.device, self.dtype = device, dtype
+        self.resize_to_native = resize_to_native
+        sample_size = unet.config.sample_size
+        self.native_latent_size = int(sample_size if isinstance(sample_size, int) else sample_size[0])
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.native_size = self.native_latent_size * self.vae_factor
         for module in (unet, vae, text_encoder):
             module.requires_grad_(False)
             module.eval()
@@ -94,10 +107,14 @@ class StableDiffusionPrior:
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise UserError(f"unsupported prediction type '{self.prediction_type}' (need epsilon or v_prediction)")
         self.vae_scale = float(vae.config.scaling_factor)
+        self.shared_unet_roles = None  # set by a shared-UNet psi (psi.SharedUNetRoles)
         self._rgb_to_latent: tuple[Tensor, Tensor] | None = None
 
     @classmethod
-    def from_pretrained(cls, model: str = DEFAULT_MODEL, device: str | torch.device = "cpu", precision: str = "auto"):
+    def from_pretrained(
+        cls, model: str = DEFAULT_MODEL, device: str | torch.device = "cpu", precision: str = "auto",
+        resize_to_native: bool = True,
+    ):
         """Load phi's parts from a Hub id or a local diffusers folder; failures become one clear ``UserError``."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
@@ -113,7 +130,9 @@ class StableDiffusionPrior:
             scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
         except (OSError, ValueError, EnvironmentError) as exc:
             raise UserError(load_failure_message(model, exc)) from None
-        return cls(unet.to(device), vae.to(device), text_encoder.to(device), tokenizer, scheduler, device, dtype)
+        return cls(
+            unet.to(device), vae.to(device), text_encoder.to(device), tokenizer, scheduler, device, dtype, resize_to_native
+        )
 
     # ------------------------------------------------------------------ text
     @torch.no_grad()
@@ -142,11 +161,18 @@ class StableDiffusionPrior:
 
     # ------------------------------------------------------------------ images <-> latents
     def encode_images(self, images: Tensor) -> Tensor:
-        """[B, 3, H, W] in [0, 1] -> latents [B, 4, H/8, W/8], differentiable (H, W multiples of 8)."""
-        if images.shape[-1] % 8 or images.shape[-2] % 8:
-            raise ValueError(f"image size must be a multiple of 8, got {tuple(images.shape[-2:])}")
+        """[B, 3, H, W] in [0, 1] -> float32 latents, differentiable: [B, 4, n, n] with n the native latent size
+        (or [B, 4, H/8, W/8] with ``resize_to_native`` off; H, W multiples of 8)."""
+        if self.resize_to_native:
+            images = _resize(images, self.native_size)
+        return self._vae_encode(images)
+
+    def _vae_encode(self, images: Tensor) -> Tensor:
+        """The VAE's posterior mean times its scaling factor, in float32: [B, 3, H, W] -> [B, 4, H/8, W/8]."""
+        if images.shape[-1] % self.vae_factor or images.shape[-2] % self.vae_factor:
+            raise ValueError(f"image size must be a multiple of {self.vae_factor}, got {tuple(images.shape[-2:])}")
         posterior = self.vae.encode(images.to(self.dtype) * 2.0 - 1.0).latent_dist
-        return posterior.mean * self.vae_scale
+        return (posterior.mean * self.vae_scale).float()
 
     def encode_images_linear(self, images: Tensor) -> Tensor:
         """Cheap encoder for renders made straight at latent resolution: [B, 3, h, w] in [0, 1] -> [B, 4, h, w].
@@ -156,7 +182,8 @@ class StableDiffusionPrior:
         encoder, the most expensive part of a step at 512 px, at the cost of an approximate latent (early steps).
         """
         weight, bias = self.rgb_to_latent_map()
-        return torch.einsum("lc,bchw->blhw", weight, images.float()) + bias.view(1, -1, 1, 1)
+        latents = torch.einsum("lc,bchw->blhw", weight, images.float()) + bias.view(1, -1, 1, 1)
+        return _resize(latents, self.native_latent_size) if self.resize_to_native else latents
 
     def rgb_to_latent_map(self, num_images: int = 16) -> tuple[Tensor, Tensor]:
         """(A [4, 3], b [4]) fitted once by least squares: random 8x8-pixel colour blocks -> VAE latents."""
@@ -165,7 +192,7 @@ class StableDiffusionPrior:
             blocks = torch.rand(num_images, 3, 8, 8, generator=gen)  # one colour per latent pixel
             images = blocks.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3).to(self.device)
             with torch.no_grad():
-                latents = self.encode_images(images).float()  # [K, 4, 8, 8]
+                latents = self._vae_encode(images)  # [K, 4, 8, 8]
             design = torch.cat([blocks.permute(0, 2, 3, 1).reshape(-1, 3), torch.ones(num_images * 64, 1)], dim=1)
             target = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).cpu()
             solution = torch.linalg.lstsq(design.double(), target.double()).solution.float()  # [4 (rgb+1), L]
@@ -212,20 +239,20 @@ class StableDiffusionPrior:
 
     @contextlib.contextmanager
     def phi_mode(self):
-        """Run the UNet as the clean pretrained phi: LoRA adapters (if a shared psi added any) switched off and no
-        camera embedding. Restores the previous state afterwards."""
-        unet = self.unet
-        had_adapters = bool(getattr(unet, "_hf_peft_config_loaded", False))
-        saved_class_embedding = unet.class_embedding
-        unet.class_embedding = None
-        if had_adapters:
-            unet.disable_adapters()
-        try:
-            yield
-        finally:
-            if had_adapters:
-                unet.enable_adapters()
-            unet.class_embedding = saved_class_embedding
+        """Run the UNet as the clean pretrained phi. When a shared-UNet psi has put its LoRA and camera MLP into this
+        UNet (``shared_unet_roles``), switch it to the phi role; it stays there until psi's next pass switches back,
+        so the adapters are toggled once per change of role, never around every pass."""
+        if self.shared_unet_roles is not None:
+            self.shared_unet_roles.use("phi")
+        yield
+
+
+def _resize(images: Tensor, size: int) -> Tensor:
+    """[B, C, H, W] -> [B, C, size, size], bilinear (antialiased when shrinking); unchanged when already that size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    shrink = images.shape[-2] > size or images.shape[-1] > size
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
 __all__ = ["StableDiffusionPrior", "TextEmbeddings", "DEFAULT_MODEL", "DIRECTIONS", "resolve_dtype"]

@@ -14,15 +14,21 @@ the UNet output and eps (or v = alpha_t eps - sigma_t z for a v-prediction base)
 replaced by the null camera with probability p_null, so psi learns both q(x | c, y) and q(x | y). psi always
 gets the plain prompt (no view suffix, no CFG).
 
-Memory option ``shared``: psi's LoRA lives in phi's own UNet; phi's passes switch adapters and the camera
-embedding off (``StableDiffusionPrior.phi_mode``). Otherwise psi has its own UNet, loaded from ``base_model``
-(ProlificDreamer uses SD 2.1, v-prediction, for psi and 2.1-base for phi); its noise predictions are converted to
-eps with phi's schedule, which must therefore be the same beta schedule.
+Memory option ``shared``: psi's LoRA lives in phi's own UNet, which ``SharedUNetRoles`` switches between its two
+roles: phi (adapters off, no class embedding) and psi (adapters on, the camera MLP as class embedding). The UNet
+stays in the role of its last pass, so an ESD step switches twice (to phi, back to psi) and psi's training graph is
+built and backpropagated with the adapters on. (peft's ``disable_adapters`` sets ``requires_grad=False`` on every LoRA
+weight: a graph built with adapters on and backpropagated after they were switched off gives the LoRA no gradient.)
+Otherwise psi has its own UNet, loaded from ``base_model`` (ProlificDreamer uses SD 2.1, v-prediction, for psi and
+2.1-base for phi); its noise predictions are converted to eps with phi's schedule, which must therefore be the same
+beta schedule, and its text condition comes from phi's text encoder, so the text widths must agree.
+
+Precision: with an fp16 UNet, psi's loss is scaled before backward (``torch.amp.GradScaler``, dynamic scale with an
+overflow check) because its gradients otherwise sit at fp16's smallest normal numbers; bf16 and fp32 need no scaling.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -98,6 +104,9 @@ class OnlineEstimator:
         self.optimizer = torch.optim.AdamW(
             self.trainable_parameters, lr=self.config.lr, betas=self.config.betas, weight_decay=self.config.weight_decay
         )
+        # fp16 activations: scale the loss so that the LoRA's gradients do not underflow (bf16 has fp32's range).
+        device_type = torch.device(self.prior.device).type
+        self.grad_scaler = torch.amp.GradScaler(device_type, enabled=self.prior.dtype == torch.float16)
         self.null_rate_counter = [0, 0]  # [null batches, all batches], for monitoring
 
     def _forward(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> Tensor:
@@ -144,9 +153,39 @@ class OnlineEstimator:
         out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), condition)
         loss = torch.nn.functional.mse_loss(out.float(), target.float())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.grad_scaler.scale(loss).backward()  # identity unless the UNet runs in fp16
+        self.grad_scaler.step(self.optimizer)  # unscales the fp32 gradients; skips the step on overflow
+        self.grad_scaler.update()
         return float(loss.detach())
+
+
+class SharedUNetRoles:
+    """One UNet playing phi (LoRA adapters off, no class embedding) and psi (adapters on, camera MLP as class embedding).
+
+    ``use(role)`` switches only when the role changes, walking the LoRA layers found once at construction (not the
+    whole UNet), so a step switches at most twice. Switching back to psi re-enables the adapters' ``requires_grad``
+    (peft's ``set_adapter``), and psi's training graph is built and backpropagated without a switch in between.
+    """
+
+    def __init__(self, unet, camera_embedding: nn.Module):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self.unet, self.camera_embedding = unet, camera_embedding
+        self.lora_layers = [module for module in unet.modules() if isinstance(module, BaseTunerLayer)]
+        self.role = "psi"
+        self.switches = 0  # number of role changes so far (for tests and monitoring)
+        unet.class_embedding = camera_embedding
+
+    def use(self, role: str) -> None:
+        """Put the UNet in ``role`` ("phi" or "psi")."""
+        if role == self.role:
+            return
+        as_psi = role == "psi"
+        for layer in self.lora_layers:
+            layer.enable_adapters(as_psi)
+        self.unet.class_embedding = self.camera_embedding if as_psi else None
+        self.role = role
+        self.switches += 1
 
 
 class CameraLoRAEstimator(OnlineEstimator):
@@ -164,6 +203,12 @@ class CameraLoRAEstimator(OnlineEstimator):
         self.prediction_type = scheduler.config.prediction_type
         if not torch.allclose(scheduler.alphas_cumprod.float().cpu(), prior.alphas_cumprod.float().cpu(), atol=1e-6):
             raise UserError("psi's base model must use the same noise (beta) schedule as phi's")
+        text_width, psi_width = prior.unet.config.cross_attention_dim, self.unet.config.cross_attention_dim
+        if text_width != psi_width:
+            raise UserError(
+                f"psi's base model reads text of width {psi_width} but phi's text encoder gives {text_width}: "
+                "use a psi base model of the same Stable Diffusion family as --model (e.g. SD 2.1 with SD 2.1-base)"
+            )
         self.unet.add_adapter(
             LoraConfig(
                 r=config.lora_rank,
@@ -178,6 +223,12 @@ class CameraLoRAEstimator(OnlineEstimator):
             if param.requires_grad:  # the LoRA matrices: train in float32
                 param.data = param.data.float()
         self.trainable_parameters = [p for p in self.unet.parameters() if p.requires_grad] + list(self.camera_embedding.parameters())
+        if self.shared:
+            self.roles = SharedUNetRoles(self.unet, self.camera_embedding)
+            prior.shared_unet_roles = self.roles  # phi's passes switch the UNet to phi (StableDiffusionPrior.phi_mode)
+        else:
+            self.roles = None
+            self.unet.class_embedding = self.camera_embedding  # psi's own UNet is always psi
         self._init_training()
 
     @classmethod
@@ -205,26 +256,13 @@ class CameraLoRAEstimator(OnlineEstimator):
         return cls(prior, config, unet=unet, scheduler=scheduler)
 
     # ------------------------------------------------------------------ inference
-    @contextlib.contextmanager
-    def psi_mode(self):
-        """The UNet as psi: adapters on, camera MLP as the class embedding."""
-        unet = self.unet
-        saved = unet.class_embedding
-        unet.class_embedding = self.camera_embedding
-        unet.enable_adapters()
-        try:
-            yield
-        finally:
-            unet.class_embedding = saved
-            if self.shared:
-                unet.disable_adapters()
-
     def _forward(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> Tensor:
         """Raw psi output (eps or v) for camera embeddings [B, 16] (zeros = null camera)."""
-        with self.psi_mode():
-            return self.unet(
-                x_t.to(self.prior.dtype), timesteps, encoder_hidden_states=text.to(self.prior.dtype), class_labels=cameras
-            ).sample
+        if self.roles is not None:
+            self.roles.use("psi")
+        return self.unet(
+            x_t.to(self.prior.dtype), timesteps, encoder_hidden_states=text.to(self.prior.dtype), class_labels=cameras
+        ).sample
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Tensor]:
