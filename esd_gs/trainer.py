@@ -68,7 +68,9 @@ class Trainer:
             background = {"white": 1.0, "black": 0.0}.get(config.background, 1.0)
             self.prior = SyntheticPrior.build(config.synthetic, config.prompt, config.resolution, config.cameras, device, background)
         else:
-            self.prior = StableDiffusionPrior.from_pretrained(config.model, device=device, precision=config.precision)
+            self.prior = StableDiffusionPrior.from_pretrained(
+                config.model, device=device, precision=config.precision, resize_to_native=config.resize_to_native
+            )
         self.text = self.prior.text_embeddings(config.prompt, config.negative_prompt, config.view_dependent_prompt)
         distill_cfg = DistillationConfig(
             method=config.method,
@@ -134,7 +136,9 @@ class Trainer:
         if isinstance(self.psi, ParticleEstimator) and self.psi.needs_refresh(self.step):
             self.refresh_bank(size)
         cams = cfg.cameras.sample(cfg.batch_size, generator=self.camera_gen)
-        out = render(self.scene, cams, size, size, background=self._backgrounds(cfg.batch_size).to(self.device))
+        out = render(
+            self.scene, cams, size, size, background=self._backgrounds(cfg.batch_size).to(self.device), backend=cfg.backend
+        )
         self.densifier.pre_backward(self.scene.params, self.optimizers, self.step, out.info)
         result = self.distill.step(out.rgb, cams, progress, generator=self.noise_gen)
         for optimizer in self.optimizers.values():
@@ -159,7 +163,7 @@ class Trainer:
                     "try --precision fp32, a smaller --optim.means, or --grad-clip"
                 )
         self.step += 1
-        return {
+        row = {
             "step": self.step,
             "loss": float(result.loss.detach()) if finite else None,
             "t": float(result.timesteps.float().mean()),
@@ -168,6 +172,9 @@ class Trainer:
             "psi_loss": psi_loss,
             "skipped": self.skipped,
         }
+        if self.device.type == "cuda":
+            row["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30  # peak so far
+        return row
 
     @torch.no_grad()
     def refresh_bank(self, size: int) -> None:
@@ -177,7 +184,7 @@ class Trainer:
         for start in range(0, len(cams), 16):
             chunk = cams[start : start + 16]
             background = self._backgrounds(len(chunk)).to(self.device)
-            images.append(render(self.scene, chunk, size, size, background=background).rgb)
+            images.append(render(self.scene, chunk, size, size, background=background, backend=self.cfg.backend).rgb)
         encode = self.prior.encode_images if self.cfg.encoder == "vae" else self.prior.encode_images_linear
         self.psi.refresh(torch.cat([encode(batch) for batch in images]))
 
@@ -282,7 +289,11 @@ class Trainer:
             "bad_in_a_row": self.bad_in_a_row,
             "optimizers": optim_meta,
             "null_rate_counter": getattr(self.psi, "null_rate_counter", None),
+            "device": self.device.type,
         }
+        scaler = getattr(self.psi, "grad_scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            meta["psi_grad_scaler"] = scaler.state_dict()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = rng_tensor(torch.cuda.get_rng_state(self.device))
         save_checkpoint(self.run_dir / "checkpoint", tensors, meta)
@@ -303,12 +314,26 @@ class Trainer:
                 psi_flat = {k[len("psi_"):]: v for k, v in tensors.items() if k.startswith("psi_optim.")}
                 optimizer_from_flat("psi", self.psi.optimizer, psi_flat, meta["optimizers"]["psi"], self.device)
                 self.psi.null_rate_counter = list(meta["null_rate_counter"])
+                scaler = getattr(self.psi, "grad_scaler", None)
+                if scaler is not None and scaler.is_enabled() and "psi_grad_scaler" in meta:
+                    scaler.load_state_dict(meta["psi_grad_scaler"])
+        self.step, self.skipped, self.bad_in_a_row = meta["step"], meta["skipped"], meta["bad_in_a_row"]
         torch.set_rng_state(tensors["rng.global"])
         self.camera_gen.set_state(tensors["rng.camera"])
-        self.noise_gen.set_state(tensors["rng.noise"].to(self.noise_gen.get_state().device))
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        self.step, self.skipped, self.bad_in_a_row = meta["step"], meta["skipped"], meta["bad_in_a_row"]
+        saved_device = meta.get("device")
+        noise_state = tensors["rng.noise"]
+        same_kind = noise_state.numel() == self.noise_gen.get_state().numel()  # CPU and CUDA states differ in size
+        if (saved_device is None or saved_device == self.device.type) and same_kind:
+            self.noise_gen.set_state(noise_state.to(self.noise_gen.get_state().device))
+            if "rng.cuda" in tensors and self.device.type == "cuda":
+                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        else:
+            # A generator's state cannot move between CPU and CUDA: draw the diffusion noise from a fresh stream.
+            self.noise_gen.manual_seed(self.cfg.seed + 1 + self.step)
+            console.print(
+                f"[yellow]this run was checkpointed on {saved_device or 'another device'} and resumes on "
+                f"{self.device.type}: the diffusion noise is re-seeded, so the result differs from an uninterrupted run[/yellow]"
+            )
 
 
 def make_estimator(prior, config: GenerateConfig):

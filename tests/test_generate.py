@@ -204,3 +204,58 @@ def test_default_generate_is_the_esd_preset():
     plain = parse_args(["generate", "x"])
     preset = parse_args(["generate", "x", "--config", str(ROOT / "configs" / "esd.yaml")])
     assert replace(preset, config=None) == plain
+
+
+def _cheap_outputs(config):
+    from dataclasses import replace
+
+    return replace(config, output=replace(config.output, preview_every=0.0, checkpoint_every=0.0, turntable_views=4,
+                                          turntable_size=32))
+
+
+@pytest.mark.parametrize("encoder", ["vae", "linear"])
+def test_default_preset_feeds_the_unet_its_native_latent_size_and_trains_the_lora(tiny_model, tmp_path, encoder):
+    """The default preset renders at 256 then 512 px; the tiny UNet's native size is 64 px (8x8 latents), as SD
+    2.1-base's is 512 px (64x64): every UNet pass must see the native size, and psi's LoRA must move."""
+    import torch
+
+    from esd_gs.cli.main import parse_args
+    from esd_gs.trainer import Trainer
+
+    config = parse_args(["generate", "a head", "--model", str(tiny_model), "--steps", "4", "--encoder", encoder,
+                         "--init.num-points", "300"])
+    assert (config.resolution_start, config.resolution) == (256, 512)
+    trainer = Trainer(_cheap_outputs(config), tmp_path, torch.device("cpu"))
+    seen = []
+    trainer.prior.unet.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    sizes = [trainer.train_step()["resolution"] for _ in range(4)]
+    assert sizes == ([256, 256, 512, 512] if encoder == "vae" else [32, 32, 64, 64])
+    assert seen and set(seen) == {(8, 8)}
+    lora_b = [p for name, p in trainer.prior.unet.named_parameters() if "lora_B" in name]
+    assert lora_b and all(float(p.detach().abs().max()) > 0 for p in lora_b)
+
+
+def test_resume_on_another_device_type_reseeds_the_noise_with_a_notice(tiny_model, tmp_path, capsys):
+    """A checkpoint written on CUDA holds a 16-byte CUDA generator state; on CPU it must resume, not crash."""
+    import torch
+
+    from esd_gs.checkpoint import load_checkpoint, save_checkpoint
+    from esd_gs.cli.main import parse_args
+    from esd_gs.trainer import Trainer
+
+    config = _cheap_outputs(parse_args(["generate", "a head", "--model", str(tiny_model), "--steps", "6", *FAST]))
+    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    trainer.train_step(), trainer.train_step()
+    trainer.save()
+    tensors, meta = load_checkpoint(tmp_path / "checkpoint")
+    assert meta["device"] == "cpu"
+    tensors["rng.noise"] = torch.arange(16, dtype=torch.uint8)  # what a CUDA generator's state looks like
+    meta["device"] = "cuda"
+    save_checkpoint(tmp_path / "checkpoint", tensors, meta)
+
+    resumed = Trainer(config, tmp_path, torch.device("cpu"))
+    resumed.restore()
+    assert "checkpointed on cuda and resumes on cpu" in " ".join(capsys.readouterr().err.split())
+    assert resumed.step == 2 and torch.equal(resumed.scene.params["means"], trainer.scene.params["means"])
+    row = resumed.train_step()
+    assert row["step"] == 3 and row["loss"] is not None

@@ -118,6 +118,9 @@ class GenerateConfig:
     """Fraction of the run at which rendering switches from resolution_start to resolution."""
     encoder: Literal["vae", "linear"] = "vae"
     """vae: encode renders with the VAE; linear: render at latent size with a fitted RGB-to-latent map (cheap)."""
+    resize_to_native: bool = True
+    """Resize renders to the model's native size before encoding (512 px for SD 2.1-base), so the UNet always sees
+    the latent size it was trained on, whatever the render size."""
     background: Literal["random", "white", "black"] = "random"
     """Background behind the Gaussians: random (white, black or a random colour per view), white or black."""
     weighting: Literal["sigma2", "uniform"] = "sigma2"
@@ -134,6 +137,8 @@ class GenerateConfig:
     """Replace a run directory that already holds a run."""
     device: str = "auto"
     """auto (CUDA if available), cpu or cuda."""
+    backend: Literal["auto", "gsplat", "torch"] = "auto"
+    """Renderer: auto (gsplat on CUDA when its kernels load, else our PyTorch renderer), gsplat (CUDA only) or torch."""
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     """UNet/VAE precision: auto = fp16 on CUDA, fp32 on CPU."""
     max_bad_steps: int = 20
