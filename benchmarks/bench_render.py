@@ -58,7 +58,7 @@ def main() -> None:
     for size in sizes:
         for n in counts:
             scene = make_scene(n)
-            sparse = time_step(scene, size, "cpu", args.reps)
+            sparse = time_step(scene, size, "torch", args.reps)
             dense = None
             if n * size * size <= 64 * 2**20 and not (args.quick and n > 4096):
                 dense = time_step(scene, size, "dense", max(3, args.reps // 2))

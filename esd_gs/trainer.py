@@ -38,7 +38,7 @@ from .guidance.psi import CameraLoRAEstimator
 from .guidance.score_distillation import DistillationConfig, ScoreDistillation
 from .io import write_ply, write_splat
 from .progress import console, make_progress
-from .render import render
+from .render import render, resolve_backend
 from .render.views import render_views
 from .scene import GaussianScene
 from .synthetic.estimator import SyntheticResidualEstimator
@@ -62,6 +62,7 @@ class Trainer:
     def __init__(self, config: GenerateConfig, run_dir: Path, device: torch.device, prior=None):
         """``prior``: an already built prior to reuse (the Janus benchmark shares one across runs)."""
         self.cfg, self.run_dir, self.device = config, run_dir, device
+        self.backend = resolve_backend(config.backend, device)  # before any model loads: a bad choice fails at once
         if prior is not None:
             self.prior = prior
         elif config.prior == "synthetic":
@@ -137,7 +138,7 @@ class Trainer:
             self.refresh_bank(size)
         cams = cfg.cameras.sample(cfg.batch_size, generator=self.camera_gen)
         out = render(
-            self.scene, cams, size, size, background=self._backgrounds(cfg.batch_size).to(self.device), backend=cfg.backend
+            self.scene, cams, size, size, background=self._backgrounds(cfg.batch_size).to(self.device), backend=self.backend
         )
         self.densifier.pre_backward(self.scene.params, self.optimizers, self.step, out.info)
         result = self.distill.step(out.rgb, cams, progress, generator=self.noise_gen)
@@ -184,7 +185,7 @@ class Trainer:
         for start in range(0, len(cams), 16):
             chunk = cams[start : start + 16]
             background = self._backgrounds(len(chunk)).to(self.device)
-            images.append(render(self.scene, chunk, size, size, background=background, backend=self.cfg.backend).rgb)
+            images.append(render(self.scene, chunk, size, size, background=background, backend=self.backend).rgb)
         encode = self.prior.encode_images if self.cfg.encoder == "vae" else self.prior.encode_images_linear
         self.psi.refresh(torch.cat([encode(batch) for batch in images]))
 
@@ -245,7 +246,7 @@ class Trainer:
         cams = orbit_cameras(
             torch.tensor([0.0, 90.0, 180.0, 270.0]), torch.full((4,), 15.0), torch.full((4,), 2.5), torch.full((4,), 50.0)
         )
-        frames = render_views(self.scene, cams, size, background=1.0)
+        frames = render_views(self.scene, cams, size, background=1.0, backend=self.backend)
         write_png(contact_sheet(frames, columns=4), self.run_dir / "previews" / f"step_{self.step:06d}.png")
 
     def export(self, final: bool) -> None:
@@ -257,7 +258,8 @@ class Trainer:
         if final:
             out = self.cfg.output
             frames = render_views(
-                self.scene, turntable(out.turntable_views), out.turntable_size, background=1.0, progress_label="turntable"
+                self.scene, turntable(out.turntable_views), out.turntable_size, background=1.0, progress_label="turntable",
+                backend=self.backend,
             )
             write_turntable(frames, self.run_dir, stem="turntable", formats=out.video_formats, fps=30)
             picks = np.linspace(0, len(frames), num=min(16, len(frames)), endpoint=False).astype(int)

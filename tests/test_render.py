@@ -24,7 +24,7 @@ def one_gaussian(position, scale, opacity, color, dtype=torch.float32):
     )
 
 
-@pytest.mark.parametrize("backend", ["cpu", "dense"])
+@pytest.mark.parametrize("backend", ["torch", "dense"])
 def test_single_isotropic_gaussian_footprint(backend):
     """A Gaussian of std s at the origin, camera at distance d with focal f: screen std^2 = (f s / d)^2 + 0.3."""
     size, fovy, dist, s, o = 48, 50.0, 2.5, 0.08, 0.8
@@ -44,7 +44,7 @@ def test_single_isotropic_gaussian_footprint(backend):
     assert torch.allclose(out.depth[0, 0][covered], torch.full_like(alpha[covered], dist), atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "dense"])
+@pytest.mark.parametrize("backend", ["torch", "dense"])
 def test_front_gaussian_occludes_back_one(backend):
     """Red in front of blue (closer to the camera on +X) wins the centre pixel, whatever the storage order."""
     for order in ([0, 1], [1, 0]):
@@ -71,7 +71,7 @@ def test_transmittance_stop_matches_gsplat_rule():
     scene = GaussianScene.from_activated(
         means, torch.full((3, 3), 0.3), torch.tensor([[1.0, 0, 0, 0]] * 3), torch.tensor([0.9999, 0.9999, 0.9999]), colors
     )
-    out = render(scene, front_camera(), 17, 17, background=0.0, backend="cpu")  # pixel 8's centre is on-axis
+    out = render(scene, front_camera(), 17, 17, background=0.0, backend="torch")  # pixel 8's centre is on-axis
     # alpha clamps to 0.999 -> T after layer 1 = 1e-3 (> 1e-4: counted), after layer 2 = 1e-6 (stop: not counted).
     pixel = out.rgb[0, :, 8, 8]
     assert torch.allclose(pixel, torch.tensor([0.999, 0.0, 0.0]), atol=1e-4)
@@ -82,7 +82,7 @@ def test_empty_view_shows_background():
     scene = one_gaussian([0.0, 0.0, 0.0], 0.05, 0.9, [1.0, 1.0, 1.0])
     away = orbit_cameras(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([2.5]), torch.tensor([50.0]))
     away.c2w[:, :3, 3] += torch.tensor([0.0, 5.0, 0.0])  # shift sideways: the Gaussian is out of view
-    out = render(scene, away, 16, 16, background=(0.2, 0.4, 0.6), backend="cpu")
+    out = render(scene, away, 16, 16, background=(0.2, 0.4, 0.6), backend="torch")
     assert torch.allclose(out.rgb[0], torch.tensor([0.2, 0.4, 0.6])[:, None, None].expand(3, 16, 16))
     assert torch.count_nonzero(out.alpha) == 0
     assert int((out.info["radii"] > 0).sum()) == 0
@@ -104,7 +104,7 @@ def test_sparse_matches_dense_images_and_gradients(sh_degree):
     cams = OrbitSampler().sample(3, generator=torch.Generator().manual_seed(2))
     weights = torch.randn(3, 5, 40, 36, generator=torch.Generator().manual_seed(3))
     grads, images = [], []
-    for backend in ("cpu", "dense"):
+    for backend in ("torch", "dense"):
         scene.zero_grad()
         out = render(scene, cams, 36, 40, background=torch.rand(3, 3, generator=torch.Generator().manual_seed(4)), backend=backend)
         stacked = torch.cat([out.rgb, out.alpha, out.depth], dim=1)
@@ -125,7 +125,7 @@ def test_gradients_match_finite_differences_float64():
     weights = torch.randn(2, 5, 10, 12, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
 
     def loss():
-        out = render(scene, cams, 12, 10, background=(0.3, 0.5, 0.7), backend="cpu")
+        out = render(scene, cams, 12, 10, background=(0.3, 0.5, 0.7), backend="torch")
         return (torch.cat([out.rgb, out.alpha, out.depth * 0.1], dim=1) * weights).sum()
 
     loss().backward()
@@ -153,7 +153,7 @@ def test_gradients_match_finite_differences_float64():
 def test_densification_info_has_gsplat_keys():
     scene = random_scene(200, 0, seed=8)
     cams = OrbitSampler().sample(2, generator=torch.Generator().manual_seed(9))
-    out = render(scene, cams, 32, 32, backend="cpu")
+    out = render(scene, cams, 32, 32, backend="torch")
     out.rgb.sum().backward()
     info = out.info
     assert info["means2d"].shape == (2, 200, 2) and info["means2d"].grad is not None
@@ -171,7 +171,7 @@ def test_cpu_renderer_matches_gsplat():
     cams = OrbitSampler().sample(2, generator=torch.Generator().manual_seed(11))
     weights = torch.randn(2, 5, 64, 64, generator=torch.Generator().manual_seed(12))
     results = []
-    for device, backend in (("cpu", "cpu"), ("cuda", "gsplat")):
+    for device, backend in (("cpu", "torch"), ("cuda", "gsplat")):
         probe = GaussianScene(scene.raw()).to(device)
         out = render(probe, cams, 64, 64, background=(0.1, 0.2, 0.3), backend=backend)
         stacked = torch.cat([out.rgb, out.alpha, out.depth], dim=1)
@@ -192,7 +192,7 @@ def test_early_termination_gives_the_same_image():
     cams = OrbitSampler().sample(2, generator=torch.Generator().manual_seed(13))
     with torch.no_grad():
         dense = render(scene, cams, 48, 40, background=(0.2, 0.3, 0.4), backend="dense")
-        sparse = render(scene, cams, 48, 40, background=(0.2, 0.3, 0.4), backend="cpu", depth_chunks=8)
+        sparse = render(scene, cams, 48, 40, background=(0.2, 0.3, 0.4), backend="torch", depth_chunks=8)
         assert torch.allclose(sparse.rgb, dense.rgb, atol=2e-5)
         assert torch.allclose(sparse.alpha, dense.alpha, atol=2e-5)
         assert torch.allclose(sparse.depth, dense.depth, atol=1e-4)

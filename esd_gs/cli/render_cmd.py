@@ -13,6 +13,7 @@ from ..cameras import turntable
 from ..errors import UserError
 from ..io import UpAxis, read_ply
 from ..progress import console
+from ..render import resolve_backend
 from ..render.views import render_views
 from ..video import contact_sheet, write_png, write_turntable
 from .common import ensure_writable_dir, pick_device
@@ -47,7 +48,9 @@ class RenderArgs:
     up: UpAxis = "-y"
     """Up axis of the file: -y for standard 3DGS/viewer files (what esd-gs writes), z for +Z-up files."""
     device: str = "auto"
-    """'auto' (CUDA if available, with gsplat), 'cpu' or 'cuda'."""
+    """'auto' (CUDA if available), 'cpu' or 'cuda'."""
+    backend: Literal["auto", "gsplat", "torch"] = "auto"
+    """Renderer: auto (gsplat on CUDA when its kernels load, else esd-gs's PyTorch renderer), gsplat or torch."""
 
 
 def run_render(args: RenderArgs) -> list[Path]:
@@ -60,10 +63,12 @@ def run_render(args: RenderArgs) -> list[Path]:
     if not all(0.0 <= c <= 1.0 for c in args.background):
         raise UserError(f"--background values must be in [0, 1], got {args.background}")
     device = pick_device(args.device)
+    backend = resolve_backend(args.backend, device)
     scene = read_ply(args.scene, up=args.up).to(device)
     ensure_writable_dir(args.out)
     cams = turntable(args.views, elevation=args.elevation, radius=args.radius, fovy=args.fovy)
-    frames = render_views(scene, cams, args.size, background=args.background, progress_label="rendering")
+    frames = render_views(scene, cams, args.size, background=args.background, progress_label="rendering",
+                          backend=backend)
     written = write_turntable(frames, args.out, stem="turntable", formats=args.formats, fps=args.fps)
     picks = np.linspace(0, args.views, num=min(args.sheet_views, args.views), endpoint=False).astype(int)
     sheet_path = args.out / "contact_sheet.png"

@@ -1,8 +1,12 @@
 """g(theta, c): the differentiable Gaussian-splatting renderer.
 
-``render(scene, cameras, width, height, background)`` picks the backend from the scene's device: gsplat's CUDA
-``rasterization`` for CUDA tensors, and the pure-PyTorch sparse renderer (``cpu.py``) otherwise. Both follow gsplat
+``render(scene, cameras, width, height, background)`` picks the backend from the scene's device
+(``resolve_backend``): gsplat's CUDA ``rasterization`` for CUDA tensors when its kernels load, and our pure-PyTorch
+sparse renderer (``cpu.py``, plain torch, so it runs on CPU and CUDA tensors alike) otherwise. Both follow gsplat
 1.5's conventions (``projection.py``, ``cpu.py``) so their images agree.
+
+Backends: ``gsplat`` (CUDA only), ``torch`` (the sparse PyTorch renderer; ``cpu`` is its old name), ``dense``
+(every Gaussian at every pixel: the slow test oracle), and ``auto``.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ import torch
 from torch import Tensor
 
 from ..cameras import Cameras
+from ..errors import UserError
 from ..scene import GaussianScene
 from ..sh import eval_sh
 from .cpu import rasterize_sparse
 from .dense import rasterize_dense
-from .gsplat_backend import gsplat_available, rasterize_gsplat
+from .gsplat_backend import probe_gsplat, rasterize_gsplat
 from .projection import project_gaussians
 
-Backend = Literal["auto", "gsplat", "cpu", "dense"]
+Backend = Literal["auto", "gsplat", "torch", "dense"]
 
 EPS2D = 0.3
 """Screen-space low-pass added to every 2D covariance (gsplat's default)."""
@@ -54,6 +59,45 @@ def _background_tensor(background: Tensor | float | tuple, batch: int, device, d
     return bg.contiguous()
 
 
+_fallback_noted = False
+
+
+def _notice(line: str) -> None:
+    from ..progress import console
+
+    console.print(f"[yellow]{line}[/yellow]")
+
+
+def resolve_backend(requested: str, device: torch.device | str) -> str:
+    """The concrete backend for ``requested`` on ``device``: "gsplat", "torch" or "dense".
+
+    auto: gsplat on CUDA when its kernels load (probed once per process, building them first if needed, with a
+    notice), else the PyTorch renderer, with a one-line notice when a CUDA device had to fall back.
+    gsplat: refused in one ``UserError`` line naming the fix when it cannot run here.
+    """
+    global _fallback_noted
+    device = torch.device(device)
+    requested = "torch" if requested == "cpu" else requested
+    if requested in ("torch", "dense"):
+        return requested
+    if requested not in ("auto", "gsplat"):
+        raise ValueError(f"unknown backend {requested!r}: use auto, gsplat, torch or dense")
+    if device.type != "cuda":
+        if requested == "gsplat":
+            raise UserError("--backend gsplat needs a CUDA device: use --backend torch (or auto) on this machine")
+        return "torch"
+    probe = probe_gsplat(announce=_notice)
+    if probe.ok:
+        return "gsplat"
+    if requested == "gsplat":
+        raise UserError(f"--backend gsplat cannot run: {probe.reason}; or use --backend torch (slower, no build needed)")
+    if not _fallback_noted:
+        _fallback_noted = True
+        _notice(f"{probe.reason}: rendering with esd-gs's PyTorch renderer on CUDA instead (slower; --backend torch "
+                "skips this check)")
+    return "torch"
+
+
 def render(
     scene: GaussianScene,
     cameras: Cameras,
@@ -70,8 +114,9 @@ def render(
         cameras: B cameras (moved to the scene's device and dtype here).
         width, height: image size in pixels.
         background: colour behind the Gaussians: a scalar, an RGB triple, or per camera [B, 3].
-        backend: "auto", or force "gsplat" (CUDA only), "cpu" (sparse PyTorch) or "dense" (slow reference).
-        depth_chunks: CPU backend only: composite in this many front-to-back depth slices with early termination
+        backend: "auto" (``resolve_backend``), or force "gsplat" (CUDA only), "torch" (sparse PyTorch, any device) or
+            "dense" (slow reference).
+        depth_chunks: torch backend only: composite in this many front-to-back depth slices with early termination
             (faster for opaque scenes at high resolution; the same image up to float rounding).
     """
     device, dtype = scene.device, scene.means.dtype
@@ -79,8 +124,7 @@ def render(
     viewmats = cams.viewmats()
     Ks = cams.intrinsics(width, height)
     bg = _background_tensor(background, len(cams), device, dtype)
-    if backend == "auto":
-        backend = "gsplat" if gsplat_available(device) else "cpu"
+    backend = resolve_backend(backend, device)
 
     if backend == "gsplat":
         rgb, alpha, depth, info = rasterize_gsplat(
@@ -89,7 +133,7 @@ def render(
         )
         if info["means2d"].requires_grad:
             info["means2d"].retain_grad()
-    elif backend in ("cpu", "dense"):
+    elif backend in ("torch", "dense"):
         opacities = scene.opacities
         proj = project_gaussians(
             scene.means, scene.quats, scene.scales, opacities, viewmats, Ks, width, height, EPS2D, NEAR_PLANE
@@ -100,7 +144,7 @@ def render(
         dirs = scene.means[None, :, :] - cams.positions[:, None, :]  # [B, N, 3]
         sh = scene.sh
         colors = torch.clamp_min(eval_sh(scene.sh_degree, dirs, sh[None].expand(len(cams), -1, -1, -1)) + 0.5, 0.0)
-        if backend == "cpu":
+        if backend == "torch":
             rgb, alpha, acc_depth = rasterize_sparse(proj, colors, opacities, width, height, bg, depth_chunks)
         else:
             rgb, alpha, acc_depth = rasterize_dense(proj, colors, opacities, width, height, bg)
@@ -124,4 +168,4 @@ def render(
     )
 
 
-__all__ = ["render", "RenderOutput", "project_gaussians", "rasterize_sparse", "rasterize_dense"]
+__all__ = ["render", "resolve_backend", "RenderOutput", "project_gaussians", "rasterize_sparse", "rasterize_dense"]

@@ -18,11 +18,13 @@ def render_views(
     background=1.0,
     batch: int = 8,
     progress_label: str | None = None,
+    backend: str = "auto",
 ) -> np.ndarray:
     """Render every camera at ``size`` x ``size``, ``batch`` at a time -> uint8 frames [V, size, size, 3].
 
-    With ``progress_label`` a rich progress bar (it/s, ETA) is shown while rendering. On CPU it composites in 8
-    front-to-back depth slices (early termination), which pays off for the opaque scenes people look at.
+    With ``progress_label`` a rich progress bar (it/s, ETA) is shown while rendering. ``backend`` as in ``render``.
+    The PyTorch renderer composites in 8 front-to-back depth slices (early termination), which pays off for the
+    opaque scenes people look at.
     """
     if len(cameras) == 0:
         raise ValueError("render_views needs at least one camera")
@@ -37,7 +39,7 @@ def render_views(
     try:
         for start in range(0, len(cameras), batch):
             chunk = cameras[start : start + batch]
-            rgb = render(scene, chunk, size, size, background=background, depth_chunks=8).rgb
+            rgb = render(scene, chunk, size, size, background=background, backend=backend, depth_chunks=8).rgb
             frames[start : start + len(chunk)] = (
                 (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             )
