@@ -126,7 +126,7 @@ def test_sigterm_saves_and_exits_non_zero(tiny_model, tmp_path):
         (["generate", "x", "--lambda-entropy", "1.5"], "--lambda-entropy"),
         (["generate", "x", "--steps", "-1"], "--steps"),
         (["generate", "x", "--method", "dds"], "--method"),
-        (["generate", "x", "--model", "/no/such/model"], "does not exist"),
+        (["generate", "x", "--model", "/no/such/model"], "from /no/such/model: no such folder"),
         (["generate", "x", "--config", "configs/nope.yaml"], "does not exist"),
         (["generate", "x", "--out", "/proc/esd-gs-cannot-write-here"], "cannot create output directory"),
         (["generate", "--resume", "/tmp"], "not an esd-gs run directory"),

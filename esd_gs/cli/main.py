@@ -19,6 +19,7 @@ from ..configs.generate import GenerateConfig
 from ..errors import UserError
 from ..io import PlyFormatError
 from .bench_cmd import BenchArgs, run_bench
+from .doctor_cmd import DoctorArgs, run_doctor
 from .export_cmd import ExportArgs, run_export
 from .generate_cmd import preset_from_argv, run_generate
 from .render_cmd import RenderArgs, run_render
@@ -60,7 +61,7 @@ def _parse(commands, argv: list[str]):
         raise UserError(str(exc)) from None
 
 
-def parse_args(argv: list[str]) -> GenerateConfig | RenderArgs | ExportArgs | BenchArgs:
+def parse_args(argv: list[str]) -> GenerateConfig | RenderArgs | ExportArgs | BenchArgs | DoctorArgs:
     """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
     generate_defaults = preset_from_argv(argv) if argv[:1] == ["generate"] else GenerateConfig()
     commands = Union[
@@ -68,6 +69,7 @@ def parse_args(argv: list[str]) -> GenerateConfig | RenderArgs | ExportArgs | Be
         Annotated[RenderArgs, tyro.conf.subcommand("render")],
         Annotated[ExportArgs, tyro.conf.subcommand("export")],
         Annotated[BenchArgs, tyro.conf.subcommand("bench")],
+        Annotated[DoctorArgs, tyro.conf.subcommand("doctor")],
     ]
     return _parse(commands, argv)
 
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             run_render(args)
         elif isinstance(args, ExportArgs):
             run_export(args)
+        elif isinstance(args, DoctorArgs):
+            return run_doctor(args)
         else:
             run_bench(args)
     except (UserError, PlyFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:

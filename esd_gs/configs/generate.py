@@ -15,7 +15,7 @@ import yaml
 
 from ..cameras import OrbitSampler
 from ..errors import UserError
-from ..guidance.prior import DEFAULT_MODEL
+from ..guidance.sources import DEFAULT_MODEL
 from ..guidance.psi import PsiConfig
 from ..guidance.schedules import TimestepSchedule
 from ..scene import BallInit
@@ -95,7 +95,8 @@ class GenerateConfig:
     prior: Literal["sd", "synthetic"] = "sd"
     """The 2D prior: sd (Stable Diffusion) or synthetic (offline exact-score prior)."""
     model: str = DEFAULT_MODEL
-    """Stable Diffusion model: a Hugging Face id or a local diffusers folder."""
+    """Stable Diffusion for phi: a family (sd2.1-base, sd2.1 or sd1.5: its known Hub mirrors are tried in turn), a
+    Hugging Face id of a diffusers SD 1.x/2.x pipeline, or a local diffusers folder."""
     method: Literal["sds", "vsd", "esd"] = "esd"
     """Update rule: sds (DreamFusion), vsd (ProlificDreamer) or esd (entropic score distillation)."""
     lambda_entropy: float = 0.5

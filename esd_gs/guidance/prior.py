@@ -1,7 +1,8 @@
 """phi: a frozen, pretrained Stable Diffusion used as the 2D prior p_t(x_t | y).
 
-Loads only what score distillation needs (UNet, VAE, text encoder, tokenizer, noise scheduler) from a Hugging Face
-model id or a local diffusers directory. Conventions:
+Loads only what score distillation needs (UNet, VAE, text encoder, tokenizer, noise scheduler) from a model family
+name (its known mirrors tried in turn), a Hugging Face id or a local diffusers directory (``sources.py``), of the
+Stable Diffusion 1.x or 2.x family (epsilon or v-prediction, text width 768 or 1024). Conventions:
 
 - Images are [B, 3, H, W] in [0, 1]; latents are ``vae.encode(2 x - 1).latent_dist.mean * scaling_factor``
   (the posterior mean: deterministic, differentiable), float32 whatever the VAE's precision (the target trick's
@@ -29,10 +30,8 @@ from torch import Tensor
 
 from ..errors import UserError
 from .distill import add_noise
+from .sources import DEFAULT_MODEL, load_failure_message, resolve_model
 from .prompts import DIRECTIONS, view_direction_index, view_prompts
-
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
-
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """'auto' -> fp16 on CUDA, fp32 on CPU; else fp32 / fp16 / bf16."""
@@ -44,23 +43,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and table[name] == torch.float16:
         raise UserError("fp16 is not supported on CPU: use --precision fp32 (or bf16)")
     return table[name]
-
-
-def load_failure_message(model: str, exc: BaseException) -> str:
-    """One sentence telling the user what to do when a model cannot be loaded."""
-    if Path(model).expanduser().exists():
-        return (
-            f"'{model}' is not a usable Stable Diffusion directory ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "pass --model with a diffusers folder holding unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
-        )
-    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1
-    if looks_like_path:
-        return f"model path '{model}' does not exist: pass --model with an existing diffusers folder"
-    return (
-        f"could not load Stable Diffusion '{model}' (offline, not in the Hugging Face cache, or a wrong id): "
-        "run `huggingface-cli login` and check the network, pass --model PATH to a local diffusers folder, "
-        "or use --prior synthetic to run offline"
-    )
 
 
 @dataclass
@@ -113,14 +95,17 @@ class StableDiffusionPrior:
     @classmethod
     def from_pretrained(
         cls, model: str = DEFAULT_MODEL, device: str | torch.device = "cpu", precision: str = "auto",
-        resize_to_native: bool = True,
+        resize_to_native: bool = True, announce=None,
     ):
-        """Load phi's parts from a Hub id or a local diffusers folder; failures become one clear ``UserError``."""
+        """Load phi's parts from a family name, a Hub id or a local diffusers folder (``sources.resolve_model``);
+        ``announce`` (default: the console) gets one line naming the source used. Failures: one ``UserError``."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
         device = torch.device(device)
         dtype = resolve_dtype(precision, device)
+        model, checks = resolve_model(model, role="phi")
+        _announce(announce, f"phi: Stable Diffusion from {model} ({checks[-1].reason})")
         try:
             kwargs = {"torch_dtype": dtype}
             unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **kwargs)
@@ -245,6 +230,15 @@ class StableDiffusionPrior:
         if self.shared_unet_roles is not None:
             self.shared_unet_roles.use("phi")
         yield
+
+
+def _announce(announce, line: str) -> None:
+    if announce is None:
+        from ..progress import console
+
+        console.print(line)
+    else:
+        announce(line)
 
 
 def _resize(images: Tensor, size: int) -> Tensor:

@@ -37,7 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from .prior import StableDiffusionPrior, load_failure_message
+from .prior import StableDiffusionPrior
+from .sources import load_failure_message, resolve_model
 
 
 @dataclass
@@ -63,7 +64,8 @@ class PsiConfig:
     shared_unet: bool = True
     """Put psi's LoRA into phi's UNet (half the memory); phi's passes switch it off."""
     base_model: str | None = None
-    """Separate base model for psi (id or path); None = phi's model. Ignored when shared_unet is on."""
+    """Separate base model for psi: a family name (sd2.1: ProlificDreamer's SD 2.1, v-prediction), a Hub id or a
+    folder; None = a copy of phi's model. Ignored when shared_unet is on."""
     estimator: Literal["learned", "particle"] = "learned"
     """learned: psi trained online (the LoRA with SD; a residual network with the synthetic prior); particle: the
     exact score of a bank of renders of the current scene (training-free; camera-conditional score = the noise)."""
@@ -245,6 +247,10 @@ class CameraLoRAEstimator(OnlineEstimator):
             unet = copy.deepcopy(prior.unet)
             scheduler = prior.scheduler
         else:
+            base, checks = resolve_model(base, role="psi")
+            from ..progress import console
+
+            console.print(f"psi: base UNet from {base} ({checks[-1].reason})")
             try:
                 unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", torch_dtype=prior.dtype)
                 scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")

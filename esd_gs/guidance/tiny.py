@@ -1,4 +1,4 @@
-"""A tiny, randomly initialised Stable Diffusion 2.x-like pipeline directory, built offline from configs.
+"""A tiny, randomly initialised Stable Diffusion (2.x-like, or 1.x-like) pipeline directory, built offline from configs.
 
 Why: the guidance code loads its prior phi through the public diffusers / transformers ``from_pretrained`` path
 (``UNet2DConditionModel.from_pretrained(path, subfolder="unet")`` and friends). Tests and benchmarks must exercise
@@ -11,11 +11,13 @@ and write it with ``save_pretrained``. The weights are random: the model is stru
 What is built (``path`` then holds a standard diffusers pipeline directory with a ``model_index.json``):
 
 - ``unet``: ``UNet2DConditionModel`` with block_out_channels (32, 64), one cross-attention down block and one
-  cross-attention up block plus the cross-attention mid block, linear transformer projections (as in SD 2.x), head
-  dimension 8, time-embedding width 4 * 32 = 128, 4 latent channels in and out.
+  cross-attention up block plus the cross-attention mid block, head dimension 8, time-embedding width 4 * 32 = 128,
+  4 latent channels in and out; linear transformer projections for the 2.x family, 1x1 convolutions for 1.x.
 - ``vae``: ``AutoencoderKL`` with 4 encoder / decoder blocks, hence the same spatial factor 8 as SD, 4 latent
   channels, scaling_factor 0.18215.
-- ``text_encoder`` / ``tokenizer``: a 2-layer ``CLIPTextModel`` (hidden size = the UNet's cross_attention_dim) and a
+- ``text_encoder`` / ``tokenizer``: a 2-layer ``CLIPTextModel`` (hidden size = the UNet's cross_attention_dim: 32
+  for the 2.x family, 24 for 1.x, as 1024 and 768 in the real models; gelu for 2.x's OpenCLIP tower, quick_gelu for
+  1.x's CLIP) and a
   byte-level BPE ``CLIPTokenizer`` with a small generated vocabulary (all 256 byte symbols, with and without the
   ``</w>`` end-of-word marker, so any prompt tokenizes; a few whole-word merges), model_max_length 77.
 - ``scheduler``: ``DDPMScheduler`` with SD 2.1's training schedule (1000 steps, scaled_linear betas from 0.00085 to
@@ -34,6 +36,9 @@ from typing import Literal
 import torch
 
 PredictionType = Literal["epsilon", "v_prediction"]
+Family = Literal["sd1", "sd2"]
+TEXT_WIDTH: dict[str, int] = {"sd1": 24, "sd2": 32}
+"""Tiny text widths of the two families (the real ones: 768 for SD 1.x, 1024 for SD 2.x)."""
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -124,8 +129,9 @@ def write_tiny_clip_tokenizer_files(directory: str | Path) -> Path:
     return directory
 
 
-def tiny_unet_config(cross_attention_dim: int = 32, sample_size: int = 8) -> dict:
-    """UNet2DConditionModel config: SD 2.x layout (linear projections, head dim 8) at toy width."""
+def tiny_unet_config(cross_attention_dim: int = 32, sample_size: int = 8, family: Family = "sd2") -> dict:
+    """UNet2DConditionModel config: the SD 2.x layout (linear projections) or 1.x (conv projections), head dim 8,
+    at toy width."""
     return dict(
         sample_size=sample_size,
         in_channels=4,
@@ -147,7 +153,7 @@ def tiny_unet_config(cross_attention_dim: int = 32, sample_size: int = 8) -> dic
         cross_attention_dim=cross_attention_dim,
         # diffusers' (legacy) name: this is the number of heads per block, so 32/4 = 64/8 = head dim 8.
         attention_head_dim=(4, 8),
-        use_linear_projection=True,
+        use_linear_projection=family == "sd2",
         upcast_attention=False,
     )
 
@@ -169,7 +175,7 @@ def tiny_vae_config(sample_size: int = 64) -> dict:
     )
 
 
-def tiny_text_encoder_config(hidden_size: int = 32, vocab_size: int | None = None) -> dict:
+def tiny_text_encoder_config(hidden_size: int = 32, vocab_size: int | None = None, family: Family = "sd2") -> dict:
     """CLIPTextConfig kwargs: 2 layers, 4 heads, ids consistent with :func:`tiny_clip_vocab`."""
     vocab, _ = tiny_clip_vocab()
     if vocab_size is None:
@@ -182,7 +188,7 @@ def tiny_text_encoder_config(hidden_size: int = 32, vocab_size: int | None = Non
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=MODEL_MAX_LENGTH,
-        hidden_act="gelu",  # SD 2.x's OpenCLIP text tower uses gelu (SD 1.x's CLIP uses quick_gelu)
+        hidden_act="gelu" if family == "sd2" else "quick_gelu",  # OpenCLIP ViT-H (2.x) vs OpenAI CLIP ViT-L (1.x)
         layer_norm_eps=1e-5,
         bos_token_id=vocab[BOS_TOKEN],
         eos_token_id=vocab[EOS_TOKEN],
@@ -213,18 +219,23 @@ def build_tiny_stable_diffusion(
     prediction_type: PredictionType = "epsilon",
     seed: int = 0,
     sample_size: int = 8,
-    cross_attention_dim: int = 32,
+    cross_attention_dim: int | None = None,
+    family: Family = "sd2",
 ) -> Path:
-    """Build a tiny random SD 2.x-like pipeline and ``save_pretrained`` it to ``path``; returns ``path``.
+    """Build a tiny random SD 2.x-like (``family="sd2"``) or 1.x-like (``"sd1"``) pipeline and ``save_pretrained``
+    it to ``path``; returns ``path``.
 
     ``sample_size`` is the UNet's latent size (the VAE's image size is 8x that); ``cross_attention_dim`` is also the
-    text encoder's hidden size. Loads back with the usual ``from_pretrained(path, subfolder=...)`` calls and with
+    text encoder's hidden size (default: the family's tiny width, ``TEXT_WIDTH``). Loads back with the usual ``from_pretrained(path, subfolder=...)`` calls and with
     ``StableDiffusionPipeline.from_pretrained(path, safety_checker=None, feature_extractor=None,
     requires_safety_checker=False)``. Deterministic in ``seed``.
     """
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    if family not in TEXT_WIDTH:
+        raise ValueError(f"family must be 'sd1' or 'sd2', got {family!r}")
+    cross_attention_dim = TEXT_WIDTH[family] if cross_attention_dim is None else cross_attention_dim
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
     if cross_attention_dim % 4 != 0:
@@ -245,13 +256,13 @@ def build_tiny_stable_diffusion(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**tiny_unet_config(cross_attention_dim, sample_size))
+        unet = UNet2DConditionModel(**tiny_unet_config(cross_attention_dim, sample_size, family))
         # diffusers leaves conv_out at PyTorch's default init (not zero), but guard against a zero init anyway:
         # the output must depend on the input for tests to mean anything.
         if not unet.conv_out.weight.detach().abs().sum() > 0:
             torch.nn.init.normal_(unet.conv_out.weight, std=0.02)
         vae = AutoencoderKL(**tiny_vae_config(sample_size * 8))
-        text_config = CLIPTextConfig(**tiny_text_encoder_config(cross_attention_dim, vocab_size=len(tokenizer)))
+        text_config = CLIPTextConfig(**tiny_text_encoder_config(cross_attention_dim, len(tokenizer), family))
         text_encoder = CLIPTextModel(text_config)
 
     scheduler = DDPMScheduler(**sd21_scheduler_config(prediction_type))

@@ -1,0 +1,105 @@
+"""How large are the screen-space gradients that densification thresholds? (sets ``--densify.grad-threshold``)
+
+gsplat's DefaultStrategy grows a Gaussian when the mean, over the steps it was visible, of the norm of its means2d
+gradient (scaled to pixels of a [-1, 1] image: x width/2 and x height/2, times the number of cameras) exceeds
+``grow_grad2d``. That norm depends on how the loss is reduced: 3DGS's 2e-4 belongs to a mean-reduced photometric
+loss; our score-distillation loss is summed over latent entries (``distill.py``), like threestudio's. This script
+runs the real generate loop (``Trainer``) and records, every step, the per-Gaussian norms exactly as gsplat
+accumulates them, then prints their quantiles and the share of visible Gaussians above candidate thresholds.
+
+    # the synthetic prior (CPU, a minute):
+    .venv/bin/python benchmarks/densify_grads.py --prior synthetic --steps 60
+    # any diffusers Stable Diffusion folder, e.g. the full-size random-weight one gpu_acceptance.py builds:
+    .venv/bin/python benchmarks/densify_grads.py --model DIR --method esd --steps 8 --out grads.json
+
+Every other ``esd-gs generate`` option can follow as ``--set KEY=VALUE`` pairs (e.g. ``--set resolution=256``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from esd_gs.cli.main import parse_args
+from esd_gs.trainer import Trainer
+
+THRESHOLDS = (2e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+
+
+def per_gaussian_norms(info: dict) -> torch.Tensor:
+    """The norms gsplat's DefaultStrategy accumulates, for the Gaussians visible in any camera: [M]."""
+    grads = info["means2d"].grad.detach().clone()  # [C, N, 2]
+    grads[..., 0] *= info["width"] / 2.0 * info["n_cameras"]
+    grads[..., 1] *= info["height"] / 2.0 * info["n_cameras"]
+    visible = (info["radii"] > 0).all(dim=-1)  # [C, N]
+    return grads.norm(dim=-1)[visible].float().cpu()
+
+
+def summarise(norms: torch.Tensor) -> dict:
+    quantiles = torch.quantile(norms, torch.tensor(QUANTILES, dtype=norms.dtype)).tolist()
+    return {
+        "samples": int(norms.numel()),
+        "quantiles": {f"p{round(q * 100)}": v for q, v in zip(QUANTILES, quantiles)},
+        "max": float(norms.max()),
+        "share_above": {f"{t:g}": float((norms > t).float().mean()) for t in THRESHOLDS},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prior", choices=["sd", "synthetic"], default="sd", help="the 2D prior")
+    parser.add_argument("--model", default=None, help="Stable Diffusion folder or id (with --prior sd)")
+    parser.add_argument("--method", choices=["sds", "vsd", "esd"], default="esd", help="update rule")
+    parser.add_argument("--steps", type=int, default=8, help="training steps to record")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra generate options")
+    parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON here")
+    args = parser.parse_args()
+
+    argv = ["generate", "densify-grads", "--prior", args.prior, "--method", args.method, "--steps", str(args.steps),
+            "--densify.no-enabled"]  # measure the gradients of the scene as initialised, without growth
+    if args.model:
+        argv += ["--model", args.model]
+    for pair in args.set:
+        key, value = pair.split("=", 1)
+        argv += [f"--{key.replace('_', '-')}", value]
+    config = parse_args(argv)
+    norms, times = [], []
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(config, Path(run_dir), torch.device(args.device))
+        original = trainer.densifier.post_backward
+
+        def recording_post_backward(params, optimizers, step, info):
+            norms.append(per_gaussian_norms(info))
+            return original(params, optimizers, step, info)
+
+        trainer.densifier.post_backward = recording_post_backward
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            trainer.train_step()
+            times.append(time.perf_counter() - start)
+    summary = {
+        "prior": args.prior,
+        "model": args.model,
+        "method": args.method,
+        "resolution": config.resolution,
+        "resolution_start": config.resolution_start,
+        "batch_size": config.batch_size,
+        "steps": args.steps,
+        "seconds_per_step": sorted(times)[len(times) // 2],
+        **summarise(torch.cat(norms)),
+    }
+    text = json.dumps(summary, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""``esd-gs doctor``: what a run would use here and what is wrong, one line each. It never downloads weights.
+
+Checks, in order: torch and its device; gsplat's CUDA kernels (built, buildable, or not: then the PyTorch renderer
+draws); the model sources of phi (and of a separate psi base), each answered from a local folder, the Hugging Face
+cache or the Hub (at most a model_index.json is fetched); free GPU memory against an estimate of what the chosen
+preset needs; free disk space for the run directory. Exit code 0 when a run can start, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..configs.generate import GenerateConfig, load_yaml_config
+from ..guidance.sources import DEFAULT_MODEL, KNOWN_SOURCES, candidates, check_source
+from rich.console import Console
+from ..render.gsplat_backend import find_nvcc, gsplat_build_state, jit_build_dir
+
+RUN_DISK_GIB = 1.0
+"""Disk a run directory needs at most with the default cap (checkpoint of 200k Gaussians with Adam state, videos)."""
+WORKING_GIB_PER_512_VIEW = 4.0
+"""Rough activation memory per 512-px view in a VSD/ESD step (VAE encode with gradient, the UNet passes, psi's
+training pass), on top of the weights. An estimate, not yet measured on a GPU (BENCHMARKS.md)."""
+
+
+@dataclass
+class DoctorArgs:
+    """Check what `esd-gs generate` would use on this machine and what is wrong, one line each (no downloads of
+    weights). Exit code 0 when a run can start, 1 otherwise."""
+
+    model: str | None = None
+    """phi's model to check: a family (sd2.1-base, sd2.1, sd1.5), a Hub id or a folder (default: the preset's)."""
+    config: Path | None = None
+    """A generate preset (e.g. configs/esd.yaml) whose model, precision, size and psi mode the checks are sized for."""
+    prior: Literal["sd", "synthetic"] = "sd"
+    """The prior the run would use (synthetic needs no model)."""
+    out: Path = Path("runs")
+    """Where run directories would be written (its free disk space is checked)."""
+
+
+class Report:
+    """The lines go to stdout (a report, not a progress message)."""
+
+    def __init__(self):
+        self.failed = False
+        self.console = Console(highlight=False, soft_wrap=True)
+
+    def line(self, status: Literal["ok", "warn", "fail"], what: str, text: str) -> None:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}[status]
+        self.failed |= status == "fail"
+        self.console.print(f"[{colour}]{status:>4}[/{colour}]  {what}: {text}")
+
+
+def check_torch(report: Report) -> torch.device:
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        report.line("ok", "torch", f"{torch.__version__}, CUDA {torch.version.cuda}: {props.name} "
+                    f"({props.total_memory / 2**30:.1f} GiB)")
+        return torch.device("cuda")
+    report.line("warn", "torch", f"{torch.__version__}: no CUDA device, runs use the CPU (Stable Diffusion takes "
+                "seconds per UNet pass there: use --prior synthetic, or a GPU)")
+    return torch.device("cpu")
+
+
+def check_gsplat(report: Report) -> None:
+    try:
+        version = importlib.metadata.version("gsplat")  # no import: importing gsplat may start its CUDA set-up
+    except importlib.metadata.PackageNotFoundError:
+        report.line("warn", "gsplat", "not installed: the PyTorch renderer draws (slower on a GPU)")
+        return
+    state = gsplat_build_state()
+    text = {
+        "no-cuda": "not used without CUDA: esd-gs's PyTorch renderer draws",
+        "prebuilt": "prebuilt CUDA kernels installed",
+        "cached": f"CUDA kernels built (in {jit_build_dir()})",
+        "buildable": f"CUDA kernels not built yet: the first run builds them with {find_nvcc()} (a few minutes)",
+        "no-toolkit": "CUDA kernels cannot be built (no nvcc): runs fall back to the PyTorch renderer (slower); "
+                      f"install the CUDA toolkit matching torch's CUDA {torch.version.cuda} for gsplat",
+    }[state]
+    report.line("warn" if state == "no-toolkit" else "ok", "gsplat", f"{version}: {text}")
+
+
+def check_model(report: Report, role: str, model: str) -> str | None:
+    """The first answering source of ``model`` (each check a line), or None."""
+    tried = []
+    for source in candidates(model):
+        check = check_source(source)
+        if check.ok:
+            suffix = "" if check.reason != "on the Hugging Face Hub" else " (the first run downloads its weights)"
+            name = source if source == model else f"{model} -> {source}"
+            report.line("ok", role, f"{name}: {check.reason}{suffix}")
+            return source
+        tried.append(f"{source} ({check.reason})")
+    family = f"{model} ({len(tried)} known source(s))" if model in KNOWN_SOURCES else model
+    report.line("fail", role, f"{family}: tried {', '.join(tried)}; pass --model PATH, run `hf auth login` for a "
+                "gated model, or use --prior synthetic")
+    return None
+
+
+def weights_gib(source: str, dtype_bytes: int, parts: tuple[str, ...] = ("unet", "vae", "text_encoder")) -> float | None:
+    """Exact parameter memory of the parts, from their config files only (models built on the meta device)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL}
+    total = 0
+    try:
+        for part in parts:
+            with torch.device("meta"):
+                if part == "text_encoder":
+                    model = CLIPTextModel(CLIPTextConfig.from_pretrained(source, subfolder=part))
+                else:
+                    cls = classes[part]
+                    model = cls.from_config(cls.load_config(source, subfolder=part))
+            total += sum(p.numel() for p in model.parameters())
+    except Exception:  # configs not to be had (offline, not cached): no estimate, said so
+        return None
+    return total * dtype_bytes / 2**30
+
+
+def check_gpu_memory(report: Report, config: GenerateConfig, phi_source: str | None, psi_source: str | None) -> None:
+    dtype_bytes = 4 if config.precision == "fp32" else 2
+    needed = None
+    if phi_source is not None:
+        needed = weights_gib(phi_source, dtype_bytes)
+        if needed is not None and not config.psi.shared_unet and config.method != "sds":
+            extra = weights_gib(psi_source or phi_source, dtype_bytes, ("unet",))
+            needed = None if extra is None else needed + extra
+    if needed is not None:
+        views = config.batch_size * (config.resolution / 512) ** 2
+        needed += WORKING_GIB_PER_512_VIEW * max(views, 0.25)
+    free, total = torch.cuda.mem_get_info()
+    free_gib, total_gib = free / 2**30, total / 2**30
+    if needed is None:
+        report.line("ok", "GPU memory", f"{free_gib:.1f} GiB free of {total_gib:.1f} (no model config to size the run)")
+    elif free_gib < needed:
+        report.line("fail", "GPU memory", f"{free_gib:.1f} GiB free of {total_gib:.1f}, the run needs about "
+                    f"{needed:.1f} GiB (estimate): try --precision fp16, --psi.shared-unet or a smaller --resolution")
+    else:
+        report.line("ok", "GPU memory", f"{free_gib:.1f} GiB free of {total_gib:.1f}; the run needs about {needed:.1f} "
+                    "GiB (estimate: weights + working memory)")
+
+
+def check_disk(report: Report, out: Path) -> None:
+    probe = out.resolve()
+    while not probe.exists():
+        probe = probe.parent
+    free_gib = shutil.disk_usage(probe).free / 2**30
+    status = "ok" if free_gib >= RUN_DISK_GIB else "fail"
+    report.line(status, "disk", f"{free_gib:.1f} GiB free at {out} (a run needs up to about {RUN_DISK_GIB:.0f} GiB)")
+
+
+def run_doctor(args: DoctorArgs) -> int:
+    config = load_yaml_config(args.config) if args.config is not None else GenerateConfig()
+    model = args.model or config.model or DEFAULT_MODEL
+    report = Report()
+    device = check_torch(report)
+    check_gsplat(report)
+    phi_source = psi_source = None
+    if args.prior == "synthetic":
+        report.line("ok", "phi", "the synthetic prior needs no model")
+    else:
+        phi_source = check_model(report, "phi", model)
+        if not config.psi.shared_unet and config.psi.base_model and config.method != "sds":
+            psi_source = check_model(report, "psi base", config.psi.base_model)
+    if device.type == "cuda":
+        check_gpu_memory(report, config, phi_source, psi_source)
+    check_disk(report, args.out)
+    report.console.print("a run can start" if not report.failed else "[red]a run cannot start: see the lines marked fail[/red]")
+    return 1 if report.failed else 0

