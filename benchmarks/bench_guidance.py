@@ -27,7 +27,15 @@ from esd_gs.guidance.prior import StableDiffusionPrior, resolve_dtype
 from esd_gs.guidance.psi import CameraLoRAEstimator, PsiConfig
 from esd_gs.guidance.schedules import TimestepSchedule
 from esd_gs.guidance.score_distillation import DistillationConfig, ScoreDistillation
-from esd_gs.guidance.tiny import build_tiny_stable_diffusion, sd21_scheduler_config, tiny_clip_vocab
+from esd_gs.guidance.tiny import (
+    build_tiny_stable_diffusion,
+    sd21_base_unet_config,
+    sd21_scheduler_config,
+    sd21_text_encoder_config,
+    sd21_vae_config,
+    tiny_clip_vocab,
+    write_tiny_clip_tokenizer_files,
+)
 from esd_gs.render import render
 from esd_gs.scene import BallInit, GaussianScene
 
@@ -37,42 +45,14 @@ def full_size_prior(device: torch.device, dtype: torch.dtype) -> StableDiffusion
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        attention_head_dim=(5, 10, 20, 20),
-        cross_attention_dim=1024,
-        use_linear_projection=True,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-    )
+    unet = UNet2DConditionModel(**sd21_base_unet_config())
+    vae = AutoencoderKL(**sd21_vae_config())
     with tempfile.TemporaryDirectory() as tmp:
-        from esd_gs.guidance.tiny import write_tiny_clip_tokenizer_files
-
         write_tiny_clip_tokenizer_files(tmp)
         tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
     vocab, _ = tiny_clip_vocab()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab), hidden_size=1024, intermediate_size=4096, num_hidden_layers=1,
-            num_attention_heads=16, max_position_embeddings=77, bos_token_id=len(vocab) - 2,
-            eos_token_id=len(vocab) - 1, pad_token_id=len(vocab) - 1,
-        )
-    )
-    scheduler = DDPMScheduler(**{k: v for k, v in sd21_scheduler_config().items() if not k.startswith("_")})
+    text_encoder = CLIPTextModel(CLIPTextConfig(**sd21_text_encoder_config(len(vocab), num_hidden_layers=1)))
+    scheduler = DDPMScheduler(**sd21_scheduler_config())
     return StableDiffusionPrior(
         unet.to(device, dtype), vae.to(device, dtype), text_encoder.to(device, dtype), tokenizer, scheduler, device, dtype
     )

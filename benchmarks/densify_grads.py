@@ -5,7 +5,9 @@ gradient (scaled to pixels of a [-1, 1] image: x width/2 and x height/2, times t
 ``grow_grad2d``. That norm depends on how the loss is reduced: 3DGS's 2e-4 belongs to a mean-reduced photometric
 loss; our score-distillation loss is summed over latent entries (``distill.py``), like threestudio's. This script
 runs the real generate loop (``Trainer``) and records, every step, the per-Gaussian norms exactly as gsplat
-accumulates them, then prints their quantiles and the share of visible Gaussians above candidate thresholds.
+accumulates them, then prints the quantiles of (a) every per-step, per-visible-Gaussian norm and (b) what gsplat
+actually thresholds: each Gaussian's mean norm over the steps it was visible, with the share of Gaussians above
+candidate thresholds (the share that one refinement would clone or split).
 
     # the synthetic prior (CPU, a minute):
     .venv/bin/python benchmarks/densify_grads.py --prior synthetic --steps 60
@@ -41,6 +43,16 @@ def per_gaussian_norms(info: dict) -> torch.Tensor:
     return grads.norm(dim=-1)[visible].float().cpu()
 
 
+def per_gaussian_update(info: dict, sums: torch.Tensor, counts: torch.Tensor) -> None:
+    """Accumulate as gsplat's DefaultStrategy does: per Gaussian, the sum of norms and the number of visible views."""
+    grads = info["means2d"].grad.detach().clone()
+    grads[..., 0] *= info["width"] / 2.0 * info["n_cameras"]
+    grads[..., 1] *= info["height"] / 2.0 * info["n_cameras"]
+    visible = (info["radii"] > 0).all(dim=-1)
+    sums += (grads.norm(dim=-1) * visible).sum(dim=0).float().cpu()
+    counts += visible.sum(dim=0).float().cpu()
+
+
 def summarise(norms: torch.Tensor) -> dict:
     quantiles = torch.quantile(norms, torch.tensor(QUANTILES, dtype=norms.dtype)).tolist()
     return {
@@ -74,9 +86,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, Path(run_dir), torch.device(args.device))
         original = trainer.densifier.post_backward
+        sums = torch.zeros(trainer.scene.num_gaussians)
+        counts = torch.zeros(trainer.scene.num_gaussians)
 
         def recording_post_backward(params, optimizers, step, info):
             norms.append(per_gaussian_norms(info))
+            if info["means2d"].shape[1] == sums.shape[0]:  # no Gaussian was removed
+                per_gaussian_update(info, sums, counts)
             return original(params, optimizers, step, info)
 
         trainer.densifier.post_backward = recording_post_backward
@@ -93,7 +109,8 @@ def main() -> None:
         "batch_size": config.batch_size,
         "steps": args.steps,
         "seconds_per_step": sorted(times)[len(times) // 2],
-        **summarise(torch.cat(norms)),
+        "per_step": summarise(torch.cat(norms)),
+        "per_gaussian_mean": summarise(sums[counts > 0] / counts[counts > 0]),
     }
     text = json.dumps(summary, indent=1)
     print(text)

@@ -278,3 +278,84 @@ def build_tiny_stable_diffusion(
     )
     pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+# ---------------------------------------------------------------------------------------------- full size
+def sd21_base_unet_config() -> dict:
+    """UNet2DConditionModel config of Stable Diffusion 2.1-base (865M parameters; 64x64 latents, text width 1024)."""
+    return dict(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        attention_head_dim=(5, 10, 20, 20),
+        cross_attention_dim=1024,
+        use_linear_projection=True,
+    )
+
+
+def sd21_vae_config() -> dict:
+    """AutoencoderKL config of Stable Diffusion (84M parameters, factor 8, 4 latent channels)."""
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+        scaling_factor=0.18215,
+    )
+
+
+def sd21_text_encoder_config(vocab_size: int, num_hidden_layers: int = 23) -> dict:
+    """CLIPTextConfig kwargs of SD 2.x's OpenCLIP ViT-H text tower as diffusers ships it (23 of its 24 layers,
+    width 1024, gelu), over the tiny vocabulary (ids from :func:`tiny_clip_vocab`)."""
+    vocab, _ = tiny_clip_vocab()
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=1024,
+        intermediate_size=4096,
+        projection_dim=1024,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=16,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+        bos_token_id=vocab[BOS_TOKEN],
+        eos_token_id=vocab[EOS_TOKEN],
+        pad_token_id=vocab[EOS_TOKEN],
+    )
+
+
+def build_full_size_stable_diffusion(
+    path: str | Path, prediction_type: PredictionType = "epsilon", seed: int = 0, dtype: torch.dtype = torch.float16
+) -> Path:
+    """SD 2.1-base's architecture at full size with random weights, saved as a diffusers folder (weights in
+    ``dtype``: 2.6 GB at fp16). For GPU acceptance runs and benchmarks: real shapes, memory and time, no download."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = CLIPTokenizer.from_pretrained(
+        write_tiny_clip_tokenizer_files(path / "tokenizer"), model_max_length=MODEL_MAX_LENGTH,
+        bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, unk_token=EOS_TOKEN, pad_token=EOS_TOKEN,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**sd21_base_unet_config()).to(dtype)
+        vae = AutoencoderKL(**sd21_vae_config()).to(dtype)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**sd21_text_encoder_config(len(tokenizer)))).to(dtype)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=DDPMScheduler(**sd21_scheduler_config(prediction_type)),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
