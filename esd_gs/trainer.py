@@ -31,7 +31,7 @@ from .atomic import atomic_path
 from .cameras import orbit_cameras, turntable
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, rng_tensor, save_checkpoint
 from .configs.generate import GenerateConfig, dump_yaml_config
-from .densify import Densifier
+from .densify import Densifier, resolve_grad_threshold
 from .guidance.prior import StableDiffusionPrior
 from .guidance.particle import ParticleEstimator
 from .guidance.psi import CameraLoRAEstimator
@@ -89,7 +89,7 @@ class Trainer:
         self.scene = GaussianScene.random_ball(config.init, generator=torch.Generator().manual_seed(config.seed + 2)).to(device)
         self.optimizers = self._make_optimizers()
         scene_scale = 1.1 * max(config.cameras.radius)
-        self.densifier = Densifier(config.densify, config.steps, scene_scale)
+        self.densifier = Densifier(resolve_grad_threshold(config.densify, config.method), config.steps, scene_scale)
         self.densifier.check(self.scene.params, self.optimizers)
         self.step = 0
         self.skipped = 0

@@ -64,3 +64,20 @@ def test_cap_removes_the_least_opaque_and_degenerate_ones_go():
     densifier.enforce_cap(scene.params, optimizers)
     assert scene.num_gaussians == 40
     assert torch.equal(scene.params["opacities"].detach(), kept_before[8:])  # the 8 least opaque went
+
+
+def test_growth_threshold_defaults_by_method_and_an_explicit_one_is_kept(tmp_path):
+    """SDS's CFG-100 gradients are ~10x VSD/ESD's (BENCHMARKS.md), so the unset threshold follows the method."""
+    from esd_gs.cli.main import parse_args
+    from esd_gs.densify import GRAD_THRESHOLD
+    from esd_gs.trainer import Trainer
+
+    assert GRAD_THRESHOLD == {"vsd": 0.1, "esd": 0.1, "sds": 1.0}
+    common = ["--prior", "synthetic", "--synthetic.num-images", "4", "--densify.enabled"]
+    for method, expected in (("sds", 1.0), ("esd", 0.1), ("vsd", 0.1)):
+        config = parse_args(["generate", "x", "--method", method, *common])
+        assert config.densify.grad_threshold is None
+        trainer = Trainer(config, tmp_path, torch.device("cpu"))
+        assert trainer.densifier.strategy.grow_grad2d == expected, method
+    config = parse_args(["generate", "x", "--method", "sds", "--densify.grad-threshold", "0.0002", *common])
+    assert Trainer(config, tmp_path, torch.device("cpu")).densifier.strategy.grow_grad2d == 0.0002

@@ -54,8 +54,10 @@ class DensifyConfig:
     """Fraction of the run after which densification stops."""
     every: float = 0.04
     """Densify every this fraction of the run (at least every step)."""
-    grad_threshold: float = 2e-4
-    """Split/clone Gaussians whose mean screen-space gradient (normalised to [-1, 1]) exceeds this."""
+    grad_threshold: float | None = None
+    """Split/clone Gaussians whose mean screen-space gradient (as gsplat accumulates it: pixels of a [-1, 1] image,
+    times the views per step) exceeds this. None: by method, 0.1 for VSD/ESD and 1.0 for SDS, set from the
+    gradients measured at 512 px (BENCHMARKS.md)."""
     prune_opacity: float = 0.005
     """Remove Gaussians whose opacity falls below this."""
     opacity_reset_every: float = 0.3
@@ -181,6 +183,8 @@ class GenerateConfig:
             raise UserError("the synthetic prior's images have one size: drop --resolution-start")
         if self.psi.bank_size < 1 or self.psi.bank_refresh_every < 1:
             raise UserError("--psi.bank-size and --psi.bank-refresh-every must be at least 1")
+        if self.densify.grad_threshold is not None and not self.densify.grad_threshold > 0:
+            raise UserError(f"--densify.grad-threshold must be > 0, got {self.densify.grad_threshold}")
         if self.densify.max_gaussians < 1:
             raise UserError(f"--densify.max-gaussians must be at least 1, got {self.densify.max_gaussians}")
 
