@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from esd_gs.cameras import OrbitSampler
+from esd_gs.checkpoint import checkpoint_tensor_file
 from esd_gs.guidance.tiny import build_full_size_stable_diffusion, build_tiny_stable_diffusion
 from esd_gs.render import gsplat_backend, render
 from esd_gs.scene import BallInit, GaussianScene
@@ -106,7 +107,7 @@ def read_run(run_dir: Path) -> dict:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rates = [r["it_s"] for r in rows[WARMUP_STEPS:]] or [r["it_s"] for r in rows]
     lora_max = None
-    checkpoint = next(iter(sorted((run_dir / "checkpoint").glob("*.safetensors"))), None)
+    checkpoint = checkpoint_tensor_file(run_dir / "checkpoint")
     if checkpoint is not None:
         with safe_open(str(checkpoint), framework="pt") as f:
             values = [float(f.get_tensor(k).abs().max()) for k in f.keys() if k.startswith("psi.lora.") and "lora_B" in k]

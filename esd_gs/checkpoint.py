@@ -2,17 +2,22 @@
 
 A checkpoint directory ``RUN/checkpoint/`` holds
 
-- ``tensors.safetensors``: the scene parameters (``scene.<key>``), every optimiser's tensor state
+- ``tensors-<step>-<id>.safetensors``: the scene parameters (``scene.<key>``), every optimiser's tensor state
   (``optim.<name>.<param index>.<state key>``), the densification running state (``densify.<key>``), psi's weights and
   its optimiser state (``psi.*``, ``psi_optim.*``) and the random-number-generator states (``rng.*``, as uint8);
-- ``meta.json``: the step to continue from, counters, and the optimisers' param-group settings (learning rates...).
+- ``meta.json``: the step to continue from, counters, the optimisers' param-group settings (learning rates...), and
+  ``tensors``: the name of the tensor file it belongs to.
 
-Both files are written atomically; ``meta.json`` last, so a checkpoint without it is incomplete and ignored.
+Saving never destroys the previous checkpoint: the new tensors go to a new file beside the old one, then
+``meta.json`` is replaced atomically (the switch), and only then are older tensor files removed. A crash, a full disk
+or a second signal at any moment leaves either the old or the new checkpoint complete. A checkpoint of the first
+layout (``tensors.safetensors`` with a ``meta.json`` that names no file) still loads.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +64,35 @@ def rng_tensor(state: Tensor) -> Tensor:
 
 
 def save_checkpoint(directory: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Write one checkpoint (replacing the previous one file by file, each atomically)."""
+    """Write a new checkpoint beside the current one and switch to it atomically (see the module docstring)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / META).unlink(missing_ok=True)  # mark incomplete until the new meta lands
-    with atomic_path(directory / TENSORS) as tmp:
+    for leftover in directory.glob(".*.tmp*"):  # half-written files of a save that was killed
+        leftover.unlink(missing_ok=True)
+    name = f"tensors-{int(meta.get('step', 0)):08d}-{secrets.token_hex(4)}.safetensors"
+    with atomic_path(directory / name) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "esd-gs"})
-    with atomic_path(directory / META) as tmp:
-        tmp.write_text(json.dumps(meta, indent=1))
+    with atomic_path(directory / META) as tmp:  # the switch: from here on the new checkpoint is the one
+        tmp.write_text(json.dumps({**meta, "tensors": name}, indent=1))
+    for old in directory.glob("tensors*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def checkpoint_tensor_file(directory: Path) -> Path | None:
+    """The tensor file the current ``meta.json`` names (None without a readable meta.json)."""
+    try:
+        meta = json.loads((directory / META).read_text())
+    except (OSError, ValueError):
+        return None
+    name = meta.get("tensors", TENSORS) if isinstance(meta, dict) else None
+    if not isinstance(name, str) or "/" in name or not name.endswith(".safetensors"):
+        return None
+    return directory / name
 
 
 def load_checkpoint(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    meta_path, tensor_path = directory / META, directory / TENSORS
-    if not meta_path.is_file() or not tensor_path.is_file():
+    meta_path, tensor_path = directory / META, checkpoint_tensor_file(directory)
+    if not meta_path.is_file() or tensor_path is None or not tensor_path.is_file():
         raise UserError(f"{directory.parent} has no complete checkpoint to resume from")
     try:
         meta = json.loads(meta_path.read_text())

@@ -1,0 +1,96 @@
+"""Saving a checkpoint never destroys the previous one: full disks, a second signal and SIGKILL mid-save."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from esd_gs import checkpoint
+from esd_gs.checkpoint import load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def save(directory, step, fill):
+    save_checkpoint(directory, {"scene.means": torch.full((1000, 3), float(fill))}, {"step": step})
+
+
+def assert_holds(directory, step, fill):
+    tensors, meta = load_checkpoint(directory)
+    assert meta["step"] == step and torch.equal(tensors["scene.means"], torch.full((1000, 3), float(fill)))
+
+
+def test_a_full_disk_during_the_tensor_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    save(tmp_path, 10, 1)
+
+    def disk_full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 100)  # a partial file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    with pytest.raises(OSError):
+        save(tmp_path, 20, 2)
+    assert_holds(tmp_path, 10, 1)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no half-written leftovers
+
+
+def test_a_second_ctrl_c_while_switching_keeps_a_complete_checkpoint(tmp_path, monkeypatch):
+    save(tmp_path, 10, 1)
+    real_dumps = json.dumps
+
+    def interrupted_dumps(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.json, "dumps", interrupted_dumps)
+    with pytest.raises(KeyboardInterrupt):
+        save(tmp_path, 20, 2)
+    monkeypatch.setattr(checkpoint.json, "dumps", real_dumps)
+    assert_holds(tmp_path, 10, 1)
+    save(tmp_path, 30, 3)  # the next save works and leaves one tensor file
+    assert_holds(tmp_path, 30, 3)
+    assert len(list(tmp_path.glob("tensors*.safetensors"))) == 1
+
+
+def test_sigkill_in_the_middle_of_a_save_keeps_the_old_checkpoint(tmp_path):
+    """A real process killed with SIGKILL while its tensor file is half written (as after SIGTERM, then SIGKILL)."""
+    marker = tmp_path / "writing"
+    script = textwrap.dedent(f"""
+        import time, torch
+        from pathlib import Path
+        from esd_gs import checkpoint
+        directory = Path({str(tmp_path / "ckpt")!r})
+        checkpoint.save_checkpoint(directory, {{"scene.means": torch.full((1000, 3), 1.0)}}, {{"step": 10}})
+        def slow_save(tensors, filename, metadata=None):
+            with open(filename, "wb") as fh:
+                fh.write(b"\\0" * 4096)
+                fh.flush()
+                Path({str(marker)!r}).touch()
+                time.sleep(120)
+        checkpoint.save_file = slow_save
+        checkpoint.save_checkpoint(directory, {{"scene.means": torch.full((1000, 3), 2.0)}}, {{"step": 20}})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), "the child never reached the second save"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert_holds(tmp_path / "ckpt", 10, 1)
+    save(tmp_path / "ckpt", 30, 3)  # the leftover half file is cleaned up by the next save
+    assert [p.name for p in (tmp_path / "ckpt").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_checkpoint_of_the_first_layout_still_loads(tmp_path):
+    save_file({"scene.means": torch.full((1000, 3), 5.0)}, str(tmp_path / "tensors.safetensors"))
+    (tmp_path / "meta.json").write_text(json.dumps({"step": 7}))
+    assert_holds(tmp_path, 7, 5)
