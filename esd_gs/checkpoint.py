@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialize
 from torch import Tensor
 
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_bytes
 from .errors import UserError
 
 TENSORS = "tensors.safetensors"
@@ -69,8 +70,9 @@ def save_checkpoint(directory: Path, tensors: dict[str, Tensor], meta: dict[str,
     for leftover in directory.glob(".*.tmp*"):  # half-written files of a save that was killed
         leftover.unlink(missing_ok=True)
     name = f"tensors-{int(meta.get('step', 0)):08d}-{secrets.token_hex(4)}.safetensors"
-    with atomic_path(directory / name) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "esd-gs"})
+    # Serialised in memory and written by Python, so a full disk is an OSError like any other file error.
+    data = serialize({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata={"format": "esd-gs"})
+    atomic_write_bytes(directory / name, [data])
     with atomic_path(directory / META) as tmp:  # the switch: from here on the new checkpoint is the one
         tmp.write_text(json.dumps({**meta, "tensors": name}, indent=1))
     for old in directory.glob("tensors*.safetensors"):

@@ -29,7 +29,14 @@ import torch
 
 from .atomic import atomic_path
 from .cameras import orbit_cameras, turntable
-from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, rng_tensor, save_checkpoint
+from .checkpoint import (
+    checkpoint_tensor_file,
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    rng_tensor,
+    save_checkpoint,
+)
 from .configs.generate import GenerateConfig, dump_yaml_config
 from .densify import Densifier, resolve_grad_threshold
 from .guidance.prior import StableDiffusionPrior
@@ -216,13 +223,18 @@ class Trainer:
                         self.save()
         except Interrupted as stop:
             console.print(f"[yellow]{stop}: saving a checkpoint and the scene at step {self.step}[/yellow]")
-            self.save()
-            self.export(final=False)
-            self._write_status("interrupted")
+            saved = self._attempt(self.save, "save a checkpoint")
+            self._attempt(lambda: self.export(final=False), "export the scene")
+            # Truthful: "interrupted" only when a complete checkpoint (this one or an earlier one) can be resumed.
+            resumable = saved or checkpoint_tensor_file(self.run_dir / "checkpoint") is not None
+            self._attempt(lambda: self._write_status("interrupted" if resumable else "failed"), "update run.json")
             raise
         except TrainingError:
-            self.export(final=False)
-            self._write_status("failed")
+            self._attempt(lambda: self.export(final=False), "export the scene")
+            self._attempt(lambda: self._write_status("failed"), "update run.json")
+            raise
+        except OSError:  # a full disk, a read-only or vanished folder: say so in run.json if it can still be written
+            self._attempt(lambda: self._write_status("failed"), "update run.json")
             raise
         finally:
             for sig, handler in old_handlers.items():
@@ -230,6 +242,16 @@ class Trainer:
         self.save()
         self.export(final=True)
         self._write_status("finished")
+
+    @staticmethod
+    def _attempt(action, what: str) -> bool:
+        """Run ``action``; on a file error print one line and go on (used while already stopping)."""
+        try:
+            action()
+        except OSError as exc:
+            console.print(f"[red]could not {what}: {exc.strerror or exc}[/red]")
+            return False
+        return True
 
     def _on_signal(self, signum, frame) -> None:
         if self._stop_signal is not None:  # a second Ctrl-C: stop now

@@ -17,11 +17,13 @@ from safetensors.torch import save_file
 from esd_gs import checkpoint
 from esd_gs.checkpoint import load_checkpoint, save_checkpoint
 
+from small_disk import small_disk
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def save(directory, step, fill):
-    save_checkpoint(directory, {"scene.means": torch.full((1000, 3), float(fill))}, {"step": step})
+    save_checkpoint(directory, {"scene.means": torch.full((1000, 3), float(fill))}, {"step": step})  # 12 kB
 
 
 def assert_holds(directory, step, fill):
@@ -29,18 +31,14 @@ def assert_holds(directory, step, fill):
     assert meta["step"] == step and torch.equal(tensors["scene.means"], torch.full((1000, 3), float(fill)))
 
 
-def test_a_full_disk_during_the_tensor_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
-    save(tmp_path, 10, 1)
-
-    def disk_full(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"\0" * 100)  # a partial file, then the disk is full
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(checkpoint, "save_file", disk_full)
-    with pytest.raises(OSError):
-        save(tmp_path, 20, 2)
-    assert_holds(tmp_path, 10, 1)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no half-written leftovers
+def test_a_full_disk_during_the_tensor_write_keeps_the_old_checkpoint(tmp_path):
+    with small_disk(tmp_path / "disk", 64) as disk:  # room for one 12 kB checkpoint, not for a 48 kB one beside it
+        save(disk, 10, 1)
+        with pytest.raises(OSError) as failure:
+            save_checkpoint(disk, {"scene.means": torch.full((4000, 3), 2.0)}, {"step": 20})
+        assert failure.value.errno == errno.ENOSPC
+        assert_holds(disk, 10, 1)
+        assert [p.name for p in disk.iterdir() if p.name.startswith(".")] == []  # no half-written leftovers
 
 
 def test_a_second_ctrl_c_while_switching_keeps_a_complete_checkpoint(tmp_path, monkeypatch):
@@ -69,13 +67,14 @@ def test_sigkill_in_the_middle_of_a_save_keeps_the_old_checkpoint(tmp_path):
         from esd_gs import checkpoint
         directory = Path({str(tmp_path / "ckpt")!r})
         checkpoint.save_checkpoint(directory, {{"scene.means": torch.full((1000, 3), 1.0)}}, {{"step": 10}})
-        def slow_save(tensors, filename, metadata=None):
-            with open(filename, "wb") as fh:
-                fh.write(b"\\0" * 4096)
-                fh.flush()
-                Path({str(marker)!r}).touch()
-                time.sleep(120)
-        checkpoint.save_file = slow_save
+        real_write = checkpoint.atomic_write_bytes
+        def slow_chunks(chunks):
+            data = b"".join(bytes(c) for c in chunks)
+            yield data[:4096]
+            Path({str(marker)!r}).touch()
+            time.sleep(120)
+            yield data[4096:]
+        checkpoint.atomic_write_bytes = lambda path, chunks: real_write(path, slow_chunks(chunks))
         checkpoint.save_checkpoint(directory, {{"scene.means": torch.full((1000, 3), 2.0)}}, {{"step": 20}})
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
@@ -85,6 +84,7 @@ def test_sigkill_in_the_middle_of_a_save_keeps_the_old_checkpoint(tmp_path):
     assert marker.exists(), "the child never reached the second save"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    assert any(p.name.startswith(".") for p in (tmp_path / "ckpt").iterdir())  # the half-written temporary file
     assert_holds(tmp_path / "ckpt", 10, 1)
     save(tmp_path / "ckpt", 30, 3)  # the leftover half file is cleaned up by the next save
     assert [p.name for p in (tmp_path / "ckpt").iterdir() if p.name.startswith(".")] == []

@@ -14,6 +14,8 @@ from ..progress import console
 from ..trainer import Trainer, write_config
 from .common import ensure_writable_dir, pick_device
 
+REPLACED = "replaced-run"
+"""Where ``--overwrite`` keeps the previous run until the new one has finished."""
 OUTPUTS = ("scene.ply", "scene.splat", "run.json", "config.yaml", "metrics.jsonl", "turntable.mp4", "turntable.gif",
            "contact_sheet.png", "checkpoint", "previews")
 
@@ -68,6 +70,8 @@ def run_generate(config: GenerateConfig) -> Path:
         config.validate()
         run_dir = config.out or default_run_dir(config)
         existing = [name for name in OUTPUTS if (run_dir / name).exists()]
+        if (run_dir / REPLACED).exists() and not config.overwrite:
+            raise UserError(f"{run_dir} keeps a replaced run in {REPLACED}/: pass --overwrite or choose another --out")
         if existing and not config.overwrite:
             status = read_status(run_dir)
             if status == "finished" or (status is None and "scene.ply" in existing):
@@ -76,10 +80,34 @@ def run_generate(config: GenerateConfig) -> Path:
         ensure_writable_dir(run_dir)
         device = pick_device(config.device)
         trainer = Trainer(config, run_dir, device)  # loads the models: fail before touching old outputs
-        for name in existing:  # --overwrite: remove only what esd-gs wrote
-            target = run_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        if existing:  # --overwrite: the old run is moved aside, and removed only once the new one has finished
+            set_aside(run_dir, existing)
         write_config(config, run_dir)
-    trainer.run()
+    try:
+        trainer.run()
+    except BaseException:
+        if (run_dir / REPLACED).is_dir():
+            console.print(f"[yellow]the run this one replaces is kept in {run_dir / REPLACED}[/yellow]")
+        raise
+    if (run_dir / REPLACED).is_dir():
+        shutil.rmtree(run_dir / REPLACED, ignore_errors=True)
     console.print(f"[green]done[/green]: {run_dir / 'scene.ply'} (open it in SuperSplat or any 3DGS viewer)")
     return run_dir
+
+
+def set_aside(run_dir: Path, existing: list[str]) -> None:
+    """Move the outputs of the run being replaced into ``RUN/replaced-run/`` (renames on the same disk: cheap).
+
+    If an earlier --overwrite left a replaced run there (the new run then failed or was interrupted), that older run
+    is kept when the current outputs are unfinished, and replaced when they are a finished run."""
+    aside = run_dir / REPLACED
+    if aside.is_dir():
+        if read_status(run_dir) != "finished":
+            for name in existing:  # an unfinished attempt: drop it, keep the finished run already set aside
+                target = run_dir / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            return
+        shutil.rmtree(aside)
+    aside.mkdir()
+    for name in existing:
+        (run_dir / name).rename(aside / name)

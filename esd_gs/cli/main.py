@@ -1,8 +1,9 @@
 """The ``esd-gs`` command: one tyro subcommand per job.
 
 Every user-facing failure (bad flag values, unreadable files, missing models, occupied run directories) ends as
-one line on stderr and exit code 2; a training failure (persistent NaNs) exits 1; Ctrl-C / SIGTERM during
-``generate`` saves a checkpoint and the scene, then exits 130 / 143. Programming errors keep their traceback.
+one line on stderr and exit code 2; a training failure (persistent NaNs) or a file system failure while running (a
+full disk, a read-only folder) exits 1, also with one line; Ctrl-C / SIGTERM during ``generate`` saves a checkpoint
+and the scene (or says in one line why it could not), then exits 130 / 143. Programming errors keep their traceback.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, OSError) and exc.filename:
             message = f"{exc.strerror}: {exc.filename}"
         return _error(message, 2)
+    except OSError as exc:  # not the input but the disk: full, read-only, vanished (exit 1, like a failed run)
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _error(f"{exc.strerror or exc}{where}", 1)
     except TrainingError as exc:
         return _error(str(exc), 1)
     except Interrupted as exc:
