@@ -131,7 +131,7 @@ def run_generate(name: str, model: Path, out: Path, method: str, shared: bool, p
         "--output.turntable-views", "8", "--output.preview-every", "0", "--output.checkpoint-every", "0",
     ]
     if method == "sds":
-        cmd += ["--guidance-scale", "100", "--densify.grad-threshold", "0.01"]
+        cmd += ["--guidance-scale", "100"]  # and SDS's own default growth threshold
     if not cuda:  # the tiny model: 64 px native
         cmd += ["--resolution", "64", "--resolution-start", "32", "--init.num-points", "1000",
                 "--output.turntable-size", "48"]

@@ -20,7 +20,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class FakeHub(http.server.ThreadingHTTPServer):
-    """repos: id -> "missing" | "gated" | a local folder whose files are served."""
+    """repos: id -> "missing" | "gated" | "ratelimited" (429) | "broken" (500) | "login" (401) | a local folder whose
+    files are served."""
 
     def __init__(self, repos: dict):
         super().__init__(("127.0.0.1", 0), FakeHubHandler)
@@ -60,8 +61,10 @@ class FakeHubHandler(http.server.BaseHTTPRequestHandler):
             return self._refuse(404, None)
         repo_id, rest = "/".join(parts[:2]), parts[2:]
         kind = self.server.repos.get(repo_id, "missing")
-        if kind in ("missing", "gated"):
-            return self._refuse(*((403, "GatedRepo") if kind == "gated" else (404, "RepoNotFound")))
+        refusals = {"missing": (404, "RepoNotFound"), "gated": (403, "GatedRepo"), "ratelimited": (429, None),
+                    "broken": (500, None), "login": (401, None)}
+        if kind in refusals:
+            return self._refuse(*refusals[kind])
         root = Path(kind)
         files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
         if api and rest[:1] == ["tree"]:  # GET /api/models/{repo}/tree/{rev}/{path}: a folder listing
@@ -86,7 +89,7 @@ class FakeHubHandler(http.server.BaseHTTPRequestHandler):
 
 
 def hub(repos: dict) -> FakeHub:
-    """Serve ``repos`` (id -> "missing" | "gated" | a folder) in a thread; call ``shutdown()`` when done."""
+    """Serve ``repos`` (see ``FakeHub``) in a thread; call ``shutdown()`` when done."""
     server = FakeHub(repos)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

@@ -23,6 +23,7 @@ def fake_cuda(monkeypatch, tmp_path):
     monkeypatch.setattr(gsplat_backend, "find_nvcc", lambda: "/usr/local/cuda/bin/nvcc")
     monkeypatch.setattr(gsplat_backend, "jit_build_dir", lambda: str(tmp_path / "empty-build-dir"))
     monkeypatch.setattr(render_pkg, "_fallback_noted", False)
+    monkeypatch.setattr(gsplat_backend, "_smoke_test", lambda: None)  # no CUDA tensors here
     gsplat_backend.reset_probe()
     yield monkeypatch
     gsplat_backend.reset_probe()
@@ -63,6 +64,19 @@ def test_first_build_is_announced_before_it_starts(fake_cuda):
     assert resolve_backend("auto", "cuda") == "gsplat"
 
 
+def test_kernels_that_load_but_fail_on_this_gpu_fall_back(fake_cuda):
+    """A prebuilt wheel without kernels for this GPU's architecture imports fine and fails at the first render."""
+    fake_cuda.setattr(gsplat_backend, "_import_backend", lambda: types.SimpleNamespace(_C=object()))
+
+    def no_kernel_image():
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    fake_cuda.setattr(gsplat_backend, "_smoke_test", no_kernel_image)
+    probe = gsplat_backend.probe_gsplat(announce=lambda line: None)
+    assert not probe.ok and "failed on this GPU" in probe.reason and "no kernel image" in probe.reason
+    assert resolve_backend("auto", "cuda") == "torch"
+
+
 def test_no_toolkit_never_tries_to_build(fake_cuda):
     fake_cuda.setattr(gsplat_backend, "find_nvcc", lambda: None)
     fake_cuda.setattr(gsplat_backend, "_import_backend", lambda: pytest.fail("must not import (it would build)"))
@@ -70,6 +84,16 @@ def test_no_toolkit_never_tries_to_build(fake_cuda):
     probe = gsplat_backend.probe_gsplat(announce=lambda line: pytest.fail("nothing is built"))
     assert not probe.ok and "no nvcc" in probe.reason
     assert resolve_backend("auto", "cuda") == "torch"
+
+
+def test_a_cached_build_without_nvcc_is_not_used(fake_cuda, tmp_path):
+    """gsplat 1.5.3 looks at its JIT cache only when it finds a CUDA toolkit."""
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "gsplat_cuda.so").write_bytes(b"")
+    fake_cuda.setattr(gsplat_backend, "jit_build_dir", lambda: str(build))
+    fake_cuda.setattr(gsplat_backend, "find_nvcc", lambda: None)
+    assert gsplat_backend.gsplat_build_state() == "no-toolkit"
 
 
 def test_a_cached_build_loads_without_announcement(fake_cuda, tmp_path):

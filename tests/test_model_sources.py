@@ -134,3 +134,62 @@ def test_psi_base_of_the_other_family_is_refused_in_one_line(family_models):
     prior = StableDiffusionPrior.from_pretrained(str(family_models["sd2", "epsilon"]), announce=lambda line: None)
     with pytest.raises(UserError, match="reads text of width 24 but phi's text encoder gives 32"):
         CameraLoRAEstimator.create(prior, PsiConfig(shared_unet=False, base_model=str(family_models["sd1", "epsilon"])))
+
+
+def test_a_refusal_wrapped_as_not_in_cache_is_reported_as_what_the_hub_said(monkeypatch):
+    """huggingface_hub wraps an HTTP refusal in LocalEntryNotFoundError: the user must hear the refusal, not 'offline'."""
+    import httpx2
+    from huggingface_hub import errors
+
+    def wrapped(status):
+        response = httpx2.Response(status, request=httpx2.Request("HEAD", "http://hub.invalid/a/b/resolve/main/x"))
+        try:
+            try:
+                raise errors.HfHubHTTPError(f"{status} error", response=response)
+            except errors.HfHubHTTPError as inner:
+                raise errors.LocalEntryNotFoundError("not in the cache either") from inner
+        except errors.LocalEntryNotFoundError as outer:
+            return outer
+
+    assert sources._classify(wrapped(429)) == "rate-limited by the Hub (HTTP 429): wait and retry"
+    assert sources._classify(wrapped(503)) == "the Hub answered HTTP 503"
+    assert "hf auth login" in sources._classify(wrapped(401))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert sources._classify(errors.LocalEntryNotFoundError("no network")) == "Hub unreachable and not in the cache"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert sources._classify(errors.LocalEntryNotFoundError("offline")) == "offline and not in the Hugging Face cache"
+
+
+def test_a_login_refusal_from_the_hub_names_hf_auth_login(tmp_path):
+    server = hub({FIRST: "login", SECOND: "missing"})
+    try:
+        result = run_cli("generate", "a head", "--steps", "1", "--out", tmp_path / "run", env_extra=hub_env(server, tmp_path))
+    finally:
+        server.shutdown()
+    assert result.returncode == 2
+    assert f"{FIRST} (the Hub refused access (HTTP 401): log in with `hf auth login`)" in result.stderr
+
+
+def test_a_removed_stabilityai_id_falls_back_to_its_family_mirrors(tmp_path, tiny_sd2):
+    """Runs saved with the old default id still resume: the id (maybe cached) first, then the live mirrors."""
+    assert sources.candidates("stabilityai/stable-diffusion-2-1-base") == (
+        "stabilityai/stable-diffusion-2-1-base", FIRST, SECOND)
+    server = hub({"stabilityai/stable-diffusion-2-1-base": "missing", FIRST: str(tiny_sd2)})
+    try:
+        result = run_cli("doctor", "--model", "stabilityai/stable-diffusion-2-1-base", env_extra=hub_env(server, tmp_path))
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"stabilityai/stable-diffusion-2-1-base -> {FIRST}: on the Hugging Face Hub" in result.stdout
+
+
+def test_offline_with_only_the_index_cached_is_not_a_usable_source(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache",
+                        lambda repo, name: "/cache/model_index.json" if name == "model_index.json" else None)
+    check = sources.check_source("owner/partly-cached")
+    assert not check.ok and "only partly in the Hugging Face cache" in check.reason

@@ -109,6 +109,7 @@ def test_phi_is_unchanged_by_psi_training_in_the_shared_unet(tiny_eps):
         psi.train_step(latents, text.plain, cams, gen)
     after = prior.eps_cfg(x_t, t, cond, text.negative, 7.5)
     assert (psi.eps(x_t, t, text.plain, None) - psi_before).abs().max() > 1e-3  # psi did move
+    assert all(float(p.detach().abs().max()) > 0 for p in lora_b(psi).values())  # through its LoRA too
     assert torch.allclose(after, before, atol=1e-6)
 
 

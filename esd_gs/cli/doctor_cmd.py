@@ -2,8 +2,8 @@
 
 Checks, in order: torch and its device; gsplat's CUDA kernels (built, buildable, or not: then the PyTorch renderer
 draws); the model sources of phi (and of a separate psi base), each answered from a local folder, the Hugging Face
-cache or the Hub (at most a model_index.json is fetched); free GPU memory against an estimate of what the chosen
-preset needs; free disk space for the run directory. Exit code 0 when a run can start, 1 otherwise.
+cache or the Hub (a model_index.json is fetched, and on CUDA the parts' config.json files to size the run; never
+weights); free GPU memory against an estimate of what the chosen preset needs; free disk space for the run directory. Exit code 0 when a run can start, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -74,14 +74,14 @@ def check_gsplat(report: Report) -> None:
         report.line("warn", "gsplat", "not installed: the PyTorch renderer draws (slower on a GPU)")
         return
     state = gsplat_build_state()
-    text = {
-        "no-cuda": "not used without CUDA: esd-gs's PyTorch renderer draws",
-        "prebuilt": "prebuilt CUDA kernels installed",
-        "cached": f"CUDA kernels built (in {jit_build_dir()})",
-        "buildable": f"CUDA kernels not built yet: the first run builds them with {find_nvcc()} (a few minutes)",
-        "no-toolkit": "CUDA kernels cannot be built (no nvcc): runs fall back to the PyTorch renderer (slower); "
-                      f"install the CUDA toolkit matching torch's CUDA {torch.version.cuda} for gsplat",
-    }[state]
+    text = {  # each message built only for its own state (the lookups touch the CUDA toolkit)
+        "no-cuda": lambda: "not used without CUDA: esd-gs's PyTorch renderer draws",
+        "prebuilt": lambda: "prebuilt CUDA kernels installed",
+        "cached": lambda: f"CUDA kernels built (in {jit_build_dir()})",
+        "buildable": lambda: f"CUDA kernels not built yet: the first run builds them with {find_nvcc()} (a few minutes)",
+        "no-toolkit": lambda: "CUDA kernels cannot be built (no nvcc): runs fall back to the PyTorch renderer "
+                              f"(slower); install the CUDA toolkit matching torch's CUDA {torch.version.cuda} for gsplat",
+    }[state]()
     report.line("warn" if state == "no-toolkit" else "ok", "gsplat", f"{version}: {text}")
 
 
@@ -134,7 +134,11 @@ def check_gpu_memory(report: Report, config: GenerateConfig, phi_source: str | N
     if needed is not None:
         views = config.batch_size * (config.resolution / 512) ** 2
         needed += WORKING_GIB_PER_512_VIEW * max(views, 0.25)
-    free, total = torch.cuda.mem_get_info()
+    try:
+        free, total = torch.cuda.mem_get_info()
+    except RuntimeError as exc:
+        report.line("fail", "GPU memory", f"cannot be read ({str(exc).splitlines()[0][:120]})")
+        return
     free_gib, total_gib = free / 2**30, total / 2**30
     if needed is None:
         report.line("ok", "GPU memory", f"{free_gib:.1f} GiB free of {total_gib:.1f} (no model config to size the run)")

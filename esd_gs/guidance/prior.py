@@ -113,7 +113,7 @@ class StableDiffusionPrior:
             text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype)
             tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
             scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except Exception as exc:  # OSError, ValueError, and the Hub client's own transport errors mid-download
             raise UserError(load_failure_message(model, exc)) from None
         return cls(
             unet.to(device), vae.to(device), text_encoder.to(device), tokenizer, scheduler, device, dtype, resize_to_native

@@ -190,6 +190,16 @@ class SharedUNetRoles:
         self.switches += 1
 
 
+def _check_text_width(prior: StableDiffusionPrior, psi_width) -> None:
+    """psi reads phi's text embeddings: its cross-attention width must be phi's text width."""
+    text_width = prior.unet.config.cross_attention_dim
+    if text_width != psi_width:
+        raise UserError(
+            f"psi's base model reads text of width {psi_width} but phi's text encoder gives {text_width}: "
+            "use a psi base model of the same Stable Diffusion family as --model (e.g. sd2.1 with sd2.1-base)"
+        )
+
+
 class CameraLoRAEstimator(OnlineEstimator):
     """eps_psi(x_t, t, c, y) and its online training (see module docstring)."""
 
@@ -205,12 +215,7 @@ class CameraLoRAEstimator(OnlineEstimator):
         self.prediction_type = scheduler.config.prediction_type
         if not torch.allclose(scheduler.alphas_cumprod.float().cpu(), prior.alphas_cumprod.float().cpu(), atol=1e-6):
             raise UserError("psi's base model must use the same noise (beta) schedule as phi's")
-        text_width, psi_width = prior.unet.config.cross_attention_dim, self.unet.config.cross_attention_dim
-        if text_width != psi_width:
-            raise UserError(
-                f"psi's base model reads text of width {psi_width} but phi's text encoder gives {text_width}: "
-                "use a psi base model of the same Stable Diffusion family as --model (e.g. SD 2.1 with SD 2.1-base)"
-            )
+        _check_text_width(prior, self.unet.config.cross_attention_dim)
         self.unet.add_adapter(
             LoraConfig(
                 r=config.lora_rank,
@@ -252,9 +257,13 @@ class CameraLoRAEstimator(OnlineEstimator):
 
             console.print(f"psi: base UNet from {base} ({checks[-1].reason})")
             try:
+                width = UNet2DConditionModel.load_config(base, subfolder="unet")["cross_attention_dim"]
+                _check_text_width(prior, width)  # before downloading a UNet that cannot be used
                 unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", torch_dtype=prior.dtype)
                 scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
-            except (OSError, ValueError) as exc:
+            except UserError:
+                raise
+            except Exception as exc:  # OSError, ValueError, and the Hub client's transport errors mid-download
                 raise UserError(load_failure_message(base, exc)) from None
         unet = unet.to(prior.device)
         unet.requires_grad_(False)

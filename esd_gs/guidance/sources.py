@@ -49,8 +49,21 @@ class SourceCheck:
     """ok: "local folder", "in the Hugging Face cache", "on the Hugging Face Hub"; else why not (a few words)."""
 
 
+REMOVED_IDS: dict[str, str] = {
+    "stabilityai/stable-diffusion-2-1-base": "sd2.1-base",
+    "stabilityai/stable-diffusion-2-1": "sd2.1",
+}
+"""Ids removed from the Hub (November 2025) -> their family, so runs saved with them still resume."""
+
+WEIGHT_FILES = ("unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
+                "unet/diffusion_pytorch_model.bin")
+
+
 def candidates(model: str) -> tuple[str, ...]:
-    """The sources ``model`` stands for: a family's mirrors in order, else the id or path itself."""
+    """The sources ``model`` stands for: a family's mirrors in order; a removed id, itself (it may be in the cache)
+    then its family's mirrors; else the id or path itself."""
+    if model in REMOVED_IDS:
+        return (model, *KNOWN_SOURCES[REMOVED_IDS[model]])
     return KNOWN_SOURCES.get(model, (model,))
 
 
@@ -68,30 +81,42 @@ def _is_offline() -> bool:
 
 
 def _classify(exc: BaseException) -> str:
-    """A Hub failure -> a few words a user can act on."""
+    """A Hub failure -> a few words a user can act on.
+
+    huggingface_hub often wraps the Hub's actual answer (a 403, a 429, a 5xx) in a LocalEntryNotFoundError ("not in the
+    cache either"), so the whole cause chain is searched for what the Hub said before "offline" is concluded."""
     from huggingface_hub import errors
 
     chain = []
     while exc is not None and exc not in chain:
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    for error in chain:
-        # LocalEntryNotFoundError is a subclass of EntryNotFoundError in recent huggingface_hub: test it first.
-        if isinstance(error, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
-            return "offline and not in the Hugging Face cache" if _is_offline() else "Hub unreachable and not in the cache"
-        if isinstance(error, errors.GatedRepoError):
-            return "gated: log in with `hf auth login` and accept its licence on the Hub"
-        if isinstance(error, errors.RepositoryNotFoundError):
-            return "not found on the Hub"
-        if isinstance(error, errors.EntryNotFoundError):
-            return "not a diffusers pipeline (no model_index.json)"
-        if isinstance(error, errors.HFValidationError):
-            return "not a valid Hub id or an existing folder"
-        if isinstance(error, errors.HfHubHTTPError):
-            status = getattr(getattr(error, "response", None), "status_code", None)
-            return f"the Hub answered HTTP {status}" if status else "the Hub refused the request"
-        if isinstance(error, (ConnectionError, TimeoutError)):
-            return "Hub unreachable and not in the cache"
+
+    def find(kind, unless=()):
+        return next((e for e in chain if isinstance(e, kind) and not isinstance(e, unless)), None)
+
+    if find(errors.GatedRepoError):
+        return "gated: log in with `hf auth login` and accept its licence on the Hub"
+    if find(errors.RepositoryNotFoundError):
+        return "not found on the Hub"
+    if find(errors.DisabledRepoError):
+        return "disabled on the Hub"
+    if find(errors.EntryNotFoundError, unless=errors.LocalEntryNotFoundError):
+        return "not a diffusers pipeline (no model_index.json)"
+    if find(errors.HFValidationError):
+        return "not a valid Hub id or an existing folder"
+    http = find(errors.HfHubHTTPError)
+    if http is not None:
+        status = getattr(getattr(http, "response", None), "status_code", None)
+        if status in (401, 403):
+            return f"the Hub refused access (HTTP {status}): log in with `hf auth login`"
+        if status == 429:
+            return "rate-limited by the Hub (HTTP 429): wait and retry"
+        return f"the Hub answered HTTP {status}" if status else "the Hub refused the request"
+    if find((errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+        return "offline and not in the Hugging Face cache" if _is_offline() else "Hub unreachable and not in the cache"
+    if find((ConnectionError, TimeoutError)):
+        return "Hub unreachable and not in the cache"
     first = chain[0]
     return f"{type(first).__name__}: {(str(first).strip().splitlines() or [''])[0][:120]}"
 
@@ -115,9 +140,11 @@ def check_source(source: str) -> SourceCheck:
         return check_local(Path(source).expanduser())
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    cached = try_to_load_from_cache(source, "model_index.json")
-    if isinstance(cached, str):
+    index_cached = isinstance(try_to_load_from_cache(source, "model_index.json"), str)
+    if index_cached and any(isinstance(try_to_load_from_cache(source, f), str) for f in WEIGHT_FILES):
         return SourceCheck(source, True, "in the Hugging Face cache")
+    if index_cached and _is_offline():
+        return SourceCheck(source, False, "offline, and only partly in the Hugging Face cache (no UNet weights)")
     try:
         hf_hub_download(source, "model_index.json")
     except Exception as exc:  # every Hub failure becomes a reason, classified below
@@ -135,10 +162,11 @@ def resolve_model(model: str, role: str = "phi") -> tuple[str, list[SourceCheck]
             return source, checks
     flag = "--model" if role == "phi" else "--psi.base-model"
     remedy = REMEDY.replace("--model", flag, 1)
-    if model not in KNOWN_SOURCES:
+    if len(checks) == 1:
         raise UserError(f"cannot load Stable Diffusion for {role} from {model}: {checks[0].reason}; {remedy}")
     tried = ", ".join(f"{c.source} ({c.reason})" for c in checks)
-    raise UserError(f"no Stable Diffusion {model} source could be loaded for {role}: tried {tried}; {remedy}")
+    family = REMOVED_IDS.get(model, model)
+    raise UserError(f"no Stable Diffusion {family} source could be loaded for {role}: tried {tried}; {remedy}")
 
 
 def load_failure_message(source: str, exc: BaseException) -> str:

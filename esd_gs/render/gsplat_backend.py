@@ -64,8 +64,10 @@ def jit_build_dir() -> str | None:
 def gsplat_build_state() -> BuildState:
     """How gsplat's kernels would load here, without building or importing them.
 
-    no-cuda: torch sees no CUDA device; prebuilt: an installed ``gsplat.csrc``; cached: a finished JIT build;
-    buildable: nvcc is there, so the first render builds the kernels (minutes); no-toolkit: nothing to build with.
+    no-cuda: torch sees no CUDA device; prebuilt: an installed ``gsplat.csrc``; no-toolkit: no nvcc, so nothing to
+    build with (gsplat then ignores even a cached build); cached: a finished JIT build; buildable: nvcc is there, so
+    the first render builds the kernels (minutes). A cached build made for another gsplat or torch version is rebuilt
+    by gsplat without notice: that cannot be told apart here without building.
     """
     if not torch.cuda.is_available():
         return "no-cuda"
@@ -74,10 +76,12 @@ def gsplat_build_state() -> BuildState:
             return "prebuilt"
     except (ImportError, ValueError):
         pass
+    if not find_nvcc():  # gsplat looks at its JIT cache only when it finds a CUDA toolkit
+        return "no-toolkit"
     build_dir = jit_build_dir()
     if build_dir and any(os.path.exists(os.path.join(build_dir, EXTENSION_NAME + ext)) for ext in (".so", ".lib")):
         return "cached"
-    return "buildable" if find_nvcc() else "no-toolkit"
+    return "buildable"
 
 
 def _import_backend():
@@ -120,9 +124,29 @@ def probe_gsplat(announce=print) -> GsplatProbe:
     seconds = time.perf_counter() - start if state == "buildable" else None
     if getattr(backend, "_C", None) is None:
         _PROBE = GsplatProbe(False, "gsplat could not load or build its CUDA kernels (its extension is unset)")
-    else:
-        _PROBE = GsplatProbe(True, f"gsplat kernels loaded ({state})", seconds)
+        return _PROBE
+    try:
+        _smoke_test()
+    except Exception as exc:  # e.g. a prebuilt wheel without kernels for this GPU ("no kernel image")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _PROBE = GsplatProbe(False, f"gsplat's CUDA kernels loaded but failed on this GPU ({type(exc).__name__}: {first[:200]})")
+        return _PROBE
+    _PROBE = GsplatProbe(True, f"gsplat kernels loaded ({state})", seconds)
     return _PROBE
+
+
+def _smoke_test() -> None:
+    """One Gaussian rendered with gsplat, forward and backward, on the current CUDA device."""
+    device = torch.device("cuda")
+    means = torch.tensor([[0.0, 0.0, 2.0]], device=device, requires_grad=True)
+    rgb, _, _, _ = rasterize_gsplat(
+        means, torch.tensor([[1.0, 0.0, 0.0, 0.0]], device=device), torch.full((1, 3), -2.0, device=device),
+        torch.tensor([0.5], device=device), torch.full((1, 1, 3), 0.5, device=device), 0,
+        torch.eye(4, device=device)[None], torch.tensor([[[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]], device=device),
+        16, 16, torch.zeros(1, 3, device=device), 0.3, 0.01,
+    )
+    rgb.sum().backward()
+    torch.cuda.synchronize()
 
 
 def reset_probe() -> None:
