@@ -7,6 +7,7 @@ except the method itself; each run's 120 turntable views are scored by ``synthet
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,11 +55,13 @@ class BenchArgs:
     reference: Path | None = None
     """Reference 3DGS .ply (-Y up); default the built-in head."""
     p_front: float | None = None
-    """Share of frontal images in the prior (default: generate's synthetic default, 0.8)."""
+    """Share of frontal images in the prior (default: generate's synthetic default, 0.5)."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"
     """auto, cpu or cuda."""
+    overwrite: bool = False
+    """Replace the results and runs of an earlier benchmark in --out."""
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -107,6 +110,9 @@ def run_bench(args: BenchArgs) -> Path:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     configs = bench_configs(args)
     device = pick_device(args.device)
+    earlier = [name for name in ("results.json", "results.md", "janus.png", "runs") if (args.out / name).exists()]
+    if earlier and not args.overwrite:
+        raise UserError(f"{args.out} already holds a benchmark ({', '.join(earlier)}): pass --overwrite or choose another --out")
     ensure_writable_dir(args.out)
     base = synthetic_defaults()
     base = replace(base, prompt="a head", output=replace(base.output, preview_every=0.0, checkpoint_every=0.0,
@@ -118,7 +124,7 @@ def run_bench(args: BenchArgs) -> Path:
         synthetic = replace(synthetic, reference=(args.reference,))
     if args.p_front is not None:
         synthetic = replace(synthetic, p_front=args.p_front)
-    base = replace(base, synthetic=synthetic, steps=args.steps or base.steps)
+    base = replace(base, synthetic=synthetic, steps=base.steps if args.steps is None else args.steps)
     base.validate()
 
     prior = SyntheticPrior.build(base.synthetic, base.prompt, base.resolution, base.cameras, device)
@@ -141,6 +147,8 @@ def run_bench(args: BenchArgs) -> Path:
                              psi=replace(base.psi, estimator="learned" if estimator == "-" else estimator))
             console.print(f"[bold]{label(method, lam, estimator)}[/bold], seed {seed}")
             run_dir = args.out / "runs" / name
+            if run_dir.is_dir():  # only with --overwrite (checked above): start the run afresh
+                shutil.rmtree(run_dir)
             ensure_writable_dir(run_dir)
             trainer = Trainer(config, run_dir, device, prior=prior)  # one prior shared by every run
             trainer.run()

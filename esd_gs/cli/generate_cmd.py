@@ -48,9 +48,10 @@ def read_status(run_dir: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text()).get("status")
+        status = json.loads(path.read_text())
     except (OSError, ValueError):
         return "unknown"
+    return status.get("status", "unknown") if isinstance(status, dict) else "unknown"
 
 
 def run_generate(config: GenerateConfig) -> Path:
@@ -64,7 +65,13 @@ def run_generate(config: GenerateConfig) -> Path:
         saved = load_yaml_config(run_dir / "config.yaml")
         saved.validate()
         trainer = Trainer(saved, run_dir, pick_device(config.device if config.device != "auto" else saved.device))
-        trainer.restore()
+        try:
+            trainer.restore()
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+            # parseable but wrong: missing or mis-shaped tensors, meta.json without its fields, a foreign model
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise UserError(f"the checkpoint in {run_dir / 'checkpoint'} does not fit this run ({type(exc).__name__}: "
+                            f"{detail}); start again with --overwrite") from None
         console.print(f"resuming {run_dir} at step {trainer.step} of {saved.steps}")
     else:
         config.validate()
@@ -77,8 +84,8 @@ def run_generate(config: GenerateConfig) -> Path:
             if status == "finished" or (status is None and "scene.ply" in existing):
                 raise UserError(f"{run_dir} already holds a finished run: pass --overwrite or choose another --out")
             raise UserError(f"{run_dir} holds an unfinished run: pass --resume {run_dir} to continue it, or --overwrite")
-        ensure_writable_dir(run_dir)
         device = pick_device(config.device)
+        ensure_writable_dir(run_dir)
         trainer = Trainer(config, run_dir, device)  # loads the models: fail before touching old outputs
         if existing:  # --overwrite: the old run is moved aside, and removed only once the new one has finished
             set_aside(run_dir, existing)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -51,6 +52,8 @@ class RenderArgs:
     """'auto' (CUDA if available), 'cpu' or 'cuda'."""
     backend: Literal["auto", "gsplat", "torch"] = "auto"
     """Renderer: auto (gsplat on CUDA when its kernels load, else esd-gs's PyTorch renderer), gsplat or torch."""
+    overwrite: bool = False
+    """Replace a turntable and contact sheet already in --out."""
 
 
 def run_render(args: RenderArgs) -> list[Path]:
@@ -62,6 +65,20 @@ def run_render(args: RenderArgs) -> list[Path]:
         raise UserError(f"--fps must be at least 1, got {args.fps}")
     if not all(0.0 <= c <= 1.0 for c in args.background):
         raise UserError(f"--background values must be in [0, 1], got {args.background}")
+    if args.sheet_views < 1:
+        raise UserError(f"--sheet-views must be at least 1, got {args.sheet_views}")
+    if not 0.0 < args.fovy < 180.0:
+        raise UserError(f"--fovy must be between 0 and 180 degrees, got {args.fovy}")
+    if not (math.isfinite(args.radius) and args.radius > 0):
+        raise UserError(f"--radius must be a positive distance, got {args.radius}")
+    if not -90.0 <= args.elevation <= 90.0:
+        raise UserError(f"--elevation must be in [-90, 90] degrees, got {args.elevation}")
+    if not args.formats:
+        raise UserError("--formats needs at least one of mp4, gif")
+    existing = [p.name for p in (args.out / f"turntable.{f}" for f in ("mp4", "gif")) if p.exists()]
+    existing += ["contact_sheet.png"] if (args.out / "contact_sheet.png").exists() else []
+    if existing and not args.overwrite:
+        raise UserError(f"{args.out} already holds {', '.join(existing)}: pass --overwrite or choose another --out")
     device = pick_device(args.device)
     backend = resolve_backend(args.backend, device)
     scene = read_ply(args.scene, up=args.up).to(device)

@@ -5,7 +5,11 @@ Every schedule is a fraction of the run (``steps``), so changing the step count 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +24,10 @@ from ..guidance.psi import PsiConfig
 from ..guidance.schedules import TimestepSchedule
 from ..scene import BallInit
 from ..synthetic.prior import SyntheticPriorConfig
+
+
+MAX_RESOLUTION = 2048
+"""Largest render size accepted (4x Stable Diffusion's native 512 px; the renderer's buffers grow with its square)."""
 
 
 @dataclass
@@ -187,6 +195,60 @@ class GenerateConfig:
             raise UserError(f"--densify.grad-threshold must be > 0, got {self.densify.grad_threshold}")
         if self.densify.max_gaussians < 1:
             raise UserError(f"--densify.max-gaussians must be at least 1, got {self.densify.max_gaussians}")
+        self._validate_numbers()
+
+    def _validate_numbers(self) -> None:
+        """Every other number a run uses, checked before any work starts (one UserError line each)."""
+        def finite(name: str, value: float) -> None:
+            if not math.isfinite(value):
+                raise UserError(f"--{name} must be a finite number, got {value}")
+
+        for name in ("lambda_entropy", "guidance_scale", "resolution_switch"):
+            finite(name.replace("_", "-"), getattr(self, name))
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise UserError(f"--grad-clip must be > 0, got {self.grad_clip}")
+        if not 0 <= self.seed < 2**62:
+            raise UserError(f"--seed must be in [0, 2**62), got {self.seed}")
+        if self.resolution > MAX_RESOLUTION:
+            raise UserError(f"--resolution {self.resolution} is above {MAX_RESOLUTION} px: no prior works at that size")
+        if self.max_bad_steps < 1:
+            raise UserError(f"--max-bad-steps must be at least 1, got {self.max_bad_steps}")
+        for key in ("means", "means_end", "scales", "quats", "opacities", "sh0", "shN"):
+            rate = getattr(self.optim, key)
+            if not (math.isfinite(rate) and rate > 0):
+                raise UserError(f"--optim.{key.replace('_', '-')} must be a positive learning rate, got {rate}")
+        psi = self.psi
+        if psi.lora_rank < 1 or not psi.lora_alpha > 0:
+            raise UserError(f"--psi.lora-rank must be >= 1 and --psi.lora-alpha > 0, got {psi.lora_rank}, {psi.lora_alpha}")
+        if not (math.isfinite(psi.lr) and psi.lr > 0) or psi.train_steps_per_iter < 1:
+            raise UserError("--psi.lr must be > 0 and --psi.train-steps-per-iter at least 1")
+        if not all(0 <= b < 1 for b in psi.betas) or psi.weight_decay < 0:
+            raise UserError(f"--psi.betas must be in [0, 1) and --psi.weight-decay >= 0, got {psi.betas}, {psi.weight_decay}")
+        out = self.output
+        if out.turntable_views < 1 or not 8 <= out.turntable_size <= 4096:
+            raise UserError("--output.turntable-views must be at least 1 and --output.turntable-size in 8..4096, got "
+                            f"{out.turntable_views} and {out.turntable_size}")
+        if not out.video_formats:
+            raise UserError("--output.video-formats needs at least one of mp4, gif")
+        for name in ("preview_every", "checkpoint_every"):
+            value = getattr(out, name)
+            if not 0 <= value <= 1:
+                raise UserError(f"--output.{name.replace('_', '-')} must be a fraction of the run in [0, 1], got {value}")
+        cams = self.cameras
+        for name, (lo, hi), bounds in (("radius", cams.radius, (0, math.inf)), ("elevation", cams.elevation, (-90, 90)),
+                                       ("azimuth", cams.azimuth, (-360, 360)), ("fovy", cams.fovy, (0, 180))):
+            if not (bounds[0] <= lo <= hi <= bounds[1]) or (name in ("radius", "fovy") and not lo > bounds[0]) \
+                    or (name == "fovy" and not hi < 180):
+                raise UserError(f"--cameras.{name} must be a range lo <= hi within {bounds}, got ({lo}, {hi})")
+        densify = self.densify
+        for name in ("start", "stop", "every", "opacity_reset_every"):
+            value = getattr(densify, name)
+            if not 0 <= value <= 1:
+                raise UserError(f"--densify.{name.replace('_', '-')} must be a fraction of the run, got {value}")
+        if not densify.prune_opacity >= 0 or not densify.max_scale > 0:
+            raise UserError("--densify.prune-opacity must be >= 0 and --densify.max-scale > 0")
+        if not self.init.radius > 0 or not 0 < self.init.opacity < 1:
+            raise UserError("--init.radius must be > 0 and --init.opacity in (0, 1)")
 
 
 def synthetic_defaults() -> GenerateConfig:
@@ -227,25 +289,72 @@ def config_to_dict(config: GenerateConfig) -> dict:
     return _to_plain(config)
 
 
+def _checked(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` from YAML as the field's declared type, or one UserError naming the setting and what it takes."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        if value not in args or isinstance(value, bool) != isinstance(args[0], bool):
+            raise UserError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _checked(value, option, where)
+            except UserError as exc:
+                errors.append(str(exc))
+        raise errors[-1] if len(errors) == 1 else UserError(f"{where}: {value!r} is not a valid value")
+    if origin is tyro.conf.Positional or (origin is typing.Annotated):
+        return _checked(value, args[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_checked(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise UserError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_checked(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: expected a whole number, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as text
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected text, got {value!r}")
+        return value
+    if annotation is Path:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a path, got {value!r}")
+        return Path(value)
+    if dataclasses.is_dataclass(annotation):
+        return _from_plain(annotation, value, where)
+    raise TypeError(f"{where}: no YAML check for the type {annotation!r}")  # a field type this reader must learn
+
+
 def _from_plain(cls, data: dict, where: str):
+    """A config dataclass from a YAML mapping: unknown keys and wrong types are one ``UserError`` each."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(map(str, data)) - set(fields))
     if unknown:
         raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}")
-    kwargs = {}
-    defaults = cls()
-    for name, value in data.items():
-        current = getattr(defaults, name)
-        if dataclasses.is_dataclass(current):
-            kwargs[name] = _from_plain(type(current), value, f"{where}.{name}")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            kwargs[name] = tuple(value)
-        elif name in ("out", "resume", "config") and value is not None:
-            kwargs[name] = Path(value)
-        else:
-            kwargs[name] = value
+    hints = typing.get_type_hints(cls, include_extras=True)
+    kwargs = {name: _checked(value, hints[name], f"{where}.{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -259,9 +368,11 @@ def config_from_dict(data: dict, where: str = "config") -> GenerateConfig:
 def load_yaml_config(path: Path) -> GenerateConfig:
     """Read a preset or a run's saved config.yaml."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise UserError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     return config_from_dict(data, where=str(path))

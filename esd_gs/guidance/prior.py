@@ -104,6 +104,7 @@ class StableDiffusionPrior:
 
         device = torch.device(device)
         dtype = resolve_dtype(precision, device)
+        quiet_loading()
         model, checks = resolve_model(model, role="phi")
         _announce(announce, f"phi: Stable Diffusion from {model} ({checks[-1].reason})")
         try:
@@ -230,6 +231,16 @@ class StableDiffusionPrior:
         if self.shared_unet_roles is not None:
             self.shared_unet_roles.use("phi")
         yield
+
+
+def quiet_loading() -> None:
+    """No per-tensor "Loading weights" bars from diffusers / transformers: they would surround a one-line error.
+    (huggingface_hub's download bars stay: a first download takes minutes.)"""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 def _announce(announce, line: str) -> None:

@@ -42,6 +42,7 @@ SceneOrParams = Union[GaussianScene, dict[str, Tensor]]
 MAX_HEADER_BYTES = 1 << 20
 """A header longer than this is rejected (a real 3DGS header is ~1.5 KB)."""
 
+
 _TYPE_SIZES = {
     "char": 1, "int8": 1, "uchar": 1, "uint8": 1,
     "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
@@ -102,7 +103,10 @@ def _parse_header(path: PathLike, head: bytes) -> _Header:
         raise _fail(path, "PLY header is not ASCII text") from None
     fmt: str | None = None
     elements: list[_Element] = []
-    for number, line in enumerate(text.splitlines()[1:], start=2):
+    # Lines end at "\n" only (an optional "\r" before it), as plyfile reads them: str.splitlines would also split
+    # at "\r", "\x0c" and others inside a comment, and the two parsers would then disagree about the properties.
+    for number, line in enumerate(text.split("\n")[1:], start=2):
+        line = line[:-1] if line.endswith("\r") else line
         tokens = line.split()
         if not tokens or tokens[0] in ("comment", "obj_info"):
             continue
@@ -112,7 +116,7 @@ def _parse_header(path: PathLike, head: bytes) -> _Header:
                 raise _fail(path, f"{bad} (format must be one of {', '.join(_FORMATS)})")
             fmt = tokens[1]
         elif tokens[0] == "element":
-            if len(tokens) != 3 or not tokens[2].isdigit():
+            if len(tokens) != 3 or not tokens[2].isascii() or not tokens[2].isdigit():
                 raise _fail(path, f"{bad} (expected 'element NAME COUNT')")
             elements.append(_Element(tokens[1], int(tokens[2])))
         elif tokens[0] == "property":
@@ -128,6 +132,9 @@ def _parse_header(path: PathLike, head: bytes) -> _Header:
             raise _fail(path, f"{bad} (unknown keyword)")
     if fmt is None:
         raise _fail(path, "PLY header has no 'format' line")
+    empty = [e.name for e in elements if e.count and not e.properties]
+    if empty:  # zero-size rows: nothing to read, but a reader would loop over every one of them
+        raise _fail(path, f"element {empty[0]} declares rows but no properties")
     return _Header(fmt, elements, end.end())
 
 
@@ -171,6 +178,25 @@ def _check_vertex_element(path: PathLike, header: _Header) -> tuple[_Element, in
     return vertex, _F_REST_DEGREE[n_rest]
 
 
+def _check_ascii_rows(path: PathLike, header: _Header) -> None:
+    """An ascii body must hold one line per row, with one value per property in rows without list properties
+    (plyfile would read a truncated or ragged file into shifted values). Only for ascii files, which are small."""
+    with open(path, "rb") as f:
+        f.seek(header.body_offset)
+        lines = f.read().split(b"\n")
+    row = 0
+    for element in header.elements:
+        fixed = not any(p.is_list for p in element.properties)
+        for _ in range(element.count):
+            if row >= len(lines) or not lines[row].strip():
+                raise _fail(path, f"truncated ascii body: it ends in element {element.name} (row {row + 1})")
+            values = len(lines[row].split())
+            row += 1
+            if fixed and values != len(element.properties):
+                raise _fail(path, f"ascii row {row} of element {element.name} has {values} values, "
+                                  f"expected {len(element.properties)}")
+
+
 # ---------------------------------------------------------------------------------------------------- read
 
 
@@ -188,14 +214,30 @@ def read_ply(path: PathLike, up: UpAxis = "-y", device: torch.device | str = "cp
     _check_body_size(path, header, file_size)
     vertex, degree = _check_vertex_element(path, header)
 
+    if header.format == "ascii":
+        _check_ascii_rows(path, header)
     try:
-        data = plyfile.PlyData.read(os.fspath(path), mmap=False)["vertex"].data
+        # mmap: binary bodies are mapped, not parsed row by row (the columns below are copies, so nothing keeps
+        # pointing into the file once this returns).
+        data = plyfile.PlyData.read(os.fspath(path), mmap=True)["vertex"].data
     except Exception as error:  # plyfile / numpy parse errors on a body the header check could not rule out
-        raise _fail(path, f"could not parse the PLY body: {type(error).__name__}: {error}") from None
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise _fail(path, f"could not parse the PLY body: {type(error).__name__}: {first}") from None
     if len(data) != vertex.count:
         raise _fail(path, f"read {len(data)} vertices but the header declares {vertex.count}")
+    unread = [p.name for p in vertex.properties if p.name not in (data.dtype.names or ())]
+    if unread:
+        raise _fail(path, f"the PLY reader did not find the vertex properties {', '.join(unread[:5])}")
+
+    names_in_file = list(data.dtype.names)
+    table = None
+    if all(data.dtype.fields[n][0] == np.dtype("<f4") for n in names_in_file) and data.dtype.itemsize == 4 * len(names_in_file):
+        table = np.asarray(data).view("<f4").reshape(len(data), len(names_in_file))  # the usual all-float32 file
 
     def columns(names: Iterable[str]) -> np.ndarray:
+        """[N, len(names)] float32, a copy (never a view into the mapped file)."""
+        if table is not None:
+            return table[:, [names_in_file.index(n) for n in names]].astype(np.float32)
         return np.stack([np.asarray(data[n], dtype=np.float32) for n in names], axis=1)
 
     n = vertex.count
@@ -221,6 +263,12 @@ def read_ply(path: PathLike, up: UpAxis = "-y", device: torch.device | str = "cp
     }
     if up != "z":
         params = transform_scene_params(params, up_rotation(up).T)
+        overflow = torch.zeros(n, dtype=torch.bool)
+        for value in params.values():
+            overflow |= ~torch.isfinite(value.reshape(n, -1)).all(dim=1)
+        if overflow.any():  # finite values near float32's limit can overflow when quaternions or SH are rotated
+            raise _fail(path, f"{int(overflow.sum())} of {n} Gaussians have values too large to rotate from up "
+                              f"axis {up} (near float32's limit)")
     return GaussianScene({k: v.to(device) for k, v in params.items()})
 
 

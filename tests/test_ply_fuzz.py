@@ -1,0 +1,164 @@
+"""read_ply against hostile files: seeded mutations of valid binary and ascii 3DGS files, and the known bad cases.
+
+Every outcome must be a scene with finite parameters or a one-line PlyFormatError; no other exception, no hang
+(an alarm per file) and no large allocation (peak resident memory may grow only a little over the whole run).
+"""
+
+import random
+import resource
+import signal
+
+import numpy as np
+import plyfile
+import pytest
+import torch
+
+from esd_gs.io import PlyFormatError, read_ply, write_ply
+from esd_gs.scene import BallInit, GaussianScene
+
+CASES_PER_FORMAT = 200
+
+
+def scene(n=40, degree=1, seed=0):
+    return GaussianScene.random_ball(BallInit(num_points=n, sh_degree=degree), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ply")
+    binary = root / "binary.ply"
+    write_ply(scene(), binary)
+    data = plyfile.PlyData.read(str(binary))
+    ascii_path = root / "ascii.ply"
+    plyfile.PlyData([plyfile.PlyElement.describe(data["vertex"].data, "vertex")], text=True).write(str(ascii_path))
+    return {"binary": binary.read_bytes(), "ascii": ascii_path.read_bytes()}
+
+
+def header_and_body(blob: bytes) -> tuple[list[bytes], bytes]:
+    end = blob.index(b"end_header\n") + len(b"end_header\n")
+    return blob[:end].split(b"\n")[:-1], blob[end:]
+
+
+def mutate(blob: bytes, rng: random.Random) -> bytes:
+    lines, body = header_and_body(blob)
+    kind = rng.randrange(9)
+    if kind == 0:  # flip bytes anywhere
+        data = bytearray(blob)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        return bytes(data)
+    if kind == 1:  # truncate
+        return blob[: rng.randrange(len(blob))]
+    if kind == 2:  # a strange vertex count
+        count = rng.choice([b"0", b"-1", b"1e3", b"999999999999", b"4294967297", b"", b"\xd9\xa3", b"7", b"41"])
+        lines = [b"element vertex " + count if line.startswith(b"element vertex") else line for line in lines]
+    elif kind == 3:  # comments with carriage returns, form feeds and other line breaks, some hiding a property
+        junk = rng.choice([b"\r", b"\x0c", b"\x1c", b"\x0b", b"\x85"])
+        props = [i for i, line in enumerate(lines) if line.startswith(b"property")]
+        if rng.random() < 0.5:
+            i = rng.choice(props)
+            lines[i] = b"comment hidden" + junk + lines[i]
+        else:
+            lines.insert(rng.randint(1, len(lines) - 1), b"comment a" + junk + b"b")
+    elif kind == 4:  # an extra element with a huge count and no properties, or with a list property
+        extra = rng.choice([[b"element foo 1000000000000"], [b"element face 3", b"property list uchar int vertex_indices"]])
+        lines[-1:-1] = extra
+    elif kind == 5:  # delete or duplicate a property line
+        props = [i for i, line in enumerate(lines) if line.startswith(b"property")]
+        i = rng.choice(props)
+        lines.insert(i, lines[i]) if rng.random() < 0.5 else lines.pop(i)
+    elif kind == 6:  # change a property's type
+        props = [i for i, line in enumerate(lines) if line.startswith(b"property")]
+        i = rng.choice(props)
+        name = lines[i].split()[-1]
+        lines[i] = b"property " + rng.choice([b"double", b"uchar", b"int", b"bogus", b"list uchar float"]) + b" " + name
+    elif kind == 7:  # change the format
+        lines = [b"format " + rng.choice([b"ascii", b"binary_big_endian", b"binary_little_endian", b"text"]) + b" 1.0"
+                 if line.startswith(b"format") else line for line in lines]
+    else:  # extreme values in the body
+        value = rng.choice([3.0e38, -3.3e38, float("nan"), float("inf"), 1e-45])
+        if b"ascii" in lines[1]:
+            rows = body.split(b"\n")
+            r = rng.randrange(len(rows) - 1)
+            tokens = rows[r].split()
+            tokens[rng.randrange(len(tokens))] = repr(value).encode()
+            rows[r] = b" ".join(tokens)
+            body = b"\n".join(rows)
+        else:
+            data = bytearray(body)
+            offset = 4 * rng.randrange(len(data) // 4)
+            data[offset : offset + 4] = np.float32(value).tobytes()
+            body = bytes(data)
+    return b"\n".join(lines) + b"\n" + body
+
+
+def test_seeded_mutations_give_a_scene_or_a_ply_format_error(originals, tmp_path):
+    def alarm(signum, frame):
+        raise TimeoutError("read_ply hung")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    outcomes = {"ok": 0, "refused": 0}
+    try:
+        for fmt, blob in originals.items():
+            rng = random.Random(f"esd-gs-{fmt}")
+            for case in range(CASES_PER_FORMAT):
+                path = tmp_path / f"{fmt}-{case}.ply"
+                path.write_bytes(mutate(blob, rng))
+                signal.alarm(5)
+                try:
+                    for up in ("-y", "z"):
+                        loaded = read_ply(path, up=up)
+                        assert all(torch.isfinite(v).all() for v in loaded.params.values()), (fmt, case)
+                    outcomes["ok"] += 1
+                except PlyFormatError as error:
+                    assert "\n" not in str(error) and str(error).startswith(str(path)), (fmt, case, str(error))
+                    outcomes["refused"] += 1
+                finally:
+                    signal.alarm(0)
+                path.unlink()
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert outcomes["ok"] > 20 and outcomes["refused"] > 100, outcomes  # both branches are exercised
+    assert grown_mb < 300, f"peak memory grew by {grown_mb:.0f} MB"
+
+
+@pytest.mark.parametrize("junk", [b"\r", b"\x0c"], ids=["carriage-return", "form-feed"])
+def test_line_breaks_inside_a_comment_do_not_confuse_the_reader(originals, tmp_path, junk):
+    lines, body = header_and_body(originals["binary"])
+    lines.insert(2, b"comment first" + junk + b"property float sneaky")
+    path = tmp_path / "comment.ply"
+    path.write_bytes(b"\n".join(lines) + b"\n" + body)
+    assert read_ply(path).num_gaussians == 40  # plyfile and our header check agree: it is one comment line
+
+
+def test_a_huge_element_without_properties_is_refused_at_once(originals, tmp_path):
+    lines, body = header_and_body(originals["binary"])
+    for count, expected in ((b"1000000000", "declares rows but no properties"), (b"1000000000000", "no properties")):
+        path = tmp_path / "huge.ply"
+        path.write_bytes(b"\n".join(lines[:-1] + [b"element foo " + count, lines[-1]]) + b"\n" + body)
+        with pytest.raises(PlyFormatError, match=expected):
+            read_ply(path)
+
+
+def test_values_near_the_float32_limit_are_refused_not_turned_into_inf(tmp_path):
+    big = scene(n=4, degree=1)
+    with torch.no_grad():
+        big.params["quats"][0] = torch.tensor([3.0e38, 3.0e38, 0.0, 0.0])
+    path = tmp_path / "big.ply"
+    write_ply(big, path, up="z")  # finite values, written as they are
+    assert torch.isfinite(read_ply(path, up="z").params["quats"]).all()
+    with pytest.raises(PlyFormatError, match="too large to rotate"):
+        read_ply(path, up="-y")
+
+
+def test_a_truncated_ascii_file_is_refused(originals, tmp_path):
+    blob = originals["ascii"]
+    lines, body = header_and_body(blob)
+    rows = body.split(b"\n")
+    for cut, expected in (((rows[:-3]), "truncated ascii body"), ((rows[:5] + [rows[5][:20]] + rows[6:]), "has")):
+        path = tmp_path / "cut.ply"
+        path.write_bytes(b"\n".join(lines) + b"\n" + b"\n".join(cut))
+        with pytest.raises(PlyFormatError, match=expected):
+            read_ply(path)
