@@ -34,7 +34,8 @@ from esd_gs.cameras import OrbitSampler
 from esd_gs.checkpoint import checkpoint_tensor_file
 from esd_gs.guidance.tiny import build_full_size_stable_diffusion, build_tiny_stable_diffusion
 from esd_gs.render import gsplat_backend, render
-from esd_gs.scene import BallInit, GaussianScene
+from esd_gs.scene import GaussianScene
+from esd_gs.testing.scenes import random_scene
 
 CONFIGS = {
     # name: (method, shared psi UNet, precision on CUDA)
@@ -48,17 +49,6 @@ CONFIGS = {
 WARMUP_STEPS = 3
 
 
-def random_scene(n: int, seed: int, sh_degree: int = 3) -> GaussianScene:
-    """A ball of n Gaussians with random colours (SH degree 3), rotations, opacities and scales."""
-    g = torch.Generator().manual_seed(seed)
-    scene = GaussianScene.random_ball(BallInit(num_points=n, radius=0.6, opacity=0.5, sh_degree=sh_degree), generator=g)
-    with torch.no_grad():
-        for key, std in (("sh0", 1.0), ("shN", 0.3), ("quats", 1.0), ("opacities", 1.0)):
-            scene.params[key].copy_(torch.randn(scene.params[key].shape, generator=g) * std)
-        scene.params["scales"].add_(torch.randn(n, 3, generator=g) * 0.3)
-    return scene
-
-
 def compare_renderers(device: torch.device, seeds=(0, 1, 2), n: int = 4000, size: int = 128,
                       backends: tuple[str, str] = ("torch", "gsplat")) -> list[dict]:
     """The PyTorch renderer vs gsplat (``backends``: ours, the reference) on the same scenes and cameras, both on
@@ -66,7 +56,7 @@ def compare_renderers(device: torch.device, seeds=(0, 1, 2), n: int = 4000, size
     and relative L2 errors of the means2d gradient (on Gaussians both see) and of every parameter's gradient."""
     rows = []
     for seed in seeds:
-        scene = random_scene(n, seed)
+        scene = random_scene(n, 3, seed)
         cams = OrbitSampler().sample(2, generator=torch.Generator().manual_seed(100 + seed))
         weights = torch.randn(2, 5, size, size, generator=torch.Generator().manual_seed(200 + seed)).to(device)
         results = {}

@@ -8,6 +8,7 @@ import torch
 from esd_gs.cameras import OrbitSampler, orbit_cameras
 from esd_gs.render import render
 from esd_gs.scene import BallInit, GaussianScene
+from esd_gs.testing.scenes import random_scene
 
 
 def front_camera(fovy=50.0, radius=2.5):
@@ -86,16 +87,6 @@ def test_empty_view_shows_background():
     assert torch.allclose(out.rgb[0], torch.tensor([0.2, 0.4, 0.6])[:, None, None].expand(3, 16, 16))
     assert torch.count_nonzero(out.alpha) == 0
     assert int((out.info["radii"] > 0).sum()) == 0
-
-
-def random_scene(n, sh_degree, seed, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    scene = GaussianScene.random_ball(BallInit(num_points=n, radius=0.6, opacity=0.5, sh_degree=sh_degree), generator=g)
-    with torch.no_grad():
-        for key, std in (("sh0", 1.0), ("shN", 0.3), ("quats", 1.0), ("opacities", 1.0)):
-            scene.params[key].copy_(torch.randn(scene.params[key].shape, generator=g) * std)
-        scene.params["scales"].add_(torch.randn(n, 3, generator=g) * 0.3)
-    return scene.to(dtype)
 
 
 @pytest.mark.parametrize("sh_degree", [0, 3])

@@ -1,0 +1,1 @@
+"""Scaffolding for tests and benchmarks (not used by the esd-gs command itself)."""
