@@ -3,7 +3,6 @@
 The Hub is the real ``huggingface_hub`` client talking to the stand-in of ``fake_hub.py`` on 127.0.0.1.
 """
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -7,7 +7,7 @@ import torch
 
 from esd_gs.cameras import OrbitSampler, orbit_cameras
 from esd_gs.render import render
-from esd_gs.scene import BallInit, GaussianScene
+from esd_gs.scene import GaussianScene
 from esd_gs.testing.scenes import random_scene
 
 
