@@ -102,6 +102,7 @@ class Trainer:
         self.skipped = 0
         self.bad_in_a_row = 0
         self._stop_signal: int | None = None
+        self._finishing = False
 
     # ------------------------------------------------------------------ optimisation pieces
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -221,27 +222,34 @@ class Trainer:
                         self.write_preview()
                     if checkpoint_every and self.step % checkpoint_every == 0 and self.step < cfg.steps:
                         self.save()
+            if self._stop_signal is not None:
+                raise Interrupted(self._stop_signal)
+            self._finishing = True  # from here a signal interrupts at once: the loop no longer polls for it
+            self.save()
+            self.export(final=True)
+            self._write_status("finished")
         except Interrupted as stop:
             console.print(f"[yellow]{stop}: saving a checkpoint and the scene at step {self.step}[/yellow]")
             saved = self._attempt(self.save, "save a checkpoint")
             self._attempt(lambda: self.export(final=False), "export the scene")
             # Truthful: "interrupted" only when a complete checkpoint (this one or an earlier one) can be resumed.
-            resumable = saved or checkpoint_tensor_file(self.run_dir / "checkpoint") is not None
+            previous = checkpoint_tensor_file(self.run_dir / "checkpoint")
+            resumable = saved or (previous is not None and previous.is_file())
             self._attempt(lambda: self._write_status("interrupted" if resumable else "failed"), "update run.json")
             raise
         except TrainingError:
             self._attempt(lambda: self.export(final=False), "export the scene")
             self._attempt(lambda: self._write_status("failed"), "update run.json")
             raise
-        except OSError:  # a full disk, a read-only or vanished folder: say so in run.json if it can still be written
-            self._attempt(lambda: self._write_status("failed"), "update run.json")
+        except BaseException as error:  # a full disk, a vanished folder, a second Ctrl-C: say so in run.json
+            previous = checkpoint_tensor_file(self.run_dir / "checkpoint")
+            resumable = isinstance(error, KeyboardInterrupt) and previous is not None and previous.is_file()
+            self._attempt(lambda: self._write_status("interrupted" if resumable else "failed"), "update run.json")
             raise
         finally:
+            self._finishing = False
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-        self.save()
-        self.export(final=True)
-        self._write_status("finished")
 
     @staticmethod
     def _attempt(action, what: str) -> bool:
@@ -257,6 +265,8 @@ class Trainer:
         if self._stop_signal is not None:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._stop_signal = signum
+        if self._finishing:  # the final save and export: stop them now (every file is written atomically)
+            raise Interrupted(signum)
 
     def _write_status(self, status: str) -> None:
         with atomic_path(self.run_dir / "run.json") as tmp:
@@ -324,6 +334,7 @@ class Trainer:
 
     def restore(self) -> None:
         tensors, meta = load_checkpoint(self.run_dir / "checkpoint")
+        check_checkpoint(tensors, meta, self.cfg.steps)
         params = {k: tensors[f"scene.{k}"] for k in PARAM_KEYS}
         self.scene = GaussianScene(params).to(self.device)
         self.optimizers = self._make_optimizers()
@@ -358,6 +369,41 @@ class Trainer:
                 f"[yellow]this run was checkpointed on {saved_device or 'another device'} and resumes on "
                 f"{self.device.type}: the diffusion noise is re-seeded, so the result differs from an uninterrupted run[/yellow]"
             )
+
+
+def check_checkpoint(tensors: dict, meta: dict, steps: int) -> None:
+    """Refuse a parseable but wrong checkpoint before anything is restored (KeyError/TypeError/ValueError, which
+    the command turns into one line): counters, optimiser settings and the scene tensors' types."""
+    def count(name: str, high: int | None = None) -> int:
+        value = meta.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (high is not None and value > high):
+            raise ValueError(f"meta.json {name} = {value!r} is not a count" + (f" in 0..{high}" if high else ""))
+        return value
+
+    if not isinstance(meta, dict):
+        raise TypeError("meta.json is not a mapping")
+    count("step", steps)
+    count("skipped")
+    count("bad_in_a_row")
+    optimizers = meta.get("optimizers")
+    if not isinstance(optimizers, dict):
+        raise KeyError("meta.json has no optimizers")
+    for name, entry in optimizers.items():
+        groups = entry.get("groups") if isinstance(entry, dict) else None
+        if not isinstance(groups, list) or not groups or not isinstance(entry.get("scalars"), dict):
+            raise ValueError(f"meta.json optimizers.{name} has no param groups")
+        for group in groups:
+            if not isinstance(group, dict):
+                raise ValueError(f"meta.json optimizers.{name} has a param group that is not a mapping")
+            numbers = [group.get(k) for k in ("lr", "eps", "weight_decay")] + list(group.get("betas") or [None])
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
+                raise ValueError(f"meta.json optimizers.{name} has a non-numeric setting")
+            if not group["lr"] >= 0 or len(group["betas"]) != 2:
+                raise ValueError(f"meta.json optimizers.{name} has a negative learning rate or bad betas")
+    for key in PARAM_KEYS:
+        tensor = tensors.get(f"scene.{key}")
+        if tensor is None or tensor.dtype != torch.float32:
+            raise ValueError(f"scene.{key} is missing or not float32")
 
 
 def make_estimator(prior, config: GenerateConfig):

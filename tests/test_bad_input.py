@@ -43,6 +43,11 @@ def refused(argv, capsys, expected):
     (["--densify.grad-threshold", "-1"], "--densify.grad-threshold must be > 0"),
     (["--max-bad-steps", "0"], "--max-bad-steps must be at least 1"),
     (["--init.opacity", "1.5"], "--init.opacity in (0, 1)"),
+    (["--init.color", "nan"], "--init.color in [0, 1]"),
+    (["--init.num-points", "100000000"], "is above --densify.max-gaussians"),
+    (["--densify.max-gaussians", "100000000", "--init.num-points", "10"], "--densify.max-gaussians must be at most"),
+    (["--batch-size", "100000"], "--batch-size must be at most 64"),
+    (["--output.turntable-views", "100000000"], "--output.turntable-views must be at most 3600"),
 ])
 def test_bad_generate_numbers(flags, expected, capsys, tmp_path):
     refused(["generate", "a head", *SYNTHETIC, "--out", tmp_path / "run", *flags], capsys, expected)
@@ -86,6 +91,7 @@ def test_a_preset_that_is_not_utf8(capsys, tmp_path):
     (["--fovy", "0"], "--fovy must be between 0 and 180"),
     (["--radius", "0"], "--radius must be a positive distance"),
     (["--elevation", "120"], "--elevation must be in [-90, 90]"),
+    (["--views", "100000000"], "--views must be in 1..3600"),
 ])
 def test_bad_render_options(flags, expected, capsys, tmp_path):
     refused(["render", "assets/head.ply", "--out", tmp_path / "out", *flags], capsys, expected)
@@ -106,8 +112,30 @@ def test_render_and_bench_do_not_reuse_an_output_directory(capsys, tmp_path):
     refused(["bench", "janus", "--out", tmp_path / "bench", "--seeds", "1"], capsys, "already holds a benchmark")
 
 
-def test_bench_with_zero_steps_is_refused(capsys, tmp_path):
-    refused(["bench", "janus", "--steps", "0", "--out", tmp_path / "bench"], capsys, "--steps must be at least 1")
+@pytest.mark.parametrize("flags,expected", [
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--methods", ""], "--methods is empty"),
+    (["--methods", ",,"], "--methods is empty"),
+    (["--methods", "esd", "--estimators", ""], "ESD needs at least one --estimators value"),
+    (["--methods", "esd", "--lambdas", ""], "ESD needs at least one --estimators value and one --lambdas value"),
+])
+def test_bad_bench_options(capsys, tmp_path, flags, expected):
+    refused(["bench", "janus", *flags, "--out", tmp_path / "bench"], capsys, expected)
+    assert not (tmp_path / "bench").exists()
+
+
+def test_export_refuses_a_scene_that_overflows_when_rotated(capsys, tmp_path):
+    from esd_gs.io import write_ply
+    from esd_gs.scene import BallInit, GaussianScene
+
+    scene = GaussianScene.random_ball(BallInit(num_points=4), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        scene.params["quats"][0] = torch.tensor([3.0e38, 3.0e38, 0.0, 0.0])
+    write_ply(scene, tmp_path / "big.ply", up="z")
+    for target in ("out.ply", "out.splat"):
+        refused(["export", tmp_path / "big.ply", "--to", tmp_path / target, "--input-up", "z", "--up", "-y"], capsys,
+                "values too large to rotate to up axis -y")
+        assert not (tmp_path / target).exists()
 
 
 # ---------------------------------------------------------------------------------------------- corrupt runs
@@ -133,6 +161,17 @@ def set_meta(ckpt, meta):
     (ckpt / "meta.json").write_text(json.dumps(meta))
 
 
+def patch_meta(ckpt, **changes):
+    meta = json.loads((ckpt / "meta.json").read_text())
+    set_meta(ckpt, {**meta, **changes})
+
+
+def patch_lr(ckpt, value):
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["optimizers"]["scales"]["groups"][0]["lr"] = value
+    set_meta(ckpt, meta)
+
+
 def edit_tensors(ckpt, edit):
     path = checkpoint_tensor_file(ckpt)
     tensors = load_file(str(path))
@@ -148,8 +187,16 @@ def edit_tensors(ckpt, edit):
     (lambda c: edit_tensors(c, lambda t: t.update({"scene.means": torch.zeros(3, 2)})), "does not fit this run"),
     (lambda c: edit_tensors(c, lambda t: t.pop("rng.camera")), "does not fit this run"),
     (lambda c: checkpoint_tensor_file(c).write_bytes(b"not safetensors"), "is unreadable"),
+    (lambda c: patch_meta(c, step="abc"), "step = 'abc' is not a count"),
+    (lambda c: patch_meta(c, step=-5), "step = -5 is not a count"),
+    (lambda c: patch_meta(c, step=10**6), "step = 1000000 is not a count in 0..4"),
+    (lambda c: patch_meta(c, skipped=True), "skipped = True is not a count"),
+    (lambda c: patch_lr(c, "x"), "has a non-numeric setting"),
+    (lambda c: patch_lr(c, -1.0), "negative learning rate"),
+    (lambda c: edit_tensors(c, lambda t: t.update({"scene.means": t["scene.means"].double()})), "not float32"),
 ], ids=["empty-meta", "meta-without-fields", "meta-is-a-list", "missing-tensor", "mis-shaped-tensor",
-        "missing-rng", "garbage-tensors"])
+        "missing-rng", "garbage-tensors", "step-text", "step-negative", "step-beyond", "skipped-bool", "lr-text",
+        "lr-negative", "float64-means"])
 def test_corrupt_checkpoints_are_refused_in_one_line(interrupted_run, tmp_path, capsys, change, expected):
     copy = corrupt_copy(interrupted_run, tmp_path, change)
     refused(["generate", "--resume", copy], capsys, expected)

@@ -34,7 +34,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_finishes(tmp_path):
     proc = start("generate", "a head", *QUICK, "--steps", "400", "--seed", "2", "--out", run, "--overwrite")
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:  # the old run's metrics are set aside first
-        if (run / "replaced-run").is_dir() and lines(run / "metrics.jsonl") >= 3:
+        if (run / "replaced-run" / "metrics.jsonl").exists() and lines(run / "metrics.jsonl") >= 3:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
@@ -79,3 +79,32 @@ def test_sigterm_on_a_full_disk_still_exits_143_with_a_truthful_status(tmp_path)
         assert "Traceback" not in stderr
         assert "could not save a checkpoint: No space left on device" in " ".join(stderr.split())
         assert status(run) == "failed"  # no complete checkpoint exists, so it does not claim to be resumable
+
+
+def test_a_full_disk_at_the_final_save_is_one_line_naming_the_file(tmp_path):
+    with small_disk(tmp_path / "disk", 200) as disk:
+        run = disk / "run"
+        result = esd_gs("generate", "a head", *QUICK, "--steps", "6", "--output.checkpoint-every", "0", "--out", run)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        (line,) = error_lines(result.stderr)
+        assert "No space left on device" in line and str(run / "checkpoint") in line
+        assert status(run) == "failed"
+
+
+def test_sigterm_during_the_final_turntable_saves_and_says_so(tmp_path):
+    run = tmp_path / "run"
+    proc = start("generate", "a head", *QUICK, "--steps", "4", "--output.checkpoint-every", "0",
+                 "--output.turntable-views", "1200", "--output.turntable-size", "96", "--out", run)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # the final checkpoint is written just before the turntable
+        if (run / "checkpoint" / "meta.json").exists():
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "SIGTERM: saving a checkpoint and the scene at step 4" in " ".join(stderr.split())
+    assert status(run) == "interrupted" and (run / "scene.ply").is_file()
+    resumed = esd_gs("generate", "--resume", run)
+    assert resumed.returncode == 0 and status(run) == "finished", resumed.stderr[-2000:]

@@ -71,6 +71,10 @@ def _split(values: tuple[str, ...]) -> list[str]:
 def bench_configs(args: BenchArgs) -> list[tuple[str, float, str]]:
     """(method, lambda, estimator) triples in display order."""
     methods, estimators = _split(args.methods), _split(args.estimators)
+    if not methods:
+        raise UserError("--methods is empty: name at least one of sds, vsd, esd")
+    if "esd" in methods and (not estimators or not _split(args.lambdas)):
+        raise UserError("ESD needs at least one --estimators value and one --lambdas value")
     for m in methods:
         if m not in ("sds", "vsd", "esd"):
             raise UserError(f"unknown method '{m}' in --methods: use sds, vsd, esd")
@@ -113,7 +117,6 @@ def run_bench(args: BenchArgs) -> Path:
     earlier = [name for name in ("results.json", "results.md", "janus.png", "runs") if (args.out / name).exists()]
     if earlier and not args.overwrite:
         raise UserError(f"{args.out} already holds a benchmark ({', '.join(earlier)}): pass --overwrite or choose another --out")
-    ensure_writable_dir(args.out)
     base = synthetic_defaults()
     base = replace(base, prompt="a head", output=replace(base.output, preview_every=0.0, checkpoint_every=0.0,
                                                          video_formats=("mp4",)))
@@ -126,6 +129,7 @@ def run_bench(args: BenchArgs) -> Path:
         synthetic = replace(synthetic, p_front=args.p_front)
     base = replace(base, synthetic=synthetic, steps=base.steps if args.steps is None else args.steps)
     base.validate()
+    ensure_writable_dir(args.out)
 
     prior = SyntheticPrior.build(base.synthetic, base.prompt, base.resolution, base.cameras, device)
     reference_scene = (read_ply(args.reference) if args.reference is not None else builtin_head()).to(device)

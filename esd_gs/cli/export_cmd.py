@@ -42,13 +42,16 @@ def run_export(args: ExportArgs) -> Path:
     if not args.to.parent.is_dir():
         raise UserError(f"directory {args.to.parent} does not exist")
     scene = read_ply(args.scene, up=args.input_up)
-    if suffix == ".ply":
-        if args.sh_degree is not None and args.sh_degree < scene.sh_degree:
-            raise UserError(f"--sh-degree {args.sh_degree} is below the scene's SH degree {scene.sh_degree}")
-        write_ply(scene, args.to, up=args.up, pad_sh_degree=args.sh_degree)
-    else:
-        if args.sh_degree is not None:
-            raise UserError("--sh-degree applies to .ply output only (.splat stores one colour per Gaussian)")
-        write_splat(scene, args.to, up=args.up)
+    if args.sh_degree is not None and suffix == ".splat":
+        raise UserError("--sh-degree applies to .ply output only (.splat stores one colour per Gaussian)")
+    if args.sh_degree is not None and args.sh_degree < scene.sh_degree:
+        raise UserError(f"--sh-degree {args.sh_degree} is below the scene's SH degree {scene.sh_degree}")
+    try:
+        if suffix == ".ply":
+            write_ply(scene, args.to, up=args.up, pad_sh_degree=args.sh_degree)
+        else:
+            write_splat(scene, args.to, up=args.up)
+    except ValueError as exc:  # the writers refuse scenes they cannot write faithfully
+        raise UserError(f"{args.scene}: {exc}") from None
     console.print(f"wrote {args.to} ({scene.num_gaussians} Gaussians)")
     return args.to

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -87,10 +89,12 @@ def run_generate(config: GenerateConfig) -> Path:
         device = pick_device(config.device)
         ensure_writable_dir(run_dir)
         trainer = Trainer(config, run_dir, device)  # loads the models: fail before touching old outputs
-        if existing:  # --overwrite: the old run is moved aside, and removed only once the new one has finished
-            set_aside(run_dir, existing)
-        write_config(config, run_dir)
     try:
+        if config.resume is None:
+            if existing:  # --overwrite: the old run is moved aside, and removed only once the new one has finished
+                with signals_held():
+                    set_aside(run_dir, existing)
+            write_config(config, run_dir)
         trainer.run()
     except BaseException:
         if (run_dir / REPLACED).is_dir():
@@ -102,6 +106,17 @@ def run_generate(config: GenerateConfig) -> Path:
     return run_dir
 
 
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT / SIGTERM back for the block (a few renames), so that they cannot leave it half done."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)  # a held signal is delivered here
+
+
 def set_aside(run_dir: Path, existing: list[str]) -> None:
     """Move the outputs of the run being replaced into ``RUN/replaced-run/`` (renames on the same disk: cheap).
 
@@ -109,7 +124,7 @@ def set_aside(run_dir: Path, existing: list[str]) -> None:
     is kept when the current outputs are unfinished, and replaced when they are a finished run."""
     aside = run_dir / REPLACED
     if aside.is_dir():
-        if read_status(run_dir) != "finished":
+        if read_status(run_dir) != "finished" or not (run_dir / "scene.ply").is_file():
             for name in existing:  # an unfinished attempt: drop it, keep the finished run already set aside
                 target = run_dir / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink()

@@ -11,6 +11,7 @@ import numpy as np
 import tyro
 
 from ..cameras import turntable
+from ..configs.generate import MAX_VIEWS
 from ..errors import UserError
 from ..io import UpAxis, read_ply
 from ..progress import console
@@ -57,8 +58,8 @@ class RenderArgs:
 
 
 def run_render(args: RenderArgs) -> list[Path]:
-    if args.views < 1:
-        raise UserError(f"--views must be at least 1, got {args.views}")
+    if not 1 <= args.views <= MAX_VIEWS:
+        raise UserError(f"--views must be in 1..{MAX_VIEWS}, got {args.views}")
     if not 8 <= args.size <= 4096:
         raise UserError(f"--size must be between 8 and 4096 pixels, got {args.size}")
     if args.fps < 1:

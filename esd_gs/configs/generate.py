@@ -28,6 +28,12 @@ from ..synthetic.prior import SyntheticPriorConfig
 
 MAX_RESOLUTION = 2048
 """Largest render size accepted (4x Stable Diffusion's native 512 px; the renderer's buffers grow with its square)."""
+MAX_GAUSSIANS = 10_000_000
+"""Largest Gaussian cap accepted (10M Gaussians with Adam state take ~7 GB)."""
+MAX_BATCH = 64
+"""Most views per step accepted."""
+MAX_VIEWS = 3600
+"""Most turntable views accepted (one per 0.1 degree)."""
 
 
 @dataclass
@@ -247,8 +253,17 @@ class GenerateConfig:
                 raise UserError(f"--densify.{name.replace('_', '-')} must be a fraction of the run, got {value}")
         if not densify.prune_opacity >= 0 or not densify.max_scale > 0:
             raise UserError("--densify.prune-opacity must be >= 0 and --densify.max-scale > 0")
-        if not self.init.radius > 0 or not 0 < self.init.opacity < 1:
-            raise UserError("--init.radius must be > 0 and --init.opacity in (0, 1)")
+        if not self.init.radius > 0 or not 0 < self.init.opacity < 1 or not 0 <= self.init.color <= 1:
+            raise UserError("--init.radius must be > 0, --init.opacity in (0, 1) and --init.color in [0, 1]")
+        if self.init.num_points > self.densify.max_gaussians:
+            raise UserError(f"--init.num-points {self.init.num_points} is above --densify.max-gaussians "
+                            f"{self.densify.max_gaussians}")
+        if self.densify.max_gaussians > MAX_GAUSSIANS:
+            raise UserError(f"--densify.max-gaussians must be at most {MAX_GAUSSIANS:,}")
+        if self.batch_size > MAX_BATCH:
+            raise UserError(f"--batch-size must be at most {MAX_BATCH} views per step, got {self.batch_size}")
+        if out.turntable_views > MAX_VIEWS:
+            raise UserError(f"--output.turntable-views must be at most {MAX_VIEWS}, got {out.turntable_views}")
 
 
 def synthetic_defaults() -> GenerateConfig:

@@ -290,6 +290,21 @@ def prepare_params(scene_or_params: SceneOrParams) -> dict[str, Tensor]:
     return params
 
 
+def to_file_axes(params: dict[str, Tensor], up: UpAxis) -> dict[str, Tensor]:
+    """World parameters rotated to a file's up axis; ValueError when a value overflows (near float32's limit), so
+    that esd-gs never writes a file it would then refuse to read."""
+    if up == "z":
+        return params
+    params = transform_scene_params(params, up_rotation(up))
+    n = params["means"].shape[0]
+    bad = torch.zeros(n, dtype=torch.bool)
+    for value in params.values():
+        bad |= ~torch.isfinite(value.reshape(n, -1)).all(dim=1)
+    if bad.any():
+        raise ValueError(f"refusing to write: {int(bad.sum())} Gaussians have values too large to rotate to up axis {up}")
+    return params
+
+
 def ply_property_names(sh_degree: int) -> list[str]:
     """The vertex property names :func:`write_ply` writes for an SH degree, in file order."""
     n_rest = 3 * (num_sh_bases(sh_degree) - 1)
@@ -319,8 +334,7 @@ def write_ply(
         raise ValueError(f"pad_sh_degree must be in 0..3, got {pad_sh_degree}")
     if out_degree < degree:
         raise ValueError(f"cannot pad SH to degree {out_degree}: the scene has SH degree {degree} (would lose bands)")
-    if up != "z":
-        params = transform_scene_params(params, up_rotation(up))
+    params = to_file_axes(params, up)
 
     shN = params["shN"]
     pad = num_sh_bases(out_degree) - num_sh_bases(degree)

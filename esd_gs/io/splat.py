@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from ..scene import SH_C0
-from .axes import UpAxis, transform_scene_params, up_rotation
+from .axes import UpAxis, up_rotation
 from ..atomic import atomic_write_bytes
-from .ply import PathLike, SceneOrParams, prepare_params
+from .ply import PathLike, SceneOrParams, prepare_params, to_file_axes
 
 SPLAT_RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rotation", "u1", 4)])
 """One ``.splat`` record (32 bytes)."""
@@ -40,9 +40,7 @@ def write_splat(scene_or_params: SceneOrParams, path: PathLike, up: UpAxis = "-y
     kept. Raises ``ValueError`` for empty scenes or NaN/Inf parameters.
     """
     up_rotation(up)  # validate
-    params = prepare_params(scene_or_params)
-    if up != "z":
-        params = transform_scene_params(params, up_rotation(up))
+    params = to_file_axes(prepare_params(scene_or_params), up)
     n = params["means"].shape[0]
     alpha = torch.sigmoid(params["opacities"])
     rgba = torch.cat([params["sh0"].reshape(n, 3) * SH_C0 + 0.5, alpha[:, None]], dim=1)
