@@ -285,7 +285,7 @@ def bad_cases():
         "compressed ply": (b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty uint packed_position\n"
                            b"end_header\n" + bytes(4), "compressed PLY"),
         "garbage ascii body": (header_with(names, count=1, fmt="ascii").encode() + b"x " * len(names),
-                               "could not parse"),
+                               "ascii vertex value 'x' is not a number"),
     }
 
 

@@ -162,3 +162,29 @@ def test_a_truncated_ascii_file_is_refused(originals, tmp_path):
         path.write_bytes(b"\n".join(lines) + b"\n" + b"\n".join(cut))
         with pytest.raises(PlyFormatError, match=expected):
             read_ply(path)
+
+
+def test_a_large_face_element_after_the_vertices_is_never_parsed(originals, tmp_path):
+    """10 M list rows after the vertex element: read at once, with no memory spent on them."""
+    lines, body = header_and_body(originals["binary"])
+    lines[-1:-1] = [b"element face 10000000", b"property list uchar int vertex_indices"]
+    path = tmp_path / "faces.ply"
+    path.write_bytes(b"\n".join(lines) + b"\n" + body + bytes(10_000_000))
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    signal.alarm(5)
+    try:
+        assert read_ply(path).num_gaussians == 40
+    finally:
+        signal.alarm(0)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024 < 100
+
+
+def test_ascii_numbers_are_strict_and_nothing_follows_the_last_row(originals, tmp_path):
+    lines, body = header_and_body(originals["ascii"])
+    rows = body.split(b"\n")
+    for changed, expected in (([rows[0].replace(b" ", b" 1_0 ", 1).replace(b" ", b"", 1)] + rows[1:], "not a number"),
+                              (rows[:-1] + [rows[0], b""], "rows after the last element")):
+        path = tmp_path / "strict.ply"
+        path.write_bytes(b"\n".join(lines) + b"\n" + b"\n".join(changed))
+        with pytest.raises(PlyFormatError, match=expected):
+            read_ply(path)

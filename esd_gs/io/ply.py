@@ -10,7 +10,7 @@ Layout written: one ``vertex`` element, ``binary_little_endian``, float32 proper
 - ``opacity`` is the raw logit, ``scale_i`` raw logs, ``rot_*`` the raw quaternion w, x, y, z (not normalised).
 
 The reader looks properties up by name (any order, extra properties ignored, normals optional), accepts ascii and
-binary of either endianness, infers the SH degree from the number of ``f_rest_*`` (0, 9, 24, 45 -> 0..3), and turns
+binary of either endianness (reading only the vertex rows: binary ones memory-mapped, other elements never parsed), infers the SH degree from the number of ``f_rest_*`` (0, 9, 24, 45 -> 0..3), and turns
 every malformed file into a one-line :class:`PlyFormatError`. The header is parsed here and the size it implies is
 checked against the file size before any body is parsed, so a truncated file or an absurd vertex count is reported
 without a large allocation.
@@ -41,8 +41,16 @@ SceneOrParams = Union[GaussianScene, dict[str, Tensor]]
 
 MAX_HEADER_BYTES = 1 << 20
 """A header longer than this is rejected (a real 3DGS header is ~1.5 KB)."""
+MAX_LIST_ROWS_BEFORE_VERTEX = 100_000
+"""Rows of list-property elements (faces) accepted before the vertex element: they must be walked one by one."""
 
 
+_NUMPY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2", "ushort": "u2",
+    "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4",
+    "double": "f8", "float64": "f8",
+}
+_ASCII_NUMBER = re.compile(rb"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)", re.IGNORECASE)
 _TYPE_SIZES = {
     "char": 1, "int8": 1, "uchar": 1, "uint8": 1,
     "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
@@ -68,6 +76,7 @@ class _Property:
     name: str
     size: int  # bytes of the scalar, or of the count of a list property
     is_list: bool = False
+    type: str = "float"  # the scalar type's PLY name
 
 
 @dataclass
@@ -125,7 +134,7 @@ def _parse_header(path: PathLike, head: bytes) -> _Header:
             if len(tokens) == 5 and tokens[1] == "list" and tokens[2] in _TYPE_SIZES and tokens[3] in _TYPE_SIZES:
                 elements[-1].properties.append(_Property(tokens[4], _TYPE_SIZES[tokens[2]], is_list=True))
             elif len(tokens) == 3 and tokens[1] in _TYPE_SIZES:
-                elements[-1].properties.append(_Property(tokens[2], _TYPE_SIZES[tokens[1]]))
+                elements[-1].properties.append(_Property(tokens[2], _TYPE_SIZES[tokens[1]], type=tokens[1]))
             else:
                 raise _fail(path, f"{bad} (unknown property type)")
         else:
@@ -161,6 +170,9 @@ def _check_vertex_element(path: PathLike, header: _Header) -> tuple[_Element, in
     if vertex.count == 0:
         raise _fail(path, "contains no Gaussians (vertex count is 0)")
     names = {p.name for p in vertex.properties}
+    if len(names) != len(vertex.properties):
+        seen = [p.name for p in vertex.properties]
+        raise _fail(path, f"vertex property {next(n for n in seen if seen.count(n) > 1)} is declared twice")
     if "packed_position" in names:
         raise _fail(path, "compressed PLY (SuperSplat packed layout) is not supported; decompress it first")
     missing = [n for n in _REQUIRED if n not in names]
@@ -178,23 +190,56 @@ def _check_vertex_element(path: PathLike, header: _Header) -> tuple[_Element, in
     return vertex, _F_REST_DEGREE[n_rest]
 
 
-def _check_ascii_rows(path: PathLike, header: _Header) -> None:
-    """An ascii body must hold one line per row, with one value per property in rows without list properties
-    (plyfile would read a truncated or ragged file into shifted values). Only for ascii files, which are small."""
-    with open(path, "rb") as f:
-        f.seek(header.body_offset)
-        lines = f.read().split(b"\n")
-    row = 0
-    for element in header.elements:
-        fixed = not any(p.is_list for p in element.properties)
-        for _ in range(element.count):
-            if row >= len(lines) or not lines[row].strip():
-                raise _fail(path, f"truncated ascii body: it ends in element {element.name} (row {row + 1})")
-            values = len(lines[row].split())
-            row += 1
-            if fixed and values != len(element.properties):
-                raise _fail(path, f"ascii row {row} of element {element.name} has {values} values, "
-                                  f"expected {len(element.properties)}")
+def _read_vertex_table(path: PathLike, header: _Header, vertex: _Element) -> np.ndarray:
+    """The vertex rows as [N, P] float32 (a copy), reading nothing but them.
+
+    Binary: the vertex block is memory-mapped at its offset, so elements after it (faces, with list properties
+    that would have to be parsed row by row) are never read; elements before it must have fixed-size rows.
+    Ascii: one line per row, one number per property; a truncated, ragged or non-numeric body is refused."""
+    before = header.elements[: header.elements.index(vertex)]
+    if header.format == "ascii":
+        with open(path, "rb") as f:
+            f.seek(header.body_offset)
+            lines = f.read().split(b"\n")
+        start = sum(e.count for e in before)
+        rows = lines[start : start + vertex.count]
+        if len(rows) < vertex.count or not all(row.strip() for row in rows):
+            raise _fail(path, f"truncated ascii body: it has fewer than {vertex.count} vertex rows")
+        tokens = b" ".join(rows).split()
+        if len(tokens) != vertex.count * len(vertex.properties) or any(len(r.split()) != len(vertex.properties) for r in rows):
+            bad = next(i for i, r in enumerate(rows) if len(r.split()) != len(vertex.properties))
+            raise _fail(path, f"ascii vertex row {bad + 1} has {len(rows[bad].split())} values, "
+                              f"expected {len(vertex.properties)}")
+        if not all(_ASCII_NUMBER.fullmatch(t) for t in tokens):
+            word = next(t for t in tokens if not _ASCII_NUMBER.fullmatch(t))
+            raise _fail(path, f"ascii vertex value {word[:20].decode('ascii', 'replace')!r} is not a number")
+        rest = lines[start + vertex.count :]
+        if header.elements[-1] is vertex and any(line.strip() for line in rest):
+            raise _fail(path, "ascii body has rows after the last element")
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below as non-finite
+            return np.array(tokens, dtype=np.float64).reshape(vertex.count, -1).astype(np.float32)
+    listed = [e for e in before if any(p.is_list for p in e.properties)]
+    if listed:  # the vertex offset is known only after walking those rows: plyfile does it, for small elements only
+        rows_before = sum(e.count for e in listed)
+        if rows_before > MAX_LIST_ROWS_BEFORE_VERTEX:
+            raise _fail(path, f"element {listed[0].name} has {rows_before} rows of list properties before the vertex "
+                              f"element (at most {MAX_LIST_ROWS_BEFORE_VERTEX} are read)")
+        try:
+            data = plyfile.PlyData.read(os.fspath(path), mmap=True)["vertex"].data
+        except Exception as error:  # plyfile / numpy parse errors on a body the header check could not rule out
+            first = (str(error).strip().splitlines() or [""])[0][:200]
+            raise _fail(path, f"could not parse the PLY body: {type(error).__name__}: {first}") from None
+        return np.stack([np.asarray(data[p.name], dtype=np.float32) for p in vertex.properties], axis=1)
+    endian = "<" if header.format == "binary_little_endian" else ">"
+    dtype = np.dtype([(p.name, endian + _NUMPY_TYPES[p.type]) for p in vertex.properties])
+    offset = header.body_offset + sum(e.count * sum(p.size for p in e.properties) for e in before)
+    rows = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(vertex.count,))
+    try:
+        if all(dtype.fields[p.name][0] == np.dtype("<f4") for p in vertex.properties):  # the usual file: one copy
+            return np.array(rows.view("<f4").reshape(vertex.count, len(vertex.properties)))
+        return np.stack([np.asarray(rows[p.name], dtype=np.float32) for p in vertex.properties], axis=1)
+    finally:
+        del rows
 
 
 # ---------------------------------------------------------------------------------------------------- read
@@ -214,31 +259,11 @@ def read_ply(path: PathLike, up: UpAxis = "-y", device: torch.device | str = "cp
     _check_body_size(path, header, file_size)
     vertex, degree = _check_vertex_element(path, header)
 
-    if header.format == "ascii":
-        _check_ascii_rows(path, header)
-    try:
-        # mmap: binary bodies are mapped, not parsed row by row (the columns below are copies, so nothing keeps
-        # pointing into the file once this returns).
-        data = plyfile.PlyData.read(os.fspath(path), mmap=True)["vertex"].data
-    except Exception as error:  # plyfile / numpy parse errors on a body the header check could not rule out
-        first = (str(error).strip().splitlines() or [""])[0][:200]
-        raise _fail(path, f"could not parse the PLY body: {type(error).__name__}: {first}") from None
-    if len(data) != vertex.count:
-        raise _fail(path, f"read {len(data)} vertices but the header declares {vertex.count}")
-    unread = [p.name for p in vertex.properties if p.name not in (data.dtype.names or ())]
-    if unread:
-        raise _fail(path, f"the PLY reader did not find the vertex properties {', '.join(unread[:5])}")
-
-    names_in_file = list(data.dtype.names)
-    table = None
-    if all(data.dtype.fields[n][0] == np.dtype("<f4") for n in names_in_file) and data.dtype.itemsize == 4 * len(names_in_file):
-        table = np.asarray(data).view("<f4").reshape(len(data), len(names_in_file))  # the usual all-float32 file
+    table = _read_vertex_table(path, header, vertex)  # [N, P] float32, a copy of the file's values
+    names_in_file = [p.name for p in vertex.properties]
 
     def columns(names: Iterable[str]) -> np.ndarray:
-        """[N, len(names)] float32, a copy (never a view into the mapped file)."""
-        if table is not None:
-            return table[:, [names_in_file.index(n) for n in names]].astype(np.float32)
-        return np.stack([np.asarray(data[n], dtype=np.float32) for n in names], axis=1)
+        return table[:, [names_in_file.index(name) for name in names]]
 
     n = vertex.count
     k_rest = num_sh_bases(degree) - 1
