@@ -208,3 +208,17 @@ def test_depth_slices_keep_gradients():
         grads.append({k: v.grad.clone() for k, v in scene.params.items()})
     for key in grads[0]:
         assert torch.allclose(grads[0][key], grads[1][key], atol=2e-4, rtol=1e-3), key
+
+
+def test_a_render_too_large_for_memory_is_refused_before_it_allocates(monkeypatch):
+    from esd_gs.errors import UserError
+    from esd_gs.render import cpu
+
+    scene = random_scene(300, 0, seed=3)
+    cams = OrbitSampler().sample(2, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(cpu, "BYTES_PER_PAIR", 2**30)  # every pair "needs" 1 GiB
+    monkeypatch.setattr(cpu, "available_memory", lambda device: 8 * 2**30)
+    with pytest.raises(UserError, match=r"this render needs about \d+ GiB for [\d,]+ \(pixel, Gaussian\) pairs but only 8 GiB"):
+        render(scene, cams, 32, 32, backend="torch")
+    monkeypatch.setattr(cpu, "available_memory", lambda device: None)  # unknown: render anyway
+    assert render(scene, cams, 32, 32, backend="torch").rgb.shape == (2, 3, 32, 32)

@@ -23,12 +23,44 @@ import math
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .projection import ALPHA_THRESHOLD, Projected
 
 MAX_ALPHA = 0.999
 """Upper clamp of a single Gaussian's alpha (gsplat, 3DGS)."""
 TRANSMITTANCE_STOP = 1e-4
 """A pixel stops compositing before its transmittance would reach this value (gsplat, 3DGS)."""
+
+
+BYTES_PER_PAIR = 256
+"""Memory of one (pixel, Gaussian) pair through a forward and backward pass (measured: 170-200 bytes)."""
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device`` (CUDA: free memory; CPU: Linux's MemAvailable), or None."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_pair_memory(pairs: int, device: torch.device) -> None:
+    """Refuse, in one line, a render whose pairs would not fit in memory (instead of being killed by the system)."""
+    needed = pairs * BYTES_PER_PAIR
+    if needed < 1 << 30:  # below 1 GiB: not worth asking
+        return
+    free = available_memory(device)
+    if free is not None and needed > free:
+        raise UserError(
+            f"this render needs about {needed / 2**30:.0f} GiB for {pairs:,} (pixel, Gaussian) pairs but only "
+            f"{free / 2**30:.0f} GiB is free: lower --resolution or --batch-size (or use gsplat on a GPU)"
+        )
 
 
 def _pairs(proj: Projected, visible: Tensor, width: int, height: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -51,6 +83,7 @@ def _pairs(proj: Projected, visible: Tensor, width: int, height: int) -> tuple[T
     y1 = (torch.floor(centre[:, 1] + rad[:, 1] - 0.5) + 1).clamp(0, height).long()
     box_w = (x1 - x0).clamp_min(0)
     counts = box_w * (y1 - y0).clamp_min(0)
+    check_pair_memory(int(counts.sum()), radii.device)
     keep = counts > 0
     visible, x0, y0, box_w, counts = visible[keep], x0[keep], y0[keep], box_w[keep], counts[keep]
     owner = torch.repeat_interleave(torch.arange(visible.numel(), device=radii.device), counts)
