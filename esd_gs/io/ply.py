@@ -18,6 +18,7 @@ without a large allocation.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -198,11 +199,11 @@ def _read_vertex_table(path: PathLike, header: _Header, vertex: _Element) -> np.
     Ascii: one line per row, one number per property; a truncated, ragged or non-numeric body is refused."""
     before = header.elements[: header.elements.index(vertex)]
     if header.format == "ascii":
-        with open(path, "rb") as f:
-            f.seek(header.body_offset)
-            lines = f.read().split(b"\n")
         start = sum(e.count for e in before)
-        rows = lines[start : start + vertex.count]
+        with open(path, "rb") as f:  # read up to the last vertex row only: later elements are never read
+            f.seek(header.body_offset)
+            rows = [line.rstrip(b"\n") for line in itertools.islice(f, start, start + vertex.count)]
+            trailing = header.elements[-1] is vertex and any(line.strip() for line in f)
         if len(rows) < vertex.count or not all(row.strip() for row in rows):
             raise _fail(path, f"truncated ascii body: it has fewer than {vertex.count} vertex rows")
         tokens = b" ".join(rows).split()
@@ -213,8 +214,7 @@ def _read_vertex_table(path: PathLike, header: _Header, vertex: _Element) -> np.
         if not all(_ASCII_NUMBER.fullmatch(t) for t in tokens):
             word = next(t for t in tokens if not _ASCII_NUMBER.fullmatch(t))
             raise _fail(path, f"ascii vertex value {word[:20].decode('ascii', 'replace')!r} is not a number")
-        rest = lines[start + vertex.count :]
-        if header.elements[-1] is vertex and any(line.strip() for line in rest):
+        if trailing:
             raise _fail(path, "ascii body has rows after the last element")
         with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below as non-finite
             return np.array(tokens, dtype=np.float64).reshape(vertex.count, -1).astype(np.float32)
