@@ -27,7 +27,7 @@ from esd_gs.guidance.prior import StableDiffusionPrior, resolve_dtype
 from esd_gs.guidance.psi import CameraLoRAEstimator, PsiConfig
 from esd_gs.guidance.schedules import TimestepSchedule
 from esd_gs.guidance.score_distillation import DistillationConfig, ScoreDistillation
-from esd_gs.guidance.tiny import (
+from esd_gs.testing.tiny_sd import (
     build_tiny_stable_diffusion,
     sd21_base_unet_config,
     sd21_scheduler_config,

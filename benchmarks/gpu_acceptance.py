@@ -32,7 +32,7 @@ import torch
 
 from esd_gs.cameras import OrbitSampler
 from esd_gs.checkpoint import checkpoint_tensor_file
-from esd_gs.guidance.tiny import build_full_size_stable_diffusion, build_tiny_stable_diffusion
+from esd_gs.testing.tiny_sd import build_full_size_stable_diffusion, build_tiny_stable_diffusion
 from esd_gs.render import gsplat_backend, render
 from esd_gs.scene import GaussianScene
 from esd_gs.testing.scenes import random_scene

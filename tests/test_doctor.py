@@ -8,7 +8,7 @@ import torch
 from esd_gs.cli import doctor_cmd
 from esd_gs.configs.generate import GenerateConfig
 from esd_gs.guidance.sources import KNOWN_SOURCES
-from esd_gs.guidance.tiny import build_tiny_stable_diffusion
+from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 from esd_gs.render import gsplat_backend
 
 from fake_hub import hub, hub_env, run_cli

@@ -14,7 +14,7 @@ import plyfile
 import pytest
 import yaml
 
-from esd_gs.guidance.tiny import build_tiny_stable_diffusion
+from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 from esd_gs.io import read_ply
 
 ROOT = Path(__file__).resolve().parents[1]

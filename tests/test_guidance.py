@@ -10,7 +10,7 @@ from esd_gs.guidance.prior import StableDiffusionPrior
 from esd_gs.guidance.psi import CameraLoRAEstimator, PsiConfig
 from esd_gs.guidance.schedules import TimestepSchedule
 from esd_gs.guidance.score_distillation import DistillationConfig, ScoreDistillation
-from esd_gs.guidance.tiny import build_tiny_stable_diffusion
+from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 from esd_gs.render import render
 from esd_gs.scene import BallInit, GaussianScene
 

@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # noqa
 from safetensors.torch import load_file  # noqa: E402
 from transformers import CLIPTextModel, CLIPTokenizer  # noqa: E402
 
-from esd_gs.guidance.tiny import build_tiny_stable_diffusion  # noqa: E402
+from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion  # noqa: E402
 
 PROMPT = "a plush dragon toy, front view"
 
