@@ -27,6 +27,7 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import remove, reset_opa
 
 from .configs.generate import DensifyConfig
+from .scene import nonfinite_rows
 
 GRAD_THRESHOLD: dict[str, float] = {"vsd": 0.1, "esd": 0.1, "sds": 1.0}
 """Default ``grad_threshold`` by method (see the module docstring)."""
@@ -77,9 +78,7 @@ class Densifier:
     @torch.no_grad()
     def remove_degenerate(self, params, optimizers) -> int:
         """Remove Gaussians with any non-finite parameter or a scale above ``max_scale``; returns how many."""
-        bad = torch.zeros(params["means"].shape[0], dtype=torch.bool, device=params["means"].device)
-        for value in params.values():
-            bad |= ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
+        bad = nonfinite_rows(params)
         bad |= (params["scales"] > math.log(self.config.max_scale)).any(dim=1)
         count = int(bad.sum())
         if count:

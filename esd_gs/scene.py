@@ -45,6 +45,15 @@ def num_sh_bases(degree: int) -> int:
     return (degree + 1) ** 2
 
 
+def nonfinite_rows(params: dict[str, Tensor]) -> Tensor:
+    """[N] bool: the Gaussians with a NaN or Inf in any of their parameters (every value's first dim is N)."""
+    n = params["means"].shape[0]
+    bad = torch.zeros(n, dtype=torch.bool, device=params["means"].device)
+    for value in params.values():
+        bad |= ~torch.isfinite(value.reshape(n, -1)).all(dim=1)
+    return bad
+
+
 def nearest_neighbour_distance(points: Tensor, chunk: int = 2048) -> Tensor:
     """Distance from each point to its nearest other point, [N, 3] -> [N] (chunked, exact)."""
     n = points.shape[0]

@@ -32,7 +32,7 @@ from ..atomic import atomic_write_bytes
 import torch
 from torch import Tensor
 
-from ..scene import GaussianScene, num_sh_bases
+from ..scene import GaussianScene, nonfinite_rows, num_sh_bases
 from .axes import UpAxis, transform_scene_params, up_rotation
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -191,6 +191,11 @@ def _check_vertex_element(path: PathLike, header: _Header) -> tuple[_Element, in
     return vertex, _F_REST_DEGREE[n_rest]
 
 
+def _float_columns(rows: np.ndarray, vertex: _Element) -> np.ndarray:
+    """A structured array of vertex rows -> [N, P] float32 in the header's property order (a copy)."""
+    return np.stack([np.asarray(rows[p.name], dtype=np.float32) for p in vertex.properties], axis=1)
+
+
 def _read_vertex_table(path: PathLike, header: _Header, vertex: _Element) -> np.ndarray:
     """The vertex rows as [N, P] float32 (a copy), reading nothing but them.
 
@@ -206,11 +211,12 @@ def _read_vertex_table(path: PathLike, header: _Header, vertex: _Element) -> np.
             trailing = header.elements[-1] is vertex and any(line.strip() for line in f)
         if len(rows) < vertex.count or not all(row.strip() for row in rows):
             raise _fail(path, f"truncated ascii body: it has fewer than {vertex.count} vertex rows")
-        tokens = b" ".join(rows).split()
-        if len(tokens) != vertex.count * len(vertex.properties) or any(len(r.split()) != len(vertex.properties) for r in rows):
-            bad = next(i for i, r in enumerate(rows) if len(r.split()) != len(vertex.properties))
-            raise _fail(path, f"ascii vertex row {bad + 1} has {len(rows[bad].split())} values, "
+        values = [row.split() for row in rows]
+        bad = next((i for i, row in enumerate(values) if len(row) != len(vertex.properties)), None)
+        if bad is not None:
+            raise _fail(path, f"ascii vertex row {bad + 1} has {len(values[bad])} values, "
                               f"expected {len(vertex.properties)}")
+        tokens = [token for row in values for token in row]
         if not all(_ASCII_NUMBER.fullmatch(t) for t in tokens):
             word = next(t for t in tokens if not _ASCII_NUMBER.fullmatch(t))
             raise _fail(path, f"ascii vertex value {word[:20].decode('ascii', 'replace')!r} is not a number")
@@ -229,7 +235,7 @@ def _read_vertex_table(path: PathLike, header: _Header, vertex: _Element) -> np.
         except Exception as error:  # plyfile / numpy parse errors on a body the header check could not rule out
             first = (str(error).strip().splitlines() or [""])[0][:200]
             raise _fail(path, f"could not parse the PLY body: {type(error).__name__}: {first}") from None
-        return np.stack([np.asarray(data[p.name], dtype=np.float32) for p in vertex.properties], axis=1)
+        return _float_columns(data, vertex)
     endian = "<" if header.format == "binary_little_endian" else ">"
     dtype = np.dtype([(p.name, endian + _NUMPY_TYPES[p.type]) for p in vertex.properties])
     offset = header.body_offset + sum(e.count * sum(p.size for p in e.properties) for e in before)
@@ -237,7 +243,7 @@ def _read_vertex_table(path: PathLike, header: _Header, vertex: _Element) -> np.
     try:
         if all(dtype.fields[p.name][0] == np.dtype("<f4") for p in vertex.properties):  # the usual file: one copy
             return np.array(rows.view("<f4").reshape(vertex.count, len(vertex.properties)))
-        return np.stack([np.asarray(rows[p.name], dtype=np.float32) for p in vertex.properties], axis=1)
+        return _float_columns(rows, vertex)
     finally:
         del rows
 
@@ -288,9 +294,7 @@ def read_ply(path: PathLike, up: UpAxis = "-y", device: torch.device | str = "cp
     }
     if up != "z":
         params = transform_scene_params(params, up_rotation(up).T)
-        overflow = torch.zeros(n, dtype=torch.bool)
-        for value in params.values():
-            overflow |= ~torch.isfinite(value.reshape(n, -1)).all(dim=1)
+        overflow = nonfinite_rows(params)
         if overflow.any():  # finite values near float32's limit can overflow when quaternions or SH are rotated
             raise _fail(path, f"{int(overflow.sum())} of {n} Gaussians have values too large to rotate from up "
                               f"axis {up} (near float32's limit)")
@@ -307,9 +311,7 @@ def prepare_params(scene_or_params: SceneOrParams) -> dict[str, Tensor]:
     n = params["means"].shape[0]
     if n == 0:
         raise ValueError("the scene contains no Gaussians; nothing to write")
-    bad = torch.zeros(n, dtype=torch.bool)
-    for value in params.values():
-        bad |= ~torch.isfinite(value.reshape(n, -1)).all(dim=1)
+    bad = nonfinite_rows(params)
     if bad.any():
         raise ValueError(f"refusing to write: {int(bad.sum())} of {n} Gaussians have NaN or Inf parameters")
     return params
@@ -321,10 +323,7 @@ def to_file_axes(params: dict[str, Tensor], up: UpAxis) -> dict[str, Tensor]:
     if up == "z":
         return params
     params = transform_scene_params(params, up_rotation(up))
-    n = params["means"].shape[0]
-    bad = torch.zeros(n, dtype=torch.bool)
-    for value in params.values():
-        bad |= ~torch.isfinite(value.reshape(n, -1)).all(dim=1)
+    bad = nonfinite_rows(params)
     if bad.any():
         raise ValueError(f"refusing to write: {int(bad.sum())} Gaussians have values too large to rotate to up axis {up}")
     return params
