@@ -92,9 +92,15 @@ def checkpoint_tensor_file(directory: Path) -> Path | None:
     return directory / name
 
 
+def has_checkpoint(directory: Path) -> bool:
+    """Whether ``directory`` holds a complete checkpoint: a meta.json and the tensor file it names."""
+    tensor_path = checkpoint_tensor_file(directory)
+    return tensor_path is not None and tensor_path.is_file()
+
+
 def load_checkpoint(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     meta_path, tensor_path = directory / META, checkpoint_tensor_file(directory)
-    if not meta_path.is_file() or tensor_path is None or not tensor_path.is_file():
+    if not has_checkpoint(directory):
         raise UserError(f"{directory.parent} has no complete checkpoint to resume from")
     try:
         meta = json.loads(meta_path.read_text())

@@ -30,7 +30,7 @@ import torch
 from .atomic import atomic_path
 from .cameras import orbit_cameras, turntable
 from .checkpoint import (
-    checkpoint_tensor_file,
+    has_checkpoint,
     load_checkpoint,
     optimizer_from_flat,
     optimizer_to_flat,
@@ -233,8 +233,7 @@ class Trainer:
             saved = self._attempt(self.save, "save a checkpoint")
             self._attempt(lambda: self.export(final=False), "export the scene")
             # Truthful: "interrupted" only when a complete checkpoint (this one or an earlier one) can be resumed.
-            previous = checkpoint_tensor_file(self.run_dir / "checkpoint")
-            resumable = saved or (previous is not None and previous.is_file())
+            resumable = saved or has_checkpoint(self.run_dir / "checkpoint")
             self._attempt(lambda: self._write_status("interrupted" if resumable else "failed"), "update run.json")
             raise
         except TrainingError:
@@ -242,8 +241,7 @@ class Trainer:
             self._attempt(lambda: self._write_status("failed"), "update run.json")
             raise
         except BaseException as error:  # a full disk, a vanished folder, a second Ctrl-C: say so in run.json
-            previous = checkpoint_tensor_file(self.run_dir / "checkpoint")
-            resumable = isinstance(error, KeyboardInterrupt) and previous is not None and previous.is_file()
+            resumable = isinstance(error, KeyboardInterrupt) and has_checkpoint(self.run_dir / "checkpoint")
             self._attempt(lambda: self._write_status("interrupted" if resumable else "failed"), "update run.json")
             raise
         finally:

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from ..configs.generate import GenerateConfig, load_yaml_config
-from ..guidance.sources import DEFAULT_MODEL, KNOWN_SOURCES, candidates, check_source
+from ..guidance.sources import DEFAULT_MODEL, KNOWN_SOURCES, check_candidates
 from rich.console import Console
 from ..render.gsplat_backend import find_nvcc, gsplat_build_state, jit_build_dir
 
@@ -87,15 +87,14 @@ def check_gsplat(report: Report) -> None:
 
 def check_model(report: Report, role: str, model: str) -> str | None:
     """The first answering source of ``model`` (each check a line), or None."""
-    tried = []
-    for source in candidates(model):
-        check = check_source(source)
-        if check.ok:
-            suffix = "" if check.reason != "on the Hugging Face Hub" else " (the first run downloads its weights)"
-            name = source if source == model else f"{model} -> {source}"
-            report.line("ok", role, f"{name}: {check.reason}{suffix}")
-            return source
-        tried.append(f"{source} ({check.reason})")
+    checks = check_candidates(model)
+    if checks[-1].ok:
+        check = checks[-1]
+        suffix = "" if check.reason != "on the Hugging Face Hub" else " (the first run downloads its weights)"
+        name = check.source if check.source == model else f"{model} -> {check.source}"
+        report.line("ok", role, f"{name}: {check.reason}{suffix}")
+        return check.source
+    tried = [f"{c.source} ({c.reason})" for c in checks]
     family = f"{model} ({len(tried)} known source(s))" if model in KNOWN_SOURCES else model
     report.line("fail", role, f"{family}: tried {', '.join(tried)}; pass --model PATH, run `hf auth login` for a "
                 "gated model, or use --prior synthetic")

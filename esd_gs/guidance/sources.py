@@ -152,14 +152,21 @@ def check_source(source: str) -> SourceCheck:
     return SourceCheck(source, True, "on the Hugging Face Hub")
 
 
-def resolve_model(model: str, role: str = "phi") -> tuple[str, list[SourceCheck]]:
-    """The first source of ``model`` that answers, and every check made; all failing -> one ``UserError`` line."""
+def check_candidates(model: str) -> list[SourceCheck]:
+    """The sources of ``model`` checked in order, up to the first that answers (then the last check is ok)."""
     checks = []
     for source in candidates(model):
-        check = check_source(source)
-        checks.append(check)
-        if check.ok:
-            return source, checks
+        checks.append(check_source(source))
+        if checks[-1].ok:
+            break
+    return checks
+
+
+def resolve_model(model: str, role: str = "phi") -> tuple[str, list[SourceCheck]]:
+    """The first source of ``model`` that answers, and every check made; all failing -> one ``UserError`` line."""
+    checks = check_candidates(model)
+    if checks[-1].ok:
+        return checks[-1].source, checks
     flag = "--model" if role == "phi" else "--psi.base-model"
     remedy = REMEDY.replace("--model", flag, 1)
     if len(checks) == 1:
