@@ -34,22 +34,25 @@ THRESHOLDS = (2e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0)
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
 
-def per_gaussian_norms(info: dict) -> torch.Tensor:
-    """The norms gsplat's DefaultStrategy accumulates, for the Gaussians visible in any camera: [M]."""
+def scaled_norms(info: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per camera and Gaussian, the means2d gradient norm scaled as gsplat's DefaultStrategy scales it (pixels of a
+    [-1, 1] image, times the number of cameras), and whether the Gaussian is visible: ([C, N], [C, N] bool)."""
     grads = info["means2d"].grad.detach().clone()  # [C, N, 2]
     grads[..., 0] *= info["width"] / 2.0 * info["n_cameras"]
     grads[..., 1] *= info["height"] / 2.0 * info["n_cameras"]
-    visible = (info["radii"] > 0).all(dim=-1)  # [C, N]
-    return grads.norm(dim=-1)[visible].float().cpu()
+    return grads.norm(dim=-1), (info["radii"] > 0).all(dim=-1)
+
+
+def per_gaussian_norms(info: dict) -> torch.Tensor:
+    """The norms gsplat's DefaultStrategy accumulates, for the Gaussians visible in any camera: [M]."""
+    norms, visible = scaled_norms(info)
+    return norms[visible].float().cpu()
 
 
 def per_gaussian_update(info: dict, sums: torch.Tensor, counts: torch.Tensor) -> None:
     """Accumulate as gsplat's DefaultStrategy does: per Gaussian, the sum of norms and the number of visible views."""
-    grads = info["means2d"].grad.detach().clone()
-    grads[..., 0] *= info["width"] / 2.0 * info["n_cameras"]
-    grads[..., 1] *= info["height"] / 2.0 * info["n_cameras"]
-    visible = (info["radii"] > 0).all(dim=-1)
-    sums += (grads.norm(dim=-1) * visible).sum(dim=0).float().cpu()
+    norms, visible = scaled_norms(info)
+    sums += (norms * visible).sum(dim=0).float().cpu()
     counts += visible.sum(dim=0).float().cpu()
 
 

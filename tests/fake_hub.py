@@ -6,6 +6,7 @@ It answers like the Hub for a missing repository (404, ``X-Error-Code: RepoNotFo
 transformers' own ``from_pretrained`` run exactly as they do against the real Hub. Every request is recorded.
 """
 
+import contextlib
 import hashlib
 import http.server
 import json
@@ -88,11 +89,16 @@ class FakeHubHandler(http.server.BaseHTTPRequestHandler):
         self._answer(body=True)
 
 
-def hub(repos: dict) -> FakeHub:
-    """Serve ``repos`` (see ``FakeHub``) in a thread; call ``shutdown()`` when done."""
+@contextlib.contextmanager
+def serving(repos: dict):
+    """Serve ``repos`` (see ``FakeHub``) in a thread for the block; yields the server (its ``requests``)."""
     server = FakeHub(repos)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def run_cli(*args, env_extra: dict, cwd=ROOT) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ from esd_gs.guidance.sources import KNOWN_SOURCES
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 from esd_gs.render import gsplat_backend
 
-from fake_hub import hub, hub_env, run_cli
+from fake_hub import hub_env, run_cli, serving
 
 FIRST, SECOND = KNOWN_SOURCES["sd2.1-base"]
 
@@ -44,11 +44,8 @@ def test_no_model_to_be_had_fails_with_every_reason(tmp_path):
 
 
 def test_a_model_on_the_hub_is_found_without_downloading_weights(tiny, tmp_path):
-    server = hub({FIRST: "gated", SECOND: str(tiny)})
-    try:
+    with serving({FIRST: "gated", SECOND: str(tiny)}) as server:
         result = run_cli("doctor", env_extra=hub_env(server, tmp_path))
-    finally:
-        server.shutdown()
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"ok  phi: sd2.1-base -> {SECOND}: on the Hugging Face Hub (the first run downloads its weights)" in result.stdout
     fetched = [r for r in server.requests if r.startswith("GET ") and "/resolve/" in r]

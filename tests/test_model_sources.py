@@ -14,7 +14,7 @@ from esd_gs.guidance.psi import CameraLoRAEstimator, PsiConfig
 from esd_gs.testing.tiny_sd import TEXT_WIDTH, build_tiny_stable_diffusion
 from esd_gs.cameras import OrbitSampler
 
-from fake_hub import hub, hub_env, run_cli
+from fake_hub import hub_env, run_cli, serving
 
 FIRST, SECOND = sources.KNOWN_SOURCES["sd2.1-base"]
 
@@ -25,11 +25,8 @@ def tiny_sd2(tmp_path_factory):
 
 
 def test_every_known_source_failing_is_one_line_naming_each_reason(tmp_path):
-    server = hub({FIRST: "missing", SECOND: "gated"})
-    try:
+    with serving({FIRST: "missing", SECOND: "gated"}) as server:
         result = run_cli("generate", "a head", "--steps", "1", "--out", tmp_path / "run", env_extra=hub_env(server, tmp_path))
-    finally:
-        server.shutdown()
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -42,13 +39,10 @@ def test_every_known_source_failing_is_one_line_naming_each_reason(tmp_path):
 
 
 def test_the_next_mirror_is_used_when_the_first_is_gone_and_named_in_one_line(tiny_sd2, tmp_path):
-    server = hub({FIRST: "missing", SECOND: str(tiny_sd2)})
-    try:
+    with serving({FIRST: "missing", SECOND: str(tiny_sd2)}) as server:
         result = run_cli("generate", "a head", "--steps", "1", "--resolution", "64", "--init.num-points", "100",
                          "--output.turntable-views", "2", "--output.turntable-size", "32", "--out", tmp_path / "run",
                          env_extra=hub_env(server, tmp_path))
-    finally:
-        server.shutdown()
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"phi: Stable Diffusion from {SECOND} (on the Hugging Face Hub)" in result.stderr
     assert any(r.startswith(f"GET /{SECOND}/resolve/") and r.endswith("unet/diffusion_pytorch_model.safetensors")
@@ -162,11 +156,8 @@ def test_a_refusal_wrapped_as_not_in_cache_is_reported_as_what_the_hub_said(monk
 
 
 def test_a_login_refusal_from_the_hub_names_hf_auth_login(tmp_path):
-    server = hub({FIRST: "login", SECOND: "missing"})
-    try:
+    with serving({FIRST: "login", SECOND: "missing"}) as server:
         result = run_cli("generate", "a head", "--steps", "1", "--out", tmp_path / "run", env_extra=hub_env(server, tmp_path))
-    finally:
-        server.shutdown()
     assert result.returncode == 2
     assert f"{FIRST} (the Hub refused access (HTTP 401): log in with `hf auth login`)" in result.stderr
 
@@ -175,11 +166,8 @@ def test_a_removed_stabilityai_id_falls_back_to_its_family_mirrors(tmp_path, tin
     """Runs saved with the old default id still resume: the id (maybe cached) first, then the live mirrors."""
     assert sources.candidates("stabilityai/stable-diffusion-2-1-base") == (
         "stabilityai/stable-diffusion-2-1-base", FIRST, SECOND)
-    server = hub({"stabilityai/stable-diffusion-2-1-base": "missing", FIRST: str(tiny_sd2)})
-    try:
+    with serving({"stabilityai/stable-diffusion-2-1-base": "missing", FIRST: str(tiny_sd2)}) as server:
         result = run_cli("doctor", "--model", "stabilityai/stable-diffusion-2-1-base", env_extra=hub_env(server, tmp_path))
-    finally:
-        server.shutdown()
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"stabilityai/stable-diffusion-2-1-base -> {FIRST}: on the Hugging Face Hub" in result.stdout
 

@@ -315,20 +315,8 @@ def sd21_vae_config() -> dict:
 def sd21_text_encoder_config(vocab_size: int, num_hidden_layers: int = 23) -> dict:
     """CLIPTextConfig kwargs of SD 2.x's OpenCLIP ViT-H text tower as diffusers ships it (23 of its 24 layers,
     width 1024, gelu), over the tiny vocabulary (ids from :func:`tiny_clip_vocab`)."""
-    vocab, _ = tiny_clip_vocab()
-    return dict(
-        vocab_size=vocab_size,
-        hidden_size=1024,
-        intermediate_size=4096,
-        projection_dim=1024,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=16,
-        max_position_embeddings=MODEL_MAX_LENGTH,
-        hidden_act="gelu",
-        layer_norm_eps=1e-5,
-        bos_token_id=vocab[BOS_TOKEN],
-        eos_token_id=vocab[EOS_TOKEN],
-        pad_token_id=vocab[EOS_TOKEN],
+    return tiny_text_encoder_config(1024, vocab_size, "sd2") | dict(
+        intermediate_size=4096, num_hidden_layers=num_hidden_layers, num_attention_heads=16
     )
 
 
