@@ -108,3 +108,20 @@ def test_sigterm_during_the_final_turntable_saves_and_says_so(tmp_path):
     assert status(run) == "interrupted" and (run / "scene.ply").is_file()
     resumed = esd_gs("generate", "--resume", run)
     assert resumed.returncode == 0 and status(run) == "finished", resumed.stderr[-2000:]
+
+
+def test_a_signal_during_the_set_aside_waits_until_it_is_done():
+    """signals_held: a Ctrl-C inside the block is delivered only after it, so the renames are never cut in half."""
+    import os
+
+    import pytest
+
+    from esd_gs.cli.generate_cmd import signals_held
+
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # an unheld SIGINT would have raised by now
+            reached_end = True
+    assert reached_end

@@ -108,13 +108,21 @@ def run_generate(config: GenerateConfig) -> Path:
 
 @contextlib.contextmanager
 def signals_held():
-    """Hold SIGINT / SIGTERM back for the block (a few renames), so that they cannot leave it half done."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """Hold SIGINT / SIGTERM back for the block (a few renames), so that they cannot leave it half done: a signal
+    that arrives is recorded and raised again, to the handler it would have met, once the block is over.
+
+    (A Python handler, not ``pthread_sigmask``: torch's worker threads leave the signals unblocked, so the kernel
+    would deliver them there and Python would still run the handler in the main thread mid-block.)"""
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)  # a held signal is delivered here
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 def set_aside(run_dir: Path, existing: list[str]) -> None:
