@@ -23,10 +23,10 @@ import time
 import torch
 
 from esd_gs.cameras import OrbitSampler
-from esd_gs.guidance.prior import StableDiffusionPrior, resolve_dtype
-from esd_gs.guidance.psi import CameraLoRAEstimator, PsiConfig
-from esd_gs.guidance.schedules import TimestepSchedule
-from esd_gs.guidance.score_distillation import DistillationConfig, ScoreDistillation
+from esd_gs.priors.stable_diffusion import StableDiffusionPrior, resolve_dtype
+from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
+from esd_gs.distillation.timesteps import TimestepSchedule
+from esd_gs.distillation import DistillationConfig, ScoreDistillation
 from esd_gs.testing.tiny_sd import (
     build_tiny_stable_diffusion,
     sd21_base_unet_config,

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from esd_gs.cli.main import parse_args
-from esd_gs.trainer import Trainer
+from esd_gs.training.trainer import Trainer
 
 THRESHOLDS = (2e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0)
 QUANTILES = (0.5, 0.9, 0.95, 0.99)

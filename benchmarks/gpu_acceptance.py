@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from esd_gs.cameras import OrbitSampler
-from esd_gs.checkpoint import checkpoint_tensor_file
+from esd_gs.training.checkpoint import checkpoint_tensor_file
 from esd_gs.testing.tiny_sd import build_full_size_stable_diffusion, build_tiny_stable_diffusion
 from esd_gs.render import gsplat_backend, render
 from esd_gs.scene import GaussianScene

@@ -10,8 +10,9 @@ Conventions (one of each, used everywhere in esd-gs):
   camera-to-world matrix whose columns are (right, down, forward, position).
 - **Pixels**: pinhole intrinsics ``K = [[f, 0, W/2], [0, f, H/2], [0, 0, 1]]`` with ``f = H / (2 tan(fovy / 2))``;
   pixel (i, j) has its centre at (j + 0.5, i + 0.5), as in gsplat.
-- **Camera embedding** (the condition of the LoRA estimator psi): the 4x4 ``c2w`` above flattened row-major to 16
-  numbers, no normalisation; the null camera is the zero vector (DESIGN.md).
+- **Camera embedding** (the condition of the LoRA estimator psi): the 4x4 ``c2w`` above flattened row-major to
+  ``EMBEDDING_SIZE`` = 16 numbers, no normalisation; the null camera is the zero vector (``null_embedding``, DESIGN.md).
+- **Azimuths** are reported in [-180, 180) (``wrap_azimuth``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,23 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .errors import ConfigError
+
+EMBEDDING_SIZE = 16
+"""Numbers in a camera embedding (the flattened 4x4 c2w)."""
+MAX_VIEWS = 3600
+"""Most turntable views accepted (one per 0.1 degree)."""
+
+
+def wrap_azimuth(azimuth: Tensor) -> Tensor:
+    """Azimuths in degrees -> the same directions in [-180, 180)."""
+    return torch.remainder(azimuth + 180.0, 360.0) - 180.0
+
+
+def null_embedding(batch: int, device: torch.device | str | None = None) -> Tensor:
+    """[batch, 16] the null camera: psi's condition for "no camera" (camera dropout, eq. 9's null term)."""
+    return torch.zeros(batch, EMBEDDING_SIZE, device=device)
 
 
 @dataclass
@@ -84,7 +102,7 @@ class Cameras:
 
     def embedding(self) -> Tensor:
         """[B, 16] camera condition for psi: ``c2w`` flattened row-major (DESIGN.md)."""
-        return self.c2w.reshape(len(self), 16)
+        return self.c2w.reshape(len(self), EMBEDDING_SIZE)
 
 
 def look_at_origin(position: Tensor, up: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> Tensor:
@@ -133,6 +151,14 @@ class OrbitSampler:
     fovy: tuple[float, float] = (40.0, 70.0)
     """Vertical field-of-view range, degrees."""
 
+    def __post_init__(self) -> None:
+        for name, bounds in (("radius", (0, math.inf)), ("elevation", (-90, 90)), ("azimuth", (-360, 360)),
+                             ("fovy", (0, 180))):
+            lo, hi = getattr(self, name)
+            if not (bounds[0] <= lo <= hi <= bounds[1]) or (name in ("radius", "fovy") and not lo > bounds[0]) \
+                    or (name == "fovy" and not hi < 180):
+                raise ConfigError(f"--cameras.{name} must be a range lo <= hi within {bounds}, got ({lo}, {hi})")
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Cameras:
         def uniform(lo_hi: tuple[float, float]) -> Tensor:
             lo, hi = lo_hi
@@ -150,11 +176,7 @@ def turntable(
     if num_views < 1:
         raise ValueError("a turntable needs at least one view")
     az = start_azimuth + torch.arange(num_views, dtype=torch.float32) * (360.0 / num_views)
-    az = torch.remainder(az + 180.0, 360.0) - 180.0
+    az = wrap_azimuth(az)
     full = torch.full((num_views,), 1.0)
     return orbit_cameras(az, full * elevation, full * radius, full * fovy)
 
-
-def fovy_to_focal(fovy_degrees: float, height: int) -> float:
-    """Focal length in pixels for a vertical field of view in degrees."""
-    return 0.5 * height / math.tan(math.radians(fovy_degrees) / 2)

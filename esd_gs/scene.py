@@ -20,29 +20,24 @@ Colour convention (as in 3DGS and gsplat): ``rgb = clamp_min(SH(dir) + 0.5, 0)``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .errors import ConfigError
+from .sh import num_sh_bases, sh_degree_of
+
 SH_C0 = 0.28209479177387814
 """The degree-0 real spherical harmonic, 1 / (2 sqrt(pi))."""
+
+PARAM_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
+"""The raw parameters of a scene, in this order everywhere (optimisers, checkpoints, files)."""
 
 
 def rgb_to_sh0(rgb: Tensor) -> Tensor:
     """Colour in [0, 1] -> degree-0 SH coefficient (inverse of ``0.5 + SH_C0 * sh0``)."""
     return (rgb - 0.5) / SH_C0
-
-
-def sh0_to_rgb(sh0: Tensor) -> Tensor:
-    """Degree-0 SH coefficient -> colour (not clamped)."""
-    return 0.5 + SH_C0 * sh0
-
-
-def num_sh_bases(degree: int) -> int:
-    """Number of SH coefficients per channel for a degree: (degree + 1) ** 2."""
-    return (degree + 1) ** 2
 
 
 def nonfinite_rows(params: dict[str, Tensor]) -> Tensor:
@@ -84,14 +79,21 @@ class BallInit:
     sh_degree: int = 0
     """Spherical-harmonic degree (0..3)."""
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.sh_degree <= 3:
+            raise ConfigError(f"--init.sh-degree must be in 0..3, got {self.sh_degree}")
+        if self.num_points < 1:
+            raise ConfigError(f"--init.num-points must be at least 1, got {self.num_points}")
+        if not self.radius > 0 or not 0 < self.opacity < 1 or not 0 <= self.color <= 1:
+            raise ConfigError("--init.radius must be > 0, --init.opacity in (0, 1) and --init.color in [0, 1]")
+
 
 class GaussianScene(torch.nn.Module):
     """A set of 3D Gaussians with raw parameters in ``self.params`` (see module docstring)."""
 
     def __init__(self, params: dict[str, Tensor], sh_degree: int | None = None):
         super().__init__()
-        required = ("means", "scales", "quats", "opacities", "sh0", "shN")
-        missing = [k for k in required if k not in params]
+        missing = [k for k in PARAM_KEYS if k not in params]
         if missing:
             raise ValueError(f"GaussianScene is missing parameters: {', '.join(missing)}")
         n = params["means"].shape[0]
@@ -105,15 +107,17 @@ class GaussianScene(torch.nn.Module):
         for key, shape in shapes.items():
             if tuple(params[key].shape) != shape:
                 raise ValueError(f"'{key}' must have shape {list(shape)}, got {list(params[key].shape)}")
-        k_rest = params["shN"].shape[1] if params["shN"].dim() == 3 else -1
-        degree = round(math.sqrt(k_rest + 1)) - 1 if k_rest >= 0 else -1
-        if params["shN"].dim() != 3 or params["shN"].shape[0] != n or params["shN"].shape[2] != 3 \
-                or num_sh_bases(degree) != k_rest + 1 or not 0 <= degree <= 3:
-            raise ValueError(f"'shN' must have shape [N, (d+1)^2-1, 3] with d in 0..3, got {list(params['shN'].shape)}")
+        shn = params["shN"]
+        try:
+            if shn.dim() != 3 or shn.shape[0] != n or shn.shape[2] != 3:
+                raise ValueError
+            degree = sh_degree_of(shn.shape[1] + 1)
+        except ValueError:
+            raise ValueError(f"'shN' must have shape [N, (d+1)^2-1, 3] with d in 0..3, got {list(shn.shape)}") from None
         if sh_degree is not None and sh_degree != degree:
             raise ValueError(f"shN holds SH degree {degree}, not {sh_degree}")
         self.params = torch.nn.ParameterDict(
-            {k: torch.nn.Parameter(params[k].detach().clone().contiguous()) for k in required}
+            {k: torch.nn.Parameter(params[k].detach().clone().contiguous()) for k in PARAM_KEYS}
         )
 
     # ------------------------------------------------------------------ construction
@@ -170,7 +174,7 @@ class GaussianScene(torch.nn.Module):
 
     @property
     def sh_degree(self) -> int:
-        return round(math.sqrt(self.params["shN"].shape[1] + 1)) - 1
+        return sh_degree_of(self.params["shN"].shape[1] + 1)
 
     @property
     def device(self) -> torch.device:
@@ -203,7 +207,3 @@ class GaussianScene(torch.nn.Module):
     def raw(self) -> dict[str, Tensor]:
         """Detached copies of the raw parameters (for export and checkpoints)."""
         return {k: v.detach().clone() for k, v in self.params.items()}
-
-    def subset(self, mask: Tensor) -> GaussianScene:
-        """A new scene holding the Gaussians selected by a boolean mask or index tensor."""
-        return GaussianScene({k: v.detach()[mask] for k, v in self.params.items()})

@@ -33,6 +33,19 @@ C3 = (
 )
 
 
+def num_sh_bases(degree: int) -> int:
+    """Number of SH coefficients per channel for a degree: (degree + 1) ** 2."""
+    return (degree + 1) ** 2
+
+
+def sh_degree_of(num_coeffs: int) -> int:
+    """The SH degree d in 0..3 with (d + 1) ** 2 == ``num_coeffs`` (all bands, DC included); ValueError otherwise."""
+    degree = round(math.sqrt(max(num_coeffs, 0))) - 1
+    if not 0 <= degree <= 3 or num_sh_bases(degree) != num_coeffs:
+        raise ValueError(f"{num_coeffs} SH coefficients per channel is not (d+1)^2 for a degree d in 0..3")
+    return degree
+
+
 def sh_basis(degree: int, dirs: Tensor) -> Tensor:
     """Evaluate the (degree + 1)^2 basis functions at unit directions [..., 3] -> [..., (degree + 1)^2]."""
     if not 0 <= degree <= 3:
@@ -98,10 +111,7 @@ def rotate_sh(coeffs: Tensor, rotation: Tensor) -> Tensor:
     colour'(R d) = colour(d). With Y_l(R d) = D_l Y_l(d), the new band-l coefficients are c'_l = D_l c_l
     (D_l is orthogonal). Band 0 is unchanged.
     """
-    k = coeffs.shape[-2]
-    degree = round(math.sqrt(k)) - 1
-    if (degree + 1) ** 2 != k:
-        raise ValueError(f"expected (d+1)^2 SH coefficients, got {k}")
+    degree = sh_degree_of(coeffs.shape[-2])
     if degree == 0:
         return coeffs.clone()
     key = tuple(float(v) for v in rotation.detach().to(torch.float64).reshape(-1).tolist())

@@ -94,6 +94,13 @@ def contact_sheet(frames: np.ndarray, columns: int = 8, pad: int = 2, background
     return sheet
 
 
+def turntable_sheet(frames: np.ndarray, count: int = 16, max_columns: int = 8) -> np.ndarray:
+    """A contact sheet of ``count`` frames picked evenly around a turntable (the first one: its first frame)."""
+    frames = _check_frames(frames)
+    picks = np.linspace(0, len(frames), num=min(count, len(frames)), endpoint=False).astype(int)
+    return contact_sheet(frames[picks], columns=min(max_columns, len(picks)))
+
+
 def write_png(image: np.ndarray, path: Path) -> Path:
     """Write a uint8 image [H, W, 3] (or [H, W]) as a PNG, atomically."""
     import imageio.v2 as imageio

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from esd_gs.checkpoint import checkpoint_tensor_file
+from esd_gs.training.checkpoint import checkpoint_tensor_file
 from esd_gs.cli.main import main
 
 SYNTHETIC = ["--prior", "synthetic", "--synthetic.num-images", "8", "--output.turntable-views", "2",
@@ -72,7 +72,7 @@ def test_bad_yaml_presets(text, expected, capsys, tmp_path):
 
 
 def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
-    from esd_gs.configs.generate import load_yaml_config
+    from esd_gs.configs.presets import load_yaml_config
 
     preset = tmp_path / "preset.yaml"
     preset.write_text("psi:\n  lr: 1e-3\noptim:\n  means: 2e-4\n")  # PyYAML reads these as text

@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from esd_gs import checkpoint
-from esd_gs.checkpoint import load_checkpoint, save_checkpoint
+from esd_gs.training import checkpoint
+from esd_gs.training.checkpoint import load_checkpoint, save_checkpoint
 
 from small_disk import small_disk
 
@@ -64,7 +64,7 @@ def test_sigkill_in_the_middle_of_a_save_keeps_the_old_checkpoint(tmp_path):
     script = textwrap.dedent(f"""
         import time, torch
         from pathlib import Path
-        from esd_gs import checkpoint
+        from esd_gs.training import checkpoint
         directory = Path({str(tmp_path / "ckpt")!r})
         checkpoint.save_checkpoint(directory, {{"scene.means": torch.full((1000, 3), 1.0)}}, {{"step": 10}})
         real_write = checkpoint.atomic_write_bytes

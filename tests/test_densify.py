@@ -5,8 +5,8 @@ import math
 import torch
 
 from esd_gs.cameras import OrbitSampler
-from esd_gs.configs.generate import DensifyConfig
-from esd_gs.densify import Densifier
+from esd_gs.training.densify import DensifyConfig
+from esd_gs.training.densify import Densifier
 from esd_gs.render import render
 from esd_gs.scene import BallInit, GaussianScene
 
@@ -69,8 +69,8 @@ def test_cap_removes_the_least_opaque_and_degenerate_ones_go():
 def test_growth_threshold_defaults_by_method_and_an_explicit_one_is_kept(tmp_path):
     """SDS's CFG-100 gradients are ~10x VSD/ESD's (BENCHMARKS.md), so the unset threshold follows the method."""
     from esd_gs.cli.main import parse_args
-    from esd_gs.densify import GRAD_THRESHOLD
-    from esd_gs.trainer import Trainer
+    from esd_gs.training.densify import GRAD_THRESHOLD
+    from esd_gs.training.trainer import Trainer
 
     assert GRAD_THRESHOLD == {"vsd": 0.1, "esd": 0.1, "sds": 1.0}
     common = ["--prior", "synthetic", "--synthetic.num-images", "4", "--densify.enabled"]

@@ -7,7 +7,7 @@ import torch
 
 from esd_gs.cli import doctor_cmd
 from esd_gs.configs.generate import GenerateConfig
-from esd_gs.guidance.sources import KNOWN_SOURCES
+from esd_gs.priors.sources import KNOWN_SOURCES
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 from esd_gs.render import gsplat_backend
 

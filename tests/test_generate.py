@@ -147,19 +147,19 @@ def test_presets_load_and_flags_override():
         config = parse_args(["generate", "x", "--config", str(ROOT / "configs" / f"{name}.yaml")])
         config.validate()
     sds = parse_args(["generate", "x", "--config", str(ROOT / "configs" / "sds.yaml")])
-    assert (sds.method, sds.guidance_scale, sds.densify.grad_threshold) == ("sds", 100.0, None)  # None: by method
+    assert (sds.distill.method, sds.distill.guidance_scale, sds.densify.grad_threshold) == ("sds", 100.0, None)  # None: by method
     # The preset sets vsd with lambda 0 and 2500 steps; flags on the command line win, the rest stays.
     mixed = parse_args(["generate", "x", "--config", str(ROOT / "configs" / "vsd.yaml"), "--method", "esd", "--steps", "7"])
-    assert (mixed.method, mixed.steps, mixed.lambda_entropy, mixed.resolution_start) == ("esd", 7, 0.0, 256)
+    assert (mixed.distill.method, mixed.steps, mixed.distill.lambda_entropy, mixed.resolution_start) == ("esd", 7, 0.0, 256)
     plain = parse_args(["generate", "x"])
-    assert (plain.method, plain.lambda_entropy, plain.steps) == ("esd", 0.5, 2500)
+    assert (plain.distill.method, plain.distill.lambda_entropy, plain.steps) == ("esd", 0.5, 2500)
 
 
 def test_nan_steps_are_skipped_counted_and_stop_when_persistent(tiny_model, tmp_path, monkeypatch):
     import torch
 
     from esd_gs.cli.main import parse_args
-    from esd_gs.trainer import Trainer, TrainingError
+    from esd_gs.training.trainer import Trainer, TrainingError
 
     config = parse_args(["generate", "a head", "--model", str(tiny_model), "--steps", "10", "--max-bad-steps", "3", *FAST])
     trainer = Trainer(config, tmp_path, torch.device("cpu"))
@@ -192,7 +192,7 @@ def test_prior_synthetic_brings_its_own_defaults_and_flags_still_win():
 
     config = parse_args(["generate", "a head", "--prior", "synthetic"])
     assert (config.prior, config.resolution, config.background, config.psi.estimator) == ("synthetic", 32, "white", "particle")
-    assert config.lambda_entropy == 1.0 and config.synthetic.p_front == 0.5
+    assert config.distill.lambda_entropy == 1.0 and config.synthetic.p_front == 0.5
     tweaked = parse_args(["generate", "a head", "--prior=synthetic", "--steps", "5", "--psi.estimator", "learned"])
     assert (tweaked.steps, tweaked.psi.estimator, tweaked.resolution) == (5, "learned", 32)
 
@@ -221,7 +221,7 @@ def test_default_preset_feeds_the_unet_its_native_latent_size_and_trains_the_lor
     import torch
 
     from esd_gs.cli.main import parse_args
-    from esd_gs.trainer import Trainer
+    from esd_gs.training.trainer import Trainer
 
     config = parse_args(["generate", "a head", "--model", str(tiny_model), "--steps", "4", "--encoder", encoder,
                          "--init.num-points", "300"])
@@ -240,9 +240,9 @@ def test_resume_on_another_device_type_reseeds_the_noise_with_a_notice(tiny_mode
     """A checkpoint written on CUDA holds a 16-byte CUDA generator state; on CPU it must resume, not crash."""
     import torch
 
-    from esd_gs.checkpoint import load_checkpoint, save_checkpoint
+    from esd_gs.training.checkpoint import load_checkpoint, save_checkpoint
     from esd_gs.cli.main import parse_args
-    from esd_gs.trainer import Trainer
+    from esd_gs.training.trainer import Trainer
 
     config = _cheap_outputs(parse_args(["generate", "a head", "--model", str(tiny_model), "--steps", "6", *FAST]))
     trainer = Trainer(config, tmp_path, torch.device("cpu"))

@@ -5,11 +5,12 @@ import torch
 
 from esd_gs.cameras import OrbitSampler
 from esd_gs.errors import UserError
-from esd_gs.guidance.distill import weight_of_t
-from esd_gs.guidance.prior import StableDiffusionPrior
-from esd_gs.guidance.psi import CameraLoRAEstimator, PsiConfig
-from esd_gs.guidance.schedules import TimestepSchedule
-from esd_gs.guidance.score_distillation import DistillationConfig, ScoreDistillation
+from esd_gs.diffusion import eps_from_prediction
+from esd_gs.distillation.rule import weight_of_t
+from esd_gs.priors import StableDiffusionPrior
+from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
+from esd_gs.distillation.timesteps import TimestepSchedule
+from esd_gs.distillation import DistillationConfig, ScoreDistillation
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 from esd_gs.render import render
 from esd_gs.scene import BallInit, GaussianScene
@@ -104,7 +105,7 @@ def test_esd_bracket_is_lambda_mix_of_null_and_camera_psi(tiny_eps):
     noise = torch.randn(out.latents.shape, generator=gen)
     x_t = prior.add_noise(out.latents, noise, t)
     cond = distill.text.conditional(cams.azimuth, cams.elevation)
-    eps_phi = prior.eps_cfg(x_t, t, cond, distill.text.negative, 7.5)
+    eps_phi = prior.eps(x_t, t, cond, distill.text.negative, 7.5)
     eps_cam = psi.eps(x_t, t, distill.text.plain, cams.embedding())
     eps_null = psi.eps(x_t, t, distill.text.plain, None)
     assert (eps_cam - eps_null).abs().max() > 1e-4  # the camera matters after training
@@ -128,8 +129,8 @@ def test_psi_starts_equal_to_phi_and_shared_unet_keeps_phi_clean(tiny_eps):
     train_psi(distill)
     assert (psi.eps(x_t, t, distill.text.plain, cams) - phi_plain).abs().max() > 1e-4
     cond = distill.text.conditional(torch.tensor([0.0, 180.0]), torch.tensor([0.0, 0.0]))
-    shared = prior.eps_cfg(x_t, t, cond, distill.text.negative, 7.5)
-    reference = clean.eps_cfg(x_t, t, cond, distill.text.negative, 7.5)
+    shared = prior.eps(x_t, t, cond, distill.text.negative, 7.5)
+    reference = clean.eps(x_t, t, cond, distill.text.negative, 7.5)
     assert torch.equal(shared, reference)
 
 
@@ -160,8 +161,8 @@ def test_v_prediction_conversion_matches_scheduler_identities(tiny_v):
     x_t = prior.add_noise(z, noise, t)
     assert torch.allclose(x_t, prior.scheduler.add_noise(z, noise, t), atol=1e-5)
     v = prior.scheduler.get_velocity(z, noise, t)
-    assert torch.allclose(prior.eps_from_output(v, x_t, t, "v_prediction"), noise, atol=1e-4)
-    assert torch.equal(prior.eps_from_output(noise, x_t, t, "epsilon"), noise)
+    assert torch.allclose(eps_from_prediction(v, x_t, prior.alphas_cumprod, t, "v_prediction"), noise, atol=1e-4)
+    assert torch.equal(eps_from_prediction(noise, x_t, prior.alphas_cumprod, t, "epsilon"), noise)
 
 
 def test_separate_v_prediction_psi_base(tiny_eps, tiny_v):

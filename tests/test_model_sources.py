@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from esd_gs.errors import UserError
-from esd_gs.guidance import sources
-from esd_gs.guidance.prior import StableDiffusionPrior
-from esd_gs.guidance.psi import CameraLoRAEstimator, PsiConfig
+from esd_gs.priors import sources
+from esd_gs.priors import StableDiffusionPrior
+from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
 from esd_gs.testing.tiny_sd import TEXT_WIDTH, build_tiny_stable_diffusion
 from esd_gs.cameras import OrbitSampler
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from esd_gs.cameras import OrbitSampler
-from esd_gs.guidance.prior import StableDiffusionPrior
-from esd_gs.guidance.psi import CameraLoRAEstimator, PsiConfig
-from esd_gs.guidance.schedules import TimestepSchedule
-from esd_gs.guidance.score_distillation import DistillationConfig, ScoreDistillation
+from esd_gs.priors import StableDiffusionPrior
+from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
+from esd_gs.distillation.timesteps import TimestepSchedule
+from esd_gs.distillation import DistillationConfig, ScoreDistillation
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 
 PROMPT = "a head"
@@ -55,7 +55,7 @@ def test_one_psi_step_gives_every_lora_b_a_gradient_and_moves_it(tiny_eps, share
     # An ESD-like order of passes: phi's (no-grad) pass switches the shared UNet to phi before psi trains.
     latents, cams = fixed_batch()
     with torch.no_grad():
-        prior.eps_cfg(latents, torch.tensor([500, 500]), text.expand(2, -1, -1), text, 7.5)
+        prior.eps(latents, torch.tensor([500, 500]), text.expand(2, -1, -1), text, 7.5)
     psi.train_step(latents, text, cams, torch.Generator().manual_seed(1))
     for name, param in weights.items():
         assert param.grad is not None and float(param.grad.abs().max()) > 0, name
@@ -81,7 +81,7 @@ def test_psi_lowers_its_own_denoising_loss_through_the_lora(tiny_eps, shared):
     def held_loss() -> float:
         x_t = prior.add_noise(eval_z, eval_noise, eval_t)
         with torch.no_grad():  # phi's pass in between, as in a real step, must not matter
-            prior.eps_cfg(x_t[:2], eval_t[:2], text.expand(2, -1, -1), text, 7.5)
+            prior.eps(x_t[:2], eval_t[:2], text.expand(2, -1, -1), text, 7.5)
         eps = psi.eps(x_t, eval_t, text, cams.repeat(5, 1))
         return float(torch.nn.functional.mse_loss(eps, eval_noise))
 
@@ -102,12 +102,12 @@ def test_phi_is_unchanged_by_psi_training_in_the_shared_unet(tiny_eps):
     x_t = torch.randn(2, 4, 8, 8, generator=gen)
     t = torch.tensor([150, 750])
     cond = text.views[[0, 2]]
-    before = prior.eps_cfg(x_t, t, cond, text.negative, 7.5)
+    before = prior.eps(x_t, t, cond, text.negative, 7.5)
     psi_before = psi.eps(x_t, t, text.plain, None)
     latents, cams = fixed_batch(seed=4)
     for _ in range(5):
         psi.train_step(latents, text.plain, cams, gen)
-    after = prior.eps_cfg(x_t, t, cond, text.negative, 7.5)
+    after = prior.eps(x_t, t, cond, text.negative, 7.5)
     assert (psi.eps(x_t, t, text.plain, None) - psi_before).abs().max() > 1e-3  # psi did move
     assert all(float(p.detach().abs().max()) > 0 for p in lora_b(psi).values())  # through its LoRA too
     assert torch.allclose(after, before, atol=1e-6)
@@ -155,7 +155,7 @@ def test_fp16_psi_gradients_match_fp32_ones(tiny_eps):
     for dtype in (torch.float32, torch.float16):
         torch.manual_seed(0)
         prior = load_prior(tiny_eps, dtype)
-        psi = CameraLoRAEstimator.create(prior, PsiConfig(lr=0.0))
+        psi = CameraLoRAEstimator.create(prior, PsiConfig())  # the gradients are read before any step uses them
         gen = torch.Generator().manual_seed(5)
         with torch.no_grad():  # the same non-zero LoRA B and camera layer in both, so every gradient is non-zero
             for param in lora_b(psi).values():

@@ -116,12 +116,15 @@ def test_a_signal_during_the_set_aside_waits_until_it_is_done():
 
     import pytest
 
-    from esd_gs.cli.generate_cmd import signals_held
+    from esd_gs.training.run_dir import signals_held
 
     reached_end = False
+    # Python's own Ctrl-C handler, whatever this process inherited (a shell's background job starts with SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
         with signals_held():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.2)  # an unheld SIGINT would have raised by now
             reached_end = True
+    signal.signal(signal.SIGINT, previous)
     assert reached_end

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from esd_gs.cameras import OrbitSampler
-from esd_gs.guidance.mixture_score import mixture_eps, posterior_mean
-from esd_gs.guidance.particle import ParticleEstimator
-from esd_gs.guidance.schedules import TimestepSchedule
-from esd_gs.guidance.score_distillation import DistillationConfig, ScoreDistillation
-from esd_gs.synthetic.janus import aligned_psnr, count_arcs, inception_quality_variety, janus_metrics
-from esd_gs.synthetic.prior import SyntheticPrior, SyntheticPriorConfig, biased_cameras, sd_alphas_cumprod
+from esd_gs.diffusion import mixture_eps, posterior_mean
+from esd_gs.estimators import ParticleEstimator
+from esd_gs.distillation.timesteps import TimestepSchedule
+from esd_gs.distillation import DistillationConfig, ScoreDistillation
+from esd_gs.evaluation.janus import aligned_psnr, count_arcs, inception_quality_variety, janus_metrics
+from esd_gs.diffusion import sd_alphas_cumprod
+from esd_gs.priors.synthetic import SyntheticPrior, SyntheticPriorConfig, biased_cameras
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +83,7 @@ def test_prior_cfg_with_two_references_is_union_based(tmp_path):
     cond = text.conditional(torch.zeros(2), torch.zeros(2))
     eps_b = mixture_eps(x_t, prior.images[8:], prior.alphas_cumprod, t)
     eps_all = mixture_eps(x_t, prior.images, prior.alphas_cumprod, t)
-    assert torch.allclose(prior.eps_cfg(x_t, t, cond, text.negative, 3.0), eps_all + 3.0 * (eps_b - eps_all), atol=1e-5)
+    assert torch.allclose(prior.eps(x_t, t, cond, text.negative, 3.0), eps_all + 3.0 * (eps_b - eps_all), atol=1e-5)
     with pytest.raises(Exception, match="knows the prompts"):
         SyntheticPrior.build(config, "a cat", 16, OrbitSampler(), torch.device("cpu"))
 
@@ -171,7 +172,7 @@ def test_synthetic_run_resumes_exactly_from_a_checkpoint(tmp_path, estimator):
     from dataclasses import replace
 
     from esd_gs.configs.generate import synthetic_defaults
-    from esd_gs.trainer import Trainer
+    from esd_gs.training.trainer import Trainer
 
     base = synthetic_defaults()
     config = replace(base, prompt="a head", steps=8, batch_size=2, seed=4,

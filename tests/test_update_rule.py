@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from esd_gs.guidance.distill import distillation_bracket, distillation_loss, weight_of_t
-from esd_gs.guidance.prompts import DIRECTIONS, view_direction_index, view_prompts
-from esd_gs.guidance.schedules import TimestepSchedule, dreamtime_timestep, dreamtime_weights
+from esd_gs.distillation.rule import distillation_bracket, distillation_loss, weight_of_t
+from esd_gs.priors.prompts import DIRECTIONS, view_direction_index, view_prompts
+from esd_gs.distillation.timesteps import TimestepSchedule, dreamtime_timestep, dreamtime_weights
 
 
 def sd21_alphas_cumprod():

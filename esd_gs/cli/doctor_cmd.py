@@ -16,8 +16,9 @@ from typing import Literal
 
 import torch
 
-from ..configs.generate import GenerateConfig, load_yaml_config
-from ..guidance.sources import DEFAULT_MODEL, KNOWN_SOURCES, check_candidates
+from ..configs.generate import GenerateConfig
+from ..configs.presets import load_yaml_config
+from ..priors.sources import DEFAULT_MODEL, KNOWN_SOURCES, check_candidates
 from rich.console import Console
 from ..render.gsplat_backend import find_nvcc, gsplat_build_state, jit_build_dir
 
@@ -127,7 +128,7 @@ def check_gpu_memory(report: Report, config: GenerateConfig, phi_source: str | N
     needed = None
     if phi_source is not None:
         needed = weights_gib(phi_source, dtype_bytes)
-        if needed is not None and not config.psi.shared_unet and config.method != "sds":
+        if needed is not None and not config.psi.shared_unet and config.distill.method != "sds":
             extra = weights_gib(psi_source or phi_source, dtype_bytes, ("unet",))
             needed = None if extra is None else needed + extra
     if needed is not None:
@@ -169,7 +170,7 @@ def run_doctor(args: DoctorArgs) -> int:
         report.line("ok", "phi", "the synthetic prior needs no model")
     else:
         phi_source = check_model(report, "phi", model)
-        if not config.psi.shared_unet and config.psi.base_model and config.method != "sds":
+        if not config.psi.shared_unet and config.psi.base_model and config.distill.method != "sds":
             psi_source = check_model(report, "psi base", config.psi.base_model)
     if device.type == "cuda":
         check_gpu_memory(report, config, phi_source, psi_source)

@@ -22,7 +22,7 @@ from ..io import PlyFormatError
 from .bench_cmd import BenchArgs, run_bench
 from .doctor_cmd import DoctorArgs, run_doctor
 from .export_cmd import ExportArgs, run_export
-from .generate_cmd import preset_from_argv, run_generate
+from .generate_cmd import generate_defaults, run_generate
 from .render_cmd import RenderArgs, run_render
 
 DESCRIPTION = "esd-gs: text to 3D Gaussians with Entropic Score Distillation, exported as 3DGS .ply splats."
@@ -64,9 +64,9 @@ def _parse(commands, argv: list[str]):
 
 def parse_args(argv: list[str]) -> GenerateConfig | RenderArgs | ExportArgs | BenchArgs | DoctorArgs:
     """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
-    generate_defaults = preset_from_argv(argv) if argv[:1] == ["generate"] else GenerateConfig()
+    defaults = generate_defaults(argv[1:]) if argv[:1] == ["generate"] else GenerateConfig()
     commands = Union[
-        Annotated[GenerateConfig, tyro.conf.subcommand("generate", default=generate_defaults)],
+        Annotated[GenerateConfig, tyro.conf.subcommand("generate", default=defaults)],
         Annotated[RenderArgs, tyro.conf.subcommand("render")],
         Annotated[ExportArgs, tyro.conf.subcommand("export")],
         Annotated[BenchArgs, tyro.conf.subcommand("bench")],
@@ -76,7 +76,7 @@ def parse_args(argv: list[str]) -> GenerateConfig | RenderArgs | ExportArgs | Be
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..trainer import Interrupted, TrainingError
+    from ..training.trainer import Interrupted, TrainingError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -7,17 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import tyro
 
-from ..cameras import turntable
-from ..configs.generate import MAX_VIEWS
+from ..cameras import MAX_VIEWS, turntable
 from ..errors import UserError
 from ..io import UpAxis, read_ply
 from ..progress import console
 from ..render import resolve_backend
 from ..render.views import render_views
-from ..video import contact_sheet, write_png, write_turntable
+from ..video import turntable_sheet, write_png, write_turntable
 from .common import ensure_writable_dir, pick_device
 
 
@@ -88,9 +86,8 @@ def run_render(args: RenderArgs) -> list[Path]:
     frames = render_views(scene, cams, args.size, background=args.background, progress_label="rendering",
                           backend=backend)
     written = write_turntable(frames, args.out, stem="turntable", formats=args.formats, fps=args.fps)
-    picks = np.linspace(0, args.views, num=min(args.sheet_views, args.views), endpoint=False).astype(int)
     sheet_path = args.out / "contact_sheet.png"
-    write_png(contact_sheet(frames[picks], columns=min(8, len(picks))), sheet_path)
+    write_png(turntable_sheet(frames, args.sheet_views), sheet_path)
     written.append(sheet_path)
     for path in written:
         console.print(f"wrote {path}")

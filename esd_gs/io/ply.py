@@ -19,7 +19,6 @@ without a large allocation.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ from ..atomic import atomic_write_bytes
 import torch
 from torch import Tensor
 
-from ..scene import GaussianScene, nonfinite_rows, num_sh_bases
+from ..scene import GaussianScene, nonfinite_rows
+from ..sh import num_sh_bases, sh_degree_of
 from .axes import UpAxis, transform_scene_params, up_rotation
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -279,10 +279,6 @@ def read_ply(path: PathLike, up: UpAxis = "-y", device: torch.device | str = "cp
     opacities = columns(["opacity"])
     scales = columns([f"scale_{i}" for i in range(3)])
     quats = columns([f"rot_{i}" for i in range(4)])
-    finite = np.isfinite(np.concatenate([means, sh0, f_rest, opacities, scales, quats], axis=1)).all(axis=1)
-    if not finite.all():
-        raise _fail(path, f"{int((~finite).sum())} of {n} Gaussians have NaN or Inf values")
-
     params = {
         "means": torch.from_numpy(means),
         "scales": torch.from_numpy(scales),
@@ -292,6 +288,9 @@ def read_ply(path: PathLike, up: UpAxis = "-y", device: torch.device | str = "cp
         # channel-major [N, 3 * (K-1)] -> [N, 3, K-1] -> [N, K-1, 3]
         "shN": torch.from_numpy(f_rest).reshape(n, 3, k_rest).transpose(1, 2).contiguous(),
     }
+    bad = nonfinite_rows(params)
+    if bad.any():
+        raise _fail(path, f"{int(bad.sum())} of {n} Gaussians have NaN or Inf values")
     if up != "z":
         params = transform_scene_params(params, up_rotation(up).T)
         overflow = nonfinite_rows(params)
@@ -352,7 +351,7 @@ def write_ply(
     up_rotation(up)  # validate
     params = prepare_params(scene_or_params)
     n = params["means"].shape[0]
-    degree = round(math.sqrt(params["shN"].shape[1] + 1)) - 1
+    degree = sh_degree_of(params["shN"].shape[1] + 1)
     out_degree = degree if pad_sh_degree is None else pad_sh_degree
     if out_degree not in range(4):
         raise ValueError(f"pad_sh_degree must be in 0..3, got {pad_sh_degree}")

@@ -35,7 +35,8 @@ from typing import Literal
 
 import torch
 
-PredictionType = Literal["epsilon", "v_prediction"]
+from ..diffusion import SD_BETA_SCHEDULE, PredictionType
+
 Family = Literal["sd1", "sd2"]
 TEXT_WIDTH: dict[str, int] = {"sd1": 24, "sd2": 32}
 """Tiny text widths of the two families (the real ones: 768 for SD 1.x, 1024 for SD 2.x)."""
@@ -197,15 +198,9 @@ def tiny_text_encoder_config(hidden_size: int = 32, vocab_size: int | None = Non
 
 
 def sd21_scheduler_config(prediction_type: PredictionType = "epsilon") -> dict:
-    """DDPMScheduler config with Stable Diffusion 2.1's training noise schedule.
-
-    alphas_cumprod = cumprod(1 - betas) with betas = linspace(sqrt(0.00085), sqrt(0.012), 1000) ** 2.
-    """
+    """DDPMScheduler config with Stable Diffusion 2.1's training noise schedule (``SD_BETA_SCHEDULE``)."""
     return dict(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        **SD_BETA_SCHEDULE,
         clip_sample=False,
         # SD 2.1's scheduler_config.json also carries set_alpha_to_one=False, a DDIM/PNDM-only option that
         # DDPMScheduler does not accept (and ignores when loading the real file), so it is left out here.

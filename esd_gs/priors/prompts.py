@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..cameras import wrap_azimuth
+
 DIRECTIONS = ("front", "side", "back", "overhead")
 FRONT_HALF_WIDTH = 30.0
 BACK_HALF_WIDTH = 30.0
@@ -18,7 +20,7 @@ OVERHEAD_ELEVATION = 60.0
 
 def view_direction_index(azimuth: Tensor, elevation: Tensor) -> Tensor:
     """[B] azimuth and elevation (degrees) -> [B] index into ``DIRECTIONS``."""
-    az = torch.remainder(azimuth + 180.0, 360.0) - 180.0  # (-180, 180]
+    az = wrap_azimuth(azimuth)  # [-180, 180)
     index = torch.full(az.shape, DIRECTIONS.index("side"), dtype=torch.long)
     index[az.abs() <= FRONT_HALF_WIDTH] = DIRECTIONS.index("front")
     index[az.abs() >= 180.0 - BACK_HALF_WIDTH] = DIRECTIONS.index("back")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..cameras import wrap_azimuth
+
 FRONTAL_HALF_WIDTH = 45.0
 
 
@@ -69,12 +71,13 @@ def count_arcs(flags: Tensor) -> int:
 
 
 def frontal_flags(distances: Tensor, prior_azimuths: Tensor) -> Tensor:
+    """[V] bool: the views whose nearest prior image (``distances`` [V, K]) looks at the front (|azimuth| < 45)."""
     nearest = distances.argmin(dim=1)
-    az = torch.remainder(prior_azimuths[nearest] + 180.0, 360.0) - 180.0
-    return az.abs() < FRONTAL_HALF_WIDTH
+    return wrap_azimuth(prior_azimuths[nearest]).abs() < FRONTAL_HALF_WIDTH
 
 
 def azimuth_bins(azimuths: Tensor, num_bins: int) -> Tensor:
+    """Azimuths (degrees) -> bin indices in 0..num_bins-1, bins of equal width, bin 0 centred on the front."""
     width = 360.0 / num_bins
     return torch.floor(torch.remainder(azimuths + width / 2, 360.0) / width).long().clamp_max(num_bins - 1)
 

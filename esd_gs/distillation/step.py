@@ -1,6 +1,6 @@
 """One score-distillation step on rendered images: encode, noise, score with phi (and psi), build the loss.
 
-This is Algorithm 1's inner loop minus the optimiser steps, for SDS, VSD and ESD alike (``distill.py``):
+This is Algorithm 1's inner loop minus the optimiser steps, for SDS, VSD and ESD alike (the rule: ``rule.py``):
 
     z = encode(g(theta, c));  t ~ schedule(progress);  x_t = alpha_t z + sigma_t eps
     g = w(t) * bracket(eps_phi(x_t, t, y_view), eps, eps_psi(x_t, t, c, y), eps_psi(x_t, t, null, y))
@@ -12,17 +12,19 @@ detached latents and cameras (Alg. 1 trains psi on the current renders, after th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..cameras import Cameras
-from ..errors import UserError
-from .distill import Method, Weighting, distillation_bracket, distillation_loss, weight_of_t
-from .prior import StableDiffusionPrior, TextEmbeddings
-from .schedules import TimestepSchedule
+from ..estimators import ScoreEstimator
+from ..priors import Prior, TextEmbeddings
+from .rule import Method, Weighting, distillation_bracket, distillation_loss, entropy_weight, weight_of_t
+from .timesteps import TimestepSchedule
 
 
 @dataclass
@@ -45,17 +47,23 @@ class DistillationConfig:
 
     def __post_init__(self) -> None:
         if self.method not in ("sds", "vsd", "esd"):
-            raise UserError(f"unknown method '{self.method}': use sds, vsd or esd")
+            raise ConfigError(f"unknown method '{self.method}': use sds, vsd or esd")
+        for name in ("lambda_entropy", "guidance_scale"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
         if not 0.0 <= self.lambda_entropy <= 1.0:
-            raise UserError(f"--lambda-entropy must be in [0, 1], got {self.lambda_entropy}")
+            raise ConfigError(f"--lambda-entropy must be in [0, 1], got {self.lambda_entropy}")
         if self.encoder not in ("vae", "linear"):
-            raise UserError(f"unknown encoder '{self.encoder}': use vae or linear")
+            raise ConfigError(f"unknown encoder '{self.encoder}': use vae or linear")
         if self.guidance_scale < 0:
-            raise UserError(f"guidance scale must be >= 0, got {self.guidance_scale}")
+            raise ConfigError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"--grad-clip must be > 0, got {self.grad_clip}")
 
     @property
     def effective_lambda(self) -> float:
-        return {"sds": 0.0, "vsd": 0.0}.get(self.method, self.lambda_entropy)
+        """The lambda of eq. 9 this method uses (``rule.entropy_weight``)."""
+        return entropy_weight(self.method, self.lambda_entropy)
 
     @property
     def needs_psi(self) -> bool:
@@ -75,19 +83,16 @@ class DistillationOutput:
 
 
 class ScoreDistillation:
-    """Ties phi, psi, the timestep schedule and the update rule together for one prompt.
-
-    ``prior`` is a ``StableDiffusionPrior`` or a ``SyntheticPrior``; ``psi`` a learned ``OnlineEstimator`` (LoRA or
-    the synthetic residual network) or a ``ParticleEstimator``, whose camera-conditional score is the noise itself.
-    """
+    """Ties phi (a ``Prior``), psi (a ``ScoreEstimator``, None for SDS), the timestep schedule and the update rule
+    together for one prompt."""
 
     def __init__(
         self,
-        prior: StableDiffusionPrior,
+        prior: Prior,
         text: TextEmbeddings,
         config: DistillationConfig,
         schedule: TimestepSchedule,
-        psi=None,
+        psi: ScoreEstimator | None = None,
     ):
         if config.needs_psi and psi is None:
             raise ValueError(f"{config.method} needs the estimator psi")
@@ -96,7 +101,7 @@ class ScoreDistillation:
     def step(self, images: Tensor, cameras: Cameras, progress: float, generator: torch.Generator | None = None) -> DistillationOutput:
         """Rendered images [B, 3, H, W] in [0, 1] (with gradient) -> loss and what psi trains on."""
         prior, cfg = self.prior, self.config
-        latents = prior.encode_images(images) if cfg.encoder == "vae" else prior.encode_images_linear(images)
+        latents = prior.encode(images, approximate=cfg.encoder == "linear")
         batch = latents.shape[0]
         gen_device = generator.device if generator is not None else latents.device
         timesteps = self.schedule.sample(progress, batch, prior.alphas_cumprod.cpu(), generator=_cpu(generator))
@@ -105,18 +110,15 @@ class ScoreDistillation:
         with torch.no_grad():
             x_t = prior.add_noise(latents.detach(), noise, timesteps)
             cond = self.text.conditional(cameras.azimuth, cameras.elevation)
-            eps_phi = prior.eps_cfg(x_t, timesteps, cond, self.text.negative, cfg.guidance_scale)
+            eps_phi = prior.eps(x_t, timesteps, cond, self.text.negative, cfg.guidance_scale)
             eps_cam = eps_null = None
             lam = cfg.effective_lambda
-            if cfg.needs_psi and getattr(self.psi, "dirac_camera_score", False):
-                eps_cam = noise.float()  # q(x | c) is a Dirac at the render: its eps is the injected noise
-                eps_null = self.psi.eps(x_t, timesteps, self.text.plain, None) if lam > 0.0 else None
-            elif cfg.needs_psi:
+            if cfg.needs_psi:  # only the terms eq. 9 weighs by a non-zero factor
                 cams = cameras.embedding().to(latents.device)
                 if 0.0 < lam < 1.0:
-                    eps_cam, eps_null = self.psi.eps_camera_and_null(x_t, timesteps, self.text.plain, cams)
+                    eps_cam, eps_null = self.psi.eps_camera_and_null(x_t, timesteps, self.text.plain, cams, noise)
                 elif lam == 0.0:
-                    eps_cam = self.psi.eps(x_t, timesteps, self.text.plain, cams)
+                    eps_cam = self.psi.eps(x_t, timesteps, self.text.plain, cams, noise)
                 else:
                     eps_null = self.psi.eps(x_t, timesteps, self.text.plain, None)
             bracket = distillation_bracket(cfg.method, eps_phi, noise.float(), eps_cam, eps_null, lam)
@@ -125,14 +127,11 @@ class ScoreDistillation:
         return DistillationOutput(loss=loss, latents=latents.detach(), timesteps=timesteps, grad=grad)
 
     def update_psi(self, latents: Tensor, cameras: Cameras, generator: torch.Generator | None = None) -> float | None:
-        """psi's training step(s) on the detached latents (no-op for SDS). Returns the last loss."""
-        if self.psi is None or self.psi.optimizer is None:
+        """psi's training on the detached latents (``ScoreEstimator.update``); None for SDS and for an estimator that
+        does not train. Returns the last loss."""
+        if self.psi is None or not self.psi.trains:
             return None
-        loss = None
-        cams = cameras.embedding().to(latents.device)
-        for _ in range(self.psi.config.train_steps_per_iter):
-            loss = self.psi.train_step(latents, self.text.plain, cams, generator)
-        return loss
+        return self.psi.update(latents, self.text.plain, cameras.embedding().to(latents.device), generator)
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

@@ -1,14 +1,9 @@
 """The generate loop (Algorithm 1 with Gaussians): sample cameras, render, distil, step theta, densify, step psi.
 
-Run directory layout (everything written atomically):
-
-    config.yaml            the resolved configuration (what --resume reads back)
-    run.json               status: running | interrupted | finished | failed, and the step reached
-    metrics.jsonl          one line per step: loss, t, Gaussians, it/s, psi loss, skipped steps
-    previews/step_*.png    4-view preview grids during training (azimuth 0, 90, 180, 270)
-    checkpoint/            the last checkpoint (checkpoint.py)
-    scene.ply, scene.splat the result (standard 3DGS, viewer up axis)
-    turntable.mp4, contact_sheet.png
+``Trainer`` keeps the step and the loop; it builds phi and psi through their registries (``priors.build_prior``,
+``estimators.build_estimator``) and talks to them only through ``Prior`` and ``ScoreEstimator``. The run directory
+(``run_dir.py``), what a run shows (``outputs.py``), checkpoints (``checkpoint.py``) and densification
+(``densify.py``) live beside it.
 
 Determinism: every random draw comes from generators seeded by ``seed`` (cameras and backgrounds; diffusion noise
 and psi; torch's global RNG, which gsplat's split uses), all saved in checkpoints, so an interrupted and resumed CPU
@@ -21,38 +16,63 @@ import json
 import math
 import signal
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from .atomic import atomic_path
-from .cameras import orbit_cameras, turntable
+
+from ..errors import ConfigError
+from ..distillation import ScoreDistillation
+from ..estimators import build_estimator
+from ..priors import Prior, build_prior
+from ..progress import console, make_progress
+from ..render import render, resolve_backend
+from ..render.views import render_batches
+from ..scene import PARAM_KEYS, GaussianScene
 from .checkpoint import (
+    check_checkpoint,
     has_checkpoint,
     load_checkpoint,
     optimizer_from_flat,
     optimizer_to_flat,
+    psi_checkpoint_state,
     rng_tensor,
     save_checkpoint,
 )
-from .configs.generate import GenerateConfig, dump_yaml_config
 from .densify import Densifier, resolve_grad_threshold
-from .guidance.prior import StableDiffusionPrior
-from .guidance.particle import ParticleEstimator
-from .guidance.psi import CameraLoRAEstimator
-from .guidance.score_distillation import DistillationConfig, ScoreDistillation
-from .io import write_ply, write_splat
-from .progress import console, make_progress
-from .render import render, resolve_backend
-from .render.views import render_views
-from .scene import GaussianScene
-from .synthetic.estimator import SyntheticResidualEstimator
-from .synthetic.prior import SyntheticPrior
-from .video import contact_sheet, write_png, write_turntable
+from .outputs import export_scene, write_preview
+from .run_dir import RunDir
 
-PARAM_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
+if TYPE_CHECKING:
+    from ..configs.generate import GenerateConfig
+
+
+@dataclass
+class OptimConfig:
+    """Adam learning rates of the Gaussian parameters (one optimiser per parameter, as gsplat's strategies expect)."""
+
+    means: float = 1e-3
+    """Learning rate of the centres at the start of the run (decays exponentially to means_end)."""
+    means_end: float = 2e-5
+    """Learning rate of the centres at the end of the run."""
+    scales: float = 5e-3
+    """Learning rate of the log-scales."""
+    quats: float = 1e-3
+    """Learning rate of the quaternions."""
+    opacities: float = 5e-2
+    """Learning rate of the opacity logits."""
+    sh0: float = 1e-2
+    """Learning rate of the DC colour."""
+    shN: float = 5e-4
+    """Learning rate of the higher SH bands."""
+
+    def __post_init__(self) -> None:
+        for key in ("means", "means_end", *PARAM_KEYS[1:]):
+            rate = getattr(self, key)
+            if not (math.isfinite(rate) and rate > 0):
+                raise ConfigError(f"--optim.{key.replace('_', '-')} must be a positive learning rate, got {rate}")
 
 
 class TrainingError(RuntimeError):
@@ -66,37 +86,25 @@ class Interrupted(Exception):
 
 
 class Trainer:
-    def __init__(self, config: GenerateConfig, run_dir: Path, device: torch.device, prior=None):
+    """One generate run in ``run_dir`` (see the module docstring)."""
+
+    def __init__(self, config: GenerateConfig, run_dir: Path, device: torch.device, prior: Prior | None = None):
         """``prior``: an already built prior to reuse (the Janus benchmark shares one across runs)."""
-        self.cfg, self.run_dir, self.device = config, run_dir, device
+        self.cfg, self.run_dir, self.device = config, Path(run_dir), device
+        self.files = RunDir(self.run_dir)
         self.backend = resolve_backend(config.backend, device)  # before any model loads: a bad choice fails at once
-        if prior is not None:
-            self.prior = prior
-        elif config.prior == "synthetic":
-            background = {"white": 1.0, "black": 0.0}.get(config.background, 1.0)
-            self.prior = SyntheticPrior.build(config.synthetic, config.prompt, config.resolution, config.cameras, device, background)
-        else:
-            self.prior = StableDiffusionPrior.from_pretrained(
-                config.model, device=device, precision=config.precision, resize_to_native=config.resize_to_native
-            )
+        self.prior = prior if prior is not None else build_prior(config, device)
         self.text = self.prior.text_embeddings(config.prompt, config.negative_prompt, config.view_dependent_prompt)
-        distill_cfg = DistillationConfig(
-            method=config.method,
-            lambda_entropy=config.lambda_entropy,
-            guidance_scale=config.guidance_scale,
-            weighting=config.weighting,
-            grad_clip=config.grad_clip,
-            encoder=config.encoder,
-        )
+        distill_cfg = config.distill
         torch.manual_seed(config.seed)  # psi's camera MLP initialisation and gsplat's split draws
-        self.psi = make_estimator(self.prior, config) if distill_cfg.needs_psi else None
+        self.psi = build_estimator(config.prior, self.prior, config.psi) if distill_cfg.needs_psi else None
         self.distill = ScoreDistillation(self.prior, self.text, distill_cfg, config.timesteps, self.psi)
         self.camera_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.scene = GaussianScene.random_ball(config.init, generator=torch.Generator().manual_seed(config.seed + 2)).to(device)
         self.optimizers = self._make_optimizers()
         scene_scale = 1.1 * max(config.cameras.radius)
-        self.densifier = Densifier(resolve_grad_threshold(config.densify, config.method), config.steps, scene_scale)
+        self.densifier = Densifier(resolve_grad_threshold(config.densify, distill_cfg.method), config.steps, scene_scale)
         self.densifier.check(self.scene.params, self.optimizers)
         self.step = 0
         self.skipped = 0
@@ -121,7 +129,7 @@ class Trainer:
         cfg = self.cfg
         early = cfg.resolution_start is not None and progress < cfg.resolution_switch
         size = min(cfg.resolution_start, cfg.resolution) if early else cfg.resolution
-        return size // 8 if cfg.encoder == "linear" else size
+        return size // 8 if cfg.distill.encoder == "linear" else size
 
     def _backgrounds(self, batch: int) -> torch.Tensor:
         """Per view: white, black or a random colour (random mode), drawn from the camera generator."""
@@ -142,8 +150,8 @@ class Trainer:
             group["lr"] = self._means_lr(progress)
         self.densifier.remove_degenerate(self.scene.params, self.optimizers)
         size = self.resolution(progress)
-        if isinstance(self.psi, ParticleEstimator) and self.psi.needs_refresh(self.step):
-            self.refresh_bank(size)
+        if self.psi is not None:
+            self.psi.before_step(self.step, lambda count: self.render_latents(count, size))
         cams = cfg.cameras.sample(cfg.batch_size, generator=self.camera_gen)
         out = render(
             self.scene, cams, size, size, background=self._backgrounds(cfg.batch_size).to(self.device), backend=self.backend
@@ -186,22 +194,19 @@ class Trainer:
         return row
 
     @torch.no_grad()
-    def refresh_bank(self, size: int) -> None:
-        """Re-render the particle bank at fresh cameras from the training distribution."""
-        cams = self.cfg.cameras.sample(self.psi.bank_size, generator=self.camera_gen)
-        images = []
-        for start in range(0, len(cams), 16):
-            chunk = cams[start : start + 16]
-            background = self._backgrounds(len(chunk)).to(self.device)
-            images.append(render(self.scene, chunk, size, size, background=background, backend=self.backend).rgb)
-        encode = self.prior.encode_images if self.cfg.encoder == "vae" else self.prior.encode_images_linear
-        self.psi.refresh(torch.cat([encode(batch) for batch in images]))
+    def render_latents(self, count: int, size: int) -> torch.Tensor:
+        """Latents of ``count`` fresh renders at cameras from the training distribution, with the training
+        backgrounds (what psi's ``before_step`` asks for: ``estimators.RenderLatents``)."""
+        cams = self.cfg.cameras.sample(count, generator=self.camera_gen)
+        images = list(render_batches(self.scene, cams, size, self._backgrounds, batch=16, backend=self.backend))
+        approximate = self.cfg.distill.encoder == "linear"
+        return torch.cat([self.prior.encode(batch, approximate=approximate) for batch in images])
 
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
         cfg = self.cfg
         self._write_status("running")
-        metrics_path = self.run_dir / "metrics.jsonl"
+        metrics_path = self.files.metrics
         preview_every = max(1, round(cfg.output.preview_every * cfg.steps)) if cfg.output.preview_every > 0 else 0
         checkpoint_every = max(1, round(cfg.output.checkpoint_every * cfg.steps)) if cfg.output.checkpoint_every > 0 else 0
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -233,7 +238,7 @@ class Trainer:
             saved = self._attempt(self.save, "save a checkpoint")
             self._attempt(lambda: self.export(final=False), "export the scene")
             # Truthful: "interrupted" only when a complete checkpoint (this one or an earlier one) can be resumed.
-            resumable = saved or has_checkpoint(self.run_dir / "checkpoint")
+            resumable = saved or has_checkpoint(self.files.checkpoint)
             self._attempt(lambda: self._write_status("interrupted" if resumable else "failed"), "update run.json")
             raise
         except TrainingError:
@@ -241,7 +246,7 @@ class Trainer:
             self._attempt(lambda: self._write_status("failed"), "update run.json")
             raise
         except BaseException as error:  # a full disk, a vanished folder, a second Ctrl-C: say so in run.json
-            resumable = isinstance(error, KeyboardInterrupt) and has_checkpoint(self.run_dir / "checkpoint")
+            resumable = isinstance(error, KeyboardInterrupt) and has_checkpoint(self.files.checkpoint)
             self._attempt(lambda: self._write_status("interrupted" if resumable else "failed"), "update run.json")
             raise
         finally:
@@ -267,33 +272,15 @@ class Trainer:
             raise Interrupted(signum)
 
     def _write_status(self, status: str) -> None:
-        with atomic_path(self.run_dir / "run.json") as tmp:
-            tmp.write_text(json.dumps({"status": status, "step": self.step, "steps": self.cfg.steps}, indent=1))
+        self.files.write_status(status, self.step, self.cfg.steps)
 
     # ------------------------------------------------------------------ outputs
     def write_preview(self) -> None:
-        size = max(64, min(256, self.cfg.resolution))
-        cams = orbit_cameras(
-            torch.tensor([0.0, 90.0, 180.0, 270.0]), torch.full((4,), 15.0), torch.full((4,), 2.5), torch.full((4,), 50.0)
-        )
-        frames = render_views(self.scene, cams, size, background=1.0, backend=self.backend)
-        write_png(contact_sheet(frames, columns=4), self.run_dir / "previews" / f"step_{self.step:06d}.png")
+        write_preview(self.scene, self.files, self.step, self.cfg.resolution, self.backend)
 
     def export(self, final: bool) -> None:
         """scene.ply and scene.splat always; the turntable video and contact sheet at the end of the run."""
-        up = self.cfg.output.up
-        scene = GaussianScene(self.scene.raw()).cpu()
-        write_ply(scene, self.run_dir / "scene.ply", up=up)
-        write_splat(scene, self.run_dir / "scene.splat", up=up)
-        if final:
-            out = self.cfg.output
-            frames = render_views(
-                self.scene, turntable(out.turntable_views), out.turntable_size, background=1.0, progress_label="turntable",
-                backend=self.backend,
-            )
-            write_turntable(frames, self.run_dir, stem="turntable", formats=out.video_formats, fps=30)
-            picks = np.linspace(0, len(frames), num=min(16, len(frames)), endpoint=False).astype(int)
-            write_png(contact_sheet(frames[picks], columns=min(8, len(picks))), self.run_dir / "contact_sheet.png")
+        export_scene(self.scene, self.files, self.cfg.output, self.backend, final)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -306,12 +293,10 @@ class Trainer:
         for key, value in self.densifier.state.items():
             if isinstance(value, torch.Tensor):
                 tensors[f"densify.{key}"] = value
+        psi_meta = None
         if self.psi is not None:
-            tensors.update({f"psi.{k}": v for k, v in self.psi.state_dict().items()})
-            if self.psi.optimizer is not None:
-                flat, psi_meta = optimizer_to_flat("psi", self.psi.optimizer)
-                tensors.update({f"psi_{k}": v for k, v in flat.items()})
-                optim_meta["psi"] = psi_meta
+            psi_tensors, psi_meta = self.psi.checkpoint_state()
+            tensors.update({f"psi.{k}": v for k, v in psi_tensors.items()})
         tensors["rng.global"] = rng_tensor(torch.get_rng_state())
         tensors["rng.camera"] = rng_tensor(self.camera_gen.get_state())
         tensors["rng.noise"] = rng_tensor(self.noise_gen.get_state())
@@ -320,18 +305,15 @@ class Trainer:
             "skipped": self.skipped,
             "bad_in_a_row": self.bad_in_a_row,
             "optimizers": optim_meta,
-            "null_rate_counter": getattr(self.psi, "null_rate_counter", None),
+            "psi": psi_meta,
             "device": self.device.type,
         }
-        scaler = getattr(self.psi, "grad_scaler", None)
-        if scaler is not None and scaler.is_enabled():
-            meta["psi_grad_scaler"] = scaler.state_dict()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = rng_tensor(torch.cuda.get_rng_state(self.device))
-        save_checkpoint(self.run_dir / "checkpoint", tensors, meta)
+        save_checkpoint(self.files.checkpoint, tensors, meta)
 
     def restore(self) -> None:
-        tensors, meta = load_checkpoint(self.run_dir / "checkpoint")
+        tensors, meta = load_checkpoint(self.files.checkpoint)
         check_checkpoint(tensors, meta, self.cfg.steps)
         params = {k: tensors[f"scene.{k}"] for k in PARAM_KEYS}
         self.scene = GaussianScene(params).to(self.device)
@@ -342,14 +324,7 @@ class Trainer:
             if f"densify.{key}" in tensors:
                 self.densifier.state[key] = tensors[f"densify.{key}"].to(self.device)
         if self.psi is not None:
-            self.psi.load_state_dict({k[len("psi."):]: v for k, v in tensors.items() if k.startswith("psi.")})
-            if self.psi.optimizer is not None:
-                psi_flat = {k[len("psi_"):]: v for k, v in tensors.items() if k.startswith("psi_optim.")}
-                optimizer_from_flat("psi", self.psi.optimizer, psi_flat, meta["optimizers"]["psi"], self.device)
-                self.psi.null_rate_counter = list(meta["null_rate_counter"])
-                scaler = getattr(self.psi, "grad_scaler", None)
-                if scaler is not None and scaler.is_enabled() and "psi_grad_scaler" in meta:
-                    scaler.load_state_dict(meta["psi_grad_scaler"])
+            self.psi.load_checkpoint_state(*psi_checkpoint_state(tensors, meta))
         self.step, self.skipped, self.bad_in_a_row = meta["step"], meta["skipped"], meta["bad_in_a_row"]
         torch.set_rng_state(tensors["rng.global"])
         self.camera_gen.set_state(tensors["rng.camera"])
@@ -369,51 +344,3 @@ class Trainer:
             )
 
 
-def check_checkpoint(tensors: dict, meta: dict, steps: int) -> None:
-    """Refuse a parseable but wrong checkpoint before anything is restored (KeyError/TypeError/ValueError, which
-    the command turns into one line): counters, optimiser settings and the scene tensors' types."""
-    def count(name: str, high: int | None = None) -> int:
-        value = meta.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (high is not None and value > high):
-            raise ValueError(f"meta.json {name} = {value!r} is not a count" + (f" in 0..{high}" if high else ""))
-        return value
-
-    if not isinstance(meta, dict):
-        raise TypeError("meta.json is not a mapping")
-    count("step", steps)
-    count("skipped")
-    count("bad_in_a_row")
-    optimizers = meta.get("optimizers")
-    if not isinstance(optimizers, dict):
-        raise KeyError("meta.json has no optimizers")
-    for name, entry in optimizers.items():
-        groups = entry.get("groups") if isinstance(entry, dict) else None
-        if not isinstance(groups, list) or not groups or not isinstance(entry.get("scalars"), dict):
-            raise ValueError(f"meta.json optimizers.{name} has no param groups")
-        for group in groups:
-            if not isinstance(group, dict):
-                raise ValueError(f"meta.json optimizers.{name} has a param group that is not a mapping")
-            numbers = [group.get(k) for k in ("lr", "eps", "weight_decay")] + list(group.get("betas") or [None])
-            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
-                raise ValueError(f"meta.json optimizers.{name} has a non-numeric setting")
-            if not group["lr"] >= 0 or len(group["betas"]) != 2:
-                raise ValueError(f"meta.json optimizers.{name} has a negative learning rate or bad betas")
-    for key in PARAM_KEYS:
-        tensor = tensors.get(f"scene.{key}")
-        if tensor is None or tensor.dtype != torch.float32:
-            raise ValueError(f"scene.{key} is missing or not float32")
-
-
-def make_estimator(prior, config: GenerateConfig):
-    """psi for this run: the particle bank, or the learned estimator of the prior's kind (LoRA / residual net)."""
-    if config.psi.estimator == "particle":
-        return ParticleEstimator(prior, config.psi.bank_size, config.psi.bank_refresh_every)
-    if isinstance(prior, SyntheticPrior):
-        return SyntheticResidualEstimator(prior, config.psi)
-    return CameraLoRAEstimator.create(prior, config.psi)
-
-
-def write_config(config: GenerateConfig, run_dir: Path) -> None:
-    saved = replace(config, resume=None, overwrite=False, config=None, out=None)
-    with atomic_path(run_dir / "config.yaml") as tmp:
-        tmp.write_text(dump_yaml_config(saved))

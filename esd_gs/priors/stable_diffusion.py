@@ -1,4 +1,4 @@
-"""phi: a frozen, pretrained Stable Diffusion used as the 2D prior p_t(x_t | y).
+"""phi with Stable Diffusion: a frozen, pretrained Stable Diffusion as the 2D prior p_t(x_t | y) (``base.Prior``).
 
 Loads only what score distillation needs (UNet, VAE, text encoder, tokenizer, noise scheduler) from a model family
 name (its known mirrors tried in turn), a Hugging Face id or a local diffusers directory (``sources.py``), of the
@@ -11,10 +11,8 @@ Stable Diffusion 1.x or 2.x family (epsilon or v-prediction, text width 768 or 1
   encoding (``native_size``: the UNet's ``sample_size`` x the VAE's factor 8, 512 px for SD 2.1-base), as threestudio
   and DreamGaussian do, so the UNet always sees the latent size it was trained on: [B, 4, native/8, native/8].
   ``resize_to_native=False`` keeps the render's own size (latents [B, 4, H/8, W/8]).
-- Forward process (DDPM, the model's own beta schedule): x_t = alpha_t z + sigma_t eps with
-  alpha_t = sqrt(alphabar_t), sigma_t = sqrt(1 - alphabar_t).
-- ``eps_from_output`` turns the UNet's output into a noise prediction: epsilon models as is; v-prediction models
-  via eps = sigma_t x_t + alpha_t v (exact, since v = alpha_t eps - sigma_t z).
+- Forward process (DDPM, the model's own beta schedule) and predictions: ``diffusion.process``; the UNet's output
+  becomes a noise prediction by ``diffusion.eps_from_prediction`` (epsilon as is; v-prediction exactly).
 - Text classifier-free guidance (Ho & Salimans 2022): eps = eps(x_t, t, null) + s (eps(x_t, t, y) - eps(x_t, t, null)),
   where the null text is the negative prompt (empty by default).
 """
@@ -22,15 +20,19 @@ Stable Diffusion 1.x or 2.x family (epsilon or v-prediction, text width 768 or 1
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from ..diffusion import eps_from_prediction
 from ..errors import UserError
-from .distill import add_noise
+from .base import Prior, TextEmbeddings
+from .prompts import view_prompts
 from .sources import DEFAULT_MODEL, load_failure_message, resolve_model
-from .prompts import DIRECTIONS, view_direction_index, view_prompts
+
+if TYPE_CHECKING:
+    from ..configs.generate import GenerateConfig
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """'auto' -> fp16 on CUDA, fp32 on CPU; else fp32 / fp16 / bf16."""
@@ -44,28 +46,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return table[name]
 
 
-@dataclass
-class TextEmbeddings:
-    """Cached text conditions, each [1, 77, D] (views: [4, 77, D] in ``DIRECTIONS`` order)."""
-
-    plain: Tensor
-    """The prompt as given: psi's condition (psi never uses CFG or view suffixes)."""
-    negative: Tensor
-    """The unconditional / negative prompt for classifier-free guidance."""
-    views: Tensor | None = None
-    """The view-dependent prompts (front, side, back, overhead), or None when view-dependent prompting is off."""
-    prompts: list[str] = field(default_factory=list)
-
-    def conditional(self, azimuth: Tensor, elevation: Tensor) -> Tensor:
-        """[B, 77, D] phi's text condition for each camera."""
-        batch = azimuth.shape[0]
-        if self.views is None:
-            return self.plain.expand(batch, *self.plain.shape[1:])
-        index = view_direction_index(azimuth.cpu(), elevation.cpu()).to(self.views.device)
-        return self.views[index]
-
-
-class StableDiffusionPrior:
+class StableDiffusionPrior(Prior):
     """The frozen prior phi (see module docstring)."""
 
     def __init__(
@@ -83,13 +64,18 @@ class StableDiffusionPrior:
             module.requires_grad_(False)
             module.eval()
         self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
-        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         self.prediction_type = scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise UserError(f"unsupported prediction type '{self.prediction_type}' (need epsilon or v_prediction)")
         self.vae_scale = float(vae.config.scaling_factor)
         self.shared_unet_roles = None  # set by a shared-UNet psi (psi.SharedUNetRoles)
         self._rgb_to_latent: tuple[Tensor, Tensor] | None = None
+
+    @classmethod
+    def from_config(cls, config: GenerateConfig, device: torch.device) -> StableDiffusionPrior:
+        """phi for a generate run: ``--model``, ``--precision`` and ``--resize-to-native``."""
+        return cls.from_pretrained(config.model, device=device, precision=config.precision,
+                                   resize_to_native=config.resize_to_native)
 
     @classmethod
     def from_pretrained(
@@ -141,10 +127,14 @@ class StableDiffusionPrior:
             plain=hidden[0:1],
             negative=hidden[1:2],
             views=hidden[2:] if view_dependent else None,
-            prompts=[prompt] + variants,
         )
 
-    # ------------------------------------------------------------------ images <-> latents
+    # ------------------------------------------------------------------ images -> latents
+    def encode(self, images: Tensor, approximate: bool = False) -> Tensor:
+        """The VAE encoder (``encode_images``), or with ``approximate`` the fitted per-pixel map
+        (``encode_images_linear``) for renders made at latent size."""
+        return self.encode_images_linear(images) if approximate else self.encode_images(images)
+
     def encode_images(self, images: Tensor) -> Tensor:
         """[B, 3, H, W] in [0, 1] -> float32 latents, differentiable: [B, 4, n, n] with n the native latent size
         (or [B, 4, H/8, W/8] with ``resize_to_native`` off; H, W multiples of 8)."""
@@ -172,7 +162,7 @@ class StableDiffusionPrior:
 
     def rgb_to_latent_map(self, num_images: int = 16) -> tuple[Tensor, Tensor]:
         """(A [4, 3], b [4]) fitted once by least squares: random 8x8-pixel colour blocks -> VAE latents."""
-        if getattr(self, "_rgb_to_latent", None) is None:
+        if self._rgb_to_latent is None:
             gen = torch.Generator().manual_seed(0)
             blocks = torch.rand(num_images, 3, 8, 8, generator=gen)  # one colour per latent pixel
             images = blocks.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3).to(self.device)
@@ -184,40 +174,24 @@ class StableDiffusionPrior:
             self._rgb_to_latent = (solution[:3].T.contiguous().to(self.device), solution[3].to(self.device))
         return self._rgb_to_latent
 
-    @torch.no_grad()
-    def decode_latents(self, latents: Tensor) -> Tensor:
-        """Latents -> images in [0, 1] (for previews)."""
-        images = self.vae.decode(latents.to(self.dtype) / self.vae_scale).sample
-        return (images.float() * 0.5 + 0.5).clamp(0, 1)
-
     # ------------------------------------------------------------------ diffusion
-    def add_noise(self, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
-        """x_t = alpha_t z + sigma_t eps on this model's schedule."""
-        return add_noise(self.alphas_cumprod, latents, noise, timesteps)
-
-    def eps_from_output(self, output: Tensor, x_t: Tensor, timesteps: Tensor, prediction_type: str) -> Tensor:
-        """UNet output -> noise prediction (v-prediction: eps = sigma_t x_t + alpha_t v)."""
-        if prediction_type == "epsilon":
-            return output.float()
-        abar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-        return (1 - abar).sqrt() * x_t.float() + abar.sqrt() * output.float()
-
     def unet_eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """One plain UNet pass of phi's UNet (adapters and camera embedding as currently set) -> eps, float32."""
         out = self.unet(
             x_t.to(self.dtype), timesteps, encoder_hidden_states=text.to(self.dtype), class_labels=class_labels
         ).sample
-        return self.eps_from_output(out, x_t, timesteps, self.prediction_type)
+        return eps_from_prediction(out, x_t, self.alphas_cumprod, timesteps, self.prediction_type)
 
     @torch.no_grad()
-    def eps_cfg(self, x_t: Tensor, timesteps: Tensor, cond: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
-        """eps_phi(x_t, t, y) with text classifier-free guidance; cond [B, 77, D], negative [1, 77, D]."""
+    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
+        """eps_phi(x_t, t, y) with text classifier-free guidance (``Prior.eps``); text [B, 77, D], negative
+        [1, 77, D]. One batched UNet pass for both halves."""
         batch = x_t.shape[0]
         with self.phi_mode():
             both = self.unet_eps(
                 torch.cat([x_t, x_t]),
                 torch.cat([timesteps, timesteps]),
-                torch.cat([negative.expand(batch, -1, -1), cond]),
+                torch.cat([negative.expand(batch, -1, -1), text]),
             )
         eps_uncond, eps_cond = both.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
@@ -259,4 +233,4 @@ def _resize(images: Tensor, size: int) -> Tensor:
     return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
-__all__ = ["StableDiffusionPrior", "TextEmbeddings", "DEFAULT_MODEL", "DIRECTIONS", "resolve_dtype"]
+__all__ = ["StableDiffusionPrior", "resolve_dtype"]

@@ -22,6 +22,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
+
 ScheduleName = Literal["uniform", "linear", "dreamtime"]
 
 
@@ -50,9 +52,9 @@ class TimestepSchedule:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.t_min < self.t_max <= 1.0:
-            raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}")
+            raise ConfigError(f"need 0 <= t_min < t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}")
         if not self.t_min < self.t_max_end <= 1.0:
-            raise ValueError(f"need t_min < t_max_end <= 1, got t_max_end={self.t_max_end}")
+            raise ConfigError(f"need t_min < t_max_end <= 1, got t_max_end={self.t_max_end}")
 
     def max_fraction(self, progress: float) -> float:
         """The upper bound of t (fraction of T) at ``progress``."""

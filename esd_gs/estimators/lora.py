@@ -1,4 +1,4 @@
-"""psi: the camera-conditioned LoRA copy of Stable Diffusion that scores the rendered images (ESD Alg. 1).
+"""psi with Stable Diffusion: the camera-conditioned LoRA copy of its UNet that scores the rendered images (ESD Alg. 1).
 
 psi = the base UNet + peft LoRA (rank 4 on attention to_q/to_k/to_v/to_out.0 by default) + a camera MLP
 
@@ -9,10 +9,8 @@ is the zero vector. Both LoRA B matrices and the MLP's last layer start at zero,
 model exactly, as Algorithm 1 initialises psi with phi. Trainable parameters are kept in float32 even when the
 UNet runs in fp16/bf16.
 
-Training (Alg. 1, eq. 3): on detached rendered latents z, t ~ U[0, T), x_t = alpha_t z + sigma_t eps, MSE between
-the UNet output and eps (or v = alpha_t eps - sigma_t z for a v-prediction base), with the whole batch's camera
-replaced by the null camera with probability p_null, so psi learns both q(x | c, y) and q(x | y). psi always
-gets the plain prompt (no view suffix, no CFG).
+Training, camera dropout and AdamW come from ``online.OnlineEstimator`` (Alg. 1, eq. 3). psi always gets the plain
+prompt (no view suffix, no CFG).
 
 Memory option ``shared``: psi's LoRA lives in phi's own UNet, which ``SharedUNetRoles`` switches between its two
 roles: phi (adapters off, no class embedding) and psi (adapters on, the camera MLP as class embedding). The UNet
@@ -29,136 +27,17 @@ overflow check) because its gradients otherwise sit at fp16's smallest normal nu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from ..atomic import atomic_write_bytes
 from ..errors import UserError
-from .prior import StableDiffusionPrior
-from .sources import load_failure_message, resolve_model
-
-
-@dataclass
-class PsiConfig:
-    """The camera-conditioned LoRA estimator psi."""
-
-    lora_rank: int = 4
-    """LoRA rank r."""
-    lora_alpha: float = 4.0
-    """LoRA scaling numerator (update scaled by alpha / r)."""
-    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-    """UNet attention projections that get LoRA."""
-    lr: float = 1e-4
-    """AdamW learning rate for LoRA and the camera MLP."""
-    betas: tuple[float, float] = (0.9, 0.99)
-    """AdamW betas."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    p_null_camera: float = 0.1
-    """Probability of training a batch with the null camera (classifier-free camera dropout)."""
-    train_steps_per_iter: int = 1
-    """psi updates per 3D step."""
-    shared_unet: bool = True
-    """Put psi's LoRA into phi's UNet (half the memory); phi's passes switch it off."""
-    base_model: str | None = None
-    """Separate base model for psi: a family name (sd2.1: ProlificDreamer's SD 2.1, v-prediction), a Hub id or a
-    folder; None = a copy of phi's model. Ignored when shared_unet is on."""
-    estimator: Literal["learned", "particle"] = "learned"
-    """learned: psi trained online (the LoRA with SD; a residual network with the synthetic prior); particle: the
-    exact score of a bank of renders of the current scene (training-free; camera-conditional score = the noise)."""
-    bank_size: int = 32
-    """Particle estimator: number of renders in the bank."""
-    bank_refresh_every: int = 10
-    """Particle estimator: re-render the bank every this many steps."""
-
-
-class CameraEmbedding(nn.Module):
-    """16-number camera embedding -> the UNet's time-embedding width; the last layer starts at zero."""
-
-    def __init__(self, width: int, in_features: int = 16):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_features, width)
-        self.act = nn.SiLU()
-        self.linear_2 = nn.Linear(width, width)
-        nn.init.zeros_(self.linear_2.weight)
-        nn.init.zeros_(self.linear_2.bias)
-
-    def forward(self, camera: Tensor) -> Tensor:
-        return self.linear_2(self.act(self.linear_1(camera.float())))
-
-
-class OnlineEstimator:
-    """What every learned psi shares: camera dropout, the noise-prediction loss (eq. 3) and AdamW (Alg. 1).
-
-    Subclasses provide ``_forward(x_t, t, text, cameras)`` (raw output: eps, or v when ``prediction_type`` is
-    v_prediction), ``camera_embedding`` and ``trainable_parameters``; ``cameras`` are [B, 16], zeros = null.
-    """
-
-    dirac_camera_score = False
-    prior: object
-    config: PsiConfig
-    prediction_type: str
-
-    def _init_training(self) -> None:
-        self.optimizer = torch.optim.AdamW(
-            self.trainable_parameters, lr=self.config.lr, betas=self.config.betas, weight_decay=self.config.weight_decay
-        )
-        # fp16 activations: scale the loss so that the LoRA's gradients do not underflow (bf16 has fp32's range).
-        device_type = torch.device(self.prior.device).type
-        self.grad_scaler = torch.amp.GradScaler(device_type, enabled=self.prior.dtype == torch.float16)
-        self.null_rate_counter = [0, 0]  # [null batches, all batches], for monitoring
-
-    def _forward(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None) -> Tensor:
-        """eps_psi(x_t, t, c, y) float32; ``cameras`` [B, 16] or None for the null camera."""
-        batch = x_t.shape[0]
-        if cameras is None:
-            cameras = torch.zeros(batch, 16, device=x_t.device)
-        with torch.no_grad():
-            out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), cameras.float())
-        return self.prior.eps_from_output(out, x_t, timesteps, self.prediction_type)
-
-    def eps_camera_and_null(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> tuple[Tensor, Tensor]:
-        """Both psi terms of eq. 9 in one batched pass: (eps_psi(x_t, t, c, y), eps_psi(x_t, t, null, y))."""
-        batch = x_t.shape[0]
-        eps = self.eps(
-            torch.cat([x_t, x_t]),
-            torch.cat([timesteps, timesteps]),
-            text.expand(2 * batch, *text.shape[1:]),
-            torch.cat([cameras.float(), torch.zeros_like(cameras, dtype=torch.float32)]),
-        )
-        return eps[:batch], eps[batch:]
-
-    def train_step(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None) -> float:
-        """One psi update on detached latents [B, C, h, w] with camera embeddings [B, 16]; returns the loss."""
-        latents = latents.detach().float()
-        batch = latents.shape[0]
-        gen_device = generator.device if generator is not None else latents.device
-        timesteps = torch.randint(0, self.prior.num_train_timesteps, (batch,), generator=generator, device=gen_device)
-        timesteps = timesteps.to(latents.device)
-        noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(latents.device)
-        drop = bool(torch.rand((), generator=generator, device=gen_device) < self.config.p_null_camera)
-        self.null_rate_counter[0] += int(drop)
-        self.null_rate_counter[1] += 1
-        condition = torch.zeros_like(cameras, dtype=torch.float32) if drop else cameras.float()
-        x_t = self.prior.add_noise(latents, noise, timesteps)
-        if self.prediction_type == "epsilon":
-            target = noise
-        else:  # v = alpha_t eps - sigma_t z
-            abar = self.prior.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-            target = abar.sqrt() * noise - (1 - abar).sqrt() * latents
-        out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), condition)
-        loss = torch.nn.functional.mse_loss(out.float(), target.float())
-        self.optimizer.zero_grad(set_to_none=True)
-        self.grad_scaler.scale(loss).backward()  # identity unless the UNet runs in fp16
-        self.grad_scaler.step(self.optimizer)  # unscales the fp32 gradients; skips the step on overflow
-        self.grad_scaler.update()
-        return float(loss.detach())
+from ..priors import StableDiffusionPrior
+from ..priors.sources import load_failure_message, resolve_model
+from .base import PsiConfig
+from .online import CameraEmbedding, OnlineEstimator
 
 
 class SharedUNetRoles:
@@ -190,7 +69,7 @@ class SharedUNetRoles:
         self.switches += 1
 
 
-def _check_text_width(prior: StableDiffusionPrior, psi_width) -> None:
+def _check_text_width(prior: StableDiffusionPrior, psi_width: int) -> None:
     """psi reads phi's text embeddings: its cross-attention width must be phi's text width."""
     text_width = prior.unet.config.cross_attention_dim
     if text_width != psi_width:
@@ -207,8 +86,6 @@ class CameraLoRAEstimator(OnlineEstimator):
         from peft import LoraConfig
 
         self.prior, self.config = prior, config
-        if not 0.0 <= config.p_null_camera <= 1.0:
-            raise UserError(f"p_null_camera must be in [0, 1], got {config.p_null_camera}")
         self.shared = unet is None
         self.unet = prior.unet if self.shared else unet
         scheduler = scheduler if scheduler is not None else prior.scheduler
@@ -302,13 +179,11 @@ class CameraLoRAEstimator(OnlineEstimator):
         self.camera_embedding.load_state_dict({k: v.to(self.prior.device) for k, v in camera.items()})
 
     def save(self, path: str | Path) -> None:
-        """Write psi (LoRA + camera MLP) to a safetensors file, atomically."""
-        from safetensors.torch import save_file
+        """Write psi (LoRA + camera MLP) to a safetensors file, atomically (``atomic.atomic_write_bytes``)."""
+        from safetensors.torch import save
 
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(self.state_dict(), str(tmp), metadata={"format": "esd-gs-psi", "rank": str(self.config.lora_rank)})
-        tmp.replace(path)
+        data = save(self.state_dict(), metadata={"format": "esd-gs-psi", "rank": str(self.config.lora_rank)})
+        atomic_write_bytes(path, [data])
 
     def load(self, path: str | Path) -> None:
         from safetensors.torch import load_file

@@ -21,13 +21,58 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import remove, reset_opa
 
-from .configs.generate import DensifyConfig
-from .scene import nonfinite_rows
+from ..errors import ConfigError
+from ..scene import nonfinite_rows
+
+MAX_GAUSSIANS = 10_000_000
+"""Largest Gaussian cap accepted (10M Gaussians with Adam state take ~7 GB)."""
+
+
+@dataclass
+class DensifyConfig:
+    """Densification and pruning (gsplat's DefaultStrategy, fed by our renderer on either backend)."""
+
+    enabled: bool = True
+    """Grow and prune Gaussians during the run."""
+    start: float = 0.1
+    """Fraction of the run after which densification starts."""
+    stop: float = 0.7
+    """Fraction of the run after which densification stops."""
+    every: float = 0.04
+    """Densify every this fraction of the run (at least every step)."""
+    grad_threshold: float | None = None
+    """Split/clone Gaussians whose mean screen-space gradient (as gsplat accumulates it: pixels of a [-1, 1] image,
+    times the views per step) exceeds this. None: by method, 0.1 for VSD/ESD and 1.0 for SDS, set from the
+    gradients measured at 512 px (BENCHMARKS.md)."""
+    prune_opacity: float = 0.005
+    """Remove Gaussians whose opacity falls below this."""
+    opacity_reset_every: float = 0.3
+    """Reset opacities to 2 x prune_opacity every this fraction of the run (done here: gsplat 1.5.3's never fires)."""
+    max_gaussians: int = 200_000
+    """Cap on the number of Gaussians: the least opaque are removed above it."""
+    max_scale: float = 1.0
+    """Gaussians with a scale above this (world units), or any non-finite parameter, are removed at once."""
+
+    def __post_init__(self) -> None:
+        for name in ("start", "stop", "every", "opacity_reset_every"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"--densify.{name.replace('_', '-')} must be a fraction of the run, got {value}")
+        if self.grad_threshold is not None and not self.grad_threshold > 0:
+            raise ConfigError(f"--densify.grad-threshold must be > 0, got {self.grad_threshold}")
+        if self.max_gaussians < 1:
+            raise ConfigError(f"--densify.max-gaussians must be at least 1, got {self.max_gaussians}")
+        if self.max_gaussians > MAX_GAUSSIANS:
+            raise ConfigError(f"--densify.max-gaussians must be at most {MAX_GAUSSIANS:,}")
+        if not self.prune_opacity >= 0 or not self.max_scale > 0:
+            raise ConfigError("--densify.prune-opacity must be >= 0 and --densify.max-scale > 0")
+
 
 GRAD_THRESHOLD: dict[str, float] = {"vsd": 0.1, "esd": 0.1, "sds": 1.0}
 """Default ``grad_threshold`` by method (see the module docstring)."""
@@ -41,6 +86,8 @@ def resolve_grad_threshold(config: DensifyConfig, method: str) -> DensifyConfig:
 
 
 class Densifier:
+    """Grows, prunes and caps theta's Gaussians in place (``params`` and its optimisers), step by step."""
+
     def __init__(self, config: DensifyConfig, total_steps: int, scene_scale: float):
         if config.grad_threshold is None:
             raise ValueError("resolve the growth threshold first (resolve_grad_threshold)")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .process import alpha_sigma
+
 
 def posterior_mean(x_t: Tensor, data: Tensor, alpha: Tensor, sigma: Tensor, chunk: int = 64) -> Tensor:
     """E[x_0 | x_t] for x_t [B, ...], data [K, ...] (same trailing shape), alpha and sigma [B]."""
@@ -42,8 +44,7 @@ def posterior_mean(x_t: Tensor, data: Tensor, alpha: Tensor, sigma: Tensor, chun
 
 def mixture_eps(x_t: Tensor, data: Tensor, alphas_cumprod: Tensor, timesteps: Tensor, chunk: int = 64) -> Tensor:
     """The exact eps prediction for the empirical distribution ``data`` at integer ``timesteps`` [B]."""
-    abar = alphas_cumprod.to(x_t.device)[timesteps].float()
-    alpha, sigma = abar.sqrt(), (1.0 - abar).sqrt()
+    alpha, sigma = alpha_sigma(alphas_cumprod, timesteps.to(x_t.device))
     mean = posterior_mean(x_t, data, alpha, sigma, chunk)
-    shape = (-1,) + (1,) * (x_t.dim() - 1)
-    return (x_t.float() - alpha.view(shape) * mean) / sigma.view(shape)
+    alpha, sigma = alpha.view(-1, *([1] * (x_t.dim() - 1))), sigma.view(-1, *([1] * (x_t.dim() - 1)))
+    return (x_t.float() - alpha * mean) / sigma

@@ -1,4 +1,4 @@
-"""phi in synthetic mode: the exact score of a known, view-biased image distribution of reference objects.
+"""phi in synthetic mode (``base.Prior``): the exact score of a known, view-biased image distribution of reference objects.
 
 Each reference object (the built-in head, or any 3DGS .ply) is rendered K times at cameras whose azimuth is biased
 towards its front, as real 2D priors are: with probability ``p_front`` the azimuth is drawn from N(0, front_std),
@@ -8,6 +8,8 @@ pixel space: the "latent" is the image itself, mapped to [-1, 1], on the same no
 
 Several references can be registered under prompts; the unconditional distribution is their union, so text
 classifier-free guidance means the same as with SD: eps = eps_union + s (eps_prompt - eps_union).
+
+It is the offline prior of ``esd-gs generate --prior synthetic`` and ``esd-gs bench janus``: its answer is known.
 """
 
 from __future__ import annotations
@@ -15,22 +17,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from ..cameras import Cameras, OrbitSampler, orbit_cameras
-from ..errors import UserError
-from ..guidance.distill import add_noise
-from ..guidance.mixture_score import mixture_eps
-from ..guidance.prior import TextEmbeddings
-from ..render import render
+from ..cameras import Cameras, OrbitSampler, orbit_cameras, wrap_azimuth
+from ..diffusion import mixture_eps, sd_alphas_cumprod
+from ..errors import ConfigError, UserError
+from ..render.views import render_batches
+from .base import Prior, TextEmbeddings
 
-
-def sd_alphas_cumprod(num_train_timesteps: int = 1000) -> Tensor:
-    """Stable Diffusion's training schedule: scaled-linear betas from 0.00085 to 0.012."""
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, num_train_timesteps, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0).float()
+if TYPE_CHECKING:
+    from ..configs.generate import GenerateConfig
 
 
 @dataclass
@@ -51,6 +50,12 @@ class SyntheticPriorConfig:
     seed: int = 1234
     """Seed of the prior's cameras (fixed, so every run and method sees the same prior)."""
 
+    def __post_init__(self) -> None:
+        if self.num_images < 1 or not 0.0 <= self.p_front <= 1.0:
+            raise ConfigError("--synthetic.num-images must be >= 1 and --synthetic.p-front in [0, 1]")
+        if not (math.isfinite(self.front_std) and self.front_std > 0):
+            raise ConfigError(f"--synthetic.front-std must be a positive angle, got {self.front_std}")
+
 
 def biased_cameras(count: int, sampler: OrbitSampler, p_front: float, front_std: float, generator: torch.Generator) -> Cameras:
     """Cameras with azimuth ~ p_front N(0, front_std) + (1 - p_front) U(-180, 180); the rest as ``sampler``."""
@@ -58,15 +63,12 @@ def biased_cameras(count: int, sampler: OrbitSampler, p_front: float, front_std:
     frontal = torch.rand(count, generator=generator) < p_front
     around_front = torch.randn(count, generator=generator) * front_std
     uniform = torch.rand(count, generator=generator) * 360.0 - 180.0
-    azimuth = torch.where(frontal, around_front, uniform)
-    azimuth = torch.remainder(azimuth + 180.0, 360.0) - 180.0
+    azimuth = wrap_azimuth(torch.where(frontal, around_front, uniform))
     return orbit_cameras(azimuth, base.elevation, base.radius, base.fovy)
 
 
-class SyntheticPrior:
-    """Same interface as ``StableDiffusionPrior`` (what ``ScoreDistillation`` and the estimators use)."""
-
-    prediction_type = "epsilon"
+class SyntheticPrior(Prior):
+    """The exact-score prior of reference objects (see module docstring)."""
 
     def __init__(self, images: Tensor, image_prompts: list[str], azimuths: Tensor, device: torch.device):
         """``images`` [R*K, 3, H, W] in [-1, 1]; ``image_prompts`` the R reference prompts; ``azimuths`` [R*K]."""
@@ -76,7 +78,12 @@ class SyntheticPrior:
         self.per_reference = images.shape[0] // len(image_prompts)
         self.azimuths = azimuths
         self.alphas_cumprod = sd_alphas_cumprod().to(device)
-        self.num_train_timesteps = 1000
+
+    @classmethod
+    def from_config(cls, config: GenerateConfig, device: torch.device) -> SyntheticPrior:
+        """phi for a generate run: ``--synthetic.*``, at the run's resolution and cameras and on its background."""
+        background = {"white": 1.0, "black": 0.0}.get(config.background, 1.0)
+        return cls.build(config.synthetic, config.prompt, config.resolution, config.cameras, device, background)
 
     @classmethod
     def build(
@@ -97,8 +104,6 @@ class SyntheticPrior:
             raise UserError("give one --synthetic.reference-prompts entry per --synthetic.reference file")
         if prompt not in prompts:
             raise UserError(f"the synthetic prior knows the prompts {prompts}, not '{prompt}'")
-        if config.num_images < 1 or not 0.0 <= config.p_front <= 1.0:
-            raise UserError("--synthetic.num-images must be >= 1 and --synthetic.p-front in [0, 1]")
         gen = torch.Generator().manual_seed(config.seed)
         images, azimuths = [], []
         for path in paths:
@@ -106,10 +111,8 @@ class SyntheticPrior:
                 raise UserError(f"reference {path} does not exist")
             scene = (read_ply(path) if path is not None else builtin_head()).to(device)
             cams = biased_cameras(config.num_images, sampler, config.p_front, config.front_std, gen)
-            with torch.no_grad():
-                for start in range(0, len(cams), 64):
-                    rgb = render(scene, cams[start : start + 64], resolution, resolution, background=background).rgb
-                    images.append(rgb.clamp(0, 1) * 2.0 - 1.0)
+            for rgb in render_batches(scene, cams, resolution, background, batch=64):
+                images.append(rgb.clamp(0, 1) * 2.0 - 1.0)
             azimuths.append(cams.azimuth)
         return cls(torch.cat(images), prompts, torch.cat(azimuths), device)
 
@@ -117,7 +120,7 @@ class SyntheticPrior:
     def text_embeddings(self, prompt: str, negative_prompt: str = "", view_dependent: bool = False) -> TextEmbeddings:
         """The prompt selects its reference (index); the negative is the union (-1). View suffixes do not apply."""
         index = self.prompts.index(prompt)
-        return TextEmbeddings(plain=torch.tensor([index]), negative=torch.tensor([-1]), views=None, prompts=[prompt])
+        return TextEmbeddings(plain=torch.tensor([index]), negative=torch.tensor([-1]), views=None)
 
     def _data(self, index: int) -> Tensor:
         if index < 0:
@@ -128,22 +131,12 @@ class SyntheticPrior:
         """The K images of one reference, in [0, 1]."""
         return (self._data(index) + 1.0) / 2.0
 
-    # ------------------------------------------------------------------ images <-> "latents" (pixels in [-1, 1])
-    def encode_images(self, images: Tensor) -> Tensor:
+    # ------------------------------------------------------------------ images -> "latents" (pixels in [-1, 1])
+    def encode(self, images: Tensor, approximate: bool = False) -> Tensor:
+        """The pixels mapped to [-1, 1] (exact: there is no cheaper encoder to approximate)."""
         return images.float() * 2.0 - 1.0
 
-    encode_images_linear = encode_images
-
-    def decode_latents(self, latents: Tensor) -> Tensor:
-        return ((latents + 1.0) / 2.0).clamp(0, 1)
-
     # ------------------------------------------------------------------ diffusion
-    def add_noise(self, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
-        return add_noise(self.alphas_cumprod, latents.float(), noise, timesteps)
-
-    def eps_from_output(self, output: Tensor, x_t: Tensor, timesteps: Tensor, prediction_type: str) -> Tensor:
-        return output.float()
-
     def eps_text(self, x_t: Tensor, timesteps: Tensor, text: Tensor) -> Tensor:
         """Exact eps of the images of each sample's reference (text [B] indices; -1 = all references)."""
         out = torch.empty(x_t.shape, dtype=torch.float32, device=x_t.device)
@@ -153,8 +146,9 @@ class SyntheticPrior:
         return out
 
     @torch.no_grad()
-    def eps_cfg(self, x_t: Tensor, timesteps: Tensor, cond: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
-        eps_cond = self.eps_text(x_t, timesteps, cond)
+    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
+        """``Prior.eps`` with text [B] and negative [1] reference indices."""
+        eps_cond = self.eps_text(x_t, timesteps, text)
         if len(self.prompts) == 1 or math.isclose(guidance_scale, 1.0):
             return eps_cond  # one reference: the union is the prompt's own distribution
         eps_uncond = self.eps_text(x_t, timesteps, negative.expand(x_t.shape[0]))

@@ -1,4 +1,4 @@
-"""psi in synthetic mode: a small camera-conditioned network on top of phi, trained exactly like the LoRA psi.
+"""psi with the synthetic prior: a small camera-conditioned network on top of phi, trained exactly like the LoRA psi.
 
     eps_psi(x_t, t, c, y) = eps_phi(x_t, t, y) + r(x_t, t, c)
 
@@ -6,7 +6,7 @@ phi here is the exact score of the prompt's reference images (no CFG: psi always
 residual r is a small convolutional network whose blocks are modulated (FiLM) by a sinusoidal time embedding plus
 the camera embedding (``CameraEmbedding`` from the LoRA psi: the same 16-number c2w input, zero vector = null
 camera). Its output layer starts at zero, so at step 0 psi equals phi, as Algorithm 1 initialises psi with phi.
-Training, camera dropout (p_null) and AdamW come from ``OnlineEstimator``.
+Training, camera dropout (p_null) and AdamW come from ``online.OnlineEstimator``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..guidance.psi import CameraEmbedding, OnlineEstimator, PsiConfig
-from .prior import SyntheticPrior
+from ..priors import SyntheticPrior
+from .base import PsiConfig
+from .online import CameraEmbedding, OnlineEstimator
 
 
 def timestep_embedding(timesteps: Tensor, dim: int) -> Tensor:
@@ -61,6 +62,8 @@ class ResidualNet(nn.Module):
 
 
 class SyntheticResidualEstimator(OnlineEstimator):
+    """eps_psi = eps_phi(x_t, t, y) + r(x_t, t, c) (see module docstring)."""
+
     prediction_type = "epsilon"
 
     def __init__(self, prior: SyntheticPrior, config: PsiConfig, width: int = 32):
@@ -72,10 +75,11 @@ class SyntheticResidualEstimator(OnlineEstimator):
 
     def _forward(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> Tensor:
         with torch.no_grad():
-            base = self.prior.eps_text(x_t, timesteps, text)
+            base = self.prior.eps(x_t, timesteps, text, text[:1], 1.0)  # phi's plain conditional score (no CFG)
         return base + self.net(x_t.float(), timesteps, cameras.float())
 
     def state_dict(self) -> dict[str, Tensor]:
+        """The residual network's weights (prefixed ``net.``)."""
         return {f"net.{k}": v.detach().cpu() for k, v in self.net.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:

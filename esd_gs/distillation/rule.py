@@ -1,4 +1,4 @@
-"""The score-distillation update shared by SDS, VSD and ESD (one code path).
+"""The update rule: the score-distillation gradient shared by SDS, VSD and ESD (one code path). ``step.py`` runs it.
 
 With x_t = alpha_t z + sigma_t eps (z: the rendered latents), the update direction on z is
 
@@ -22,10 +22,16 @@ Method = Literal["sds", "vsd", "esd"]
 Weighting = Literal["sigma2", "uniform"]
 
 
-def add_noise(alphas_cumprod: Tensor, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
-    """The forward process x_t = alpha_t z + sigma_t eps, alpha_t = sqrt(alphabar_t), sigma_t = sqrt(1 - alphabar_t)."""
-    abar = alphas_cumprod.to(latents.device)[timesteps].view(-1, *([1] * (latents.dim() - 1)))
-    return (abar.sqrt() * latents.float() + (1 - abar).sqrt() * noise.float()).to(latents.dtype)
+def entropy_weight(method: Method, lambda_entropy: float) -> float:
+    """The lambda of eq. 9 that ``method`` uses: ESD's ``lambda_entropy``; 0 for VSD (eq. 2 is eq. 9 at lambda = 0)
+    and for SDS (whose bracket has no psi term)."""
+    if method in ("sds", "vsd"):
+        return 0.0
+    if method != "esd":
+        raise ValueError(f"unknown method {method!r}")
+    if not 0.0 <= lambda_entropy <= 1.0:
+        raise ValueError(f"lambda_entropy must be in [0, 1], got {lambda_entropy}")
+    return lambda_entropy
 
 
 def weight_of_t(alphas_cumprod: Tensor, timesteps: Tensor, weighting: Weighting = "sigma2") -> Tensor:
@@ -51,14 +57,9 @@ def distillation_bracket(
     ``eps_psi_camera`` is psi with the camera (needed by VSD, and by ESD when lambda < 1); ``eps_psi_null`` is psi
     with the null camera (needed by ESD when lambda > 0).
     """
+    lambda_entropy = entropy_weight(method, lambda_entropy)
     if method == "sds":
         return eps_phi - noise
-    if method == "vsd":
-        lambda_entropy = 0.0
-    elif method != "esd":
-        raise ValueError(f"unknown method {method!r}")
-    if not 0.0 <= lambda_entropy <= 1.0:
-        raise ValueError(f"lambda_entropy must be in [0, 1], got {lambda_entropy}")
     bracket = eps_phi
     if lambda_entropy > 0.0:
         if eps_psi_null is None:

@@ -3,15 +3,18 @@
 A checkpoint directory ``RUN/checkpoint/`` holds
 
 - ``tensors-<step>-<id>.safetensors``: the scene parameters (``scene.<key>``), every optimiser's tensor state
-  (``optim.<name>.<param index>.<state key>``), the densification running state (``densify.<key>``), psi's weights and
-  its optimiser state (``psi.*``, ``psi_optim.*``) and the random-number-generator states (``rng.*``, as uint8);
-- ``meta.json``: the step to continue from, counters, the optimisers' param-group settings (learning rates...), and
-  ``tensors``: the name of the tensor file it belongs to.
+  (``optim.<name>.<param index>.<state key>``), the densification running state (``densify.<key>``), psi's tensors
+  (``psi.*``: whatever its ``ScoreEstimator.checkpoint_state`` returns) and the random-number-generator states
+  (``rng.*``, as uint8);
+- ``meta.json``: the step to continue from, counters, the optimisers' param-group settings (learning rates...), psi's
+  settings (``psi``), and ``tensors``: the name of the tensor file it belongs to.
 
 Saving never destroys the previous checkpoint: the new tensors go to a new file beside the old one, then
 ``meta.json`` is replaced atomically (the switch), and only then are older tensor files removed. A crash, a full disk
 or a second signal at any moment leaves either the old or the new checkpoint complete. A checkpoint of the first
-layout (``tensors.safetensors`` with a ``meta.json`` that names no file) still loads.
+layout (``tensors.safetensors`` with a ``meta.json`` that names no file) still loads, and so does one written by
+esd-gs 0.1, whose psi kept its optimiser under ``psi_optim.*`` and its settings beside the scene's
+(``psi_checkpoint_state``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from safetensors.torch import load_file
 from safetensors.torch import save as serialize
 from torch import Tensor
 
-from .atomic import atomic_path, atomic_write_bytes
-from .errors import UserError
+from ..atomic import atomic_path, atomic_write_bytes
+from ..errors import UserError
+from ..scene import PARAM_KEYS
 
 TENSORS = "tensors.safetensors"
 META = "meta.json"
@@ -108,3 +112,55 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any]]
     except Exception as exc:  # OSError, JSON errors, and safetensors' own error type on corrupt files
         raise UserError(f"checkpoint in {directory} is unreadable ({type(exc).__name__})") from None
     return tensors, meta
+
+
+def psi_checkpoint_state(tensors: dict[str, Tensor], meta: dict) -> tuple[dict[str, Tensor], dict]:
+    """psi's (tensors, settings) from a checkpoint, for ``ScoreEstimator.load_checkpoint_state``; also from the
+    layout of esd-gs 0.1 (optimiser tensors under ``psi_optim.*``; its settings, the camera-dropout counter and the
+    loss scaler at the top of meta.json)."""
+    state = {k[len("psi."):]: v for k, v in tensors.items() if k.startswith("psi.")}
+    if "psi" in meta:
+        return state, meta["psi"]
+    state.update({k[len("psi_"):]: v for k, v in tensors.items() if k.startswith("psi_optim.")})
+    legacy = {"optimizer": meta.get("optimizers", {}).get("psi"), "null_rate_counter": meta.get("null_rate_counter")}
+    if "psi_grad_scaler" in meta:
+        legacy["grad_scaler"] = meta["psi_grad_scaler"]
+    return state, legacy
+
+
+def check_checkpoint(tensors: dict, meta: dict, steps: int) -> None:
+    """Refuse a parseable but wrong checkpoint before anything is restored (KeyError/TypeError/ValueError, which
+    the command turns into one line): counters, optimiser settings and the scene tensors' types."""
+    def count(name: str, high: int | None = None) -> int:
+        value = meta.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (high is not None and value > high):
+            raise ValueError(f"meta.json {name} = {value!r} is not a count" + (f" in 0..{high}" if high else ""))
+        return value
+
+    if not isinstance(meta, dict):
+        raise TypeError("meta.json is not a mapping")
+    count("step", steps)
+    count("skipped")
+    count("bad_in_a_row")
+    optimizers = meta.get("optimizers")
+    if not isinstance(optimizers, dict):
+        raise KeyError("meta.json has no optimizers")
+    psi = meta.get("psi")
+    if isinstance(psi, dict) and psi.get("optimizer") is not None:
+        optimizers = {**optimizers, "psi": psi["optimizer"]}
+    for name, entry in optimizers.items():
+        groups = entry.get("groups") if isinstance(entry, dict) else None
+        if not isinstance(groups, list) or not groups or not isinstance(entry.get("scalars"), dict):
+            raise ValueError(f"meta.json optimizers.{name} has no param groups")
+        for group in groups:
+            if not isinstance(group, dict):
+                raise ValueError(f"meta.json optimizers.{name} has a param group that is not a mapping")
+            numbers = [group.get(k) for k in ("lr", "eps", "weight_decay")] + list(group.get("betas") or [None])
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
+                raise ValueError(f"meta.json optimizers.{name} has a non-numeric setting")
+            if not group["lr"] >= 0 or len(group["betas"]) != 2:
+                raise ValueError(f"meta.json optimizers.{name} has a negative learning rate or bad betas")
+    for key in PARAM_KEYS:
+        tensor = tensors.get(f"scene.{key}")
+        if tensor is None or tensor.dtype != torch.float32:
+            raise ValueError(f"scene.{key} is missing or not float32")

@@ -1,0 +1,189 @@
+"""The Janus benchmark: SDS, VSD and ESD against mode collapse, on the synthetic prior with a known answer.
+
+Every method runs with the same budget and the same hyperparameters (the synthetic defaults of ``generate``)
+except the method itself; each run's 120 turntable views (float images, no 8-bit rounding) are scored by
+``evaluation/janus.py`` against the reference object's. Writes results.json, results.md, janus.png and one run
+directory per configuration and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from ..atomic import atomic_path
+from ..cameras import turntable
+from ..configs.generate import GenerateConfig, synthetic_defaults
+from ..errors import UserError
+from ..evaluation.janus import janus_metrics
+from ..example import builtin_head
+from ..io import read_ply
+from ..priors import SyntheticPrior
+from ..progress import console
+from ..render.views import render_images
+from ..training.trainer import Trainer
+from ..video import write_png
+
+TURNTABLE_VIEWS = 120
+TURNTABLE_ELEVATION = 15.0
+OUTPUTS = ("results.json", "results.md", "janus.png", "runs")
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One configuration of the benchmark (run once per seed)."""
+
+    method: str
+    """sds, vsd or esd."""
+    lambda_entropy: float = 0.0
+    """ESD's lambda (0 for SDS and VSD)."""
+    estimator: str = "-"
+    """psi: learned or particle ("-" for SDS, which has none)."""
+
+    @property
+    def label(self) -> str:
+        if self.method == "sds":
+            return "SDS"
+        if self.method == "vsd":
+            return "VSD"
+        return f"ESD l={self.lambda_entropy:g} ({self.estimator})"
+
+    def name(self, seed: int) -> str:
+        return f"{self.method}-l{self.lambda_entropy:g}-{self.estimator}-s{seed}"
+
+    def key(self) -> tuple:
+        return self.method, self.lambda_entropy, self.estimator
+
+
+def bench_base_config(steps: int | None = None, reference: Path | None = None,
+                      p_front: float | None = None) -> GenerateConfig:
+    """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``,
+    ``reference`` and ``p_front`` when given."""
+    base = synthetic_defaults()
+    synthetic = base.synthetic
+    if reference is not None:
+        synthetic = replace(synthetic, reference=(reference,))
+    if p_front is not None:
+        synthetic = replace(synthetic, p_front=p_front)
+    return replace(base, prompt="a head", steps=base.steps if steps is None else steps, synthetic=synthetic,
+                   output=replace(base.output, preview_every=0.0, checkpoint_every=0.0, video_formats=("mp4",)))
+
+
+def run_janus_benchmark(runs: list[BenchRun], seeds: int, base: GenerateConfig, out: Path,
+                        device: torch.device) -> Path:
+    """Run every configuration of ``runs`` for seeds 0 .. seeds-1 from ``base`` (``bench_base_config``), score
+    them, and write results.json, results.md and janus.png into ``out`` (a writable directory)."""
+    base.validate()
+    reference = base.synthetic.reference[0] if base.synthetic.reference else None
+    if reference is not None and not Path(reference).is_file():
+        raise UserError(f"reference {reference} does not exist")
+    prior = SyntheticPrior.from_config(base, device)  # one prior, shared by every run
+    reference_scene = (read_ply(reference) if reference is not None else builtin_head()).to(device)
+    cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
+    size = base.resolution
+
+    def views_of(scene) -> torch.Tensor:
+        return render_images(scene, cams, size, background=1.0)
+
+    reference_views = views_of(reference_scene)
+    prior_images = prior.reference_images(0).cpu()
+    reference_metrics = janus_metrics(reference_views, reference_views, prior_images, prior.azimuths)
+    records, strips = [], {}
+    for seed in range(seeds):
+        for run in runs:
+            run_dir = out / "runs" / run.name(seed)
+            distill = replace(base.distill, method=run.method, lambda_entropy=run.lambda_entropy)
+            config = replace(base, distill=distill, seed=seed, out=run_dir,
+                             psi=replace(base.psi, estimator="learned" if run.estimator == "-" else run.estimator))
+            console.print(f"[bold]{run.label}[/bold], seed {seed}")
+            if run_dir.is_dir():  # only with --overwrite (checked by the command): start the run afresh
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
+            trainer = Trainer(config, run_dir, device, prior=prior)
+            trainer.run()
+            views = views_of(trainer.scene)
+            metrics = janus_metrics(views, reference_views, prior_images, prior.azimuths)
+            records.append({"method": run.method, "lambda_entropy": run.lambda_entropy, "estimator": run.estimator,
+                            "seed": seed, **metrics.as_dict(), "steps": config.steps,
+                            "p_front": base.synthetic.p_front})
+            if seed == 0:
+                strips[run.label] = (views, metrics)
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps({"reference": reference_metrics.as_dict(), "runs": records}, indent=1))
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(results_markdown(records, runs, reference_metrics))
+    write_png(janus_figure(reference_views, strips), out / "janus.png")
+    console.print(results_table(records, runs, reference_metrics))
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'janus.png'}")
+    return out
+
+
+def _summary(records: list[dict], run: BenchRun) -> dict:
+    rows = [r for r in records if (r["method"], r["lambda_entropy"], r["estimator"]) == run.key()]
+
+    def stat(key):
+        values = [float(r[key]) for r in rows]
+        return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+    return {key: stat(key) for key in ("aligned_psnr", "face_count", "frontal_fraction", "iq", "iv")} | {"n": len(rows),
+            "janus_runs": sum(r["face_count"] > 1 for r in rows)}
+
+
+def results_table(records: list[dict], runs: list[BenchRun], reference) -> Table:
+    table = Table(title=f"Janus benchmark ({records[0]['steps']} steps, p_front {records[0]['p_front']})")
+    for column in ("method", "aligned PSNR (dB)", "faces", "Janus runs", "frontal share", "IQ", "IV"):
+        table.add_column(column, justify="right")
+    table.add_row("reference", "-", str(reference.face_count), "-", f"{reference.frontal_fraction:.2f}",
+                  f"{reference.iq:.2f}", f"{reference.iv:.2f}")
+    for run in runs:
+        s = _summary(records, run)
+        table.add_row(run.label, f"{s['aligned_psnr'][0]:.2f} ± {s['aligned_psnr'][1]:.2f}",
+                      f"{s['face_count'][0]:.1f} ± {s['face_count'][1]:.1f}", f"{s['janus_runs']}/{s['n']}",
+                      f"{s['frontal_fraction'][0]:.2f}", f"{s['iq'][0]:.2f}", f"{s['iv'][0]:.2f}")
+    return table
+
+
+def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> str:
+    lines = [f"Janus benchmark: {records[0]['steps']} steps per run, prior frontal share p_front = "
+             f"{records[0]['p_front']}, mean ± std over seeds.", "",
+             "| method | aligned PSNR (dB) | face count | Janus runs | frontal share | IQ | IV |",
+             "| --- | --- | --- | --- | --- | --- | --- |",
+             f"| reference object | - | {reference.face_count} | - | {reference.frontal_fraction:.2f} | "
+             f"{reference.iq:.2f} | {reference.iv:.2f} |"]
+    for run in runs:
+        s = _summary(records, run)
+        lines.append(f"| {run.label} | {s['aligned_psnr'][0]:.2f} ± {s['aligned_psnr'][1]:.2f} | "
+                     f"{s['face_count'][0]:.1f} ± {s['face_count'][1]:.1f} | {s['janus_runs']}/{s['n']} | "
+                     f"{s['frontal_fraction'][0]:.2f} | {s['iq'][0]:.2f} | {s['iv'][0]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def janus_figure(reference_views: torch.Tensor, strips: dict, every: int = 10, scale: int = 3) -> np.ndarray:
+    """One row per method (reference on top): every ``every``-th turntable view, with a caption line."""
+    from PIL import Image, ImageDraw
+
+    def strip(views: torch.Tensor) -> np.ndarray:
+        picked = (views[::every].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        row = np.concatenate(list(picked), axis=1)
+        return np.kron(row, np.ones((scale, scale, 1), dtype=np.uint8))
+
+    rows = [("reference (ground truth)", strip(reference_views))]
+    for name, (views, metrics) in strips.items():
+        rows.append((f"{name}: faces {metrics.face_count}, aligned PSNR {metrics.aligned_psnr:.1f} dB", strip(views)))
+    width = rows[0][1].shape[1]
+    caption_h = 18
+    canvas = Image.new("RGB", (width, sum(r.shape[0] + caption_h for _, r in rows)), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = 0
+    for caption, row in rows:
+        draw.text((4, y + 3), caption, fill=(0, 0, 0))
+        canvas.paste(Image.fromarray(row), (0, y + caption_h))
+        y += row.shape[0] + caption_h
+    return np.asarray(canvas)

@@ -1,0 +1,149 @@
+"""YAML presets and saved run configs: ``GenerateConfig`` values written as nested YAML mappings.
+
+A preset names only what it changes; every value is checked against its field's declared type (one ``UserError``
+naming the setting), then by the component's own checks. Nested configs marked ``flat`` (the update rule) are
+written at the top level, as their command-line flags are (``method: esd``, ``--method esd``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import tyro
+import yaml
+
+from ..errors import UserError
+from .generate import GenerateConfig
+
+
+def _is_flat(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("flat"))
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        plain = {}
+        for f in dataclasses.fields(value):
+            item = _to_plain(getattr(value, f.name))
+            if _is_flat(f):
+                plain.update(item)
+            else:
+                plain[f.name] = item
+        return plain
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def config_to_dict(config: GenerateConfig) -> dict:
+    """Plain nested dict (YAML-safe) of a config."""
+    return _to_plain(config)
+
+
+def _checked(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` from YAML as the field's declared type, or one UserError naming the setting and what it takes."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        if value not in args or isinstance(value, bool) != isinstance(args[0], bool):
+            raise UserError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _checked(value, option, where)
+            except UserError as exc:
+                errors.append(str(exc))
+        raise errors[-1] if len(errors) == 1 else UserError(f"{where}: {value!r} is not a valid value")
+    if origin is tyro.conf.Positional or (origin is typing.Annotated):
+        return _checked(value, args[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_checked(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise UserError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_checked(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: expected a whole number, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as text
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected text, got {value!r}")
+        return value
+    if annotation is Path:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a path, got {value!r}")
+        return Path(value)
+    if dataclasses.is_dataclass(annotation):
+        return _from_plain(annotation, value, where)
+    raise TypeError(f"{where}: no YAML check for the type {annotation!r}")  # a field type this reader must learn
+
+
+def _from_plain(cls, data: dict, where: str):
+    """A config dataclass from a YAML mapping: unknown keys and wrong types are one ``UserError`` each."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not _is_flat(f)}
+    kwargs, known = {}, set(fields)
+    for f in dataclasses.fields(cls):
+        if _is_flat(f):  # its settings sit in this same mapping
+            nested = typing.get_args(hints[f.name])[0] if typing.get_origin(hints[f.name]) is typing.Annotated \
+                else hints[f.name]
+            names = {g.name for g in dataclasses.fields(nested)}
+            known |= names
+            kwargs[f.name] = _from_plain(nested, {k: v for k, v in data.items() if k in names}, where)
+    unknown = sorted(set(map(str, data)) - known)
+    if unknown:
+        raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    kwargs.update({name: _checked(value, hints[name], f"{where}.{name}") for name, value in data.items()
+                   if name in fields})
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def config_from_dict(data: dict, where: str = "config") -> GenerateConfig:
+    return _from_plain(GenerateConfig, data, where)
+
+
+def load_yaml_config(path: Path) -> GenerateConfig:
+    """Read a preset or a run's saved config.yaml."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return config_from_dict(data, where=str(path))
+
+
+def dump_yaml_config(config: GenerateConfig) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,16 @@
+"""Diffusion knowledge shared by phi and psi: the forward process (``process``) and the exact score of a noised
+empirical distribution (``mixture``)."""
+
+from .mixture import mixture_eps, posterior_mean
+from .process import (
+    SD_BETA_SCHEDULE,
+    PredictionType,
+    add_noise,
+    alpha_sigma,
+    eps_from_prediction,
+    prediction_target,
+    sd_alphas_cumprod,
+)
+
+__all__ = ["SD_BETA_SCHEDULE", "PredictionType", "add_noise", "alpha_sigma", "eps_from_prediction", "mixture_eps",
+           "posterior_mean", "prediction_target", "sd_alphas_cumprod"]

@@ -1,0 +1,146 @@
+"""What every learned psi shares: camera dropout, the noise-prediction loss (eq. 3) and AdamW, run online on the
+renders of each step (ESD Algorithm 1).
+
+Training step: on detached rendered latents z, t ~ U[0, T), x_t = alpha_t z + sigma_t eps, the MSE between the
+network's output and its target (eps, or v = alpha_t eps - sigma_t z for a v-prediction network,
+``diffusion.prediction_target``), with the whole batch's camera replaced by the null camera with probability
+``p_null_camera``, so psi learns both q(x | c, y) and q(x | y) (the classifier-free trick of eq. 9). With an fp16
+network the loss is scaled (``torch.amp.GradScaler``) so that the gradients do not underflow.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..cameras import EMBEDDING_SIZE, null_embedding
+from ..diffusion import PredictionType, eps_from_prediction, prediction_target
+from ..priors import Prior
+from ..training.checkpoint import optimizer_from_flat, optimizer_to_flat
+from .base import PsiConfig, ScoreEstimator
+
+
+class CameraEmbedding(nn.Module):
+    """Camera embedding [B, 16] -> [B, width]: Linear(width, width)(SiLU(Linear(16, width)(c))), the last layer
+    starting at zero (so a fresh psi ignores the camera)."""
+
+    def __init__(self, width: int, in_features: int = EMBEDDING_SIZE):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_features, width)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(width, width)
+        nn.init.zeros_(self.linear_2.weight)
+        nn.init.zeros_(self.linear_2.bias)
+
+    def forward(self, camera: Tensor) -> Tensor:
+        return self.linear_2(self.act(self.linear_1(camera.float())))
+
+
+class OnlineEstimator(ScoreEstimator):
+    """A learned psi (see the module docstring).
+
+    Subclasses set ``prior``, ``config``, ``prediction_type`` and ``trainable_parameters``, call ``_init_training``,
+    and provide ``_forward`` plus ``state_dict`` / ``load_state_dict`` for their weights.
+    """
+
+    trains: ClassVar[bool] = True
+    prior: Prior
+    config: PsiConfig
+    prediction_type: PredictionType
+    trainable_parameters: list[nn.Parameter]
+
+    def _init_training(self) -> None:
+        self.optimizer = torch.optim.AdamW(
+            self.trainable_parameters, lr=self.config.lr, betas=self.config.betas, weight_decay=self.config.weight_decay
+        )
+        # fp16 activations: scale the loss so that the LoRA's gradients do not underflow (bf16 has fp32's range).
+        device_type = torch.device(self.prior.device).type
+        self.grad_scaler = torch.amp.GradScaler(device_type, enabled=self.prior.dtype == torch.float16)
+        self.null_rate_counter = [0, 0]  # [null batches, all batches], for monitoring
+
+    def _forward(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> Tensor:
+        """The network's raw output (eps, or v for v-prediction) for camera embeddings [B, 16] (zeros = null)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The learned weights (float32, CPU)."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ scores
+    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None,
+            noise: Tensor | None = None) -> Tensor:
+        """eps_psi(x_t, t, c, y) float32; ``cameras`` [B, 16] or None for the null camera (``noise`` unused)."""
+        batch = x_t.shape[0]
+        if cameras is None:
+            cameras = null_embedding(batch, x_t.device)
+        with torch.no_grad():
+            out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), cameras.float())
+        return eps_from_prediction(out, x_t, self.prior.alphas_cumprod, timesteps, self.prediction_type)
+
+    def eps_camera_and_null(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor,
+                            noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Both psi terms of eq. 9 in one batched pass: (eps_psi(x_t, t, c, y), eps_psi(x_t, t, null, y))."""
+        batch = x_t.shape[0]
+        eps = self.eps(
+            torch.cat([x_t, x_t]),
+            torch.cat([timesteps, timesteps]),
+            text.expand(2 * batch, *text.shape[1:]),
+            torch.cat([cameras.float(), null_embedding(batch, cameras.device)]),
+        )
+        return eps[:batch], eps[batch:]
+
+    # ------------------------------------------------------------------ training
+    def update(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None
+               ) -> float:
+        """``config.train_steps_per_iter`` training steps on this step's renders; returns the last loss."""
+        loss = None
+        for _ in range(self.config.train_steps_per_iter):
+            loss = self.train_step(latents, text, cameras, generator)
+        return loss
+
+    def train_step(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None) -> float:
+        """One update (module docstring) on detached latents [B, C, h, w] with camera embeddings [B, 16]; returns
+        the loss."""
+        latents = latents.detach().float()
+        batch = latents.shape[0]
+        gen_device = generator.device if generator is not None else latents.device
+        timesteps = torch.randint(0, self.prior.num_train_timesteps, (batch,), generator=generator, device=gen_device)
+        timesteps = timesteps.to(latents.device)
+        noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(latents.device)
+        drop = bool(torch.rand((), generator=generator, device=gen_device) < self.config.p_null_camera)
+        self.null_rate_counter[0] += int(drop)
+        self.null_rate_counter[1] += 1
+        condition = null_embedding(batch, latents.device) if drop else cameras.float()
+        x_t = self.prior.add_noise(latents, noise, timesteps)
+        target = prediction_target(latents, noise, self.prior.alphas_cumprod, timesteps, self.prediction_type)
+        out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), condition)
+        loss = torch.nn.functional.mse_loss(out.float(), target.float())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.grad_scaler.scale(loss).backward()  # identity unless the UNet runs in fp16
+        self.grad_scaler.step(self.optimizer)  # unscales the fp32 gradients; skips the step on overflow
+        self.grad_scaler.update()
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
+        """The weights, AdamW's tensors (``optim.psi.*``), and in JSON AdamW's settings, the dropout counter and the
+        loss scaler."""
+        tensors = dict(self.state_dict())
+        flat, optimizer_meta = optimizer_to_flat("psi", self.optimizer)
+        tensors.update(flat)
+        meta = {"optimizer": optimizer_meta, "null_rate_counter": list(self.null_rate_counter)}
+        if self.grad_scaler.is_enabled():
+            meta["grad_scaler"] = self.grad_scaler.state_dict()
+        return tensors, meta
+
+    def load_checkpoint_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        self.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optim.")})
+        optimizer_from_flat("psi", self.optimizer, tensors, meta["optimizer"], self.prior.device)
+        self.null_rate_counter = list(meta["null_rate_counter"])
+        if self.grad_scaler.is_enabled() and meta.get("grad_scaler"):
+            self.grad_scaler.load_state_dict(meta["grad_scaler"])

@@ -1,0 +1,1 @@
+"""Measuring results: ``janus`` scores turntable views against the synthetic prior's known answer."""

@@ -1,0 +1,36 @@
+"""phi, the 2D priors score distillation distils from. Each implements ``base.Prior``:
+
+- ``stable_diffusion.StableDiffusionPrior``: a frozen Stable Diffusion 1.x / 2.x (``--prior sd``, the default),
+  found through ``sources`` (model families and their mirrors);
+- ``synthetic.SyntheticPrior``: the exact score of renders of known objects (``--prior synthetic``, offline).
+
+``PRIORS`` maps each value of ``GenerateConfig.prior`` to the builder of its prior; a new prior adds its module,
+one entry here and its name to that Literal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from .base import Prior, TextEmbeddings
+from .stable_diffusion import StableDiffusionPrior
+from .synthetic import SyntheticPrior
+
+if TYPE_CHECKING:
+    from ..configs.generate import GenerateConfig
+
+PRIORS: dict[str, Callable[[GenerateConfig, torch.device], Prior]] = {
+    "sd": StableDiffusionPrior.from_config,
+    "synthetic": SyntheticPrior.from_config,
+}
+
+
+def build_prior(config: GenerateConfig, device: torch.device) -> Prior:
+    """phi for a generate run, as ``config.prior`` names it."""
+    return PRIORS[config.prior](config, device)
+
+
+__all__ = ["PRIORS", "Prior", "StableDiffusionPrior", "SyntheticPrior", "TextEmbeddings", "build_prior"]

@@ -1,0 +1,85 @@
+"""The interface of phi, the frozen 2D prior p_t(x_t | y) that score distillation distils from.
+
+A prior turns renders into its latent space, noises them with its forward process and predicts the noise with
+text classifier-free guidance. ``ScoreDistillation`` (and the estimators psi built on a prior) use nothing else, so
+a new prior implements this class and registers its builder in ``PRIORS`` (``priors/__init__.py``).
+
+Shapes and conventions:
+
+- Images are [B, 3, H, W] in [0, 1]. Latents z are float32 [B, C, h, w] in the prior's own space (Stable Diffusion:
+  4 VAE channels at 1/8 the size; the synthetic prior: the pixels themselves in [-1, 1]).
+- Timesteps are integers t in [0, T) [B]; ``alphas_cumprod`` [T] is the prior's noise schedule; the forward process
+  is ``diffusion.add_noise``: x_t = alpha_t z + sigma_t eps.
+- Text conditions come from ``text_embeddings`` (a ``TextEmbeddings``); ``eps`` returns float32 noise predictions
+  shaped like x_t.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..diffusion import add_noise
+from .prompts import view_direction_index
+
+
+@dataclass
+class TextEmbeddings:
+    """A prompt's cached text conditions: tensors of the prior's own kind, one row per condition (Stable
+    Diffusion: CLIP hidden states [1, 77, D], views [4, 77, D] in ``prompts.DIRECTIONS`` order; the synthetic prior:
+    reference indices [1])."""
+
+    plain: Tensor
+    """The prompt as given: psi's condition (psi never uses CFG or view suffixes)."""
+    negative: Tensor
+    """The unconditional / negative prompt for classifier-free guidance."""
+    views: Tensor | None = None
+    """The view-dependent prompts (front, side, back, overhead), or None when view-dependent prompting is off."""
+
+    def conditional(self, azimuth: Tensor, elevation: Tensor) -> Tensor:
+        """phi's text condition for each of B cameras: [B, ...] rows of ``plain`` or of ``views``."""
+        batch = azimuth.shape[0]
+        if self.views is None:
+            return self.plain.expand(batch, *self.plain.shape[1:])
+        index = view_direction_index(azimuth.cpu(), elevation.cpu()).to(self.views.device)
+        return self.views[index]
+
+
+class Prior(ABC):
+    """phi: a frozen diffusion prior (see the module docstring for shapes and conventions)."""
+
+    device: torch.device
+    """Where its networks and schedule live."""
+    dtype: torch.dtype
+    """The precision its networks compute in (latents and predictions are float32 whatever it is)."""
+    alphas_cumprod: Tensor
+    """[T] float32 alphabar_t of its noise schedule, on ``device``."""
+
+    @property
+    def num_train_timesteps(self) -> int:
+        """T, the number of diffusion timesteps of the schedule."""
+        return int(self.alphas_cumprod.shape[0])
+
+    @abstractmethod
+    def text_embeddings(self, prompt: str, negative_prompt: str = "", view_dependent: bool = True) -> TextEmbeddings:
+        """Encode ``prompt`` once: plain, negative and (if the prior has them) the view-dependent variants."""
+
+    @abstractmethod
+    def encode(self, images: Tensor, approximate: bool = False) -> Tensor:
+        """Renders [B, 3, H, W] in [0, 1] -> float32 latents, differentiable. ``approximate``: the renders were made
+        at latent size, for a prior's cheap approximate encoder (priors without one encode exactly)."""
+
+    def add_noise(self, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+        """x_t = alpha_t z + sigma_t eps on this prior's schedule."""
+        return add_noise(self.alphas_cumprod, latents, noise, timesteps)
+
+    @abstractmethod
+    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
+        """eps_phi(x_t, t, y) with text classifier-free guidance (Ho & Salimans 2022), no gradient:
+        eps = eps(x_t, t, negative) + s (eps(x_t, t, text) - eps(x_t, t, negative)).
+
+        ``text`` holds one condition per sample ([B, ...], from ``TextEmbeddings.conditional``), ``negative`` one
+        for all ([1, ...]); ``guidance_scale`` s = 1 is the plain conditional prediction."""
