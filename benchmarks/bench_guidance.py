@@ -23,10 +23,12 @@ import time
 import torch
 
 from esd_gs.cameras import OrbitSampler
-from esd_gs.priors.stable_diffusion import StableDiffusionPrior, resolve_dtype
-from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
-from esd_gs.distillation.timesteps import TimestepSchedule
 from esd_gs.distillation import DistillationConfig, ScoreDistillation
+from esd_gs.distillation.timesteps import TimestepSchedule
+from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
+from esd_gs.priors.stable_diffusion import StableDiffusionPrior, resolve_dtype
+from esd_gs.render import render
+from esd_gs.scene import BallInit, GaussianScene
 from esd_gs.testing.tiny_sd import (
     build_tiny_stable_diffusion,
     sd21_base_unet_config,
@@ -36,8 +38,6 @@ from esd_gs.testing.tiny_sd import (
     tiny_clip_vocab,
     write_tiny_clip_tokenizer_files,
 )
-from esd_gs.render import render
-from esd_gs.scene import BallInit, GaussianScene
 
 
 def full_size_prior(device: torch.device, dtype: torch.dtype) -> StableDiffusionPrior:
@@ -54,7 +54,13 @@ def full_size_prior(device: torch.device, dtype: torch.dtype) -> StableDiffusion
     text_encoder = CLIPTextModel(CLIPTextConfig(**sd21_text_encoder_config(len(vocab), num_hidden_layers=1)))
     scheduler = DDPMScheduler(**sd21_scheduler_config())
     return StableDiffusionPrior(
-        unet.to(device, dtype), vae.to(device, dtype), text_encoder.to(device, dtype), tokenizer, scheduler, device, dtype
+        unet.to(device, dtype),
+        vae.to(device, dtype),
+        text_encoder.to(device, dtype),
+        tokenizer,
+        scheduler,
+        device,
+        dtype,
     )
 
 
@@ -105,6 +111,7 @@ def main() -> None:
     dtype = resolve_dtype(args.precision, device)
 
     if args.full_size:
+
         def make_prior():
             return full_size_prior(device, dtype)
     else:
@@ -113,13 +120,18 @@ def main() -> None:
         def make_prior():
             return StableDiffusionPrior.from_pretrained(str(path), device=device, precision=args.precision)
 
-    print(f"torch {torch.__version__}, device {device}, dtype {dtype}, {args.size} px, batch {args.batch}, "
-          f"{'full-size SD 2.1-base configs' if args.full_size else 'tiny SD'}, {torch.get_num_threads()} threads")
+    print(
+        f"torch {torch.__version__}, device {device}, dtype {dtype}, {args.size} px, batch {args.batch}, "
+        f"{'full-size SD 2.1-base configs' if args.full_size else 'tiny SD'}, {torch.get_num_threads()} threads"
+    )
     print(f"{'method':>6} {'shared':>7} {'ms/step':>9} {'it/s':>7} {'peak GiB':>9}")
     for method, shared in (("sds", True), ("vsd", True), ("esd", True), ("vsd", False), ("esd", False)):
         row = run_config(make_prior, method, shared, args, device)
         peak = f"{row['peak_gib']:9.2f}" if row["peak_gib"] is not None else f"{'-':>9}"
-        print(f"{row['method']:>6} {str(row['shared']):>7} {row['step_s'] * 1e3:9.1f} {row['it_s']:7.2f} {peak}", flush=True)
+        print(
+            f"{row['method']:>6} {str(row['shared']):>7} {row['step_s'] * 1e3:9.1f} {row['it_s']:7.2f} {peak}",
+            flush=True,
+        )
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -37,13 +37,22 @@ def main() -> None:
         path = Path(tmp) / "big.ply"
         g = torch.Generator().manual_seed(0)
         n = args.gaussians
-        scene = GaussianScene({"means": torch.randn(n, 3, generator=g) * 0.5, "scales": torch.full((n, 3), -4.0),
-                               "quats": torch.randn(n, 4, generator=g), "opacities": torch.zeros(n),
-                               "sh0": torch.rand(n, 1, 3, generator=g), "shN": torch.randn(n, 15, 3, generator=g) * 0.1})
+        scene = GaussianScene(
+            {
+                "means": torch.randn(n, 3, generator=g) * 0.5,
+                "scales": torch.full((n, 3), -4.0),
+                "quats": torch.randn(n, 4, generator=g),
+                "opacities": torch.zeros(n),
+                "sh0": torch.rand(n, 1, 3, generator=g),
+                "shN": torch.randn(n, 15, 3, generator=g) * 0.1,
+            }
+        )
         write_ply(scene, path)
         size_mb = path.stat().st_size / 2**20
         rows = {
-            "plyfile mmap=False (old parse)": timed(lambda: plyfile.PlyData.read(str(path), mmap=False)["vertex"].data, 1),
+            "plyfile mmap=False (old parse)": timed(
+                lambda: plyfile.PlyData.read(str(path), mmap=False)["vertex"].data, 1
+            ),
             "plyfile mmap=True": timed(lambda: plyfile.PlyData.read(str(path), mmap=True)["vertex"].data, args.repeats),
             "read_ply (all of it)": timed(lambda: read_ply(path), args.repeats),
         }

@@ -3,8 +3,8 @@
 gsplat's DefaultStrategy grows a Gaussian when the mean, over the steps it was visible, of the norm of its means2d
 gradient (scaled to pixels of a [-1, 1] image: x width/2 and x height/2, times the number of cameras) exceeds
 ``grow_grad2d``. That norm depends on how the loss is reduced: 3DGS's 2e-4 belongs to a mean-reduced photometric
-loss; our score-distillation loss is summed over latent entries (``distill.py``), like threestudio's. This script
-runs the real generate loop (``Trainer``) and records, every step, the per-Gaussian norms exactly as gsplat
+loss; our score-distillation loss is summed over latent entries (``distillation/rule.py``), like threestudio's. This
+script runs the real generate loop (``Trainer``) and records, every step, the per-Gaussian norms exactly as gsplat
 accumulates them, then prints the quantiles of (a) every per-step, per-visible-Gaussian norm and (b) what gsplat
 actually thresholds: each Gaussian's mean norm over the steps it was visible, with the share of Gaussians above
 candidate thresholds (the share that one refinement would clone or split).
@@ -77,8 +77,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON here")
     args = parser.parse_args()
 
-    argv = ["generate", "densify-grads", "--prior", args.prior, "--method", args.method, "--steps", str(args.steps),
-            "--densify.no-enabled"]  # measure the gradients of the scene as initialised, without growth
+    argv = [
+        "generate",
+        "densify-grads",
+        "--prior",
+        args.prior,
+        "--method",
+        args.method,
+        "--steps",
+        str(args.steps),
+        "--densify.no-enabled",
+    ]  # measure the gradients of the scene as initialised, without growth
     if args.model:
         argv += ["--model", args.model]
     for pair in args.set:

@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 
 from esd_gs.cameras import OrbitSampler
-from esd_gs.training.checkpoint import checkpoint_tensor_file
-from esd_gs.testing.tiny_sd import build_full_size_stable_diffusion, build_tiny_stable_diffusion
 from esd_gs.render import gsplat_backend, render
 from esd_gs.scene import GaussianScene
 from esd_gs.testing.scenes import random_scene
+from esd_gs.testing.tiny_sd import build_full_size_stable_diffusion, build_tiny_stable_diffusion
+from esd_gs.training.checkpoint import checkpoint_tensor_file
 
 CONFIGS = {
     # name: (method, shared psi UNet, precision on CUDA)
@@ -49,8 +49,13 @@ CONFIGS = {
 WARMUP_STEPS = 3
 
 
-def compare_renderers(device: torch.device, seeds=(0, 1, 2), n: int = 4000, size: int = 128,
-                      backends: tuple[str, str] = ("torch", "gsplat")) -> list[dict]:
+def compare_renderers(
+    device: torch.device,
+    seeds=(0, 1, 2),
+    n: int = 4000,
+    size: int = 128,
+    backends: tuple[str, str] = ("torch", "gsplat"),
+) -> list[dict]:
     """The PyTorch renderer vs gsplat (``backends``: ours, the reference) on the same scenes and cameras, both on
     ``device``. Per scene: max abs differences of rgb/alpha/depth, the share of Gaussians whose visibility agrees,
     and relative L2 errors of the means2d gradient (on Gaussians both see) and of every parameter's gradient."""
@@ -68,7 +73,9 @@ def compare_renderers(device: torch.device, seeds=(0, 1, 2), n: int = 4000, size
             results[backend] = {
                 "image": stacked.detach(),
                 "grads": {k: v.grad.detach() for k, v in probe.params.items()},
-                "visible": (out.info["radii"] > 0).all(dim=-1) if out.info["radii"].dim() == 3 else out.info["radii"] > 0,
+                "visible": (out.info["radii"] > 0).all(dim=-1)
+                if out.info["radii"].dim() == 3
+                else out.info["radii"] > 0,
                 "means2d": out.info["means2d"].grad.detach(),
             }
         ours, theirs = results[backends[0]], results[backends[1]]
@@ -100,7 +107,9 @@ def read_run(run_dir: Path) -> dict:
     checkpoint = checkpoint_tensor_file(run_dir / "checkpoint")
     if checkpoint is not None:
         with safe_open(str(checkpoint), framework="pt") as f:
-            values = [float(f.get_tensor(k).abs().max()) for k in f.keys() if k.startswith("psi.lora.") and "lora_B" in k]
+            values = [
+                float(f.get_tensor(k).abs().max()) for k in f.keys() if k.startswith("psi.lora.") and "lora_B" in k
+            ]
         lora_max = max(values) if values else None
     return {
         "it_s": statistics.median(rates),
@@ -112,24 +121,61 @@ def read_run(run_dir: Path) -> dict:
     }
 
 
-def run_generate(name: str, model: Path, out: Path, method: str, shared: bool, precision: str, args, cuda: bool) -> dict:
+def run_generate(
+    name: str, model: Path, out: Path, method: str, shared: bool, precision: str, args, cuda: bool
+) -> dict:
     run_dir = out / "runs" / name
     cmd = [
-        sys.executable, "-m", "esd_gs", "generate", "a plush dragon toy", "--model", str(model), "--method", method,
-        "--precision", precision, "--steps", str(args.steps), "--out", str(run_dir), "--overwrite", "--seed", "0",
+        sys.executable,
+        "-m",
+        "esd_gs",
+        "generate",
+        "a plush dragon toy",
+        "--model",
+        str(model),
+        "--method",
+        method,
+        "--precision",
+        precision,
+        "--steps",
+        str(args.steps),
+        "--out",
+        str(run_dir),
+        "--overwrite",
+        "--seed",
+        "0",
         "--psi.shared-unet" if shared else "--psi.no-shared-unet",
-        "--output.turntable-views", "8", "--output.preview-every", "0", "--output.checkpoint-every", "0",
+        "--output.turntable-views",
+        "8",
+        "--output.preview-every",
+        "0",
+        "--output.checkpoint-every",
+        "0",
     ]
     if method == "sds":
         cmd += ["--guidance-scale", "100"]  # and SDS's own default growth threshold
     if not cuda:  # the tiny model: 64 px native
-        cmd += ["--resolution", "64", "--resolution-start", "32", "--init.num-points", "1000",
-                "--output.turntable-size", "48"]
+        cmd += [
+            "--resolution",
+            "64",
+            "--resolution-start",
+            "32",
+            "--init.num-points",
+            "1000",
+            "--output.turntable-size",
+            "48",
+        ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, COLUMNS="160"))
     wall = time.perf_counter() - start
-    row = {"name": name, "method": method, "psi": "-" if method == "sds" else ("shared" if shared else "separate"),
-           "precision": precision, "wall_s": wall, "ok": proc.returncode == 0}
+    row = {
+        "name": name,
+        "method": method,
+        "psi": "-" if method == "sds" else ("shared" if shared else "separate"),
+        "precision": precision,
+        "wall_s": wall,
+        "ok": proc.returncode == 0,
+    }
     if proc.returncode != 0:
         row["error"] = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         return row
@@ -140,34 +186,48 @@ def run_generate(name: str, model: Path, out: Path, method: str, shared: bool, p
 def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [
-        "# esd-gs GPU acceptance run", "",
+        "# esd-gs GPU acceptance run",
+        "",
         f"- machine: {env['device_name']}, torch {env['torch']}, CUDA {env['cuda']}",
-        f"- gsplat: {env['gsplat']}" + (f" (kernels built in {env['gsplat_build_s']:.0f} s)" if env.get("gsplat_build_s") else ""),
+        f"- gsplat: {env['gsplat']}"
+        + (f" (kernels built in {env['gsplat_build_s']:.0f} s)" if env.get("gsplat_build_s") else ""),
         f"- model: {report['model_kind']}, {report['steps']} steps a run, renders {report['resolution']}",
         "",
     ]
     if report["renderers"]:
-        lines += ["## gsplat vs the PyTorch renderer", "",
-                  "| seed | rgb max abs | alpha max abs | depth max abs | visible agree | means2d grad rel | worst param grad rel |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "## gsplat vs the PyTorch renderer",
+            "",
+            "| seed | rgb max abs | alpha max abs | depth max abs | visible agree | means2d grad rel | worst param grad rel |",  # noqa: E501 (a markdown table row)
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for r in report["renderers"]:
             worst = max((v, k) for k, v in r.items() if k.startswith("grad_rel_"))
-            lines.append(f"| {r['seed']} | {r['rgb_max_abs']:.2e} | {r['alpha_max_abs']:.2e} | {r['depth_max_abs']:.2e} | "
-                         f"{r['visible_agreement']:.4f} | {r['means2d_grad_rel']:.2e} | {worst[0]:.2e} ({worst[1][9:]}) |")
+            lines.append(
+                f"| {r['seed']} | {r['rgb_max_abs']:.2e} | {r['alpha_max_abs']:.2e} | {r['depth_max_abs']:.2e} | "
+                f"{r['visible_agreement']:.4f} | {r['means2d_grad_rel']:.2e} | {worst[0]:.2e} ({worst[1][9:]}) |"
+            )
         lines.append("")
     else:
         lines += [f"Renderer comparison skipped: {report['renderers_skipped']}.", ""]
-    lines += ["## esd-gs generate through the CLI", "",
-              "| run | method | psi | precision | it/s (median) | peak GiB | Gaussians start -> end | NaN steps | psi LoRA max abs B | wall s |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "## esd-gs generate through the CLI",
+        "",
+        "| run | method | psi | precision | it/s (median) | peak GiB | Gaussians start -> end | NaN steps | psi LoRA max abs B | wall s |",  # noqa: E501 (a markdown table row)
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in report["runs"]:
         if not r["ok"]:
-            lines.append(f"| {r['name']} | {r['method']} | {r['psi']} | {r['precision']} | failed: {r['error']} | | | | | {r['wall_s']:.0f} |")
+            lines.append(
+                f"| {r['name']} | {r['method']} | {r['psi']} | {r['precision']} | failed: {r['error']} | | | | | {r['wall_s']:.0f} |"  # noqa: E501 (a markdown table row)
+            )
             continue
         peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] else "-"
         lora = f"{r['lora_b_max']:.2e}" if r["lora_b_max"] is not None else "-"
-        lines.append(f"| {r['name']} | {r['method']} | {r['psi']} | {r['precision']} | {r['it_s']:.2f} | {peak} | "
-                     f"{r['gaussians_start']:,} -> {r['gaussians_end']:,} | {r['skipped_steps']} | {lora} | {r['wall_s']:.0f} |")
+        lines.append(
+            f"| {r['name']} | {r['method']} | {r['psi']} | {r['precision']} | {r['it_s']:.2f} | {peak} | "
+            f"{r['gaussians_start']:,} -> {r['gaussians_end']:,} | {r['skipped_steps']} | {lora} | {r['wall_s']:.0f} |"
+        )
     lines += ["", "Targets (H100, 512 px, batch 1): ESD >= 8 it/s, peak <= 16 GB."]
     return "\n".join(lines) + "\n"
 
@@ -175,7 +235,9 @@ def markdown(report: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output folder (model, runs, acceptance.md/json)")
-    parser.add_argument("--steps", type=int, default=None, help="steps per generate run (default 300 on CUDA, 6 on CPU)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps per generate run (default 300 on CUDA, 6 on CPU)"
+    )
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of: {', '.join(CONFIGS)}")
     parser.add_argument("--tiny", action="store_true", help="use the tiny model even on CUDA")
     args = parser.parse_args()
@@ -190,9 +252,11 @@ def main() -> int:
 
     probe = gsplat_backend.probe_gsplat(announce=lambda line: print(line, flush=True))
     environment = {
-        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
         "device_name": torch.cuda.get_device_name(0) if cuda else "CPU",
-        "gsplat": probe.reason if probe.ok else f"not usable: {probe.reason}", "gsplat_build_s": probe.build_seconds,
+        "gsplat": probe.reason if probe.ok else f"not usable: {probe.reason}",
+        "gsplat_build_s": probe.build_seconds,
     }
     print(f"[1/3] gsplat: {environment['gsplat']}", flush=True)
     renderers, skipped = [], None
@@ -216,9 +280,15 @@ def main() -> int:
         runs.append(row)
         status = f"{row['it_s']:.2f} it/s" if row["ok"] else f"FAILED: {row['error']}"
         print(f"[3/3] run {i}/{len(names)} {name} ({precision}): {status}", flush=True)
-    report = {"environment": environment, "renderers": renderers, "renderers_skipped": skipped, "runs": runs,
-              "steps": args.steps, "model_kind": "full-size SD 2.1-base, random weights" if full else "tiny SD, random weights",
-              "resolution": "256 -> 512 px" if full else "32 -> 64 px"}
+    report = {
+        "environment": environment,
+        "renderers": renderers,
+        "renderers_skipped": skipped,
+        "runs": runs,
+        "steps": args.steps,
+        "model_kind": "full-size SD 2.1-base, random weights" if full else "tiny SD, random weights",
+        "resolution": "256 -> 512 px" if full else "32 -> 64 px",
+    }
     (args.out / "acceptance.json").write_text(json.dumps(report, indent=1))
     text = markdown(report)
     (args.out / "acceptance.md").write_text(text)

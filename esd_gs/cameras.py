@@ -68,7 +68,9 @@ class Cameras:
     def __getitem__(self, index) -> Cameras:
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return Cameras(self.c2w[index], self.fovy[index], self.azimuth[index], self.elevation[index], self.radius[index])
+        return Cameras(
+            self.c2w[index], self.fovy[index], self.azimuth[index], self.elevation[index], self.radius[index]
+        )
 
     @property
     def positions(self) -> Tensor:
@@ -152,11 +154,18 @@ class OrbitSampler:
     """Vertical field-of-view range, degrees."""
 
     def __post_init__(self) -> None:
-        for name, bounds in (("radius", (0, math.inf)), ("elevation", (-90, 90)), ("azimuth", (-360, 360)),
-                             ("fovy", (0, 180))):
+        for name, bounds in (
+            ("radius", (0, math.inf)),
+            ("elevation", (-90, 90)),
+            ("azimuth", (-360, 360)),
+            ("fovy", (0, 180)),
+        ):
             lo, hi = getattr(self, name)
-            if not (bounds[0] <= lo <= hi <= bounds[1]) or (name in ("radius", "fovy") and not lo > bounds[0]) \
-                    or (name == "fovy" and not hi < 180):
+            if (
+                not (bounds[0] <= lo <= hi <= bounds[1])
+                or (name in ("radius", "fovy") and not lo > bounds[0])
+                or (name == "fovy" and not hi < 180)
+            ):
                 raise ConfigError(f"--cameras.{name} must be a range lo <= hi within {bounds}, got ({lo}, {hi})")
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Cameras:
@@ -179,4 +188,3 @@ def turntable(
     az = wrap_azimuth(az)
     full = torch.full((num_views,), 1.0)
     return orbit_cameras(az, full * elevation, full * radius, full * fovy)
-

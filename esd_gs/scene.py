@@ -146,8 +146,10 @@ class GaussianScene(torch.nn.Module):
         )
 
     @classmethod
-    def random_ball(cls, init: BallInit = BallInit(), generator: torch.Generator | None = None) -> GaussianScene:
-        """Points uniform in a ball; isotropic scale = mean distance to the nearest neighbour; gray; identity rotation."""
+    def random_ball(cls, init: BallInit | None = None, generator: torch.Generator | None = None) -> GaussianScene:
+        """Points uniform in a ball; isotropic scale = distance to the nearest neighbour; gray; identity rotation.
+        ``init`` defaults to ``BallInit()``."""
+        init = BallInit() if init is None else init
         if init.num_points < 1:
             raise ValueError("num_points must be at least 1")
         n = init.num_points

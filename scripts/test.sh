@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Run the test suite: set up .venv (first time only), then pytest, offline (no Hugging Face Hub).
+# Run the checks: set up .venv (first time only), then ruff and pytest, offline (no Hugging Face Hub).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_env.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Lint (pyflakes, pycodestyle, bugbear), import order and formatting, as configured in pyproject.toml.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest -q "$@"

@@ -62,8 +62,13 @@ class FakeHubHandler(http.server.BaseHTTPRequestHandler):
             return self._refuse(404, None)
         repo_id, rest = "/".join(parts[:2]), parts[2:]
         kind = self.server.repos.get(repo_id, "missing")
-        refusals = {"missing": (404, "RepoNotFound"), "gated": (403, "GatedRepo"), "ratelimited": (429, None),
-                    "broken": (500, None), "login": (401, None)}
+        refusals = {
+            "missing": (404, "RepoNotFound"),
+            "gated": (403, "GatedRepo"),
+            "ratelimited": (429, None),
+            "broken": (500, None),
+            "login": (401, None),
+        }
         if kind in refusals:
             return self._refuse(*refusals[kind])
         root = Path(kind)
@@ -72,8 +77,15 @@ class FakeHubHandler(http.server.BaseHTTPRequestHandler):
             folder = root.joinpath(*rest[2:])
             if not folder.is_dir():
                 return self._refuse(404, "EntryNotFound")
-            listing = [{"type": "directory" if p.is_dir() else "file", "path": str(p.relative_to(root)),
-                        "size": p.stat().st_size if p.is_file() else 0, "oid": COMMIT} for p in sorted(folder.iterdir())]
+            listing = [
+                {
+                    "type": "directory" if p.is_dir() else "file",
+                    "path": str(p.relative_to(root)),
+                    "size": p.stat().st_size if p.is_file() else 0,
+                    "oid": COMMIT,
+                }
+                for p in sorted(folder.iterdir())
+            ]
             return self._send(json.dumps(listing).encode(), body, "application/json")
         if api:  # GET /api/models/{repo}[/revision/{rev}]: the repository's info
             info = {"id": repo_id, "sha": COMMIT, "siblings": [{"rfilename": f} for f in files]}
@@ -105,11 +117,17 @@ def run_cli(*args, env_extra: dict, cwd=ROOT) -> subprocess.CompletedProcess:
     """``python -m esd_gs ARGS`` in a subprocess with ``env_extra`` added to the environment."""
     env = dict(os.environ, COLUMNS="200", OMP_NUM_THREADS="1", **env_extra)
     env.pop("TRANSFORMERS_OFFLINE", None)
-    return subprocess.run([sys.executable, "-m", "esd_gs", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "esd_gs", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 def hub_env(server: FakeHub, tmp_path: Path) -> dict:
     """Environment that points huggingface_hub at ``server`` with an empty cache under ``tmp_path``."""
-    return {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}", "HF_HUB_OFFLINE": "0",
-            "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "5"}
+    return {
+        "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_ETAG_TIMEOUT": "5",
+    }

@@ -8,12 +8,11 @@ import types
 
 import pytest
 import torch
+from test_generate import esd_gs
 
 from esd_gs import render as render_pkg
 from esd_gs.errors import UserError
 from esd_gs.render import gsplat_backend, resolve_backend
-
-from test_generate import esd_gs
 
 
 @pytest.fixture
@@ -56,8 +55,9 @@ def test_a_failing_build_is_reported_not_raised(fake_cuda):
 
 def test_first_build_is_announced_before_it_starts(fake_cuda):
     events = []
-    fake_cuda.setattr(gsplat_backend, "_import_backend",
-                      lambda: events.append("build") or types.SimpleNamespace(_C=object()))
+    fake_cuda.setattr(
+        gsplat_backend, "_import_backend", lambda: events.append("build") or types.SimpleNamespace(_C=object())
+    )
     probe = gsplat_backend.probe_gsplat(announce=events.append)
     assert events == ["building gsplat's CUDA kernels (first run only, a few minutes)", "build"]
     assert probe.ok and probe.build_seconds is not None
@@ -130,7 +130,23 @@ def test_cli_forced_gsplat_on_cpu_is_one_line_and_writes_nothing(tmp_path):
 def test_cli_torch_backend_runs(tmp_path):
     """--backend torch was refused by the renderer before; it now names the PyTorch renderer."""
     out = tmp_path / "run"
-    result = esd_gs("generate", "a head", "--prior", "synthetic", "--backend", "torch", "--steps", "2", "--out", out,
-                    "--output.turntable-views", "2", "--output.turntable-size", "32", "--synthetic.num-images", "8")
+    result = esd_gs(
+        "generate",
+        "a head",
+        "--prior",
+        "synthetic",
+        "--backend",
+        "torch",
+        "--steps",
+        "2",
+        "--out",
+        out,
+        "--output.turntable-views",
+        "2",
+        "--output.turntable-size",
+        "32",
+        "--synthetic.num-images",
+        "8",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "scene.ply").is_file()

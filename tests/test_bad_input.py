@@ -8,11 +8,21 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from esd_gs.training.checkpoint import checkpoint_tensor_file
 from esd_gs.cli.main import main
+from esd_gs.training.checkpoint import checkpoint_tensor_file
 
-SYNTHETIC = ["--prior", "synthetic", "--synthetic.num-images", "8", "--output.turntable-views", "2",
-             "--output.turntable-size", "32", "--output.preview-every", "0"]
+SYNTHETIC = [
+    "--prior",
+    "synthetic",
+    "--synthetic.num-images",
+    "8",
+    "--output.turntable-views",
+    "2",
+    "--output.turntable-size",
+    "32",
+    "--output.preview-every",
+    "0",
+]
 
 
 def refused(argv, capsys, expected):
@@ -24,47 +34,56 @@ def refused(argv, capsys, expected):
     return lines[0]
 
 
-@pytest.mark.parametrize("flags,expected", [
-    (["--output.turntable-views", "0"], "--output.turntable-views must be at least 1"),
-    (["--output.turntable-size", "4"], "--output.turntable-size in 8..4096"),
-    (["--resolution", "100000"], "--resolution 100000 is above 2048 px"),
-    (["--device", "meta"], "--device meta is not supported"),
-    (["--device", "mps"], "--device mps is not supported"),
-    (["--seed", str(2**70)], "--seed must be in [0, 2**62)"),
-    (["--seed", "-1"], "--seed must be in [0, 2**62)"),
-    (["--optim.means", "0"], "--optim.means must be a positive learning rate"),
-    (["--optim.scales", "-1e-3"], "--optim.scales must be a positive learning rate"),
-    (["--psi.lora-rank", "0"], "--psi.lora-rank must be >= 1"),
-    (["--psi.lr", "0"], "--psi.lr must be > 0"),
-    (["--guidance-scale", "nan"], "--guidance-scale must be a finite number"),
-    (["--cameras.fovy", "0", "0"], "--cameras.fovy must be a range"),
-    (["--cameras.radius", "3", "2"], "--cameras.radius must be a range"),
-    (["--output.checkpoint-every", "2"], "--output.checkpoint-every must be a fraction"),
-    (["--densify.grad-threshold", "-1"], "--densify.grad-threshold must be > 0"),
-    (["--max-bad-steps", "0"], "--max-bad-steps must be at least 1"),
-    (["--init.opacity", "1.5"], "--init.opacity in (0, 1)"),
-    (["--init.color", "nan"], "--init.color in [0, 1]"),
-    (["--init.num-points", "100000000"], "is above --densify.max-gaussians"),
-    (["--densify.max-gaussians", "100000000", "--init.num-points", "10"], "--densify.max-gaussians must be at most"),
-    (["--batch-size", "100000"], "--batch-size must be at most 64"),
-    (["--output.turntable-views", "100000000"], "--output.turntable-views must be at most 3600"),
-])
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (["--output.turntable-views", "0"], "--output.turntable-views must be at least 1"),
+        (["--output.turntable-size", "4"], "--output.turntable-size in 8..4096"),
+        (["--resolution", "100000"], "--resolution 100000 is above 2048 px"),
+        (["--device", "meta"], "--device meta is not supported"),
+        (["--device", "mps"], "--device mps is not supported"),
+        (["--seed", str(2**70)], "--seed must be in [0, 2**62)"),
+        (["--seed", "-1"], "--seed must be in [0, 2**62)"),
+        (["--optim.means", "0"], "--optim.means must be a positive learning rate"),
+        (["--optim.scales", "-1e-3"], "--optim.scales must be a positive learning rate"),
+        (["--psi.lora-rank", "0"], "--psi.lora-rank must be >= 1"),
+        (["--psi.lr", "0"], "--psi.lr must be > 0"),
+        (["--guidance-scale", "nan"], "--guidance-scale must be a finite number"),
+        (["--cameras.fovy", "0", "0"], "--cameras.fovy must be a range"),
+        (["--cameras.radius", "3", "2"], "--cameras.radius must be a range"),
+        (["--output.checkpoint-every", "2"], "--output.checkpoint-every must be a fraction"),
+        (["--densify.grad-threshold", "-1"], "--densify.grad-threshold must be > 0"),
+        (["--max-bad-steps", "0"], "--max-bad-steps must be at least 1"),
+        (["--init.opacity", "1.5"], "--init.opacity in (0, 1)"),
+        (["--init.color", "nan"], "--init.color in [0, 1]"),
+        (["--init.num-points", "100000000"], "is above --densify.max-gaussians"),
+        (
+            ["--densify.max-gaussians", "100000000", "--init.num-points", "10"],
+            "--densify.max-gaussians must be at most",
+        ),
+        (["--batch-size", "100000"], "--batch-size must be at most 64"),
+        (["--output.turntable-views", "100000000"], "--output.turntable-views must be at most 3600"),
+    ],
+)
 def test_bad_generate_numbers(flags, expected, capsys, tmp_path):
     refused(["generate", "a head", *SYNTHETIC, "--out", tmp_path / "run", *flags], capsys, expected)
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("prior: nope\n", "prior: 'nope' is not one of 'sd', 'synthetic'"),
-    ("output:\n  up: sideways\n", "output.up: 'sideways' is not one of '-y', 'y', 'z'"),
-    ("steps: ten\n", "steps: expected a whole number, got 'ten'"),
-    ("steps: 1.5\n", "steps: expected a whole number, got 1.5"),
-    ("psi:\n  shared_unet: maybe\n", "psi.shared_unet: expected true or false"),
-    ("cameras:\n  fovy: 50\n", "cameras.fovy: expected a list"),
-    ("- 1\n- 2\n", "expected a mapping, got list"),
-    ("optim: 3\n", "optim: expected a mapping, got int"),
-    ("nonsense: 1\n", "unknown setting(s) nonsense"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("prior: nope\n", "prior: 'nope' is not one of 'sd', 'synthetic'"),
+        ("output:\n  up: sideways\n", "output.up: 'sideways' is not one of '-y', 'y', 'z'"),
+        ("steps: ten\n", "steps: expected a whole number, got 'ten'"),
+        ("steps: 1.5\n", "steps: expected a whole number, got 1.5"),
+        ("psi:\n  shared_unet: maybe\n", "psi.shared_unet: expected true or false"),
+        ("cameras:\n  fovy: 50\n", "cameras.fovy: expected a list"),
+        ("- 1\n- 2\n", "expected a mapping, got list"),
+        ("optim: 3\n", "optim: expected a mapping, got int"),
+        ("nonsense: 1\n", "unknown setting(s) nonsense"),
+    ],
+)
 def test_bad_yaml_presets(text, expected, capsys, tmp_path):
     preset = tmp_path / "preset.yaml"
     preset.write_text(text)
@@ -86,13 +105,16 @@ def test_a_preset_that_is_not_utf8(capsys, tmp_path):
     refused(["generate", "a head", "--config", preset], capsys, "is not UTF-8 text")
 
 
-@pytest.mark.parametrize("flags,expected", [
-    (["--sheet-views", "0"], "--sheet-views must be at least 1"),
-    (["--fovy", "0"], "--fovy must be between 0 and 180"),
-    (["--radius", "0"], "--radius must be a positive distance"),
-    (["--elevation", "120"], "--elevation must be in [-90, 90]"),
-    (["--views", "100000000"], "--views must be in 1..3600"),
-])
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (["--sheet-views", "0"], "--sheet-views must be at least 1"),
+        (["--fovy", "0"], "--fovy must be between 0 and 180"),
+        (["--radius", "0"], "--radius must be a positive distance"),
+        (["--elevation", "120"], "--elevation must be in [-90, 90]"),
+        (["--views", "100000000"], "--views must be in 1..3600"),
+    ],
+)
 def test_bad_render_options(flags, expected, capsys, tmp_path):
     refused(["render", "assets/head.ply", "--out", tmp_path / "out", *flags], capsys, expected)
 
@@ -101,24 +123,46 @@ def test_render_and_bench_do_not_reuse_an_output_directory(capsys, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "contact_sheet.png").write_bytes(b"earlier")
-    refused(["render", "assets/head.ply", "--out", out, "--views", "2", "--size", "16"], capsys,
-            "already holds contact_sheet.png: pass --overwrite")
+    refused(
+        ["render", "assets/head.ply", "--out", out, "--views", "2", "--size", "16"],
+        capsys,
+        "already holds contact_sheet.png: pass --overwrite",
+    )
     assert (out / "contact_sheet.png").read_bytes() == b"earlier"
-    assert main(["render", "assets/head.ply", "--out", str(out), "--views", "2", "--size", "16", "--formats", "gif",
-                 "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "assets/head.ply",
+                "--out",
+                str(out),
+                "--views",
+                "2",
+                "--size",
+                "16",
+                "--formats",
+                "gif",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "results.json").write_text("{}")
     refused(["bench", "janus", "--out", tmp_path / "bench", "--seeds", "1"], capsys, "already holds a benchmark")
 
 
-@pytest.mark.parametrize("flags,expected", [
-    (["--steps", "0"], "--steps must be at least 1"),
-    (["--methods", ""], "--methods is empty"),
-    (["--methods", ",,"], "--methods is empty"),
-    (["--methods", "esd", "--estimators", ""], "ESD needs at least one --estimators value"),
-    (["--methods", "esd", "--lambdas", ""], "ESD needs at least one --estimators value and one --lambdas value"),
-])
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--methods", ""], "--methods is empty"),
+        (["--methods", ",,"], "--methods is empty"),
+        (["--methods", "esd", "--estimators", ""], "ESD needs at least one --estimators value"),
+        (["--methods", "esd", "--lambdas", ""], "ESD needs at least one --estimators value and one --lambdas value"),
+    ],
+)
 def test_bad_bench_options(capsys, tmp_path, flags, expected):
     refused(["bench", "janus", *flags, "--out", tmp_path / "bench"], capsys, expected)
     assert not (tmp_path / "bench").exists()
@@ -133,8 +177,11 @@ def test_export_refuses_a_scene_that_overflows_when_rotated(capsys, tmp_path):
         scene.params["quats"][0] = torch.tensor([3.0e38, 3.0e38, 0.0, 0.0])
     write_ply(scene, tmp_path / "big.ply", up="z")
     for target in ("out.ply", "out.splat"):
-        refused(["export", tmp_path / "big.ply", "--to", tmp_path / target, "--input-up", "z", "--up", "-y"], capsys,
-                "values too large to rotate to up axis -y")
+        refused(
+            ["export", tmp_path / "big.ply", "--to", tmp_path / target, "--input-up", "z", "--up", "-y"],
+            capsys,
+            "values too large to rotate to up axis -y",
+        )
         assert not (tmp_path / target).exists()
 
 
@@ -143,8 +190,10 @@ def test_export_refuses_a_scene_that_overflows_when_rotated(capsys, tmp_path):
 def interrupted_run(tmp_path_factory):
     """A real synthetic run with a checkpoint, marked interrupted so that --resume accepts it."""
     run = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["generate", "a head", *SYNTHETIC, "--steps", "4", "--output.checkpoint-every", "0.5",
-                 "--out", str(run)]) == 0
+    assert (
+        main(["generate", "a head", *SYNTHETIC, "--steps", "4", "--output.checkpoint-every", "0.5", "--out", str(run)])
+        == 0
+    )
     status = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**status, "status": "interrupted", "step": 2}))
     return run
@@ -179,24 +228,44 @@ def edit_tensors(ckpt, edit):
     save_file(tensors, str(path))
 
 
-@pytest.mark.parametrize("change,expected", [
-    (lambda c: set_meta(c, {}), "no complete checkpoint"),
-    (lambda c: set_meta(c, {"tensors": json.loads((c / "meta.json").read_text())["tensors"]}), "does not fit this run"),
-    (lambda c: set_meta(c, [1]), "no complete checkpoint"),
-    (lambda c: edit_tensors(c, lambda t: t.pop("scene.means")), "does not fit this run"),
-    (lambda c: edit_tensors(c, lambda t: t.update({"scene.means": torch.zeros(3, 2)})), "does not fit this run"),
-    (lambda c: edit_tensors(c, lambda t: t.pop("rng.camera")), "does not fit this run"),
-    (lambda c: checkpoint_tensor_file(c).write_bytes(b"not safetensors"), "is unreadable"),
-    (lambda c: patch_meta(c, step="abc"), "step = 'abc' is not a count"),
-    (lambda c: patch_meta(c, step=-5), "step = -5 is not a count"),
-    (lambda c: patch_meta(c, step=10**6), "step = 1000000 is not a count in 0..4"),
-    (lambda c: patch_meta(c, skipped=True), "skipped = True is not a count"),
-    (lambda c: patch_lr(c, "x"), "has a non-numeric setting"),
-    (lambda c: patch_lr(c, -1.0), "negative learning rate"),
-    (lambda c: edit_tensors(c, lambda t: t.update({"scene.means": t["scene.means"].double()})), "not float32"),
-], ids=["empty-meta", "meta-without-fields", "meta-is-a-list", "missing-tensor", "mis-shaped-tensor",
-        "missing-rng", "garbage-tensors", "step-text", "step-negative", "step-beyond", "skipped-bool", "lr-text",
-        "lr-negative", "float64-means"])
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        (lambda c: set_meta(c, {}), "no complete checkpoint"),
+        (
+            lambda c: set_meta(c, {"tensors": json.loads((c / "meta.json").read_text())["tensors"]}),
+            "does not fit this run",
+        ),
+        (lambda c: set_meta(c, [1]), "no complete checkpoint"),
+        (lambda c: edit_tensors(c, lambda t: t.pop("scene.means")), "does not fit this run"),
+        (lambda c: edit_tensors(c, lambda t: t.update({"scene.means": torch.zeros(3, 2)})), "does not fit this run"),
+        (lambda c: edit_tensors(c, lambda t: t.pop("rng.camera")), "does not fit this run"),
+        (lambda c: checkpoint_tensor_file(c).write_bytes(b"not safetensors"), "is unreadable"),
+        (lambda c: patch_meta(c, step="abc"), "step = 'abc' is not a count"),
+        (lambda c: patch_meta(c, step=-5), "step = -5 is not a count"),
+        (lambda c: patch_meta(c, step=10**6), "step = 1000000 is not a count in 0..4"),
+        (lambda c: patch_meta(c, skipped=True), "skipped = True is not a count"),
+        (lambda c: patch_lr(c, "x"), "has a non-numeric setting"),
+        (lambda c: patch_lr(c, -1.0), "negative learning rate"),
+        (lambda c: edit_tensors(c, lambda t: t.update({"scene.means": t["scene.means"].double()})), "not float32"),
+    ],
+    ids=[
+        "empty-meta",
+        "meta-without-fields",
+        "meta-is-a-list",
+        "missing-tensor",
+        "mis-shaped-tensor",
+        "missing-rng",
+        "garbage-tensors",
+        "step-text",
+        "step-negative",
+        "step-beyond",
+        "skipped-bool",
+        "lr-text",
+        "lr-negative",
+        "float64-means",
+    ],
+)
 def test_corrupt_checkpoints_are_refused_in_one_line(interrupted_run, tmp_path, capsys, change, expected):
     copy = corrupt_copy(interrupted_run, tmp_path, change)
     refused(["generate", "--resume", copy], capsys, expected)

@@ -17,7 +17,9 @@ def project(cams, width, height, point):
 
 
 def test_azimuth_zero_sits_on_plus_x_and_looks_at_origin():
-    cams = orbit_cameras(torch.tensor([0.0, 90.0]), torch.tensor([0.0, 0.0]), torch.tensor([2.5, 2.5]), torch.tensor([50.0, 50.0]))
+    cams = orbit_cameras(
+        torch.tensor([0.0, 90.0]), torch.tensor([0.0, 0.0]), torch.tensor([2.5, 2.5]), torch.tensor([50.0, 50.0])
+    )
     assert torch.allclose(cams.positions[0], torch.tensor([2.5, 0.0, 0.0]), atol=1e-6)
     assert torch.allclose(cams.positions[1], torch.tensor([0.0, 2.5, 0.0]), atol=1e-6)
     uv, depth = project(cams, 64, 48, torch.zeros(3))

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from small_disk import small_disk
 
 from esd_gs.training import checkpoint
 from esd_gs.training.checkpoint import load_checkpoint, save_checkpoint
-
-from small_disk import small_disk
 
 ROOT = Path(__file__).resolve().parents[1]
 

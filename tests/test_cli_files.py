@@ -86,7 +86,12 @@ def test_export_to_splat_and_padded_ply(tmp_path):
     [
         (["render", "missing.ply"], "missing.ply"),
         (["render", "{head}", "--views", "0"], "--views"),
-        (["render", "{head}", "--device", "cuda"] if not torch.cuda.is_available() else ["render", "{head}", "--size", "2"], "--"),
+        (
+            ["render", "{head}", "--device", "cuda"]
+            if not torch.cuda.is_available()
+            else ["render", "{head}", "--size", "2"],
+            "--",
+        ),
         (["export", "{head}", "--to", "out.obj"], ".ply or .splat"),
         (["export", "{bad}", "--to", "out.splat"], "bad.ply"),
         (["export", "{head}", "--to", "{head}"], "already exists"),

@@ -5,10 +5,9 @@ import math
 import torch
 
 from esd_gs.cameras import OrbitSampler
-from esd_gs.training.densify import DensifyConfig
-from esd_gs.training.densify import Densifier
 from esd_gs.render import render
 from esd_gs.scene import BallInit, GaussianScene
+from esd_gs.training.densify import Densifier, DensifyConfig
 
 
 def setup(n=200, **overrides):

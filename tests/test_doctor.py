@@ -4,14 +4,13 @@ import types
 
 import pytest
 import torch
+from fake_hub import hub_env, run_cli, serving
 
 from esd_gs.cli import doctor_cmd
 from esd_gs.configs.generate import GenerateConfig
 from esd_gs.priors.sources import KNOWN_SOURCES
-from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 from esd_gs.render import gsplat_backend
-
-from fake_hub import hub_env, run_cli, serving
+from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 
 FIRST, SECOND = KNOWN_SOURCES["sd2.1-base"]
 
@@ -47,7 +46,10 @@ def test_a_model_on_the_hub_is_found_without_downloading_weights(tiny, tmp_path)
     with serving({FIRST: "gated", SECOND: str(tiny)}) as server:
         result = run_cli("doctor", env_extra=hub_env(server, tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"ok  phi: sd2.1-base -> {SECOND}: on the Hugging Face Hub (the first run downloads its weights)" in result.stdout
+    assert (
+        f"ok  phi: sd2.1-base -> {SECOND}: on the Hugging Face Hub (the first run downloads its weights)"
+        in result.stdout
+    )
     fetched = [r for r in server.requests if r.startswith("GET ") and "/resolve/" in r]
     assert fetched and all(r.endswith("model_index.json") for r in fetched), fetched
 

@@ -7,8 +7,8 @@ import torch
 
 from esd_gs.cameras import orbit_cameras, turntable
 from esd_gs.example import HAIR, make_head_scene
-from esd_gs.render.views import render_views
 from esd_gs.render import render
+from esd_gs.render.views import render_views
 from esd_gs.video import contact_sheet, write_png, write_turntable
 
 
@@ -19,7 +19,9 @@ def head():
 
 def cameras_at(*azimuths, elevation=15.0):
     n = len(azimuths)
-    return orbit_cameras(torch.tensor(azimuths), torch.full((n,), elevation), torch.full((n,), 2.5), torch.full((n,), 50.0))
+    return orbit_cameras(
+        torch.tensor(azimuths), torch.full((n,), elevation), torch.full((n,), 2.5), torch.full((n,), 50.0)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- the head

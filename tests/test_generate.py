@@ -14,14 +14,25 @@ import plyfile
 import pytest
 import yaml
 
-from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 from esd_gs.io import read_ply
+from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [
-    "--resolution", "64", "--init.num-points", "400", "--densify.max-gaussians", "1500",
-    "--output.turntable-views", "6", "--output.turntable-size", "48", "--output.preview-every", "0.5",
-    "--output.checkpoint-every", "0.25",
+    "--resolution",
+    "64",
+    "--init.num-points",
+    "400",
+    "--densify.max-gaussians",
+    "1500",
+    "--output.turntable-views",
+    "6",
+    "--output.turntable-size",
+    "48",
+    "--output.preview-every",
+    "0.5",
+    "--output.checkpoint-every",
+    "0.25",
 ]
 
 
@@ -32,14 +43,21 @@ def tiny_model(tmp_path_factory):
 
 def esd_gs(*args, cwd=ROOT):
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="120", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "esd_gs", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "esd_gs", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 def start(*args):
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="120", OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "esd_gs", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "esd_gs", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def test_generate_writes_every_output(tiny_model, tmp_path):
@@ -147,10 +165,21 @@ def test_presets_load_and_flags_override():
         config = parse_args(["generate", "x", "--config", str(ROOT / "configs" / f"{name}.yaml")])
         config.validate()
     sds = parse_args(["generate", "x", "--config", str(ROOT / "configs" / "sds.yaml")])
-    assert (sds.distill.method, sds.distill.guidance_scale, sds.densify.grad_threshold) == ("sds", 100.0, None)  # None: by method
+    assert (sds.distill.method, sds.distill.guidance_scale, sds.densify.grad_threshold) == (
+        "sds",
+        100.0,
+        None,
+    )  # None: by method
     # The preset sets vsd with lambda 0 and 2500 steps; flags on the command line win, the rest stays.
-    mixed = parse_args(["generate", "x", "--config", str(ROOT / "configs" / "vsd.yaml"), "--method", "esd", "--steps", "7"])
-    assert (mixed.distill.method, mixed.steps, mixed.distill.lambda_entropy, mixed.resolution_start) == ("esd", 7, 0.0, 256)
+    mixed = parse_args(
+        ["generate", "x", "--config", str(ROOT / "configs" / "vsd.yaml"), "--method", "esd", "--steps", "7"]
+    )
+    assert (mixed.distill.method, mixed.steps, mixed.distill.lambda_entropy, mixed.resolution_start) == (
+        "esd",
+        7,
+        0.0,
+        256,
+    )
     plain = parse_args(["generate", "x"])
     assert (plain.distill.method, plain.distill.lambda_entropy, plain.steps) == ("esd", 0.5, 2500)
 
@@ -161,7 +190,9 @@ def test_nan_steps_are_skipped_counted_and_stop_when_persistent(tiny_model, tmp_
     from esd_gs.cli.main import parse_args
     from esd_gs.training.trainer import Trainer, TrainingError
 
-    config = parse_args(["generate", "a head", "--model", str(tiny_model), "--steps", "10", "--max-bad-steps", "3", *FAST])
+    config = parse_args(
+        ["generate", "a head", "--model", str(tiny_model), "--steps", "10", "--max-bad-steps", "3", *FAST]
+    )
     trainer = Trainer(config, tmp_path, torch.device("cpu"))
     real_step = trainer.distill.step
     poisoned = {3, 5, 6, 7}  # step 3 alone is skipped; 5, 6, 7 in a row stop the run
@@ -191,7 +222,12 @@ def test_prior_synthetic_brings_its_own_defaults_and_flags_still_win():
     from esd_gs.cli.main import parse_args
 
     config = parse_args(["generate", "a head", "--prior", "synthetic"])
-    assert (config.prior, config.resolution, config.background, config.psi.estimator) == ("synthetic", 32, "white", "particle")
+    assert (config.prior, config.resolution, config.background, config.psi.estimator) == (
+        "synthetic",
+        32,
+        "white",
+        "particle",
+    )
     assert config.distill.lambda_entropy == 1.0 and config.synthetic.p_front == 0.5
     tweaked = parse_args(["generate", "a head", "--prior=synthetic", "--steps", "5", "--psi.estimator", "learned"])
     assert (tweaked.steps, tweaked.psi.estimator, tweaked.resolution) == (5, "learned", 32)
@@ -210,8 +246,10 @@ def test_default_generate_is_the_esd_preset():
 def _cheap_outputs(config):
     from dataclasses import replace
 
-    return replace(config, output=replace(config.output, preview_every=0.0, checkpoint_every=0.0, turntable_views=4,
-                                          turntable_size=32))
+    return replace(
+        config,
+        output=replace(config.output, preview_every=0.0, checkpoint_every=0.0, turntable_views=4, turntable_size=32),
+    )
 
 
 @pytest.mark.parametrize("encoder", ["vae", "linear"])
@@ -223,8 +261,20 @@ def test_default_preset_feeds_the_unet_its_native_latent_size_and_trains_the_lor
     from esd_gs.cli.main import parse_args
     from esd_gs.training.trainer import Trainer
 
-    config = parse_args(["generate", "a head", "--model", str(tiny_model), "--steps", "4", "--encoder", encoder,
-                         "--init.num-points", "300"])
+    config = parse_args(
+        [
+            "generate",
+            "a head",
+            "--model",
+            str(tiny_model),
+            "--steps",
+            "4",
+            "--encoder",
+            encoder,
+            "--init.num-points",
+            "300",
+        ]
+    )
     assert (config.resolution_start, config.resolution) == (256, 512)
     trainer = Trainer(_cheap_outputs(config), tmp_path, torch.device("cpu"))
     seen = []
@@ -240,8 +290,8 @@ def test_resume_on_another_device_type_reseeds_the_noise_with_a_notice(tiny_mode
     """A checkpoint written on CUDA holds a 16-byte CUDA generator state; on CPU it must resume, not crash."""
     import torch
 
-    from esd_gs.training.checkpoint import load_checkpoint, save_checkpoint
     from esd_gs.cli.main import parse_args
+    from esd_gs.training.checkpoint import load_checkpoint, save_checkpoint
     from esd_gs.training.trainer import Trainer
 
     config = _cheap_outputs(parse_args(["generate", "a head", "--model", str(tiny_model), "--steps", "6", *FAST]))

@@ -16,15 +16,26 @@ import gpu_acceptance  # noqa: E402
 def test_acceptance_script_end_to_end_on_cpu(tmp_path):
     out = tmp_path / "acceptance"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_acceptance.py"), "--out", str(out), "--steps", "5",
-         "--configs", "sds-fp16,esd-shared-fp16,esd-separate-bf16"],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gpu_acceptance.py"),
+            "--out",
+            str(out),
+            "--steps",
+            "5",
+            "--configs",
+            "sds-fp16,esd-shared-fp16,esd-separate-bf16",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((out / "acceptance.json").read_text())
     runs = {r["name"]: r for r in report["runs"]}
     assert set(runs) == {"sds-fp32", "esd-shared-fp32", "esd-separate-bf16"}  # fp16 -> fp32 on CPU
-    for name, run in runs.items():
+    for run in runs.values():
         assert run["ok"] and run["it_s"] > 0 and run["skipped_steps"] == 0, run
         assert run["gaussians_end"] >= 1
     assert runs["sds-fp32"]["lora_b_max"] is None  # SDS has no psi
@@ -36,7 +47,9 @@ def test_acceptance_script_end_to_end_on_cpu(tmp_path):
 
 
 def test_renderer_comparison_is_zero_for_equal_renderers_and_catches_a_difference():
-    rows = gpu_acceptance.compare_renderers(torch.device("cpu"), seeds=(0,), n=200, size=24, backends=("torch", "dense"))
+    rows = gpu_acceptance.compare_renderers(
+        torch.device("cpu"), seeds=(0,), n=200, size=24, backends=("torch", "dense")
+    )
     row = rows[0]
     assert row["rgb_max_abs"] < 1e-4 and row["visible_agreement"] == 1.0
     assert row["means2d_grad_rel"] < 1e-3 and all(v < 1e-3 for k, v in row.items() if k.startswith("grad_rel_"))
@@ -51,7 +64,9 @@ def test_renderer_comparison_is_zero_for_equal_renderers_and_catches_a_differenc
 
     gpu_acceptance.render = brighter
     try:
-        row = gpu_acceptance.compare_renderers(torch.device("cpu"), seeds=(0,), n=200, size=24, backends=("torch", "dense"))[0]
+        row = gpu_acceptance.compare_renderers(
+            torch.device("cpu"), seeds=(0,), n=200, size=24, backends=("torch", "dense")
+        )[0]
     finally:
         gpu_acceptance.render = original
     assert row["rgb_max_abs"] > 1e-2 and row["grad_rel_sh0"] > 1e-2

@@ -224,12 +224,14 @@ def test_reads_original_3dgs_layout_in_any_property_order(tmp_path, kind):
     if kind == "binary_big_endian":
         array = array.astype(array.dtype.newbyteorder(">"))
     element = plyfile.PlyElement.describe(array, "vertex")
-    extra = plyfile.PlyElement.describe(np.zeros(2, dtype=[("vertex_indices", "O")]), "face",
-                                        val_types={"vertex_indices": "int32"})
+    extra = plyfile.PlyElement.describe(
+        np.zeros(2, dtype=[("vertex_indices", "O")]), "face", val_types={"vertex_indices": "int32"}
+    )
     extra.data["vertex_indices"][0] = np.array([0, 1, 2], np.int32)
     extra.data["vertex_indices"][1] = np.array([1, 2, 3, 4], np.int32)
-    ply = plyfile.PlyData([extra, element], text=(kind == "ascii"),
-                          byte_order=">" if kind == "binary_big_endian" else "<")
+    ply = plyfile.PlyData(
+        [extra, element], text=(kind == "ascii"), byte_order=">" if kind == "binary_big_endian" else "<"
+    )
     ply.write(str(tmp_path / "a.ply"))
     assert_same_params(read_ply(tmp_path / "a.ply", up="z"), params)
 
@@ -239,15 +241,18 @@ def test_reads_original_3dgs_layout_in_any_property_order(tmp_path, kind):
 
 def good_bytes(n=3, degree=0):
     params = random_params(n=n, degree=degree)
-    header = "ply\nformat binary_little_endian 1.0\n" f"element vertex {n}\n"
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {n}\n"
     header += "".join(f"property float {name}\n" for name in ply_property_names(degree)) + "end_header\n"
     body = original_3dgs_array(params, ply_property_names(degree), extra=False).tobytes()
     return header, body
 
 
 def header_with(names, count=3, fmt="binary_little_endian"):
-    return (f"ply\nformat {fmt} 1.0\nelement vertex {count}\n"
-            + "".join(f"property float {n}\n" for n in names) + "end_header\n")
+    return (
+        f"ply\nformat {fmt} 1.0\nelement vertex {count}\n"
+        + "".join(f"property float {n}\n" for n in names)
+        + "end_header\n"
+    )
 
 
 def test_good_bytes_helper_is_readable(tmp_path):
@@ -267,25 +272,40 @@ def bad_cases():
         "not a ply": (b"hello world\n" * 10, "not a PLY file"),
         "no end_header": (b"ply\nformat binary_little_endian 1.0\nelement vertex 3\n", "end_header"),
         "bad format": (header.replace("binary_little_endian", "binary_middle_endian").encode() + body, "format"),
-        "bad property type": (header.replace("property float x", "property float128 x").encode() + body,
-                              "unknown property type"),
-        "missing fields": (header_with([n for n in names if n not in ("opacity", "rot_3")]).encode() + body[:-24],
-                           "missing vertex properties opacity, rot_3"),
-        "wrong f_rest count": (header_with(names[:9] + [f"f_rest_{i}" for i in range(10)] + names[9:]).encode()
-                               + bytes(3 * 4 * (len(names) + 10)), "10 f_rest properties"),
-        "no vertex element": (b"ply\nformat ascii 1.0\nelement face 1\nproperty list uchar int vertex_indices\n"
-                              b"end_header\n3 0 1 2\n", "no 'vertex' element"),
+        "bad property type": (
+            header.replace("property float x", "property float128 x").encode() + body,
+            "unknown property type",
+        ),
+        "missing fields": (
+            header_with([n for n in names if n not in ("opacity", "rot_3")]).encode() + body[:-24],
+            "missing vertex properties opacity, rot_3",
+        ),
+        "wrong f_rest count": (
+            header_with(names[:9] + [f"f_rest_{i}" for i in range(10)] + names[9:]).encode()
+            + bytes(3 * 4 * (len(names) + 10)),
+            "10 f_rest properties",
+        ),
+        "no vertex element": (
+            b"ply\nformat ascii 1.0\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n3 0 1 2\n",
+            "no 'vertex' element",
+        ),
         "truncated body": (header.encode() + body[:-10], "truncated"),
-        "huge count": (header.replace("element vertex 3", f"element vertex {10**12}").encode() + body,
-                       "1000000000000 vertex"),
-        "huge ascii count": (header_with(names, count=10**12, fmt="ascii").encode() + b"0 " * 60,
-                             "truncated"),
+        "huge count": (
+            header.replace("element vertex 3", f"element vertex {10**12}").encode() + body,
+            "1000000000000 vertex",
+        ),
+        "huge ascii count": (header_with(names, count=10**12, fmt="ascii").encode() + b"0 " * 60, "truncated"),
         "nan values": (header.encode() + nan_body.tobytes(), "2 of 3 Gaussians have NaN or Inf"),
         "zero vertices": (header.replace("element vertex 3", "element vertex 0").encode(), "contains no Gaussians"),
-        "compressed ply": (b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty uint packed_position\n"
-                           b"end_header\n" + bytes(4), "compressed PLY"),
-        "garbage ascii body": (header_with(names, count=1, fmt="ascii").encode() + b"x " * len(names),
-                               "ascii vertex value 'x' is not a number"),
+        "compressed ply": (
+            b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty uint packed_position\n"
+            b"end_header\n" + bytes(4),
+            "compressed PLY",
+        ),
+        "garbage ascii body": (
+            header_with(names, count=1, fmt="ascii").encode() + b"x " * len(names),
+            "ascii vertex value 'x' is not a number",
+        ),
     }
 
 

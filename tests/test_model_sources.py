@@ -3,18 +3,15 @@
 The Hub is the real ``huggingface_hub`` client talking to the stand-in of ``fake_hub.py`` on 127.0.0.1.
 """
 
-
 import pytest
 import torch
-
-from esd_gs.errors import UserError
-from esd_gs.priors import sources
-from esd_gs.priors import StableDiffusionPrior
-from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
-from esd_gs.testing.tiny_sd import TEXT_WIDTH, build_tiny_stable_diffusion
-from esd_gs.cameras import OrbitSampler
-
 from fake_hub import hub_env, run_cli, serving
+
+from esd_gs.cameras import OrbitSampler
+from esd_gs.errors import UserError
+from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
+from esd_gs.priors import StableDiffusionPrior, sources
+from esd_gs.testing.tiny_sd import TEXT_WIDTH, build_tiny_stable_diffusion
 
 FIRST, SECOND = sources.KNOWN_SOURCES["sd2.1-base"]
 
@@ -26,7 +23,9 @@ def tiny_sd2(tmp_path_factory):
 
 def test_every_known_source_failing_is_one_line_naming_each_reason(tmp_path):
     with serving({FIRST: "missing", SECOND: "gated"}) as server:
-        result = run_cli("generate", "a head", "--steps", "1", "--out", tmp_path / "run", env_extra=hub_env(server, tmp_path))
+        result = run_cli(
+            "generate", "a head", "--steps", "1", "--out", tmp_path / "run", env_extra=hub_env(server, tmp_path)
+        )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -40,22 +39,48 @@ def test_every_known_source_failing_is_one_line_naming_each_reason(tmp_path):
 
 def test_the_next_mirror_is_used_when_the_first_is_gone_and_named_in_one_line(tiny_sd2, tmp_path):
     with serving({FIRST: "missing", SECOND: str(tiny_sd2)}) as server:
-        result = run_cli("generate", "a head", "--steps", "1", "--resolution", "64", "--init.num-points", "100",
-                         "--output.turntable-views", "2", "--output.turntable-size", "32", "--out", tmp_path / "run",
-                         env_extra=hub_env(server, tmp_path))
+        result = run_cli(
+            "generate",
+            "a head",
+            "--steps",
+            "1",
+            "--resolution",
+            "64",
+            "--init.num-points",
+            "100",
+            "--output.turntable-views",
+            "2",
+            "--output.turntable-size",
+            "32",
+            "--out",
+            tmp_path / "run",
+            env_extra=hub_env(server, tmp_path),
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"phi: Stable Diffusion from {SECOND} (on the Hugging Face Hub)" in result.stderr
-    assert any(r.startswith(f"GET /{SECOND}/resolve/") and r.endswith("unet/diffusion_pytorch_model.safetensors")
-               for r in server.requests)  # the weights came from the mirror that answered
+    assert any(
+        r.startswith(f"GET /{SECOND}/resolve/") and r.endswith("unet/diffusion_pytorch_model.safetensors")
+        for r in server.requests
+    )  # the weights came from the mirror that answered
     assert (tmp_path / "run" / "scene.ply").is_file()
 
 
 def test_offline_with_an_empty_cache_says_so(tmp_path):
-    result = run_cli("generate", "a head", "--steps", "1", "--out", tmp_path / "run",
-                     env_extra={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")})
+    result = run_cli(
+        "generate",
+        "a head",
+        "--steps",
+        "1",
+        "--out",
+        tmp_path / "run",
+        env_extra={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")},
+    )
     assert result.returncode == 2
     line = result.stderr.strip()
-    assert f"{FIRST} (offline and not in the Hugging Face cache), {SECOND} (offline and not in the Hugging Face cache)" in line
+    assert (
+        f"{FIRST} (offline and not in the Hugging Face cache), {SECOND} (offline and not in the Hugging Face cache)"
+        in line
+    )
 
 
 def test_local_folders_and_bad_names(tmp_path, tiny_sd2, monkeypatch):
@@ -64,7 +89,9 @@ def test_local_folders_and_bad_names(tmp_path, tiny_sd2, monkeypatch):
     with pytest.raises(UserError, match=r"from /no/such/dir: no such folder; pass --model PATH"):
         sources.resolve_model("/no/such/dir")
     (tmp_path / "half" / "unet").mkdir(parents=True)
-    with pytest.raises(UserError, match=r"not a diffusers Stable Diffusion folder \(no vae, text_encoder, tokenizer, scheduler\)"):
+    with pytest.raises(
+        UserError, match=r"not a diffusers Stable Diffusion folder \(no vae, text_encoder, tokenizer, scheduler\)"
+    ):
         StableDiffusionPrior.from_pretrained(str(tmp_path / "half"))
     with pytest.raises(UserError, match=r"not a Hub id \(owner/name\) or a known family \(sd2.1-base, sd2.1, sd1.5\)"):
         sources.resolve_model("sd21")
@@ -85,7 +112,9 @@ FAMILIES = [("sd1", "epsilon"), ("sd2", "epsilon"), ("sd2", "v_prediction")]
 @pytest.fixture(scope="module")
 def family_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
-    return {(f, p): build_tiny_stable_diffusion(root / f"{f}-{p}", p, family=f, seed=i) for i, (f, p) in enumerate(FAMILIES)}
+    return {
+        (f, p): build_tiny_stable_diffusion(root / f"{f}-{p}", p, family=f, seed=i) for i, (f, p) in enumerate(FAMILIES)
+    }
 
 
 def psi_moves_and_scores(prior, psi):
@@ -112,10 +141,15 @@ def test_each_family_works_as_phi_with_a_shared_psi(family_models, family, predi
     psi_moves_and_scores(prior, CameraLoRAEstimator.create(prior, PsiConfig()))
 
 
-@pytest.mark.parametrize("phi_key,psi_key", [(("sd2", "epsilon"), ("sd2", "v_prediction")),
-                                             (("sd1", "epsilon"), ("sd1", "epsilon")),
-                                             (("sd2", "v_prediction"), ("sd2", "epsilon"))],
-                         ids=["sd2.1-base+sd2.1", "sd1+sd1", "v-phi+eps-psi"])
+@pytest.mark.parametrize(
+    "phi_key,psi_key",
+    [
+        (("sd2", "epsilon"), ("sd2", "v_prediction")),
+        (("sd1", "epsilon"), ("sd1", "epsilon")),
+        (("sd2", "v_prediction"), ("sd2", "epsilon")),
+    ],
+    ids=["sd2.1-base+sd2.1", "sd1+sd1", "v-phi+eps-psi"],
+)
 def test_separate_psi_base_of_the_same_family(family_models, phi_key, psi_key):
     prior = StableDiffusionPrior.from_pretrained(str(family_models[phi_key]), announce=lambda line: None)
     psi = CameraLoRAEstimator.create(prior, PsiConfig(shared_unet=False, base_model=str(family_models[psi_key])))
@@ -130,7 +164,8 @@ def test_psi_base_of_the_other_family_is_refused_in_one_line(family_models):
 
 
 def test_a_refusal_wrapped_as_not_in_cache_is_reported_as_what_the_hub_said(monkeypatch):
-    """huggingface_hub wraps an HTTP refusal in LocalEntryNotFoundError: the user must hear the refusal, not 'offline'."""
+    """huggingface_hub wraps an HTTP refusal in LocalEntryNotFoundError: the user must hear the refusal, not
+    'offline'."""
     import httpx2
     from huggingface_hub import errors
 
@@ -157,7 +192,9 @@ def test_a_refusal_wrapped_as_not_in_cache_is_reported_as_what_the_hub_said(monk
 
 def test_a_login_refusal_from_the_hub_names_hf_auth_login(tmp_path):
     with serving({FIRST: "login", SECOND: "missing"}) as server:
-        result = run_cli("generate", "a head", "--steps", "1", "--out", tmp_path / "run", env_extra=hub_env(server, tmp_path))
+        result = run_cli(
+            "generate", "a head", "--steps", "1", "--out", tmp_path / "run", env_extra=hub_env(server, tmp_path)
+        )
     assert result.returncode == 2
     assert f"{FIRST} (the Hub refused access (HTTP 401): log in with `hf auth login`)" in result.stderr
 
@@ -165,9 +202,14 @@ def test_a_login_refusal_from_the_hub_names_hf_auth_login(tmp_path):
 def test_a_removed_stabilityai_id_falls_back_to_its_family_mirrors(tmp_path, tiny_sd2):
     """Runs saved with the old default id still resume: the id (maybe cached) first, then the live mirrors."""
     assert sources.candidates("stabilityai/stable-diffusion-2-1-base") == (
-        "stabilityai/stable-diffusion-2-1-base", FIRST, SECOND)
+        "stabilityai/stable-diffusion-2-1-base",
+        FIRST,
+        SECOND,
+    )
     with serving({"stabilityai/stable-diffusion-2-1-base": "missing", FIRST: str(tiny_sd2)}) as server:
-        result = run_cli("doctor", "--model", "stabilityai/stable-diffusion-2-1-base", env_extra=hub_env(server, tmp_path))
+        result = run_cli(
+            "doctor", "--model", "stabilityai/stable-diffusion-2-1-base", env_extra=hub_env(server, tmp_path)
+        )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"stabilityai/stable-diffusion-2-1-base -> {FIRST}: on the Hugging Face Hub" in result.stdout
 
@@ -176,7 +218,9 @@ def test_offline_with_only_the_index_cached_is_not_a_usable_source(tmp_path, mon
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache",
-                        lambda repo, name: "/cache/model_index.json" if name == "model_index.json" else None)
+    monkeypatch.setattr(
+        "huggingface_hub.try_to_load_from_cache",
+        lambda repo, name: "/cache/model_index.json" if name == "model_index.json" else None,
+    )
     check = sources.check_source("owner/partly-cached")
     assert not check.ok and "only partly in the Hugging Face cache" in check.reason

@@ -20,7 +20,9 @@ CASES_PER_FORMAT = 200
 
 
 def scene(n=40, degree=1, seed=0):
-    return GaussianScene.random_ball(BallInit(num_points=n, sh_degree=degree), generator=torch.Generator().manual_seed(seed))
+    return GaussianScene.random_ball(
+        BallInit(num_points=n, sh_degree=degree), generator=torch.Generator().manual_seed(seed)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,9 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
         else:
             lines.insert(rng.randint(1, len(lines) - 1), b"comment a" + junk + b"b")
     elif kind == 4:  # an extra element with a huge count and no properties, or with a list property
-        extra = rng.choice([[b"element foo 1000000000000"], [b"element face 3", b"property list uchar int vertex_indices"]])
+        extra = rng.choice(
+            [[b"element foo 1000000000000"], [b"element face 3", b"property list uchar int vertex_indices"]]
+        )
         lines[-1:-1] = extra
     elif kind == 5:  # delete or duplicate a property line
         props = [i for i, line in enumerate(lines) if line.startswith(b"property")]
@@ -73,8 +77,12 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
         name = lines[i].split()[-1]
         lines[i] = b"property " + rng.choice([b"double", b"uchar", b"int", b"bogus", b"list uchar float"]) + b" " + name
     elif kind == 7:  # change the format
-        lines = [b"format " + rng.choice([b"ascii", b"binary_big_endian", b"binary_little_endian", b"text"]) + b" 1.0"
-                 if line.startswith(b"format") else line for line in lines]
+        lines = [
+            b"format " + rng.choice([b"ascii", b"binary_big_endian", b"binary_little_endian", b"text"]) + b" 1.0"
+            if line.startswith(b"format")
+            else line
+            for line in lines
+        ]
     else:  # extreme values in the body
         value = rng.choice([3.0e38, -3.3e38, float("nan"), float("inf"), 1e-45])
         if b"ascii" in lines[1]:
@@ -182,8 +190,10 @@ def test_a_large_face_element_after_the_vertices_is_never_parsed(originals, tmp_
 def test_ascii_numbers_are_strict_and_nothing_follows_the_last_row(originals, tmp_path):
     lines, body = header_and_body(originals["ascii"])
     rows = body.split(b"\n")
-    for changed, expected in (([rows[0].replace(b" ", b" 1_0 ", 1).replace(b" ", b"", 1)] + rows[1:], "not a number"),
-                              (rows[:-1] + [rows[0], b""], "rows after the last element")):
+    for changed, expected in (
+        ([rows[0].replace(b" ", b" 1_0 ", 1).replace(b" ", b"", 1)] + rows[1:], "not a number"),
+        (rows[:-1] + [rows[0], b""], "rows after the last element"),
+    ):
         path = tmp_path / "strict.ply"
         path.write_bytes(b"\n".join(lines) + b"\n" + b"\n".join(changed))
         with pytest.raises(PlyFormatError, match=expected):

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from esd_gs.cameras import OrbitSampler
-from esd_gs.priors import StableDiffusionPrior
-from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
-from esd_gs.distillation.timesteps import TimestepSchedule
 from esd_gs.distillation import DistillationConfig, ScoreDistillation
+from esd_gs.distillation.timesteps import TimestepSchedule
+from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
+from esd_gs.priors import StableDiffusionPrior
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 
 PROMPT = "a head"

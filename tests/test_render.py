@@ -70,7 +70,11 @@ def test_transmittance_stop_matches_gsplat_rule():
     means = torch.tensor([[0.2, 0.0, 0.0], [0.0, 0.0, 0.0], [-0.2, 0.0, 0.0]])
     colors = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     scene = GaussianScene.from_activated(
-        means, torch.full((3, 3), 0.3), torch.tensor([[1.0, 0, 0, 0]] * 3), torch.tensor([0.9999, 0.9999, 0.9999]), colors
+        means,
+        torch.full((3, 3), 0.3),
+        torch.tensor([[1.0, 0, 0, 0]] * 3),
+        torch.tensor([0.9999, 0.9999, 0.9999]),
+        colors,
     )
     out = render(scene, front_camera(), 17, 17, background=0.0, backend="torch")  # pixel 8's centre is on-axis
     # alpha clamps to 0.999 -> T after layer 1 = 1e-3 (> 1e-4: counted), after layer 2 = 1e-6 (stop: not counted).
@@ -97,11 +101,20 @@ def test_sparse_matches_dense_images_and_gradients(sh_degree):
     grads, images = [], []
     for backend in ("torch", "dense"):
         scene.zero_grad()
-        out = render(scene, cams, 36, 40, background=torch.rand(3, 3, generator=torch.Generator().manual_seed(4)), backend=backend)
+        out = render(
+            scene,
+            cams,
+            36,
+            40,
+            background=torch.rand(3, 3, generator=torch.Generator().manual_seed(4)),
+            backend=backend,
+        )
         stacked = torch.cat([out.rgb, out.alpha, out.depth], dim=1)
         (stacked * weights).sum().backward()
         images.append(stacked.detach())
-        grads.append({k: v.grad.clone() for k, v in scene.params.items()} | {"means2d": out.info["means2d"].grad.clone()})
+        grads.append(
+            {k: v.grad.clone() for k, v in scene.params.items()} | {"means2d": out.info["means2d"].grad.clone()}
+        )
     assert torch.allclose(images[0], images[1], atol=2e-5)
     for key in grads[0]:
         assert torch.allclose(grads[0][key], grads[1][key], atol=2e-4, rtol=1e-3), key
@@ -176,7 +189,6 @@ def test_cpu_renderer_matches_gsplat():
 def test_early_termination_gives_the_same_image():
     """Compositing in depth slices, skipping pixels that stopped, gives the same images (and the dense reference's)."""
     from esd_gs.example import make_head_scene
-
     from esd_gs.render import project_gaussians, rasterize_sparse
 
     scene = make_head_scene(800)  # opaque surfaces: most pixels stop early
@@ -218,7 +230,9 @@ def test_a_render_too_large_for_memory_is_refused_before_it_allocates(monkeypatc
     cams = OrbitSampler().sample(2, generator=torch.Generator().manual_seed(4))
     monkeypatch.setattr(cpu, "BYTES_PER_PAIR", 2**30)  # every pair "needs" 1 GiB
     monkeypatch.setattr(cpu, "available_memory", lambda device: 8 * 2**30)
-    with pytest.raises(UserError, match=r"this render needs about \d+ GiB for [\d,]+ \(pixel, Gaussian\) pairs but only 8 GiB"):
+    with pytest.raises(
+        UserError, match=r"this render needs about \d+ GiB for [\d,]+ \(pixel, Gaussian\) pairs but only 8 GiB"
+    ):
         render(scene, cams, 32, 32, backend="torch")
     monkeypatch.setattr(cpu, "available_memory", lambda device: None)  # unknown: render anyway
     assert render(scene, cams, 32, 32, backend="torch").rgb.shape == (2, 3, 32, 32)

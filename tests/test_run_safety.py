@@ -8,8 +8,20 @@ import time
 from small_disk import small_disk
 from test_generate import esd_gs, start
 
-QUICK = ["--prior", "synthetic", "--synthetic.num-images", "16", "--output.turntable-views", "4",
-         "--output.turntable-size", "32", "--output.preview-every", "0", "--init.num-points", "300"]
+QUICK = [
+    "--prior",
+    "synthetic",
+    "--synthetic.num-images",
+    "16",
+    "--output.turntable-views",
+    "4",
+    "--output.turntable-size",
+    "32",
+    "--output.preview-every",
+    "0",
+    "--init.num-points",
+    "300",
+]
 
 
 def status(run):
@@ -93,8 +105,21 @@ def test_a_full_disk_at_the_final_save_is_one_line_naming_the_file(tmp_path):
 
 def test_sigterm_during_the_final_turntable_saves_and_says_so(tmp_path):
     run = tmp_path / "run"
-    proc = start("generate", "a head", *QUICK, "--steps", "4", "--output.checkpoint-every", "0",
-                 "--output.turntable-views", "1200", "--output.turntable-size", "96", "--out", run)
+    proc = start(
+        "generate",
+        "a head",
+        *QUICK,
+        "--steps",
+        "4",
+        "--output.checkpoint-every",
+        "0",
+        "--output.turntable-views",
+        "1200",
+        "--output.turntable-size",
+        "96",
+        "--out",
+        run,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:  # the final checkpoint is written just before the turntable
         if (run / "checkpoint" / "meta.json").exists():
@@ -119,7 +144,8 @@ def test_a_signal_during_the_set_aside_waits_until_it_is_done():
     from esd_gs.training.run_dir import signals_held
 
     reached_end = False
-    # Python's own Ctrl-C handler, whatever this process inherited (a shell's background job starts with SIGINT ignored).
+    # Python's own Ctrl-C handler, whatever this process inherited (a background job of a shell starts with SIGINT
+    # ignored).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
         with signals_held():

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from esd_gs.cameras import OrbitSampler
-from esd_gs.diffusion import mixture_eps, posterior_mean
-from esd_gs.estimators import ParticleEstimator
-from esd_gs.distillation.timesteps import TimestepSchedule
+from esd_gs.diffusion import mixture_eps, posterior_mean, sd_alphas_cumprod
 from esd_gs.distillation import DistillationConfig, ScoreDistillation
+from esd_gs.distillation.timesteps import TimestepSchedule
+from esd_gs.estimators import ParticleEstimator
 from esd_gs.evaluation.janus import aligned_psnr, count_arcs, inception_quality_variety, janus_metrics
-from esd_gs.diffusion import sd_alphas_cumprod
 from esd_gs.priors.synthetic import SyntheticPrior, SyntheticPriorConfig, biased_cameras
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,8 +98,13 @@ def test_particle_estimator_esd_bracket():
     cams = OrbitSampler().sample(2, generator=torch.Generator().manual_seed(4))
     outs = {}
     for method, lam in (("esd", 0.7), ("vsd", 0.0), ("sds", 0.0)):
-        distill = ScoreDistillation(prior, text, DistillationConfig(method=method, lambda_entropy=lam, guidance_scale=1.0),
-                                    TimestepSchedule(), None if method == "sds" else psi)
+        distill = ScoreDistillation(
+            prior,
+            text,
+            DistillationConfig(method=method, lambda_entropy=lam, guidance_scale=1.0),
+            TimestepSchedule(),
+            None if method == "sds" else psi,
+        )
         outs[method] = distill.step(images, cams, 0.5, generator=torch.Generator().manual_seed(5))
     assert torch.equal(outs["vsd"].grad, outs["sds"].grad)
     gen = torch.Generator().manual_seed(5)
@@ -146,16 +150,39 @@ def test_bench_janus_end_to_end(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="160", OMP_NUM_THREADS="1")
     out = tmp_path / "bench"
     result = subprocess.run(
-        [sys.executable, "-m", "esd_gs", "bench", "janus", "--methods", "sds,esd", "--lambdas", "1.0",
-         "--estimators", "particle", "--seeds", "2", "--steps", "15", "--out", str(out)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "esd_gs",
+            "bench",
+            "janus",
+            "--methods",
+            "sds,esd",
+            "--lambdas",
+            "1.0",
+            "--estimators",
+            "particle",
+            "--seeds",
+            "2",
+            "--steps",
+            "15",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((out / "results.json").read_text())
     runs = data["runs"]
     assert len(runs) == 4
     for record in runs:
-        assert {"method", "lambda_entropy", "estimator", "seed", "aligned_psnr", "face_count", "iq", "iv"} <= set(record)
+        assert {"method", "lambda_entropy", "estimator", "seed", "aligned_psnr", "face_count", "iq", "iv"} <= set(
+            record
+        )
     assert {(r["method"], r["seed"]) for r in runs} == {("sds", 0), ("sds", 1), ("esd", 0), ("esd", 1)}
     assert data["reference"]["face_count"] == 1  # the ground truth has one face
     assert "| SDS |" in (out / "results.md").read_text()
@@ -175,10 +202,16 @@ def test_synthetic_run_resumes_exactly_from_a_checkpoint(tmp_path, estimator):
     from esd_gs.training.trainer import Trainer
 
     base = synthetic_defaults()
-    config = replace(base, prompt="a head", steps=8, batch_size=2, seed=4,
-                     init=replace(base.init, num_points=300),
-                     synthetic=replace(base.synthetic, num_images=16),
-                     psi=replace(base.psi, estimator=estimator, bank_size=4, bank_refresh_every=3))
+    config = replace(
+        base,
+        prompt="a head",
+        steps=8,
+        batch_size=2,
+        seed=4,
+        init=replace(base.init, num_points=300),
+        synthetic=replace(base.synthetic, num_images=16),
+        psi=replace(base.psi, estimator=estimator, bank_size=4, bank_refresh_every=3),
+    )
     device = torch.device("cpu")
     straight = Trainer(config, tmp_path / "a", device)
     for _ in range(8):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from esd_gs.distillation.rule import distillation_bracket, distillation_loss, weight_of_t
-from esd_gs.priors.prompts import DIRECTIONS, view_direction_index, view_prompts
 from esd_gs.distillation.timesteps import TimestepSchedule, dreamtime_timestep, dreamtime_weights
+from esd_gs.priors.prompts import DIRECTIONS, view_direction_index, view_prompts
 
 
 def sd21_alphas_cumprod():
@@ -72,7 +72,9 @@ def test_uniform_schedule_anneals_at_its_fraction_whatever_the_step_count():
     gen = torch.Generator().manual_seed(0)
     for steps in (100, 2500):
         early = torch.cat([schedule.sample(i / steps, 64, abar, gen) for i in range(0, int(0.2 * steps))])
-        late = torch.cat([schedule.sample(i / steps, 64, abar, gen) for i in range(int(0.2 * steps), steps, max(1, steps // 100))])
+        late = torch.cat(
+            [schedule.sample(i / steps, 64, abar, gen) for i in range(int(0.2 * steps), steps, max(1, steps // 100))]
+        )
         assert early.min() >= 20 and early.max() < 980 and early.max() > 900
         assert late.min() >= 20 and late.max() < 500
 
@@ -112,4 +114,9 @@ def test_view_directions():
     el = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 30.0, 75.0])
     names = [DIRECTIONS[i] for i in view_direction_index(az, el)]
     assert names == ["front", "front", "side", "side", "back", "back", "back", "side", "overhead"]
-    assert view_prompts("a head") == ["a head, front view", "a head, side view", "a head, back view", "a head, overhead view"]
+    assert view_prompts("a head") == [
+        "a head, front view",
+        "a head, side view",
+        "a head, back view",
+        "a head, overhead view",
+    ]

@@ -62,8 +62,9 @@ class BenchRun:
         return self.method, self.lambda_entropy, self.estimator
 
 
-def bench_base_config(steps: int | None = None, reference: Path | None = None,
-                      p_front: float | None = None) -> GenerateConfig:
+def bench_base_config(
+    steps: int | None = None, reference: Path | None = None, p_front: float | None = None
+) -> GenerateConfig:
     """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``,
     ``reference`` and ``p_front`` when given."""
     base = synthetic_defaults()
@@ -72,12 +73,18 @@ def bench_base_config(steps: int | None = None, reference: Path | None = None,
         synthetic = replace(synthetic, reference=(reference,))
     if p_front is not None:
         synthetic = replace(synthetic, p_front=p_front)
-    return replace(base, prompt="a head", steps=base.steps if steps is None else steps, synthetic=synthetic,
-                   output=replace(base.output, preview_every=0.0, checkpoint_every=0.0, video_formats=("mp4",)))
+    return replace(
+        base,
+        prompt="a head",
+        steps=base.steps if steps is None else steps,
+        synthetic=synthetic,
+        output=replace(base.output, preview_every=0.0, checkpoint_every=0.0, video_formats=("mp4",)),
+    )
 
 
-def run_janus_benchmark(runs: list[BenchRun], seeds: int, base: GenerateConfig, out: Path,
-                        device: torch.device) -> Path:
+def run_janus_benchmark(
+    runs: list[BenchRun], seeds: int, base: GenerateConfig, out: Path, device: torch.device
+) -> Path:
     """Run every configuration of ``runs`` for seeds 0 .. seeds-1 from ``base`` (``bench_base_config``), score
     them, and write results.json, results.md and janus.png into ``out`` (a writable directory)."""
     base.validate()
@@ -100,8 +107,13 @@ def run_janus_benchmark(runs: list[BenchRun], seeds: int, base: GenerateConfig, 
         for run in runs:
             run_dir = out / "runs" / run.name(seed)
             distill = replace(base.distill, method=run.method, lambda_entropy=run.lambda_entropy)
-            config = replace(base, distill=distill, seed=seed, out=run_dir,
-                             psi=replace(base.psi, estimator="learned" if run.estimator == "-" else run.estimator))
+            config = replace(
+                base,
+                distill=distill,
+                seed=seed,
+                out=run_dir,
+                psi=replace(base.psi, estimator="learned" if run.estimator == "-" else run.estimator),
+            )
             console.print(f"[bold]{run.label}[/bold], seed {seed}")
             if run_dir.is_dir():  # only with --overwrite (checked by the command): start the run afresh
                 shutil.rmtree(run_dir)
@@ -110,9 +122,17 @@ def run_janus_benchmark(runs: list[BenchRun], seeds: int, base: GenerateConfig, 
             trainer.run()
             views = views_of(trainer.scene)
             metrics = janus_metrics(views, reference_views, prior_images, prior.azimuths)
-            records.append({"method": run.method, "lambda_entropy": run.lambda_entropy, "estimator": run.estimator,
-                            "seed": seed, **metrics.as_dict(), "steps": config.steps,
-                            "p_front": base.synthetic.p_front})
+            records.append(
+                {
+                    "method": run.method,
+                    "lambda_entropy": run.lambda_entropy,
+                    "estimator": run.estimator,
+                    "seed": seed,
+                    **metrics.as_dict(),
+                    "steps": config.steps,
+                    "p_front": base.synthetic.p_front,
+                }
+            )
             if seed == 0:
                 strips[run.label] = (views, metrics)
     with atomic_path(out / "results.json") as tmp:
@@ -132,36 +152,56 @@ def _summary(records: list[dict], run: BenchRun) -> dict:
         values = [float(r[key]) for r in rows]
         return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
-    return {key: stat(key) for key in ("aligned_psnr", "face_count", "frontal_fraction", "iq", "iv")} | {"n": len(rows),
-            "janus_runs": sum(r["face_count"] > 1 for r in rows)}
+    return {key: stat(key) for key in ("aligned_psnr", "face_count", "frontal_fraction", "iq", "iv")} | {
+        "n": len(rows),
+        "janus_runs": sum(r["face_count"] > 1 for r in rows),
+    }
 
 
 def results_table(records: list[dict], runs: list[BenchRun], reference) -> Table:
     table = Table(title=f"Janus benchmark ({records[0]['steps']} steps, p_front {records[0]['p_front']})")
     for column in ("method", "aligned PSNR (dB)", "faces", "Janus runs", "frontal share", "IQ", "IV"):
         table.add_column(column, justify="right")
-    table.add_row("reference", "-", str(reference.face_count), "-", f"{reference.frontal_fraction:.2f}",
-                  f"{reference.iq:.2f}", f"{reference.iv:.2f}")
+    table.add_row(
+        "reference",
+        "-",
+        str(reference.face_count),
+        "-",
+        f"{reference.frontal_fraction:.2f}",
+        f"{reference.iq:.2f}",
+        f"{reference.iv:.2f}",
+    )
     for run in runs:
         s = _summary(records, run)
-        table.add_row(run.label, f"{s['aligned_psnr'][0]:.2f} ± {s['aligned_psnr'][1]:.2f}",
-                      f"{s['face_count'][0]:.1f} ± {s['face_count'][1]:.1f}", f"{s['janus_runs']}/{s['n']}",
-                      f"{s['frontal_fraction'][0]:.2f}", f"{s['iq'][0]:.2f}", f"{s['iv'][0]:.2f}")
+        table.add_row(
+            run.label,
+            f"{s['aligned_psnr'][0]:.2f} ± {s['aligned_psnr'][1]:.2f}",
+            f"{s['face_count'][0]:.1f} ± {s['face_count'][1]:.1f}",
+            f"{s['janus_runs']}/{s['n']}",
+            f"{s['frontal_fraction'][0]:.2f}",
+            f"{s['iq'][0]:.2f}",
+            f"{s['iv'][0]:.2f}",
+        )
     return table
 
 
 def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> str:
-    lines = [f"Janus benchmark: {records[0]['steps']} steps per run, prior frontal share p_front = "
-             f"{records[0]['p_front']}, mean ± std over seeds.", "",
-             "| method | aligned PSNR (dB) | face count | Janus runs | frontal share | IQ | IV |",
-             "| --- | --- | --- | --- | --- | --- | --- |",
-             f"| reference object | - | {reference.face_count} | - | {reference.frontal_fraction:.2f} | "
-             f"{reference.iq:.2f} | {reference.iv:.2f} |"]
+    lines = [
+        f"Janus benchmark: {records[0]['steps']} steps per run, prior frontal share p_front = "
+        f"{records[0]['p_front']}, mean ± std over seeds.",
+        "",
+        "| method | aligned PSNR (dB) | face count | Janus runs | frontal share | IQ | IV |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| reference object | - | {reference.face_count} | - | {reference.frontal_fraction:.2f} | "
+        f"{reference.iq:.2f} | {reference.iv:.2f} |",
+    ]
     for run in runs:
         s = _summary(records, run)
-        lines.append(f"| {run.label} | {s['aligned_psnr'][0]:.2f} ± {s['aligned_psnr'][1]:.2f} | "
-                     f"{s['face_count'][0]:.1f} ± {s['face_count'][1]:.1f} | {s['janus_runs']}/{s['n']} | "
-                     f"{s['frontal_fraction'][0]:.2f} | {s['iq'][0]:.2f} | {s['iv'][0]:.2f} |")
+        lines.append(
+            f"| {run.label} | {s['aligned_psnr'][0]:.2f} ± {s['aligned_psnr'][1]:.2f} | "
+            f"{s['face_count'][0]:.1f} ± {s['face_count'][1]:.1f} | {s['janus_runs']}/{s['n']} | "
+            f"{s['frontal_fraction'][0]:.2f} | {s['iq'][0]:.2f} | {s['iv'][0]:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -85,8 +85,9 @@ def run_bench(args: BenchArgs) -> Path:
     device = pick_device(args.device)
     earlier = [name for name in OUTPUTS if (args.out / name).exists()]
     if earlier and not args.overwrite:
-        raise UserError(f"{args.out} already holds a benchmark ({', '.join(earlier)}): pass --overwrite or choose "
-                        "another --out")
+        raise UserError(
+            f"{args.out} already holds a benchmark ({', '.join(earlier)}): pass --overwrite or choose another --out"
+        )
     if args.reference is not None and not args.reference.is_file():
         raise UserError(f"reference {args.reference} does not exist")
     try:
@@ -96,5 +97,3 @@ def run_bench(args: BenchArgs) -> Path:
     base.validate()
     ensure_writable_dir(args.out)
     return run_janus_benchmark(runs, args.seeds, base, args.out, device)
-
-

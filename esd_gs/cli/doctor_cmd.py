@@ -3,7 +3,8 @@
 Checks, in order: torch and its device; gsplat's CUDA kernels (built, buildable, or not: then the PyTorch renderer
 draws); the model sources of phi (and of a separate psi base), each answered from a local folder, the Hugging Face
 cache or the Hub (a model_index.json is fetched, and on CUDA the parts' config.json files to size the run; never
-weights); free GPU memory against an estimate of what the chosen preset needs; free disk space for the run directory. Exit code 0 when a run can start, 1 otherwise.
+weights); free GPU memory against an estimate of what the chosen preset needs; free disk space for the run
+directory. Exit code 0 when a run can start, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from rich.console import Console
 
 from ..configs.generate import GenerateConfig
 from ..configs.presets import load_yaml_config
 from ..priors.sources import DEFAULT_MODEL, KNOWN_SOURCES, check_candidates
-from rich.console import Console
 from ..render.gsplat_backend import find_nvcc, gsplat_build_state, jit_build_dir
 
 RUN_DISK_GIB = 1.0
@@ -60,11 +61,18 @@ class Report:
 def check_torch(report: Report) -> torch.device:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        report.line("ok", "torch", f"{torch.__version__}, CUDA {torch.version.cuda}: {props.name} "
-                    f"({props.total_memory / 2**30:.1f} GiB)")
+        report.line(
+            "ok",
+            "torch",
+            f"{torch.__version__}, CUDA {torch.version.cuda}: {props.name} ({props.total_memory / 2**30:.1f} GiB)",
+        )
         return torch.device("cuda")
-    report.line("warn", "torch", f"{torch.__version__}: no CUDA device, runs use the CPU (Stable Diffusion takes "
-                "seconds per UNet pass there: use --prior synthetic, or a GPU)")
+    report.line(
+        "warn",
+        "torch",
+        f"{torch.__version__}: no CUDA device, runs use the CPU (Stable Diffusion takes "
+        "seconds per UNet pass there: use --prior synthetic, or a GPU)",
+    )
     return torch.device("cpu")
 
 
@@ -79,9 +87,13 @@ def check_gsplat(report: Report) -> None:
         "no-cuda": lambda: "not used without CUDA: esd-gs's PyTorch renderer draws",
         "prebuilt": lambda: "prebuilt CUDA kernels installed",
         "cached": lambda: f"CUDA kernels built (in {jit_build_dir()})",
-        "buildable": lambda: f"CUDA kernels not built yet: the first run builds them with {find_nvcc()} (a few minutes)",
-        "no-toolkit": lambda: "CUDA kernels cannot be built (no nvcc): runs fall back to the PyTorch renderer "
-                              f"(slower); install the CUDA toolkit matching torch's CUDA {torch.version.cuda} for gsplat",
+        "buildable": lambda: (
+            f"CUDA kernels not built yet: the first run builds them with {find_nvcc()} (a few minutes)"
+        ),
+        "no-toolkit": lambda: (
+            "CUDA kernels cannot be built (no nvcc): runs fall back to the PyTorch renderer "
+            f"(slower); install the CUDA toolkit matching torch's CUDA {torch.version.cuda} for gsplat"
+        ),
     }[state]()
     report.line("warn" if state == "no-toolkit" else "ok", "gsplat", f"{version}: {text}")
 
@@ -97,12 +109,18 @@ def check_model(report: Report, role: str, model: str) -> str | None:
         return check.source
     tried = [f"{c.source} ({c.reason})" for c in checks]
     family = f"{model} ({len(tried)} known source(s))" if model in KNOWN_SOURCES else model
-    report.line("fail", role, f"{family}: tried {', '.join(tried)}; pass --model PATH, run `hf auth login` for a "
-                "gated model, or use --prior synthetic")
+    report.line(
+        "fail",
+        role,
+        f"{family}: tried {', '.join(tried)}; pass --model PATH, run `hf auth login` for a "
+        "gated model, or use --prior synthetic",
+    )
     return None
 
 
-def weights_gib(source: str, dtype_bytes: int, parts: tuple[str, ...] = ("unet", "vae", "text_encoder")) -> float | None:
+def weights_gib(
+    source: str, dtype_bytes: int, parts: tuple[str, ...] = ("unet", "vae", "text_encoder")
+) -> float | None:
     """Exact parameter memory of the parts, from their config files only (models built on the meta device)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -143,11 +161,19 @@ def check_gpu_memory(report: Report, config: GenerateConfig, phi_source: str | N
     if needed is None:
         report.line("ok", "GPU memory", f"{free_gib:.1f} GiB free of {total_gib:.1f} (no model config to size the run)")
     elif free_gib < needed:
-        report.line("fail", "GPU memory", f"{free_gib:.1f} GiB free of {total_gib:.1f}, the run needs about "
-                    f"{needed:.1f} GiB (estimate): try --precision fp16, --psi.shared-unet or a smaller --resolution")
+        report.line(
+            "fail",
+            "GPU memory",
+            f"{free_gib:.1f} GiB free of {total_gib:.1f}, the run needs about "
+            f"{needed:.1f} GiB (estimate): try --precision fp16, --psi.shared-unet or a smaller --resolution",
+        )
     else:
-        report.line("ok", "GPU memory", f"{free_gib:.1f} GiB free of {total_gib:.1f}; the run needs about {needed:.1f} "
-                    "GiB (estimate: weights + working memory)")
+        report.line(
+            "ok",
+            "GPU memory",
+            f"{free_gib:.1f} GiB free of {total_gib:.1f}; the run needs about {needed:.1f} "
+            "GiB (estimate: weights + working memory)",
+        )
 
 
 def check_disk(report: Report, out: Path) -> None:
@@ -175,5 +201,7 @@ def run_doctor(args: DoctorArgs) -> int:
     if device.type == "cuda":
         check_gpu_memory(report, config, phi_source, psi_source)
     check_disk(report, args.out)
-    report.console.print("a run can start" if not report.failed else "[red]a run cannot start: see the lines marked fail[/red]")
+    report.console.print(
+        "a run can start" if not report.failed else "[red]a run cannot start: see the lines marked fail[/red]"
+    )
     return 1 if report.failed else 0

@@ -31,8 +31,9 @@ def generate_defaults(argv: list[str]) -> GenerateConfig:
         return GenerateConfig()
     if known.config is not None:
         if not known.config.is_file():
-            raise UserError(f"config preset {known.config} does not exist (presets live in configs/, e.g. "
-                            "configs/preview.yaml)")
+            raise UserError(
+                f"config preset {known.config} does not exist (presets live in configs/, e.g. configs/preview.yaml)"
+            )
         return replace(load_yaml_config(known.config), config=known.config)
     return synthetic_defaults() if known.prior == "synthetic" else GenerateConfig()
 
@@ -58,21 +59,26 @@ def run_generate(config: GenerateConfig) -> Path:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
             # parseable but wrong: missing or mis-shaped tensors, meta.json without its fields, a foreign model
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise UserError(f"the checkpoint in {files.checkpoint} does not fit this run ({type(exc).__name__}: "
-                            f"{detail}); start again with --overwrite") from None
+            raise UserError(
+                f"the checkpoint in {files.checkpoint} does not fit this run ({type(exc).__name__}: "
+                f"{detail}); start again with --overwrite"
+            ) from None
         console.print(f"resuming {files.path} at step {trainer.step} of {saved.steps}")
     else:
         config.validate()
         files = RunDir(config.out or default_run_dir(config))
         existing = files.existing_outputs()
         if files.replaced.exists() and not config.overwrite:
-            raise UserError(f"{files.path} keeps a replaced run in {REPLACED}/: pass --overwrite or choose another --out")
+            raise UserError(
+                f"{files.path} keeps a replaced run in {REPLACED}/: pass --overwrite or choose another --out"
+            )
         if existing and not config.overwrite:
             status = files.read_status()
             if status == "finished" or (status is None and files.scene_ply.name in existing):
                 raise UserError(f"{files.path} already holds a finished run: pass --overwrite or choose another --out")
-            raise UserError(f"{files.path} holds an unfinished run: pass --resume {files.path} to continue it, or "
-                            "--overwrite")
+            raise UserError(
+                f"{files.path} holds an unfinished run: pass --resume {files.path} to continue it, or --overwrite"
+            )
         device = pick_device(config.device)
         ensure_writable_dir(files.path)
         trainer = Trainer(config, files.path, device)  # loads the models: fail before touching old outputs

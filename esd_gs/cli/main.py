@@ -2,8 +2,9 @@
 
 Every user-facing failure (bad flag values, unreadable files, missing models, occupied run directories) ends as
 one line on stderr and exit code 2 (a permission problem counts as one); a training failure (persistent NaNs) or a
-file system failure while running (a full disk, a vanished folder) exits 1, also with one line; Ctrl-C / SIGTERM during ``generate`` saves a checkpoint
-and the scene (or says in one line why it could not), then exits 130 / 143. Programming errors keep their traceback.
+file system failure while running (a full disk, a vanished folder) exits 1, also with one line; Ctrl-C / SIGTERM
+during ``generate`` saves a checkpoint and the scene (or says in one line why it could not), then exits 130 / 143.
+Programming errors keep their traceback.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from ..cameras import MAX_VIEWS, turntable
 from ..errors import UserError
 from ..io import UpAxis, read_ply
 from ..progress import console
-from ..render import resolve_backend
+from ..render import UserBackend, resolve_backend
 from ..render.views import render_views
 from ..video import turntable_sheet, write_png, write_turntable
 from .common import ensure_writable_dir, pick_device
@@ -49,7 +49,7 @@ class RenderArgs:
     """Up axis of the file: -y for standard 3DGS/viewer files (what esd-gs writes), z for +Z-up files."""
     device: str = "auto"
     """'auto' (CUDA if available), 'cpu' or 'cuda'."""
-    backend: Literal["auto", "gsplat", "torch"] = "auto"
+    backend: UserBackend = "auto"
     """Renderer: auto (gsplat on CUDA when its kernels load, else esd-gs's PyTorch renderer), gsplat or torch."""
     overwrite: bool = False
     """Replace a turntable and contact sheet already in --out."""
@@ -83,8 +83,9 @@ def run_render(args: RenderArgs) -> list[Path]:
     scene = read_ply(args.scene, up=args.up).to(device)
     ensure_writable_dir(args.out)
     cams = turntable(args.views, elevation=args.elevation, radius=args.radius, fovy=args.fovy)
-    frames = render_views(scene, cams, args.size, background=args.background, progress_label="rendering",
-                          backend=backend)
+    frames = render_views(
+        scene, cams, args.size, background=args.background, progress_label="rendering", backend=backend
+    )
     written = write_turntable(frames, args.out, stem="turntable", formats=args.formats, fps=args.fps)
     sheet_path = args.out / "contact_sheet.png"
     write_png(turntable_sheet(frames, args.sheet_views), sheet_path)

@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..estimators import PsiConfig
 from ..priors.sources import DEFAULT_MODEL
 from ..priors.synthetic import SyntheticPriorConfig
+from ..render import UserBackend
 from ..scene import BallInit
 from ..training.densify import DensifyConfig
 from ..training.outputs import OutputConfig
@@ -81,7 +82,7 @@ class GenerateConfig:
     """Replace a run directory that already holds a run."""
     device: str = "auto"
     """auto (CUDA if available), cpu or cuda."""
-    backend: Literal["auto", "gsplat", "torch"] = "auto"
+    backend: UserBackend = "auto"
     """Renderer: auto (gsplat on CUDA when its kernels load, else our PyTorch renderer), gsplat (CUDA only) or torch."""
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     """UNet/VAE precision: auto = fp16 on CUDA, fp32 on CPU."""
@@ -113,7 +114,9 @@ class GenerateConfig:
         if self.resolution > MAX_RESOLUTION:
             raise UserError(f"--resolution {self.resolution} is above {MAX_RESOLUTION} px: no prior works at that size")
         if not 0 <= self.resolution_switch <= 1:
-            raise UserError(f"--resolution-switch must be a fraction of the run in [0, 1], got {self.resolution_switch}")
+            raise UserError(
+                f"--resolution-switch must be a fraction of the run in [0, 1], got {self.resolution_switch}"
+            )
         if not 0 <= self.seed < 2**62:
             raise UserError(f"--seed must be in [0, 2**62), got {self.seed}")
         if self.max_bad_steps < 1:
@@ -123,8 +126,10 @@ class GenerateConfig:
         if self.prior == "synthetic" and self.resolution_start is not None:
             raise UserError("the synthetic prior's images have one size: drop --resolution-start")
         if self.init.num_points > self.densify.max_gaussians:
-            raise UserError(f"--init.num-points {self.init.num_points} is above --densify.max-gaussians "
-                            f"{self.densify.max_gaussians}")
+            raise UserError(
+                f"--init.num-points {self.init.num_points} is above --densify.max-gaussians "
+                f"{self.densify.max_gaussians}"
+            )
 
 
 def synthetic_defaults() -> GenerateConfig:
@@ -143,6 +148,11 @@ def synthetic_defaults() -> GenerateConfig:
         init=BallInit(num_points=1500, radius=0.6, opacity=0.1),
         densify=DensifyConfig(enabled=False),
         psi=PsiConfig(lr=1e-3, estimator="particle"),  # lr: the learned residual psi starts at zero
-        output=OutputConfig(preview_every=0.25, checkpoint_every=0.5, turntable_views=120, turntable_size=96,
-                            video_formats=("mp4", "gif")),
+        output=OutputConfig(
+            preview_every=0.25,
+            checkpoint_every=0.5,
+            turntable_views=120,
+            turntable_size=96,
+            video_formats=("mp4", "gif"),
+        ),
     )

@@ -112,16 +112,20 @@ def _from_plain(cls, data: dict, where: str):
     kwargs, known = {}, set(fields)
     for f in dataclasses.fields(cls):
         if _is_flat(f):  # its settings sit in this same mapping
-            nested = typing.get_args(hints[f.name])[0] if typing.get_origin(hints[f.name]) is typing.Annotated \
+            nested = (
+                typing.get_args(hints[f.name])[0]
+                if typing.get_origin(hints[f.name]) is typing.Annotated
                 else hints[f.name]
+            )
             names = {g.name for g in dataclasses.fields(nested)}
             known |= names
             kwargs[f.name] = _from_plain(nested, {k: v for k, v in data.items() if k in names}, where)
     unknown = sorted(set(map(str, data)) - known)
     if unknown:
         raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}")
-    kwargs.update({name: _checked(value, hints[name], f"{where}.{name}") for name, value in data.items()
-                   if name in fields})
+    kwargs.update(
+        {name: _checked(value, hints[name], f"{where}.{name}") for name, value in data.items() if name in fields}
+    )
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:

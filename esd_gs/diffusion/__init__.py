@@ -12,5 +12,14 @@ from .process import (
     sd_alphas_cumprod,
 )
 
-__all__ = ["SD_BETA_SCHEDULE", "PredictionType", "add_noise", "alpha_sigma", "eps_from_prediction", "mixture_eps",
-           "posterior_mean", "prediction_target", "sd_alphas_cumprod"]
+__all__ = [
+    "SD_BETA_SCHEDULE",
+    "PredictionType",
+    "add_noise",
+    "alpha_sigma",
+    "eps_from_prediction",
+    "mixture_eps",
+    "posterior_mean",
+    "prediction_target",
+    "sd_alphas_cumprod",
+]

@@ -17,16 +17,27 @@ from torch import Tensor
 
 PredictionType = Literal["epsilon", "v_prediction"]
 
-SD_BETA_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-                    "beta_schedule": "scaled_linear"}
+SD_BETA_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
 """Stable Diffusion 1.x / 2.x's training noise schedule, in diffusers' ``DDPMScheduler`` config keys."""
 
 
 def sd_alphas_cumprod() -> Tensor:
     """alphabar_t [T] of ``SD_BETA_SCHEDULE`` (float32, computed in float64 as diffusers does for this schedule)."""
     schedule = SD_BETA_SCHEDULE
-    betas = torch.linspace(schedule["beta_start"] ** 0.5, schedule["beta_end"] ** 0.5, schedule["num_train_timesteps"],
-                           dtype=torch.float64) ** 2
+    betas = (
+        torch.linspace(
+            schedule["beta_start"] ** 0.5,
+            schedule["beta_end"] ** 0.5,
+            schedule["num_train_timesteps"],
+            dtype=torch.float64,
+        )
+        ** 2
+    )
     return torch.cumprod(1.0 - betas, dim=0).float()
 
 
@@ -43,8 +54,9 @@ def add_noise(alphas_cumprod: Tensor, latents: Tensor, noise: Tensor, timesteps:
     return (alpha * latents.float() + sigma * noise.float()).to(latents.dtype)
 
 
-def eps_from_prediction(output: Tensor, x_t: Tensor, alphas_cumprod: Tensor, timesteps: Tensor,
-                        prediction_type: PredictionType) -> Tensor:
+def eps_from_prediction(
+    output: Tensor, x_t: Tensor, alphas_cumprod: Tensor, timesteps: Tensor, prediction_type: PredictionType
+) -> Tensor:
     """A network's output -> its noise prediction eps, float32 (v-prediction: eps = sigma_t x_t + alpha_t v)."""
     if prediction_type == "epsilon":
         return output.float()
@@ -54,8 +66,9 @@ def eps_from_prediction(output: Tensor, x_t: Tensor, alphas_cumprod: Tensor, tim
     return sigma * x_t.float() + alpha * output.float()
 
 
-def prediction_target(latents: Tensor, noise: Tensor, alphas_cumprod: Tensor, timesteps: Tensor,
-                      prediction_type: PredictionType) -> Tensor:
+def prediction_target(
+    latents: Tensor, noise: Tensor, alphas_cumprod: Tensor, timesteps: Tensor, prediction_type: PredictionType
+) -> Tensor:
     """What a network of ``prediction_type`` is trained to output (eq. 3): eps, or v = alpha_t eps - sigma_t z."""
     if prediction_type == "epsilon":
         return noise

@@ -9,5 +9,15 @@ from .rule import Method, Weighting, distillation_bracket, distillation_loss, en
 from .step import DistillationConfig, DistillationOutput, ScoreDistillation
 from .timesteps import TimestepSchedule
 
-__all__ = ["DistillationConfig", "DistillationOutput", "Method", "ScoreDistillation", "TimestepSchedule",
-           "Weighting", "distillation_bracket", "distillation_loss", "entropy_weight", "weight_of_t"]
+__all__ = [
+    "DistillationConfig",
+    "DistillationOutput",
+    "Method",
+    "ScoreDistillation",
+    "TimestepSchedule",
+    "Weighting",
+    "distillation_bracket",
+    "distillation_loss",
+    "entropy_weight",
+    "weight_of_t",
+]

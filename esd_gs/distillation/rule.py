@@ -4,7 +4,8 @@ With x_t = alpha_t z + sigma_t eps (z: the rendered latents), the update directi
 
     SDS (eq. 1):           w(t) * (eps_phi(x_t, t, y) - eps)
     VSD (eq. 2):           w(t) * (eps_phi(x_t, t, y) - eps_psi(x_t, t, c, y))
-    ESD (eq. 9, Alg. 1):   w(t) * (eps_phi(x_t, t, y) - lambda eps_psi(x_t, t, null, y) - (1 - lambda) eps_psi(x_t, t, c, y))
+    ESD (eq. 9, Alg. 1):   w(t) * (eps_phi(x_t, t, y) - lambda eps_psi(x_t, t, null, y)
+                                   - (1 - lambda) eps_psi(x_t, t, c, y))
 
 so VSD is ESD with lambda = 0. eps_phi carries text classifier-free guidance. The gradient reaches the scene
 through the "target trick": loss = 0.5 * ||z - stopgrad(z - g)||^2 / B, whose gradient with respect to z is

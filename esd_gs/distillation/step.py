@@ -19,8 +19,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
 from ..cameras import Cameras
+from ..errors import ConfigError
 from ..estimators import ScoreEstimator
 from ..priors import Prior, TextEmbeddings
 from .rule import Method, Weighting, distillation_bracket, distillation_loss, entropy_weight, weight_of_t
@@ -98,7 +98,9 @@ class ScoreDistillation:
             raise ValueError(f"{config.method} needs the estimator psi")
         self.prior, self.text, self.config, self.schedule, self.psi = prior, text, config, schedule, psi
 
-    def step(self, images: Tensor, cameras: Cameras, progress: float, generator: torch.Generator | None = None) -> DistillationOutput:
+    def step(
+        self, images: Tensor, cameras: Cameras, progress: float, generator: torch.Generator | None = None
+    ) -> DistillationOutput:
         """Rendered images [B, 3, H, W] in [0, 1] (with gradient) -> loss and what psi trains on."""
         prior, cfg = self.prior, self.config
         latents = prior.encode(images, approximate=cfg.encoder == "linear")
@@ -120,7 +122,7 @@ class ScoreDistillation:
                 elif lam == 0.0:
                     eps_cam = self.psi.eps(x_t, timesteps, self.text.plain, cams, noise)
                 else:
-                    eps_null = self.psi.eps(x_t, timesteps, self.text.plain, None)
+                    eps_null = self.psi.eps(x_t, timesteps, self.text.plain, None, noise)
             bracket = distillation_bracket(cfg.method, eps_phi, noise.float(), eps_cam, eps_null, lam)
             grad = weight_of_t(prior.alphas_cumprod, timesteps, cfg.weighting).view(-1, 1, 1, 1) * bracket
         loss, grad = distillation_loss(latents, grad, cfg.grad_clip)

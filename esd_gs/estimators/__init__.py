@@ -38,6 +38,16 @@ def build_estimator(prior_name: str, prior: Prior, config: PsiConfig) -> ScoreEs
     return TRAINING_FREE[config.estimator](prior, config)
 
 
-__all__ = ["LEARNED", "TRAINING_FREE", "CameraEmbedding", "CameraLoRAEstimator", "OnlineEstimator",
-           "ParticleEstimator", "PsiConfig", "RenderLatents", "ScoreEstimator", "SyntheticResidualEstimator",
-           "build_estimator"]
+__all__ = [
+    "LEARNED",
+    "TRAINING_FREE",
+    "CameraEmbedding",
+    "CameraLoRAEstimator",
+    "OnlineEstimator",
+    "ParticleEstimator",
+    "PsiConfig",
+    "RenderLatents",
+    "ScoreEstimator",
+    "SyntheticResidualEstimator",
+    "build_estimator",
+]

@@ -67,13 +67,15 @@ class PsiConfig:
         if not 0.0 <= self.p_null_camera <= 1.0:
             raise ConfigError(f"--psi.p-null-camera must be in [0, 1], got {self.p_null_camera}")
         if self.lora_rank < 1 or not self.lora_alpha > 0:
-            raise ConfigError(f"--psi.lora-rank must be >= 1 and --psi.lora-alpha > 0, got {self.lora_rank}, "
-                             f"{self.lora_alpha}")
+            raise ConfigError(
+                f"--psi.lora-rank must be >= 1 and --psi.lora-alpha > 0, got {self.lora_rank}, {self.lora_alpha}"
+            )
         if not (math.isfinite(self.lr) and self.lr > 0) or self.train_steps_per_iter < 1:
             raise ConfigError("--psi.lr must be > 0 and --psi.train-steps-per-iter at least 1")
         if not all(0 <= b < 1 for b in self.betas) or self.weight_decay < 0:
-            raise ConfigError(f"--psi.betas must be in [0, 1) and --psi.weight-decay >= 0, got {self.betas}, "
-                             f"{self.weight_decay}")
+            raise ConfigError(
+                f"--psi.betas must be in [0, 1) and --psi.weight-decay >= 0, got {self.betas}, {self.weight_decay}"
+            )
         if self.bank_size < 1 or self.bank_refresh_every < 1:
             raise ConfigError("--psi.bank-size and --psi.bank-refresh-every must be at least 1")
 
@@ -90,24 +92,27 @@ class ScoreEstimator(ABC):
     """Whether ``update`` trains it (a learned estimator) or it has nothing to learn."""
 
     @abstractmethod
-    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None,
-            noise: Tensor | None = None) -> Tensor:
+    def eps(
+        self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None, noise: Tensor | None = None
+    ) -> Tensor:
         """eps_psi(x_t, t, c, y), or eps_psi(x_t, t, null, y) with ``cameras=None``.
 
         ``noise`` is the noise that made x_t from this step's renders: an estimator whose camera-conditional score
         is exact for a deterministic renderer (q(x | c) a Dirac at g(theta, c)) returns it; others ignore it."""
 
-    def eps_camera_and_null(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor,
-                            noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def eps_camera_and_null(
+        self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Both psi terms of eq. 9: (eps_psi(x_t, t, c, y), eps_psi(x_t, t, null, y)). Estimators override this
         when one batched pass is cheaper than two."""
         return self.eps(x_t, timesteps, text, cameras, noise), self.eps(x_t, timesteps, text, None, noise)
 
-    def before_step(self, step: int, render_latents: RenderLatents) -> None:
+    def before_step(self, step: int, render_latents: RenderLatents) -> None:  # noqa: B027 (an optional hook)
         """Called by the loop before each 3D step's render, with a way to render fresh latents of the scene."""
 
-    def update(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None
-               ) -> float | None:
+    def update(
+        self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None
+    ) -> float | None:
         """psi's training on this step's detached latents [B, C, h, w] and camera embeddings [B, 16], after theta's
         update (Alg. 1); returns the last loss, or None when it does not train."""
         return None

@@ -41,7 +41,8 @@ from .online import CameraEmbedding, OnlineEstimator
 
 
 class SharedUNetRoles:
-    """One UNet playing phi (LoRA adapters off, no class embedding) and psi (adapters on, camera MLP as class embedding).
+    """One UNet playing phi (LoRA adapters off, no class embedding) and psi (adapters on, the camera MLP as class
+    embedding).
 
     ``use(role)`` switches only when the role changes, walking the LoRA layers found once at construction (not the
     whole UNet), so a step switches at most twice. Switching back to psi re-enables the adapters' ``requires_grad``
@@ -106,7 +107,9 @@ class CameraLoRAEstimator(OnlineEstimator):
         for param in self.unet.parameters():
             if param.requires_grad:  # the LoRA matrices: train in float32
                 param.data = param.data.float()
-        self.trainable_parameters = [p for p in self.unet.parameters() if p.requires_grad] + list(self.camera_embedding.parameters())
+        self.trainable_parameters = [p for p in self.unet.parameters() if p.requires_grad] + list(
+            self.camera_embedding.parameters()
+        )
         if self.shared:
             self.roles = SharedUNetRoles(self.unet, self.camera_embedding)
             prior.shared_unet_roles = self.roles  # phi's passes switch the UNet to phi (StableDiffusionPrior.phi_mode)
@@ -161,15 +164,22 @@ class CameraLoRAEstimator(OnlineEstimator):
         """LoRA weights (peft names, prefixed ``lora.``) and the camera MLP (prefixed ``camera.``)."""
         from peft.utils import get_peft_model_state_dict
 
-        state = {f"lora.{k}": v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(self.unet).items()}
-        state.update({f"camera.{k}": v.detach().float().cpu().contiguous() for k, v in self.camera_embedding.state_dict().items()})
+        state = {
+            f"lora.{k}": v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(self.unet).items()
+        }
+        state.update(
+            {
+                f"camera.{k}": v.detach().float().cpu().contiguous()
+                for k, v in self.camera_embedding.state_dict().items()
+            }
+        )
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         from peft.utils import set_peft_model_state_dict
 
-        lora = {k[len("lora."):]: v for k, v in state.items() if k.startswith("lora.")}
-        camera = {k[len("camera."):]: v for k, v in state.items() if k.startswith("camera.")}
+        lora = {k[len("lora.") :]: v for k, v in state.items() if k.startswith("lora.")}
+        camera = {k[len("camera.") :]: v for k, v in state.items() if k.startswith("camera.")}
         if not lora or not camera:
             raise UserError("psi state is missing its LoRA or camera weights")
         result = set_peft_model_state_dict(self.unet, {k: v.to(self.prior.device) for k, v in lora.items()})

@@ -72,8 +72,9 @@ class OnlineEstimator(ScoreEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ scores
-    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None,
-            noise: Tensor | None = None) -> Tensor:
+    def eps(
+        self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None, noise: Tensor | None = None
+    ) -> Tensor:
         """eps_psi(x_t, t, c, y) float32; ``cameras`` [B, 16] or None for the null camera (``noise`` unused)."""
         batch = x_t.shape[0]
         if cameras is None:
@@ -82,8 +83,9 @@ class OnlineEstimator(ScoreEstimator):
             out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), cameras.float())
         return eps_from_prediction(out, x_t, self.prior.alphas_cumprod, timesteps, self.prediction_type)
 
-    def eps_camera_and_null(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor,
-                            noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def eps_camera_and_null(
+        self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Both psi terms of eq. 9 in one batched pass: (eps_psi(x_t, t, c, y), eps_psi(x_t, t, null, y))."""
         batch = x_t.shape[0]
         eps = self.eps(
@@ -95,15 +97,16 @@ class OnlineEstimator(ScoreEstimator):
         return eps[:batch], eps[batch:]
 
     # ------------------------------------------------------------------ training
-    def update(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None
-               ) -> float:
+    def update(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None) -> float:
         """``config.train_steps_per_iter`` training steps on this step's renders; returns the last loss."""
         loss = None
         for _ in range(self.config.train_steps_per_iter):
             loss = self.train_step(latents, text, cameras, generator)
         return loss
 
-    def train_step(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None) -> float:
+    def train_step(
+        self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None
+    ) -> float:
         """One update (module docstring) on detached latents [B, C, h, w] with camera embeddings [B, 16]; returns
         the loss."""
         latents = latents.detach().float()

@@ -48,8 +48,9 @@ class ParticleEstimator(ScoreEstimator):
         if self.needs_refresh(step):
             self.refresh(render_latents(self.bank_size))
 
-    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None,
-            noise: Tensor | None = None) -> Tensor:
+    def eps(
+        self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor | None, noise: Tensor | None = None
+    ) -> Tensor:
         """With cameras: the injected ``noise`` (the Dirac's exact score); null camera: the bank's exact eps."""
         if cameras is not None:
             if noise is None:

@@ -83,4 +83,6 @@ class SyntheticResidualEstimator(OnlineEstimator):
         return {f"net.{k}": v.detach().cpu() for k, v in self.net.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.net.load_state_dict({k[len("net."):]: v.to(self.prior.device) for k, v in state.items() if k.startswith("net.")})
+        self.net.load_state_dict(
+            {k[len("net.") :]: v.to(self.prior.device) for k, v in state.items() if k.startswith("net.")}
+        )

@@ -82,7 +82,9 @@ def azimuth_bins(azimuths: Tensor, num_bins: int) -> Tensor:
     return torch.floor(torch.remainder(azimuths + width / 2, 360.0) / width).long().clamp_max(num_bins - 1)
 
 
-def inception_quality_variety(distances: Tensor, prior_azimuths: Tensor, num_bins: int = 8, temperature: float = 0.01) -> tuple[float, float]:
+def inception_quality_variety(
+    distances: Tensor, prior_azimuths: Tensor, num_bins: int = 8, temperature: float = 0.01
+) -> tuple[float, float]:
     """(IQ, IV) of eq. 10 with the nearest-image azimuth-bin classifier described in the module docstring."""
     bins = azimuth_bins(prior_azimuths, num_bins)
     per_bin = torch.full((distances.shape[0], num_bins), math.inf)

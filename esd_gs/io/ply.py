@@ -10,10 +10,10 @@ Layout written: one ``vertex`` element, ``binary_little_endian``, float32 proper
 - ``opacity`` is the raw logit, ``scale_i`` raw logs, ``rot_*`` the raw quaternion w, x, y, z (not normalised).
 
 The reader looks properties up by name (any order, extra properties ignored, normals optional), accepts ascii and
-binary of either endianness (reading only the vertex rows: binary ones memory-mapped, other elements never parsed), infers the SH degree from the number of ``f_rest_*`` (0, 9, 24, 45 -> 0..3), and turns
-every malformed file into a one-line :class:`PlyFormatError`. The header is parsed here and the size it implies is
-checked against the file size before any body is parsed, so a truncated file or an absurd vertex count is reported
-without a large allocation.
+binary of either endianness (reading only the vertex rows: binary ones memory-mapped, other elements never parsed),
+infers the SH degree from the number of ``f_rest_*`` (0, 9, 24, 45 -> 0..3), and turns every malformed file into a
+one-line :class:`PlyFormatError`. The header is parsed here and the size it implies is checked against the file size
+before any body is parsed, so a truncated file or an absurd vertex count is reported without a large allocation.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from typing import Iterable, Union
 
 import numpy as np
 import plyfile
-
-from ..atomic import atomic_write_bytes
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_write_bytes
 from ..scene import GaussianScene, nonfinite_rows
 from ..sh import num_sh_bases, sh_degree_of
 from .axes import UpAxis, transform_scene_params, up_rotation
@@ -47,20 +46,59 @@ MAX_LIST_ROWS_BEFORE_VERTEX = 100_000
 
 
 _NUMPY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2", "ushort": "u2",
-    "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4",
-    "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 _ASCII_NUMBER = re.compile(rb"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)", re.IGNORECASE)
 _TYPE_SIZES = {
-    "char": 1, "int8": 1, "uchar": 1, "uint8": 1,
-    "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
-    "int": 4, "int32": 4, "uint": 4, "uint32": 4,
-    "float": 4, "float32": 4, "double": 8, "float64": 8,
+    "char": 1,
+    "int8": 1,
+    "uchar": 1,
+    "uint8": 1,
+    "short": 2,
+    "int16": 2,
+    "ushort": 2,
+    "uint16": 2,
+    "int": 4,
+    "int32": 4,
+    "uint": 4,
+    "uint32": 4,
+    "float": 4,
+    "float32": 4,
+    "double": 8,
+    "float64": 8,
 }
 _FORMATS = ("ascii", "binary_little_endian", "binary_big_endian")
-_REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
-             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
+_REQUIRED = (
+    "x",
+    "y",
+    "z",
+    "f_dc_0",
+    "f_dc_1",
+    "f_dc_2",
+    "opacity",
+    "scale_0",
+    "scale_1",
+    "scale_2",
+    "rot_0",
+    "rot_1",
+    "rot_2",
+    "rot_3",
+)
 _F_REST_DEGREE = {3 * (num_sh_bases(d) - 1): d for d in range(4)}  # {0: 0, 9: 1, 24: 2, 45: 3}
 _END_HEADER = re.compile(rb"(?:^|\n)end_header[ \t]*\r?\n")
 
@@ -158,8 +196,11 @@ def _check_body_size(path: PathLike, header: _Header, file_size: int) -> None:
         needed = sum(e.count * sum(p.size for p in e.properties) for e in header.elements)
     if body < needed:
         counts = ", ".join(f"{e.count} {e.name}" for e in header.elements)
-        raise _fail(path, f"truncated or corrupt: the header declares {counts}, which needs at least {needed} bytes "
-                          f"of data, but the file has {max(body, 0)}")
+        raise _fail(
+            path,
+            f"truncated or corrupt: the header declares {counts}, which needs at least {needed} bytes "
+            f"of data, but the file has {max(body, 0)}",
+        )
 
 
 def _check_vertex_element(path: PathLike, header: _Header) -> tuple[_Element, int]:
@@ -214,8 +255,9 @@ def _read_vertex_table(path: PathLike, header: _Header, vertex: _Element) -> np.
         values = [row.split() for row in rows]
         bad = next((i for i, row in enumerate(values) if len(row) != len(vertex.properties)), None)
         if bad is not None:
-            raise _fail(path, f"ascii vertex row {bad + 1} has {len(values[bad])} values, "
-                              f"expected {len(vertex.properties)}")
+            raise _fail(
+                path, f"ascii vertex row {bad + 1} has {len(values[bad])} values, expected {len(vertex.properties)}"
+            )
         tokens = [token for row in values for token in row]
         if not all(_ASCII_NUMBER.fullmatch(t) for t in tokens):
             word = next(t for t in tokens if not _ASCII_NUMBER.fullmatch(t))
@@ -228,8 +270,11 @@ def _read_vertex_table(path: PathLike, header: _Header, vertex: _Element) -> np.
     if listed:  # the vertex offset is known only after walking those rows: plyfile does it, for small elements only
         rows_before = sum(e.count for e in listed)
         if rows_before > MAX_LIST_ROWS_BEFORE_VERTEX:
-            raise _fail(path, f"element {listed[0].name} has {rows_before} rows of list properties before the vertex "
-                              f"element (at most {MAX_LIST_ROWS_BEFORE_VERTEX} are read)")
+            raise _fail(
+                path,
+                f"element {listed[0].name} has {rows_before} rows of list properties before the vertex "
+                f"element (at most {MAX_LIST_ROWS_BEFORE_VERTEX} are read)",
+            )
         try:
             data = plyfile.PlyData.read(os.fspath(path), mmap=True)["vertex"].data
         except Exception as error:  # plyfile / numpy parse errors on a body the header check could not rule out
@@ -295,8 +340,11 @@ def read_ply(path: PathLike, up: UpAxis = "-y", device: torch.device | str = "cp
         params = transform_scene_params(params, up_rotation(up).T)
         overflow = nonfinite_rows(params)
         if overflow.any():  # finite values near float32's limit can overflow when quaternions or SH are rotated
-            raise _fail(path, f"{int(overflow.sum())} of {n} Gaussians have values too large to rotate from up "
-                              f"axis {up} (near float32's limit)")
+            raise _fail(
+                path,
+                f"{int(overflow.sum())} of {n} Gaussians have values too large to rotate from up "
+                f"axis {up} (near float32's limit)",
+            )
     return GaussianScene({k: v.to(device) for k, v in params.items()})
 
 
@@ -324,16 +372,20 @@ def to_file_axes(params: dict[str, Tensor], up: UpAxis) -> dict[str, Tensor]:
     params = transform_scene_params(params, up_rotation(up))
     bad = nonfinite_rows(params)
     if bad.any():
-        raise ValueError(f"refusing to write: {int(bad.sum())} Gaussians have values too large to rotate to up axis {up}")
+        raise ValueError(
+            f"refusing to write: {int(bad.sum())} Gaussians have values too large to rotate to up axis {up}"
+        )
     return params
 
 
 def ply_property_names(sh_degree: int) -> list[str]:
     """The vertex property names :func:`write_ply` writes for an SH degree, in file order."""
     n_rest = 3 * (num_sh_bases(sh_degree) - 1)
-    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
-            + [f"f_rest_{i}" for i in range(n_rest)]
-            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+    return (
+        ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+        + [f"f_rest_{i}" for i in range(n_rest)]
+        + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    )
 
 
 def write_ply(
@@ -375,7 +427,6 @@ def write_ply(
     data = np.ascontiguousarray(torch.cat(columns, dim=1).numpy().astype("<f4"))
     names = ply_property_names(out_degree)
     assert data.shape[1] == len(names)
-    header = "ply\nformat binary_little_endian 1.0\n" f"element vertex {n}\n"
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {n}\n"
     header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
     atomic_write_bytes(path, [header.encode("ascii"), memoryview(data).cast("B")])
-

@@ -23,9 +23,9 @@ import os
 import numpy as np
 import torch
 
+from ..atomic import atomic_write_bytes
 from ..scene import SH_C0
 from .axes import UpAxis, up_rotation
-from ..atomic import atomic_write_bytes
 from .ply import PathLike, SceneOrParams, prepare_params, to_file_axes
 
 SPLAT_RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rotation", "u1", 4)])

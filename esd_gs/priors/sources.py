@@ -55,8 +55,11 @@ REMOVED_IDS: dict[str, str] = {
 }
 """Ids removed from the Hub (November 2025) -> their family, so runs saved with them still resume."""
 
-WEIGHT_FILES = ("unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
-                "unet/diffusion_pytorch_model.bin")
+WEIGHT_FILES = (
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet/diffusion_pytorch_model.fp16.safetensors",
+    "unet/diffusion_pytorch_model.bin",
+)
 
 
 def candidates(model: str) -> tuple[str, ...]:
@@ -127,7 +130,9 @@ def check_local(path: Path) -> SourceCheck:
         if source.startswith((".", "/", "~")):
             return SourceCheck(source, False, "no such folder")
         families = ", ".join(KNOWN_SOURCES)
-        return SourceCheck(source, False, f"no such folder, and not a Hub id (owner/name) or a known family ({families})")
+        return SourceCheck(
+            source, False, f"no such folder, and not a Hub id (owner/name) or a known family ({families})"
+        )
     missing = [part for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / part).is_dir()]
     if missing:
         return SourceCheck(source, False, f"not a diffusers Stable Diffusion folder (no {', '.join(missing)})")

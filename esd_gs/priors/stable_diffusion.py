@@ -34,6 +34,7 @@ from .sources import DEFAULT_MODEL, load_failure_message, resolve_model
 if TYPE_CHECKING:
     from ..configs.generate import GenerateConfig
 
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """'auto' -> fp16 on CUDA, fp32 on CPU; else fp32 / fp16 / bf16."""
     if name == "auto":
@@ -50,10 +51,23 @@ class StableDiffusionPrior(Prior):
     """The frozen prior phi (see module docstring)."""
 
     def __init__(
-        self, unet, vae, text_encoder, tokenizer, scheduler, device: torch.device, dtype: torch.dtype,
+        self,
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        scheduler,
+        device: torch.device,
+        dtype: torch.dtype,
         resize_to_native: bool = True,
     ):
-        self.unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler = unet, vae, text_encoder, tokenizer, scheduler
+        self.unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler = (
+            unet,
+            vae,
+            text_encoder,
+            tokenizer,
+            scheduler,
+        )
         self.device, self.dtype = device, dtype
         self.resize_to_native = resize_to_native
         sample_size = unet.config.sample_size
@@ -74,13 +88,18 @@ class StableDiffusionPrior(Prior):
     @classmethod
     def from_config(cls, config: GenerateConfig, device: torch.device) -> StableDiffusionPrior:
         """phi for a generate run: ``--model``, ``--precision`` and ``--resize-to-native``."""
-        return cls.from_pretrained(config.model, device=device, precision=config.precision,
-                                   resize_to_native=config.resize_to_native)
+        return cls.from_pretrained(
+            config.model, device=device, precision=config.precision, resize_to_native=config.resize_to_native
+        )
 
     @classmethod
     def from_pretrained(
-        cls, model: str = DEFAULT_MODEL, device: str | torch.device = "cpu", precision: str = "auto",
-        resize_to_native: bool = True, announce=None,
+        cls,
+        model: str = DEFAULT_MODEL,
+        device: str | torch.device = "cpu",
+        precision: str = "auto",
+        resize_to_native: bool = True,
+        announce=None,
     ):
         """Load phi's parts from a family name, a Hub id or a local diffusers folder (``sources.resolve_model``);
         ``announce`` (default: the console) gets one line naming the source used. Failures: one ``UserError``."""
@@ -102,7 +121,14 @@ class StableDiffusionPrior(Prior):
         except Exception as exc:  # OSError, ValueError, and the Hub client's own transport errors mid-download
             raise UserError(load_failure_message(model, exc)) from None
         return cls(
-            unet.to(device), vae.to(device), text_encoder.to(device), tokenizer, scheduler, device, dtype, resize_to_native
+            unet.to(device),
+            vae.to(device),
+            text_encoder.to(device),
+            tokenizer,
+            scheduler,
+            device,
+            dtype,
+            resize_to_native,
         )
 
     # ------------------------------------------------------------------ text
@@ -175,7 +201,7 @@ class StableDiffusionPrior(Prior):
         return self._rgb_to_latent
 
     # ------------------------------------------------------------------ diffusion
-    def unet_eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, class_labels: Tensor | None = None) -> Tensor:
+    def _unet_eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """One plain UNet pass of phi's UNet (adapters and camera embedding as currently set) -> eps, float32."""
         out = self.unet(
             x_t.to(self.dtype), timesteps, encoder_hidden_states=text.to(self.dtype), class_labels=class_labels
@@ -188,7 +214,7 @@ class StableDiffusionPrior(Prior):
         [1, 77, D]. One batched UNet pass for both halves."""
         batch = x_t.shape[0]
         with self.phi_mode():
-            both = self.unet_eps(
+            both = self._unet_eps(
                 torch.cat([x_t, x_t]),
                 torch.cat([timesteps, timesteps]),
                 torch.cat([negative.expand(batch, -1, -1), text]),
@@ -230,7 +256,9 @@ def _resize(images: Tensor, size: int) -> Tensor:
     if images.shape[-2:] == (size, size):
         return images
     shrink = images.shape[-2] > size or images.shape[-1] > size
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    return torch.nn.functional.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+    )
 
 
 __all__ = ["StableDiffusionPrior", "resolve_dtype"]

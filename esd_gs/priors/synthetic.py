@@ -1,4 +1,5 @@
-"""phi in synthetic mode (``base.Prior``): the exact score of a known, view-biased image distribution of reference objects.
+"""phi in synthetic mode (``base.Prior``): the exact score of a known, view-biased image distribution of reference
+objects.
 
 Each reference object (the built-in head, or any 3DGS .ply) is rendered K times at cameras whose azimuth is biased
 towards its front, as real 2D priors are: with probability ``p_front`` the azimuth is drawn from N(0, front_std),
@@ -57,7 +58,9 @@ class SyntheticPriorConfig:
             raise ConfigError(f"--synthetic.front-std must be a positive angle, got {self.front_std}")
 
 
-def biased_cameras(count: int, sampler: OrbitSampler, p_front: float, front_std: float, generator: torch.Generator) -> Cameras:
+def biased_cameras(
+    count: int, sampler: OrbitSampler, p_front: float, front_std: float, generator: torch.Generator
+) -> Cameras:
     """Cameras with azimuth ~ p_front N(0, front_std) + (1 - p_front) U(-180, 180); the rest as ``sampler``."""
     base = sampler.sample(count, generator=generator)
     frontal = torch.rand(count, generator=generator) < p_front

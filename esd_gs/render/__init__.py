@@ -27,6 +27,8 @@ from .gsplat_backend import probe_gsplat, rasterize_gsplat
 from .projection import project_gaussians
 
 Backend = Literal["auto", "gsplat", "torch", "dense"]
+UserBackend = Literal["auto", "gsplat", "torch"]
+"""The backends a user picks from (``--backend`` of generate and render): all but the test oracle."""
 
 EPS2D = 0.3
 """Screen-space low-pass added to every 2D covariance (gsplat's default)."""
@@ -90,11 +92,15 @@ def resolve_backend(requested: str, device: torch.device | str) -> str:
     if probe.ok:
         return "gsplat"
     if requested == "gsplat":
-        raise UserError(f"--backend gsplat cannot run: {probe.reason}; or use --backend torch (slower, no build needed)")
+        raise UserError(
+            f"--backend gsplat cannot run: {probe.reason}; or use --backend torch (slower, no build needed)"
+        )
     if not _fallback_noted:
         _fallback_noted = True
-        _notice(f"{probe.reason}: rendering with esd-gs's PyTorch renderer on CUDA instead (slower; --backend torch "
-                "skips this check)")
+        _notice(
+            f"{probe.reason}: rendering with esd-gs's PyTorch renderer on CUDA instead (slower; --backend torch "
+            "skips this check)"
+        )
     return "torch"
 
 
@@ -128,8 +134,19 @@ def render(
 
     if backend == "gsplat":
         rgb, alpha, depth, info = rasterize_gsplat(
-            scene.means, scene.quats, scene.scales, scene.opacities, scene.sh, scene.sh_degree,
-            viewmats, Ks, width, height, bg, EPS2D, NEAR_PLANE,
+            scene.means,
+            scene.quats,
+            scene.scales,
+            scene.opacities,
+            scene.sh,
+            scene.sh_degree,
+            viewmats,
+            Ks,
+            width,
+            height,
+            bg,
+            EPS2D,
+            NEAR_PLANE,
         )
         if info["means2d"].requires_grad:
             info["means2d"].retain_grad()
@@ -168,4 +185,13 @@ def render(
     )
 
 
-__all__ = ["render", "resolve_backend", "RenderOutput", "project_gaussians", "rasterize_sparse", "rasterize_dense"]
+__all__ = [
+    "Backend",
+    "UserBackend",
+    "render",
+    "resolve_backend",
+    "RenderOutput",
+    "project_gaussians",
+    "rasterize_sparse",
+    "rasterize_dense",
+]

@@ -13,7 +13,8 @@ pairs. Pairs are sorted by (pixel, depth); the per-pixel transmittance is an exc
 log(1 - alpha) inside each pixel's run of pairs (in float64, so long runs keep their precision); results are
 accumulated with ``index_add``. Optionally (``depth_chunks`` > 1) the Gaussians are processed front to back in
 depth slices, carrying each pixel's transmittance from slice to slice, so pixels that have already stopped cost
-nothing in later slices (the early termination gsplat's tile loop has). Everything is plain autograd, so gradients reach every input.
+nothing in later slices (the early termination gsplat's tile loop has). Everything is plain autograd, so gradients
+reach every input.
 """
 
 from __future__ import annotations
@@ -160,7 +161,9 @@ def rasterize_sparse(
             flat, pix, x_centre, y_centre = flat[keep], pix[keep], x_centre[keep], y_centre[keep]
             run_start = torch.ones_like(pix, dtype=torch.bool)
             run_start[1:] = pix[1:] != pix[:-1]
-            start_index = torch.cummax(torch.where(run_start, torch.arange(pix.numel(), device=pix.device), 0), 0).values
+            start_index = torch.cummax(
+                torch.where(run_start, torch.arange(pix.numel(), device=pix.device), 0), 0
+            ).values
 
         # 3) Alpha with gradient on the surviving pairs; transmittance = the pixel's T so far times the exclusive
         #    product inside this chunk's run of pairs (float64 log space).
@@ -176,7 +179,9 @@ def rasterize_sparse(
         pix = pix.index_select(0, counted)
         weight = alpha.index_select(0, counted) * torch.exp(log_t_excl.index_select(0, counted)).to(dtype)
         # 4) Accumulate colour, depth and weight with one index_add; carry T to the next chunk.
-        pair_values = torch.cat([values.index_select(0, flat.index_select(0, counted)), torch.ones_like(weight)[:, None]], -1)
+        pair_values = torch.cat(
+            [values.index_select(0, flat.index_select(0, counted)), torch.ones_like(weight)[:, None]], -1
+        )
         out = out.index_add(0, pix, pair_values * weight[:, None])
         log_t = log_t.index_add(0, pix, log_one_minus.index_select(0, counted))
     out_color, out_depth, out_alpha = out[:, :D], out[:, D : D + 1], out[:, D + 1 :]

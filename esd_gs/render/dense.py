@@ -37,9 +37,10 @@ def rasterize_dense(
         m2d = proj.means2d[cam][order]
         con = proj.conics[cam][order]
         delta = m2d[:, None, :] - pixels[None, :, :]  # [N, HW, 2]
-        sigma = 0.5 * (con[:, 0:1] * delta[..., 0] ** 2 + con[:, 2:3] * delta[..., 1] ** 2) + con[:, 1:2] * delta[
-            ..., 0
-        ] * delta[..., 1]
+        sigma = (
+            0.5 * (con[:, 0:1] * delta[..., 0] ** 2 + con[:, 2:3] * delta[..., 1] ** 2)
+            + con[:, 1:2] * delta[..., 0] * delta[..., 1]
+        )
         alpha = torch.clamp_max(opacities[order][:, None] * torch.exp(-sigma), MAX_ALPHA)
         use = visible[:, None] & (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
         alpha = torch.where(use, alpha, torch.zeros_like(alpha))

@@ -129,7 +129,9 @@ def probe_gsplat(announce=print) -> GsplatProbe:
         _smoke_test()
     except Exception as exc:  # e.g. a prebuilt wheel without kernels for this GPU ("no kernel image")
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        _PROBE = GsplatProbe(False, f"gsplat's CUDA kernels loaded but failed on this GPU ({type(exc).__name__}: {first[:200]})")
+        _PROBE = GsplatProbe(
+            False, f"gsplat's CUDA kernels loaded but failed on this GPU ({type(exc).__name__}: {first[:200]})"
+        )
         return _PROBE
     _PROBE = GsplatProbe(True, f"gsplat kernels loaded ({state})", seconds)
     return _PROBE
@@ -140,10 +142,19 @@ def _smoke_test() -> None:
     device = torch.device("cuda")
     means = torch.tensor([[0.0, 0.0, 2.0]], device=device, requires_grad=True)
     rgb, _, _, _ = rasterize_gsplat(
-        means, torch.tensor([[1.0, 0.0, 0.0, 0.0]], device=device), torch.full((1, 3), -2.0, device=device),
-        torch.tensor([0.5], device=device), torch.full((1, 1, 3), 0.5, device=device), 0,
-        torch.eye(4, device=device)[None], torch.tensor([[[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]], device=device),
-        16, 16, torch.zeros(1, 3, device=device), 0.3, 0.01,
+        means,
+        torch.tensor([[1.0, 0.0, 0.0, 0.0]], device=device),
+        torch.full((1, 3), -2.0, device=device),
+        torch.tensor([0.5], device=device),
+        torch.full((1, 1, 3), 0.5, device=device),
+        0,
+        torch.eye(4, device=device)[None],
+        torch.tensor([[[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]], device=device),
+        16,
+        16,
+        torch.zeros(1, 3, device=device),
+        0.3,
+        0.01,
     )
     rgb.sum().backward()
     torch.cuda.synchronize()

@@ -31,9 +31,15 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     w, x, y, z = quats.unbind(-1)
     return torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
     ).reshape(quats.shape[:-1] + (3, 3))
@@ -96,9 +102,9 @@ def project_gaussians(
     ty = z_safe * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y / z_safe))
     rz = 1.0 / z_safe
     zeros = torch.zeros_like(z)
-    jac = torch.stack(
-        [fx * rz, zeros, -fx * tx * rz * rz, zeros, fy * rz, -fy * ty * rz * rz], dim=-1
-    ).reshape(z.shape + (2, 3))  # [C, N, 2, 3]
+    jac = torch.stack([fx * rz, zeros, -fx * tx * rz * rz, zeros, fy * rz, -fy * ty * rz * rz], dim=-1).reshape(
+        z.shape + (2, 3)
+    )  # [C, N, 2, 3]
     cov2d = jac @ cov_c @ jac.transpose(-1, -2)  # [C, N, 2, 2]
     a = cov2d[..., 0, 0] + eps2d
     b = cov2d[..., 0, 1]
@@ -117,7 +123,12 @@ def project_gaussians(
         rad_y = torch.ceil(extend * torch.sqrt(c.detach().clamp_min(0)))
         valid = valid & ((rad_x > 0) | (rad_y > 0))
         m = means2d.detach()
-        inside = (m[..., 0] + rad_x > 0) & (m[..., 0] - rad_x < width) & (m[..., 1] + rad_y > 0) & (m[..., 1] - rad_y < height)
+        inside = (
+            (m[..., 0] + rad_x > 0)
+            & (m[..., 0] - rad_x < width)
+            & (m[..., 1] + rad_y > 0)
+            & (m[..., 1] - rad_y < height)
+        )
         valid = valid & inside
         radii = torch.stack([rad_x, rad_y], dim=-1).where(valid[..., None], torch.zeros_like(a)[..., None])
         radii = radii.to(torch.int32)

@@ -37,12 +37,17 @@ def render_batches(
         yield render(scene, chunk, size, size, background=colour, backend=backend, depth_chunks=depth_chunks).rgb
 
 
-def render_images(scene: GaussianScene, cameras: Cameras, size: int, background: Background = 1.0,
-                  backend: str = "auto") -> Tensor:
+def render_images(
+    scene: GaussianScene, cameras: Cameras, size: int, background: Background = 1.0, backend: str = "auto"
+) -> Tensor:
     """Every view as float images [V, 3, size, size] in [0, 1] on the CPU (what metrics compare: no 8-bit rounding).
     The same images as ``render_views`` before its rounding."""
-    return torch.cat([rgb.clamp(0, 1).cpu() for rgb in
-                      render_batches(scene, cameras, size, background, backend=backend, depth_chunks=8)])
+    return torch.cat(
+        [
+            rgb.clamp(0, 1).cpu()
+            for rgb in render_batches(scene, cameras, size, background, backend=backend, depth_chunks=8)
+        ]
+    )
 
 
 def render_views(

@@ -221,7 +221,8 @@ def build_tiny_stable_diffusion(
     it to ``path``; returns ``path``.
 
     ``sample_size`` is the UNet's latent size (the VAE's image size is 8x that); ``cross_attention_dim`` is also the
-    text encoder's hidden size (default: the family's tiny width, ``TEXT_WIDTH``). Loads back with the usual ``from_pretrained(path, subfolder=...)`` calls and with
+    text encoder's hidden size (default: the family's tiny width, ``TEXT_WIDTH``). Loads back with the usual
+    ``from_pretrained(path, subfolder=...)`` calls and with
     ``StableDiffusionPipeline.from_pretrained(path, safety_checker=None, feature_extractor=None,
     requires_safety_checker=False)``. Deterministic in ``seed``.
     """
@@ -326,8 +327,12 @@ def build_full_size_stable_diffusion(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = CLIPTokenizer.from_pretrained(
-        write_tiny_clip_tokenizer_files(path / "tokenizer"), model_max_length=MODEL_MAX_LENGTH,
-        bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, unk_token=EOS_TOKEN, pad_token=EOS_TOKEN,
+        write_tiny_clip_tokenizer_files(path / "tokenizer"),
+        model_max_length=MODEL_MAX_LENGTH,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -335,10 +340,14 @@ def build_full_size_stable_diffusion(
         vae = AutoencoderKL(**sd21_vae_config()).to(dtype)
         text_encoder = CLIPTextModel(CLIPTextConfig(**sd21_text_encoder_config(len(tokenizer)))).to(dtype)
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
         scheduler=DDPMScheduler(**sd21_scheduler_config(prediction_type)),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(path, safe_serialization=True)
     return path
-

@@ -51,12 +51,14 @@ def optimizer_to_flat(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict
     return tensors, {"groups": groups, "scalars": scalars}
 
 
-def optimizer_from_flat(name: str, optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict, device) -> None:
+def optimizer_from_flat(
+    name: str, optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict, device
+) -> None:
     prefix = f"optim.{name}."
     entries: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith(prefix):
-            index, state_key = key[len(prefix):].split(".", 1)
+            index, state_key = key[len(prefix) :].split(".", 1)
             entries.setdefault(int(index), {})[state_key] = value.to(device)
     for key, value in meta["scalars"].items():
         index, state_key = key.split(".", 1)
@@ -118,10 +120,10 @@ def psi_checkpoint_state(tensors: dict[str, Tensor], meta: dict) -> tuple[dict[s
     """psi's (tensors, settings) from a checkpoint, for ``ScoreEstimator.load_checkpoint_state``; also from the
     layout of esd-gs 0.1 (optimiser tensors under ``psi_optim.*``; its settings, the camera-dropout counter and the
     loss scaler at the top of meta.json)."""
-    state = {k[len("psi."):]: v for k, v in tensors.items() if k.startswith("psi.")}
+    state = {k[len("psi.") :]: v for k, v in tensors.items() if k.startswith("psi.")}
     if "psi" in meta:
         return state, meta["psi"]
-    state.update({k[len("psi_"):]: v for k, v in tensors.items() if k.startswith("psi_optim.")})
+    state.update({k[len("psi_") :]: v for k, v in tensors.items() if k.startswith("psi_optim.")})
     legacy = {"optimizer": meta.get("optimizers", {}).get("psi"), "null_rate_counter": meta.get("null_rate_counter")}
     if "psi_grad_scaler" in meta:
         legacy["grad_scaler"] = meta["psi_grad_scaler"]
@@ -131,6 +133,7 @@ def psi_checkpoint_state(tensors: dict[str, Tensor], meta: dict) -> tuple[dict[s
 def check_checkpoint(tensors: dict, meta: dict, steps: int) -> None:
     """Refuse a parseable but wrong checkpoint before anything is restored (KeyError/TypeError/ValueError, which
     the command turns into one line): counters, optimiser settings and the scene tensors' types."""
+
     def count(name: str, high: int | None = None) -> int:
         value = meta.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (high is not None and value > high):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import ConfigError
 from ..cameras import MAX_VIEWS, turntable
+from ..errors import ConfigError
 from ..io import write_ply, write_splat
 from ..render.views import render_views
 from ..scene import GaussianScene
@@ -37,8 +37,10 @@ class OutputConfig:
 
     def __post_init__(self) -> None:
         if self.turntable_views < 1 or not 8 <= self.turntable_size <= 4096:
-            raise ConfigError("--output.turntable-views must be at least 1 and --output.turntable-size in 8..4096, "
-                             f"got {self.turntable_views} and {self.turntable_size}")
+            raise ConfigError(
+                "--output.turntable-views must be at least 1 and --output.turntable-size in 8..4096, "
+                f"got {self.turntable_views} and {self.turntable_size}"
+            )
         if self.turntable_views > MAX_VIEWS:
             raise ConfigError(f"--output.turntable-views must be at most {MAX_VIEWS}, got {self.turntable_views}")
         if not self.video_formats:
@@ -46,7 +48,9 @@ class OutputConfig:
         for name in ("preview_every", "checkpoint_every"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
-                raise ConfigError(f"--output.{name.replace('_', '-')} must be a fraction of the run in [0, 1], got {value}")
+                raise ConfigError(
+                    f"--output.{name.replace('_', '-')} must be a fraction of the run in [0, 1], got {value}"
+                )
 
 
 def write_preview(scene: GaussianScene, files: RunDir, step: int, resolution: int, backend: str) -> None:
@@ -62,7 +66,13 @@ def export_scene(scene: GaussianScene, files: RunDir, config: OutputConfig, back
     write_ply(plain, files.scene_ply, up=config.up)
     write_splat(plain, files.scene_splat, up=config.up)
     if final:
-        frames = render_views(scene, turntable(config.turntable_views), config.turntable_size, background=1.0,
-                              progress_label="turntable", backend=backend)
+        frames = render_views(
+            scene,
+            turntable(config.turntable_views),
+            config.turntable_size,
+            background=1.0,
+            progress_label="turntable",
+            backend=backend,
+        )
         write_turntable(frames, files.path, stem="turntable", formats=config.video_formats, fps=30)
         write_png(turntable_sheet(frames), files.contact_sheet)

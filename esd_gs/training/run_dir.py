@@ -72,8 +72,17 @@ class RunDir:
     def outputs(self) -> list[Path]:
         """Every path a run may write (what --overwrite sets aside)."""
         videos = [self.path / f"turntable.{fmt}" for fmt in VIDEO_FORMATS]
-        return [self.scene_ply, self.scene_splat, self.status_file, self.config, self.metrics, *videos,
-                self.contact_sheet, self.checkpoint, self.path / "previews"]
+        return [
+            self.scene_ply,
+            self.scene_splat,
+            self.status_file,
+            self.config,
+            self.metrics,
+            *videos,
+            self.contact_sheet,
+            self.checkpoint,
+            self.path / "previews",
+        ]
 
     def existing_outputs(self) -> list[str]:
         """Names of the outputs that exist."""
@@ -129,8 +138,10 @@ def signals_held():
     (A Python handler, not ``pthread_sigmask``: torch's worker threads leave the signals unblocked, so the kernel
     would deliver them there and Python would still run the handler in the main thread mid-block.)"""
     received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-
-from ..errors import ConfigError
 from ..distillation import ScoreDistillation
+from ..errors import ConfigError
 from ..estimators import build_estimator
 from ..priors import Prior, build_prior
 from ..progress import console, make_progress
@@ -101,10 +100,14 @@ class Trainer:
         self.distill = ScoreDistillation(self.prior, self.text, distill_cfg, config.timesteps, self.psi)
         self.camera_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-        self.scene = GaussianScene.random_ball(config.init, generator=torch.Generator().manual_seed(config.seed + 2)).to(device)
+        self.scene = GaussianScene.random_ball(
+            config.init, generator=torch.Generator().manual_seed(config.seed + 2)
+        ).to(device)
         self.optimizers = self._make_optimizers()
         scene_scale = 1.1 * max(config.cameras.radius)
-        self.densifier = Densifier(resolve_grad_threshold(config.densify, distill_cfg.method), config.steps, scene_scale)
+        self.densifier = Densifier(
+            resolve_grad_threshold(config.densify, distill_cfg.method), config.steps, scene_scale
+        )
         self.densifier.check(self.scene.params, self.optimizers)
         self.step = 0
         self.skipped = 0
@@ -116,8 +119,7 @@ class Trainer:
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         rates = self.cfg.optim
         return {
-            key: torch.optim.Adam([self.scene.params[key]], lr=getattr(rates, key), eps=1e-15)
-            for key in PARAM_KEYS
+            key: torch.optim.Adam([self.scene.params[key]], lr=getattr(rates, key), eps=1e-15) for key in PARAM_KEYS
         }
 
     def _means_lr(self, progress: float) -> float:
@@ -154,7 +156,12 @@ class Trainer:
             self.psi.before_step(self.step, lambda count: self.render_latents(count, size))
         cams = cfg.cameras.sample(cfg.batch_size, generator=self.camera_gen)
         out = render(
-            self.scene, cams, size, size, background=self._backgrounds(cfg.batch_size).to(self.device), backend=self.backend
+            self.scene,
+            cams,
+            size,
+            size,
+            background=self._backgrounds(cfg.batch_size).to(self.device),
+            backend=self.backend,
         )
         self.densifier.pre_backward(self.scene.params, self.optimizers, self.step, out.info)
         result = self.distill.step(out.rgb, cams, progress, generator=self.noise_gen)
@@ -208,11 +215,15 @@ class Trainer:
         self._write_status("running")
         metrics_path = self.files.metrics
         preview_every = max(1, round(cfg.output.preview_every * cfg.steps)) if cfg.output.preview_every > 0 else 0
-        checkpoint_every = max(1, round(cfg.output.checkpoint_every * cfg.steps)) if cfg.output.checkpoint_every > 0 else 0
+        checkpoint_every = (
+            max(1, round(cfg.output.checkpoint_every * cfg.steps)) if cfg.output.checkpoint_every > 0 else 0
+        )
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             with make_progress("loss", "gaussians") as progress, open(metrics_path, "a") as metrics:
-                task = progress.add_task("generating", total=cfg.steps, completed=self.step, loss="-", gaussians=self.scene.num_gaussians)
+                task = progress.add_task(
+                    "generating", total=cfg.steps, completed=self.step, loss="-", gaussians=self.scene.num_gaussians
+                )
                 while self.step < cfg.steps:
                     if self._stop_signal is not None:
                         raise Interrupted(self._stop_signal)
@@ -340,7 +351,6 @@ class Trainer:
             self.noise_gen.manual_seed(self.cfg.seed + 1 + self.step)
             console.print(
                 f"[yellow]this run was checkpointed on {saved_device or 'another device'} and resumes on "
-                f"{self.device.type}: the diffusion noise is re-seeded, so the result differs from an uninterrupted run[/yellow]"
+                f"{self.device.type}: the diffusion noise is re-seeded, so the result differs from an uninterrupted "
+                "run[/yellow]"
             )
-
-
