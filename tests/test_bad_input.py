@@ -31,6 +31,7 @@ def refused(argv, capsys, expected):
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("esd-gs: error: ") and expected in lines[0], err
+    assert "Error parsing" not in lines[0] and "tyro" not in lines[0], err  # the check's own words, not the parser's
     return lines[0]
 
 

@@ -128,3 +128,13 @@ def test_the_particle_bank_refreshes_itself_through_the_callback():
         psi.before_step(step, render_latents)
     assert asked == [5, 5, 5]  # steps 0, 3 and 6
     assert psi.bank.shape == (5, 3, 8, 8) and float(psi.bank[0, 0, 0, 0]) == 3.0
+
+
+def test_a_prior_without_a_learned_psi_is_one_clear_line(tmp_path, monkeypatch):
+    from esd_gs.errors import UserError
+
+    monkeypatch.setitem(priors.PRIORS, "plain", SyntheticPrior.from_config)
+    config = small_config(prior="plain")
+    config = replace(config, psi=replace(config.psi, estimator="learned"))
+    with pytest.raises(UserError, match="has no learned psi yet: use --psi.estimator particle"):
+        Trainer(config, tmp_path, torch.device("cpu"))

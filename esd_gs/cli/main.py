@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import signal
 import sys
 from typing import Annotated, Union
@@ -35,13 +36,18 @@ def _error(message: str, code: int) -> int:
 
 
 def _panel_message(text: str) -> str:
-    """The message inside tyro's boxed error panel, as one line."""
+    """The message inside tyro's error panel, as one line: the lines between the title and the first rule after them
+    (drawn with box characters on a terminal, with dashes elsewhere)."""
     lines = []
     for raw in text.splitlines()[1:]:  # the first line is the panel's title bar
-        line = raw.strip().strip("│").strip()
+        line = raw.strip().strip("│|").strip()
         if not line or line.startswith(("╰", "╭")):
             continue
-        if set(line) <= {"─", " "}:
+        if set(line) <= {"─", "-", " "}:
+            if lines:
+                break  # what follows the message: similar options, the pointer to --help
+            continue
+        if line.startswith("For full helptext"):
             break
         lines.append(line)
     return " ".join(lines) or text.strip().splitlines()[0]
@@ -58,7 +64,8 @@ def _parse(commands, argv: list[str]):
         if exit_.code in (0, None) or not captured.strip():
             sys.stderr.write(captured)
             raise
-        raise UserError(_panel_message(captured) + " (see --help)") from None
+        message = re.sub(r"^Error parsing [^:]*: ", "", _panel_message(captured))  # a config's own check: its words
+        raise UserError(message + " (see --help)") from None
     except ValueError as exc:  # a nested config refused a value in its __post_init__
         raise UserError(str(exc)) from None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import UserError
 from ..priors import Prior
 from .base import PsiConfig, RenderLatents, ScoreEstimator
 from .lora import CameraLoRAEstimator
@@ -34,6 +35,10 @@ TRAINING_FREE: dict[str, Callable[[Prior, PsiConfig], ScoreEstimator]] = {
 def build_estimator(prior_name: str, prior: Prior, config: PsiConfig) -> ScoreEstimator:
     """psi for a run with the prior ``prior_name`` (``GenerateConfig.prior``) and ``--psi.*``."""
     if config.estimator == "learned":
+        if prior_name not in LEARNED:
+            raise UserError(
+                f"the prior '{prior_name}' has no learned psi yet: use --psi.estimator {' or '.join(TRAINING_FREE)}"
+            )
         return LEARNED[prior_name](prior, config)
     return TRAINING_FREE[config.estimator](prior, config)
 

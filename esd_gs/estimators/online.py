@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from ..cameras import EMBEDDING_SIZE, null_embedding
 from ..diffusion import PredictionType, eps_from_prediction, prediction_target
+from ..optim_state import optimizer_from_flat, optimizer_to_flat
 from ..priors import Prior
-from ..training.checkpoint import optimizer_from_flat, optimizer_to_flat
 from .base import PsiConfig, ScoreEstimator
 
 

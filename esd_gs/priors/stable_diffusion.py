@@ -82,7 +82,7 @@ class StableDiffusionPrior(Prior):
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise UserError(f"unsupported prediction type '{self.prediction_type}' (need epsilon or v_prediction)")
         self.vae_scale = float(vae.config.scaling_factor)
-        self.shared_unet_roles = None  # set by a shared-UNet psi (psi.SharedUNetRoles)
+        self.shared_unet_roles = None  # set by a shared-UNet psi (estimators.lora.SharedUNetRoles)
         self._rgb_to_latent: tuple[Tensor, Tensor] | None = None
 
     @classmethod

@@ -4,7 +4,7 @@ objects.
 Each reference object (the built-in head, or any 3DGS .ply) is rendered K times at cameras whose azimuth is biased
 towards its front, as real 2D priors are: with probability ``p_front`` the azimuth is drawn from N(0, front_std),
 otherwise uniformly; elevation, radius and field of view come from the training camera sampler. The prior's
-noise prediction is the exact one of the noised empirical distribution of those renders (``mixture_score``), in
+noise prediction is the exact one of the noised empirical distribution of those renders (``diffusion.mixture``), in
 pixel space: the "latent" is the image itself, mapped to [-1, 1], on the same noise schedule as Stable Diffusion.
 
 Several references can be registered under prompts; the unconditional distribution is their union, so text

@@ -119,6 +119,20 @@ def tiny_clip_vocab(words: tuple[str, ...] = TINY_VOCAB_WORDS) -> tuple[dict[str
     return {tok: i for i, tok in enumerate(tokens)}, merges
 
 
+def tiny_clip_tokenizer(folder: Path):
+    """A CLIPTokenizer on the tiny vocabulary, whose files are written into ``folder`` first."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(
+        write_tiny_clip_tokenizer_files(folder),
+        model_max_length=MODEL_MAX_LENGTH,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
+    )
+
+
 def write_tiny_clip_tokenizer_files(directory: str | Path) -> Path:
     """Write ``vocab.json`` and ``merges.txt`` (with CLIP's ``#version`` header line) into ``directory``."""
     directory = Path(directory)
@@ -227,7 +241,7 @@ def build_tiny_stable_diffusion(
     requires_safety_checker=False)``. Deterministic in ``seed``.
     """
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     if family not in TEXT_WIDTH:
         raise ValueError(f"family must be 'sd1' or 'sd2', got {family!r}")
@@ -241,14 +255,7 @@ def build_tiny_stable_diffusion(
 
     # vocab.json / merges.txt stay in the saved tokenizer folder next to whatever save_pretrained writes
     # (transformers 5 writes only tokenizer.json; 4.x's slow CLIPTokenizer needs the two plain files).
-    tokenizer = CLIPTokenizer.from_pretrained(
-        write_tiny_clip_tokenizer_files(path / "tokenizer"),
-        model_max_length=MODEL_MAX_LENGTH,
-        bos_token=BOS_TOKEN,
-        eos_token=EOS_TOKEN,
-        unk_token=EOS_TOKEN,
-        pad_token=EOS_TOKEN,
-    )
+    tokenizer = tiny_clip_tokenizer(path / "tokenizer")
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -322,18 +329,11 @@ def build_full_size_stable_diffusion(
     """SD 2.1-base's architecture at full size with random weights, saved as a diffusers folder (weights in
     ``dtype``: 2.6 GB at fp16). For GPU acceptance runs and benchmarks: real shapes, memory and time, no download."""
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = CLIPTokenizer.from_pretrained(
-        write_tiny_clip_tokenizer_files(path / "tokenizer"),
-        model_max_length=MODEL_MAX_LENGTH,
-        bos_token=BOS_TOKEN,
-        eos_token=EOS_TOKEN,
-        unk_token=EOS_TOKEN,
-        pad_token=EOS_TOKEN,
-    )
+    tokenizer = tiny_clip_tokenizer(path / "tokenizer")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**sd21_base_unet_config()).to(dtype)

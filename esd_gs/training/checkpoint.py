@@ -37,35 +37,6 @@ TENSORS = "tensors.safetensors"
 META = "meta.json"
 
 
-def optimizer_to_flat(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Split an optimiser's state_dict into tensors (safetensors) and JSON-able settings."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, entries in state["state"].items():
-        for key, value in entries.items():
-            if isinstance(value, Tensor):
-                tensors[f"optim.{name}.{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{index}.{key}"] = value
-    groups = [{k: v for k, v in group.items()} for group in state["param_groups"]]
-    return tensors, {"groups": groups, "scalars": scalars}
-
-
-def optimizer_from_flat(
-    name: str, optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict, device
-) -> None:
-    prefix = f"optim.{name}."
-    entries: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix):
-            index, state_key = key[len(prefix) :].split(".", 1)
-            entries.setdefault(int(index), {})[state_key] = value.to(device)
-    for key, value in meta["scalars"].items():
-        index, state_key = key.split(".", 1)
-        entries.setdefault(int(index), {})[state_key] = value
-    optimizer.load_state_dict({"state": entries, "param_groups": meta["groups"]})
-
-
 def rng_tensor(state: Tensor) -> Tensor:
     return state.detach().cpu().to(torch.uint8).contiguous()
 

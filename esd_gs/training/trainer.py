@@ -25,6 +25,7 @@ import torch
 from ..distillation import ScoreDistillation
 from ..errors import ConfigError
 from ..estimators import build_estimator
+from ..optim_state import optimizer_from_flat, optimizer_to_flat
 from ..priors import Prior, build_prior
 from ..progress import console, make_progress
 from ..render import render, resolve_backend
@@ -34,8 +35,6 @@ from .checkpoint import (
     check_checkpoint,
     has_checkpoint,
     load_checkpoint,
-    optimizer_from_flat,
-    optimizer_to_flat,
     psi_checkpoint_state,
     rng_tensor,
     save_checkpoint,
