@@ -149,32 +149,26 @@ def test_face_count_and_alignment_on_constructed_objects():
 def test_bench_janus_end_to_end(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="160", OMP_NUM_THREADS="1")
     out = tmp_path / "bench"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "esd_gs",
-            "bench",
-            "janus",
-            "--methods",
-            "sds,esd",
-            "--lambdas",
-            "1.0",
-            "--estimators",
-            "particle",
-            "--seeds",
-            "2",
-            "--steps",
-            "15",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=600,
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "esd_gs",
+        "bench",
+        "janus",
+        "--methods",
+        "sds,esd",
+        "--lambdas",
+        "1.0",
+        "--estimators",
+        "particle",
+        "--seeds",
+        "2",
+        "--steps",
+        "15",
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((out / "results.json").read_text())
     runs = data["runs"]
@@ -191,6 +185,20 @@ def test_bench_janus_end_to_end(tmp_path):
     figure = iio.imread(out / "janus.png")
     assert figure.shape[0] > 3 * 32 and figure.shape[2] == 3
     assert "aligned PSNR" in result.stdout or "aligned PSNR" in result.stderr
+    assert "benchmark" in result.stderr and "4/4" in result.stderr  # one progress bar over the whole benchmark
+
+    # An interrupted benchmark (here: results.json not written yet, one run unfinished) continues where it stopped.
+    (out / "results.json").unlink()
+    kept, redone = out / "runs" / "sds-l0---s1", out / "runs" / "esd-l1-particle-s0"
+    kept_scene = (kept / "scene.ply").stat().st_mtime_ns
+    (redone / "run.json").write_text('{"status": "interrupted", "step": 7, "steps": 15}')
+    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("finished earlier, kept") == 3
+    assert (kept / "scene.ply").stat().st_mtime_ns == kept_scene  # not trained again
+    assert json.loads((redone / "run.json").read_text())["status"] == "finished"
+    rerun = json.loads((out / "results.json").read_text())
+    assert rerun["runs"] == data["runs"]  # the same numbers: the redone run is deterministic on CPU
 
 
 @pytest.mark.parametrize("estimator", ["particle", "learned"])

@@ -21,19 +21,24 @@ from rich.table import Table
 from ..atomic import atomic_path
 from ..cameras import turntable
 from ..configs.generate import GenerateConfig, synthetic_defaults
+from ..configs.presets import config_to_dict
 from ..errors import UserError
-from ..evaluation.janus import janus_metrics
+from ..evaluation.janus import JanusMetrics, janus_metrics
 from ..example import builtin_head
 from ..io import read_ply
 from ..priors import SyntheticPrior
-from ..progress import console
+from ..progress import console, make_progress
 from ..render.views import render_images
+from ..training.run_dir import RunDir
 from ..training.trainer import Trainer
 from ..video import write_png
 
+RUN_RECORD = "janus.json"
+"""Written into a run's directory once it is scored: its settings and metrics (what lets a re-run skip it)."""
 TURNTABLE_VIEWS = 120
 TURNTABLE_ELEVATION = 15.0
-OUTPUTS = ("results.json", "results.md", "janus.png", "runs")
+RESULTS = "results.json"
+"""Written last: a folder with it holds a finished benchmark (results.md, janus.png and runs/ beside it)."""
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,10 @@ class BenchRun:
 
 
 def bench_base_config(
-    steps: int | None = None, reference: Path | None = None, p_front: float | None = None
+    steps: int | None = None, reference: Path | None = None, p_front: float | None = None, diagnose: bool = False
 ) -> GenerateConfig:
     """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``,
-    ``reference`` and ``p_front`` when given."""
+    ``reference`` and ``p_front`` when given; with ``diagnose``, psi measured against the exact scores."""
     base = synthetic_defaults()
     synthetic = base.synthetic
     if reference is not None:
@@ -79,7 +84,21 @@ def bench_base_config(
         steps=base.steps if steps is None else steps,
         synthetic=synthetic,
         output=replace(base.output, preview_every=0.0, checkpoint_every=0.0, video_formats=("mp4",)),
+        diagnose=replace(base.diagnose, enabled=diagnose),
     )
+
+
+def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:
+    """The metrics of a finished, scored run in ``run_dir`` made with exactly ``config``; None otherwise."""
+    try:
+        saved = json.loads((run_dir / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("config") != config_to_dict(config):
+        return None
+    if not (run_dir / "scene.ply").is_file() or RunDir(run_dir).read_status() != "finished":
+        return None
+    return saved.get("record")
 
 
 def run_janus_benchmark(
@@ -103,8 +122,10 @@ def run_janus_benchmark(
     prior_images = prior.reference_images(0).cpu()
     reference_metrics = janus_metrics(reference_views, reference_views, prior_images, prior.azimuths)
     records, strips = [], {}
-    for seed in range(seeds):
-        for run in runs:
+    jobs = [(seed, run) for seed in range(seeds) for run in runs]
+    with make_progress() as progress:
+        overall = progress.add_task("benchmark", total=len(jobs))
+        for seed, run in jobs:
             run_dir = out / "runs" / run.name(seed)
             distill = replace(base.distill, method=run.method, lambda_entropy=run.lambda_entropy)
             config = replace(
@@ -114,16 +135,20 @@ def run_janus_benchmark(
                 out=run_dir,
                 psi=replace(base.psi, estimator="learned" if run.estimator == "-" else run.estimator),
             )
-            console.print(f"[bold]{run.label}[/bold], seed {seed}")
-            if run_dir.is_dir():  # only with --overwrite (checked by the command): start the run afresh
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True)
-            trainer = Trainer(config, run_dir, device, prior=prior)
-            trainer.run()
-            views = views_of(trainer.scene)
-            metrics = janus_metrics(views, reference_views, prior_images, prior.azimuths)
-            records.append(
-                {
+            record = finished_record(run_dir, config)
+            if record is not None:  # a finished run of the same settings (an interrupted benchmark, re-run)
+                console.print(f"[bold]{run.label}[/bold], seed {seed}: finished earlier, kept")
+                views = views_of(read_ply(run_dir / "scene.ply", up=config.output.up).to(device))
+            else:
+                console.print(f"[bold]{run.label}[/bold], seed {seed}")
+                if run_dir.is_dir():  # unfinished, other settings, or --overwrite: start the run afresh
+                    shutil.rmtree(run_dir)
+                run_dir.mkdir(parents=True)
+                trainer = Trainer(config, run_dir, device, prior=prior)
+                trainer.run()
+                views = views_of(trainer.scene)
+                metrics = janus_metrics(views, reference_views, prior_images, prior.azimuths)
+                record = {
                     "method": run.method,
                     "lambda_entropy": run.lambda_entropy,
                     "estimator": run.estimator,
@@ -132,14 +157,17 @@ def run_janus_benchmark(
                     "steps": config.steps,
                     "p_front": base.synthetic.p_front,
                 }
-            )
+                with atomic_path(run_dir / RUN_RECORD) as tmp:
+                    tmp.write_text(json.dumps({"config": config_to_dict(config), "record": record}, indent=1))
+            records.append(record)
             if seed == 0:
-                strips[run.label] = (views, metrics)
-    with atomic_path(out / "results.json") as tmp:
-        tmp.write_text(json.dumps({"reference": reference_metrics.as_dict(), "runs": records}, indent=1))
+                strips[run.label] = (views, JanusMetrics(**{k: record[k] for k in JanusMetrics.__dataclass_fields__}))
+            progress.advance(overall)
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(results_markdown(records, runs, reference_metrics))
     write_png(janus_figure(reference_views, strips), out / "janus.png")
+    with atomic_path(out / RESULTS) as tmp:  # last: its presence says the benchmark is finished
+        tmp.write_text(json.dumps({"reference": reference_metrics.as_dict(), "runs": records}, indent=1))
     console.print(results_table(records, runs, reference_metrics))
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'janus.png'}")
     return out

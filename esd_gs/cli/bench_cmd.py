@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import tyro
 
-from ..bench.janus import OUTPUTS, BenchRun, bench_base_config, run_janus_benchmark
+from ..bench.janus import RESULTS, BenchRun, bench_base_config, run_janus_benchmark
 from ..errors import UserError
 from .common import ensure_writable_dir, pick_device
 
@@ -38,7 +39,10 @@ class BenchArgs:
     device: str = "auto"
     """auto, cpu or cuda."""
     overwrite: bool = False
-    """Replace the results and runs of an earlier benchmark in --out."""
+    """Replace the results and runs of an earlier benchmark in --out. Without it, an interrupted benchmark
+    continues: the runs it finished with the same settings are kept."""
+    diagnose: bool = False
+    """Measure each run's psi against the exact scores (psi_error.png in each run directory; slower)."""
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -83,17 +87,18 @@ def run_bench(args: BenchArgs) -> Path:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     runs = bench_configs(args)
     device = pick_device(args.device)
-    earlier = [name for name in OUTPUTS if (args.out / name).exists()]
-    if earlier and not args.overwrite:
+    if (args.out / RESULTS).exists() and not args.overwrite:
         raise UserError(
-            f"{args.out} already holds a benchmark ({', '.join(earlier)}): pass --overwrite or choose another --out"
+            f"{args.out} already holds a benchmark, finished ({RESULTS}): pass --overwrite or choose another --out"
         )
     if args.reference is not None and not args.reference.is_file():
         raise UserError(f"reference {args.reference} does not exist")
     try:
-        base = bench_base_config(args.steps, args.reference, args.p_front)
+        base = bench_base_config(args.steps, args.reference, args.p_front, args.diagnose)
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None
     base.validate()
     ensure_writable_dir(args.out)
+    if args.overwrite and (args.out / "runs").is_dir():
+        shutil.rmtree(args.out / "runs")
     return run_janus_benchmark(runs, args.seeds, base, args.out, device)

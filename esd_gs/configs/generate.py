@@ -19,6 +19,7 @@ from ..cameras import OrbitSampler
 from ..distillation import DistillationConfig, TimestepSchedule
 from ..errors import UserError
 from ..estimators import PsiConfig
+from ..evaluation.psi_error import PsiDiagnosticConfig
 from ..priors.sources import DEFAULT_MODEL
 from ..priors.synthetic import SyntheticPriorConfig
 from ..render import UserBackend
@@ -96,6 +97,7 @@ class GenerateConfig:
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     synthetic: SyntheticPriorConfig = field(default_factory=SyntheticPriorConfig)
+    diagnose: PsiDiagnosticConfig = field(default_factory=PsiDiagnosticConfig)
 
     def validate(self) -> None:
         """The run's own settings and how the parts fit together (each part checked its own) -> one UserError."""

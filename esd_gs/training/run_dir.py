@@ -7,6 +7,7 @@
     checkpoint/            the last checkpoint (``checkpoint.py``)
     scene.ply, scene.splat the result (standard 3DGS, viewer up axis)
     turntable.mp4/.gif     the final turntable video(s), contact_sheet.png the final contact sheet
+    psi_error.png          with --diagnose.enabled: psi's error against the exact scores over the run
     replaced-run/          with --overwrite: the run being replaced, until the new one has finished
 
 Everything is written atomically (``atomic.py``).
@@ -63,6 +64,10 @@ class RunDir:
         return self.path / "contact_sheet.png"
 
     @property
+    def psi_error_plot(self) -> Path:
+        return self.path / "psi_error.png"
+
+    @property
     def replaced(self) -> Path:
         return self.path / REPLACED
 
@@ -80,6 +85,7 @@ class RunDir:
             self.metrics,
             *videos,
             self.contact_sheet,
+            self.psi_error_plot,
             self.checkpoint,
             self.path / "previews",
         ]

@@ -12,6 +12,7 @@ run ends with the same scene as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import signal
@@ -25,6 +26,7 @@ import torch
 from ..distillation import ScoreDistillation
 from ..errors import ConfigError
 from ..estimators import build_estimator
+from ..evaluation.psi_error import PsiDiagnostic, plot_psi_errors
 from ..optim_state import optimizer_from_flat, optimizer_to_flat
 from ..priors import Prior, build_prior
 from ..progress import console, make_progress
@@ -97,6 +99,10 @@ class Trainer:
         torch.manual_seed(config.seed)  # psi's camera MLP initialisation and gsplat's split draws
         self.psi = build_estimator(config.prior, self.prior, config.psi) if distill_cfg.needs_psi else None
         self.distill = ScoreDistillation(self.prior, self.text, distill_cfg, config.timesteps, self.psi)
+        self.diagnostic = None
+        if config.diagnose.enabled and self.psi is not None:  # SDS has no psi to measure
+            self.diagnostic = PsiDiagnostic(config.diagnose, self.prior, config.psi.bank_size)
+        self.diagnose_every = max(1, round(config.diagnose.every * config.steps))
         self.camera_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.scene = GaussianScene.random_ball(
@@ -132,15 +138,16 @@ class Trainer:
         size = min(cfg.resolution_start, cfg.resolution) if early else cfg.resolution
         return size // 8 if cfg.distill.encoder == "linear" else size
 
-    def _backgrounds(self, batch: int) -> torch.Tensor:
-        """Per view: white, black or a random colour (random mode), drawn from the camera generator."""
-        mode = self.cfg.background
+    def _backgrounds(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per view: white, black or a random colour (random mode), drawn from ``generator`` (default: the camera
+        generator)."""
+        mode, generator = self.cfg.background, generator or self.camera_gen
         if mode == "white":
             return torch.ones(batch, 3)
         if mode == "black":
             return torch.zeros(batch, 3)
-        choice = torch.randint(0, 3, (batch,), generator=self.camera_gen)
-        colour = torch.rand(batch, 3, generator=self.camera_gen)
+        choice = torch.randint(0, 3, (batch,), generator=generator)
+        colour = torch.rand(batch, 3, generator=generator)
         return torch.where((choice == 0)[:, None], 1.0, torch.where((choice == 1)[:, None], 0.0, colour))
 
     # ------------------------------------------------------------------ one step
@@ -152,7 +159,7 @@ class Trainer:
         self.densifier.remove_degenerate(self.scene.params, self.optimizers)
         size = self.resolution(progress)
         if self.psi is not None:
-            self.psi.before_step(self.step, lambda count: self.render_latents(count, size))
+            self.psi.before_step(self.step, lambda count: self.render_latents(count, size)[0])
         cams = cfg.cameras.sample(cfg.batch_size, generator=self.camera_gen)
         out = render(
             self.scene,
@@ -197,16 +204,26 @@ class Trainer:
         }
         if self.device.type == "cuda":
             row["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30  # peak so far
+        if self.diagnostic is not None and (self.step % self.diagnose_every == 0 or self.step == cfg.steps):
+            row["psi_error"] = self.diagnostic.measure(
+                self.psi, self.text.plain, lambda count, generator: self.render_latents(count, size, generator)
+            )
         return row
 
     @torch.no_grad()
-    def render_latents(self, count: int, size: int) -> torch.Tensor:
-        """Latents of ``count`` fresh renders at cameras from the training distribution, with the training
-        backgrounds (what psi's ``before_step`` asks for: ``estimators.RenderLatents``)."""
-        cams = self.cfg.cameras.sample(count, generator=self.camera_gen)
-        images = list(render_batches(self.scene, cams, size, self._backgrounds, batch=16, backend=self.backend))
+    def render_latents(
+        self, count: int, size: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents, camera embeddings [count, 16]) of ``count`` fresh renders at cameras from the training
+        distribution, with the training backgrounds, all drawn from ``generator`` (default: the camera generator).
+        psi's ``before_step`` gets the latents (``estimators.RenderLatents``)."""
+        generator = generator or self.camera_gen
+        cams = self.cfg.cameras.sample(count, generator=generator)
+        backgrounds = functools.partial(self._backgrounds, generator=generator)
+        images = list(render_batches(self.scene, cams, size, backgrounds, batch=16, backend=self.backend))
         approximate = self.cfg.distill.encoder == "linear"
-        return torch.cat([self.prior.encode(batch, approximate=approximate) for batch in images])
+        latents = torch.cat([self.prior.encode(batch, approximate=approximate) for batch in images])
+        return latents, cams.embedding().to(latents.device)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
@@ -242,6 +259,8 @@ class Trainer:
             self._finishing = True  # from here a signal interrupts at once: the loop no longer polls for it
             self.save()
             self.export(final=True)
+            if self.diagnostic is not None:
+                plot_psi_errors(self.files.metrics, self.files.psi_error_plot)
             self._write_status("finished")
         except Interrupted as stop:
             console.print(f"[yellow]{stop}: saving a checkpoint and the scene at step {self.step}[/yellow]")

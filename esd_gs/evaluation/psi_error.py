@@ -1,0 +1,161 @@
+"""How far psi is from the scores it is meant to learn, measured against exact values (issue: the learned psi).
+
+For a deterministic renderer both targets of psi are known in closed form:
+
+- **camera-conditional**: q(x | c, y) is a Dirac at the render g(theta, c), so at x_t = alpha_t g(theta, c) +
+  sigma_t eps the exact noise prediction is the injected noise eps itself;
+- **null camera**: q_t(x | y), the noised distribution of renders over the training cameras, is estimated by the
+  noised empirical distribution of a large fresh bank of renders of the current scene, whose noise prediction is
+  exact (``diffusion.mixture_eps``).
+
+On held-out renders (cameras and noise drawn from the diagnostic's own generators, so training is unchanged) and at
+a fixed grid of timesteps, the relative error of an estimate ``e`` against the exact ``e*`` is
+``||e - e*|| / ||e*||`` over the batch (0: exact; 1: no better than predicting zero). The training-free particle
+estimator, with a bank the size training uses, is scored beside the run's psi as the baseline.
+
+The mixture's posterior collapses onto the nearest bank image at small t, so there the "exact" null value is
+itself a finite-bank estimate: read the small-t errors with that in mind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..atomic import atomic_path
+from ..diffusion import mixture_eps
+from ..errors import ConfigError
+from ..estimators import ParticleEstimator, ScoreEstimator
+from ..priors import Prior
+
+
+@dataclass
+class PsiDiagnosticConfig:
+    """Measure psi against the exact scores during a run (written to metrics.jsonl and psi_error.png)."""
+
+    enabled: bool = False
+    """Measure psi's error every ``every`` of the run (off by default: each measurement renders a fresh bank)."""
+    every: float = 0.1
+    """Fraction of the run between two measurements."""
+    holdout: int = 16
+    """Held-out renders the errors are measured on."""
+    bank_size: int = 128
+    """Fresh renders whose mixture score is the exact null-camera score."""
+    timesteps: tuple[int, ...] = (100, 300, 500, 700, 900)
+    """Timesteps the errors are measured at."""
+    seed: int = 12345
+    """Seed of the diagnostic's own cameras and noise."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.every <= 1:
+            raise ConfigError(f"--diagnose.every must be a fraction of the run in (0, 1], got {self.every}")
+        if self.holdout < 1 or self.bank_size < 1 or not self.timesteps:
+            raise ConfigError("--diagnose.holdout and --diagnose.bank-size must be at least 1, with one timestep")
+        if not all(0 <= t < 1000 for t in self.timesteps):
+            raise ConfigError(f"--diagnose.timesteps must be in 0..999, got {self.timesteps}")
+
+
+def relative_error(estimate: Tensor, exact: Tensor) -> float:
+    """||estimate - exact|| / ||exact|| over the whole batch."""
+    return float((estimate.float() - exact.float()).norm() / exact.float().norm().clamp_min(1e-12))
+
+
+@torch.no_grad()
+def psi_errors(
+    estimators: dict[str, ScoreEstimator],
+    prior: Prior,
+    text: Tensor,
+    latents: Tensor,
+    cameras: Tensor,
+    bank: Tensor,
+    timesteps: tuple[int, ...],
+    generator: torch.Generator,
+) -> list[dict]:
+    """One row per timestep: ``{"t", "<name>_null", "<name>_camera"}`` relative errors of each estimator.
+
+    ``latents`` [B, C, h, w] and ``cameras`` [B, 16] are held-out renders; ``bank`` [M, C, h, w] fresh renders of the
+    same scene (its mixture score is the exact null score); ``text`` psi's plain text condition."""
+    rows = []
+    for t in timesteps:
+        steps = torch.full((latents.shape[0],), int(t), dtype=torch.long, device=latents.device)
+        noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+        x_t = prior.add_noise(latents, noise, steps)
+        exact_null = mixture_eps(x_t, bank, prior.alphas_cumprod, steps)
+        row = {"t": int(t)}
+        for name, psi in estimators.items():
+            camera, null = psi.eps_camera_and_null(x_t, steps, text, cameras, noise)
+            row[f"{name}_null"] = relative_error(null, exact_null)
+            row[f"{name}_camera"] = relative_error(camera, noise)
+        rows.append(row)
+    return rows
+
+
+class PsiDiagnostic:
+    """Measures a run's psi (and the particle baseline) against the exact scores, on its own random streams."""
+
+    def __init__(self, config: PsiDiagnosticConfig, prior: Prior, particle_bank_size: int):
+        self.config, self.prior = config, prior
+        self.camera_gen = torch.Generator().manual_seed(config.seed)
+        self.noise_gen = torch.Generator().manual_seed(config.seed + 1)
+        self.particle = ParticleEstimator(prior, bank_size=particle_bank_size)
+
+    def measure(
+        self,
+        psi: ScoreEstimator,
+        text: Tensor,
+        render_latents: Callable[[int, torch.Generator], tuple[Tensor, Tensor]],
+    ) -> list[dict]:
+        """``render_latents(count, generator)`` -> (latents, camera embeddings) of fresh renders of the current
+        scene at training cameras drawn from ``generator``."""
+        cfg = self.config
+        latents, cameras = render_latents(cfg.holdout, self.camera_gen)
+        bank, _ = render_latents(cfg.bank_size, self.camera_gen)
+        self.particle.refresh(render_latents(self.particle.bank_size, self.camera_gen)[0])
+        estimators = {"psi": psi} if isinstance(psi, ParticleEstimator) else {"psi": psi, "particle": self.particle}
+        return psi_errors(estimators, self.prior, text, latents, cameras, bank, cfg.timesteps, self.noise_gen)
+
+
+def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
+    """psi_error.png from a run's metrics.jsonl: relative error over the run, one panel for the null-camera score
+    and one for the camera-conditional score, a line per timestep (psi solid, the particle baseline dashed).
+    Without matplotlib (``pip install esd-gs[plots]``) it says so in one line and returns None."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from ..progress import console
+
+        console.print("[yellow]psi_error.png needs matplotlib: pip install 'esd-gs[plots]'[/yellow]")
+        return None
+    series = [json.loads(line) for line in Path(metrics).read_text().splitlines() if '"psi_error"' in line]
+    if not series:
+        return None
+    steps = [row["step"] for row in series]
+    timesteps = [entry["t"] for entry in series[0]["psi_error"]]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    colours = plt.cm.viridis([i / max(1, len(timesteps) - 1) for i in range(len(timesteps))])
+    for ax, kind in zip(axes, ("null", "camera")):
+        for i, t in enumerate(timesteps):
+            for name, style in (("psi", "-"), ("particle", "--")):
+                key = f"{name}_{kind}"
+                if key in series[0]["psi_error"][i]:
+                    values = [row["psi_error"][i][key] for row in series]
+                    ax.plot(steps, values, style, color=colours[i], label=f"{name}, t={t}")
+        ax.set_title(f"eps_psi(x_t, t, {'null' if kind == 'null' else 'c'}) vs exact")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("relative error")
+    axes[0].set_ylim(bottom=0)
+    axes[1].legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+    return Path(out)

@@ -1,0 +1,167 @@
+"""The psi diagnostic: exact values on constructed cases, and a run that measures without changing its training."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from esd_gs.configs.generate import synthetic_defaults
+from esd_gs.diffusion import mixture_eps
+from esd_gs.estimators import ParticleEstimator, ScoreEstimator
+from esd_gs.evaluation.psi_error import psi_errors, relative_error
+from esd_gs.priors import SyntheticPrior
+from esd_gs.training.trainer import Trainer
+
+TIMESTEPS = (50, 400, 900)
+
+
+def prior():
+    return SyntheticPrior(torch.zeros(2, 3, 8, 8), ["a"], torch.zeros(2), torch.device("cpu"))
+
+
+class Exact(ScoreEstimator):
+    """The right answer by construction: the injected noise with a camera, the bank's mixture score without."""
+
+    trains = False
+
+    def __init__(self, prior, bank):
+        self.prior, self.bank = prior, bank
+
+    def eps(self, x_t, timesteps, text, cameras, noise=None):
+        if cameras is not None:
+            return noise
+        return mixture_eps(x_t, self.bank, self.prior.alphas_cumprod, timesteps)
+
+    def checkpoint_state(self):
+        return {}, {}
+
+    def load_checkpoint_state(self, tensors, meta):
+        pass
+
+
+class Zero(Exact):
+    def eps(self, x_t, timesteps, text, cameras, noise=None):
+        return torch.zeros_like(x_t)
+
+
+def test_relative_error_known_values():
+    exact = torch.tensor([3.0, 4.0])
+    assert relative_error(exact, exact) == 0.0
+    assert relative_error(torch.zeros(2), exact) == 1.0
+    assert relative_error(exact * 1.5, exact) == pytest.approx(0.5)
+
+
+def test_an_exact_psi_has_zero_error_and_a_zero_psi_has_error_one():
+    gen = torch.Generator().manual_seed(0)
+    p = prior()
+    bank = torch.rand(6, 3, 8, 8, generator=gen) * 2 - 1
+    latents, cameras = bank[:3], torch.randn(3, 16, generator=gen)
+    rows = psi_errors(
+        {"exact": Exact(p, bank), "zero": Zero(p, bank)},
+        p,
+        torch.tensor([0]),
+        latents,
+        cameras,
+        bank,
+        TIMESTEPS,
+        torch.Generator().manual_seed(1),
+    )
+    assert [row["t"] for row in rows] == list(TIMESTEPS)
+    for row in rows:
+        assert row["exact_null"] == 0.0 and row["exact_camera"] == 0.0
+        assert row["zero_null"] == pytest.approx(1.0) and row["zero_camera"] == pytest.approx(1.0)
+
+
+def test_a_bank_of_one_image_makes_the_null_score_the_noise():
+    """One render: q_t is a single Gaussian around it, whose exact eps at x_t = alpha x0 + sigma eps is eps. The
+    particle estimator with that one-image bank is then right with and without the camera."""
+    gen = torch.Generator().manual_seed(2)
+    p = prior()
+    image = torch.rand(1, 3, 8, 8, generator=gen) * 2 - 1
+    particle = ParticleEstimator(p, bank_size=1)
+    particle.refresh(image)
+    camera_is_noise = Exact(p, image)
+    camera_is_noise.eps = lambda x_t, t, text, cameras, noise=None: noise  # the Dirac's score, with or without c
+    rows = psi_errors(
+        {"particle": particle, "noise": camera_is_noise},
+        p,
+        torch.tensor([0]),
+        image,
+        torch.randn(1, 16, generator=gen),
+        image,
+        TIMESTEPS,
+        torch.Generator().manual_seed(3),
+    )
+    for row in rows:
+        assert row["particle_null"] == 0.0 and row["particle_camera"] == 0.0
+        assert row["noise_null"] < 1e-4  # the mixture of one image gives the noise back, up to float rounding
+
+
+@pytest.mark.parametrize("estimator", ["learned", "particle"])
+def test_a_run_measures_psi_without_changing_its_training(tmp_path, estimator):
+    base = synthetic_defaults()
+    config = replace(
+        base,
+        prompt="a head",
+        steps=6,
+        batch_size=2,
+        init=replace(base.init, num_points=200),
+        synthetic=replace(base.synthetic, num_images=16),
+        psi=replace(base.psi, estimator=estimator, bank_size=4, bank_refresh_every=3),
+        output=replace(
+            base.output,
+            preview_every=0.0,
+            checkpoint_every=0.0,
+            turntable_views=4,
+            turntable_size=16,
+            video_formats=("gif",),
+        ),
+    )
+    measured = replace(config, diagnose=replace(config.diagnose, enabled=True, every=0.5, holdout=3, bank_size=8))
+    plain = Trainer(config, tmp_path / "plain", torch.device("cpu"))
+    diagnosed = Trainer(measured, tmp_path / "diagnosed", torch.device("cpu"), prior=plain.prior)
+    rows = []
+    for _ in range(config.steps):
+        plain.train_step()
+        rows.append(diagnosed.train_step())
+    for key, value in plain.scene.params.items():
+        assert torch.equal(diagnosed.scene.params[key], value), key  # its own random streams: training unchanged
+    measured_at = [row["step"] for row in rows if "psi_error" in row]
+    assert measured_at == [3, 6]
+    errors = rows[-1]["psi_error"]
+    assert [e["t"] for e in errors] == list(measured.diagnose.timesteps)
+    names = {"psi_null", "psi_camera"} | ({"particle_null", "particle_camera"} if estimator == "learned" else set())
+    assert all(set(e) - {"t"} == names for e in errors)
+    if estimator == "particle":  # its camera score is the Dirac's, exactly
+        assert all(e["psi_camera"] == 0.0 for e in errors)
+    assert all(0.0 < e["psi_null"] < 2.0 for e in errors)
+
+
+def test_the_run_plots_its_psi_error(tmp_path):
+    pytest.importorskip("matplotlib")
+    base = synthetic_defaults()
+    config = replace(
+        base,
+        prompt="a head",
+        steps=4,
+        batch_size=2,
+        init=replace(base.init, num_points=200),
+        synthetic=replace(base.synthetic, num_images=16),
+        psi=replace(base.psi, bank_size=4),
+        output=replace(
+            base.output,
+            preview_every=0.0,
+            checkpoint_every=0.0,
+            turntable_views=4,
+            turntable_size=16,
+            video_formats=("gif",),
+        ),
+        diagnose=replace(base.diagnose, enabled=True, every=0.5, holdout=2, bank_size=4),
+    )
+    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    trainer.run()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum("psi_error" in row for row in rows) == 2
+    png = (tmp_path / "psi_error.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
