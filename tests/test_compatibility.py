@@ -1,6 +1,8 @@
 """What esd-gs 0.1 wrote still works: its checkpoints resume to the very scene 0.1 reached, its presets load."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,21 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "tests" / "data" / "v0.1-runs"
 
 
-@pytest.mark.parametrize("name", ["learned-esd", "particle-esd"])
-def test_a_checkpoint_of_version_0_1_resumes_to_the_scene_0_1_reached(tmp_path, name):
-    """Interrupted by 0.1 at step 2 of 4 (psi's optimiser, dropout counter or particle bank in 0.1's layout):
-    resumed here, the run ends bit for bit where 0.1's own uninterrupted run ended."""
+def test_a_checkpoint_of_version_0_1_resumes_to_the_scene_0_1_reached(tmp_path):
+    """Interrupted by 0.1 at step 2 of 4 (the particle bank in 0.1's layout): resumed here, the run ends bit for
+    bit where 0.1's own uninterrupted run ended."""
+    name = "particle-esd"
     run = tmp_path / name
     shutil.copytree(RUNS / name, run)
     config = load_yaml_config(run / "config.yaml")
     trainer = Trainer(config, run, torch.device("cpu"))
     trainer.restore()
     assert trainer.step == 2
-    if config.psi.estimator == "learned":
-        assert trainer.psi.null_rate_counter[1] == 2  # the counter came back from 0.1's meta.json
-        assert len(trainer.psi.optimizer.state) > 0  # and AdamW's moments from its psi_optim.* tensors
-    else:
-        assert trainer.psi.bank is not None and trainer.psi.bank.shape[0] == config.psi.bank_size
+    assert trainer.psi.bank is not None and trainer.psi.bank.shape[0] == config.psi.bank_size
     while trainer.step < config.steps:
         trainer.train_step()
     expected = load_file(str(RUNS / name / "expected_scene_v0.1.safetensors"))
@@ -36,20 +34,40 @@ def test_a_checkpoint_of_version_0_1_resumes_to_the_scene_0_1_reached(tmp_path, 
         assert torch.equal(trainer.scene.params[key].detach(), value), key
 
 
+def test_a_0_1_checkpoint_of_the_old_synthetic_psi_is_refused_in_one_line(tmp_path):
+    """esd-gs 0.1's learned synthetic psi read x_t only; this version's also reads phi's score, so such a run cannot
+    continue: --resume says so in one line (exit 2) and leaves the run as it was. Its 0.1-layout optimiser state is
+    still read (``psi_checkpoint_state``) before the architecture is compared."""
+    run = tmp_path / "learned-esd"
+    shutil.copytree(RUNS / "learned-esd", run)
+    before = {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()}
+    result = subprocess.run(
+        [sys.executable, "-m", "esd_gs", "generate", "--resume", str(run)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("resuming")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "esd-gs 0.1's residual network" in lines[0] and "--overwrite" in lines[0]
+    assert {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()} == before
+
+
 def test_the_checkpoint_written_now_resumes_the_same_way(tmp_path):
     """Resave the 0.1 run in this version's layout mid-way, restore it in a fresh trainer: same end result."""
     run = tmp_path / "run"
-    shutil.copytree(RUNS / "learned-esd", run)
+    shutil.copytree(RUNS / "particle-esd", run)
     config = load_yaml_config(run / "config.yaml")
     first = Trainer(config, run, torch.device("cpu"))
     first.restore()
     first.train_step()
-    first.save()  # this version's layout: psi's optimiser and settings under psi.*
+    first.save()  # this version's layout: psi's state and settings under psi.*
     second = Trainer(config, run, torch.device("cpu"), prior=first.prior)
     second.restore()
-    assert second.step == 3 and second.psi.null_rate_counter == first.psi.null_rate_counter
+    assert second.step == 3 and torch.equal(second.psi.bank, first.psi.bank)
     second.train_step()
-    expected = load_file(str(RUNS / "learned-esd" / "expected_scene_v0.1.safetensors"))
+    expected = load_file(str(RUNS / "particle-esd" / "expected_scene_v0.1.safetensors"))
     assert all(torch.equal(second.scene.params[k].detach(), v) for k, v in expected.items())
 
 
@@ -62,3 +80,14 @@ def test_shipped_presets_and_0_1_configs_keep_their_flat_update_rule(preset):
     assert "\nmethod: " in "\n" + text and "distill" not in text
     saved = load_yaml_config(RUNS / "learned-esd" / "config.yaml")
     assert (saved.distill.method, saved.distill.lambda_entropy) == ("esd", 0.5)
+
+
+def test_the_0_1_layout_of_a_learned_psi_maps_onto_this_version_s():
+    """0.1 kept psi's AdamW tensors under psi_optim.* and its settings at the top of meta.json (the LoRA psi's layout
+    too): they come back as this version's psi state."""
+    from esd_gs.training.checkpoint import load_checkpoint, psi_checkpoint_state
+
+    tensors, meta = load_checkpoint(RUNS / "learned-esd" / "checkpoint")
+    state, psi_meta = psi_checkpoint_state(tensors, meta)
+    assert any(k.startswith("net.") for k in state) and any(k.startswith("optim.psi.") for k in state)
+    assert psi_meta["optimizer"] == meta["optimizers"]["psi"] and psi_meta["null_rate_counter"][1] == 2

@@ -69,8 +69,9 @@ def test_an_exact_psi_has_zero_error_and_a_zero_psi_has_error_one():
     )
     assert [row["t"] for row in rows] == list(TIMESTEPS)
     for row in rows:
-        assert row["exact_null"] == 0.0 and row["exact_camera"] == 0.0
+        assert row["exact_null"] == 0.0 and row["exact_camera"] == 0.0 and row["exact_entropy"] == 0.0
         assert row["zero_null"] == pytest.approx(1.0) and row["zero_camera"] == pytest.approx(1.0)
+        assert row["zero_entropy"] == pytest.approx(1.0)
 
 
 def test_a_bank_of_one_image_makes_the_null_score_the_noise():
@@ -131,7 +132,8 @@ def test_a_run_measures_psi_without_changing_its_training(tmp_path, estimator):
     assert measured_at == [3, 6]
     errors = rows[-1]["psi_error"]
     assert [e["t"] for e in errors] == list(measured.diagnose.timesteps)
-    names = {"psi_null", "psi_camera"} | ({"particle_null", "particle_camera"} if estimator == "learned" else set())
+    names = {f"{who}_{kind}" for who in ("psi", "particle") for kind in ("null", "camera", "entropy")}
+    names = names if estimator == "learned" else {n for n in names if n.startswith("psi_")}
     assert all(set(e) - {"t"} == names for e in errors)
     if estimator == "particle":  # its camera score is the Dirac's, exactly
         assert all(e["psi_camera"] == 0.0 for e in errors)

@@ -10,7 +10,8 @@ For a deterministic renderer both targets of psi are known in closed form:
 
 On held-out renders (cameras and noise drawn from the diagnostic's own generators, so training is unchanged) and at
 a fixed grid of timesteps, the relative error of an estimate ``e`` against the exact ``e*`` is
-``||e - e*|| / ||e*||`` over the batch (0: exact; 1: no better than predicting zero). The training-free particle
+``||e - e*|| / ||e*||`` over the batch (0: exact; 1: no better than predicting zero), for the null score, the
+camera score and their difference (the direction of ESD's entropy term, eq. 9). The training-free particle
 estimator, with a bank the size training uses, is scored beside the run's psi as the baseline.
 
 The mixture's posterior collapses onto the nearest bank image at small t, so there the "exact" null value is
@@ -76,7 +77,8 @@ def psi_errors(
     timesteps: tuple[int, ...],
     generator: torch.Generator,
 ) -> list[dict]:
-    """One row per timestep: ``{"t", "<name>_null", "<name>_camera"}`` relative errors of each estimator.
+    """One row per timestep: ``{"t", "<name>_null", "<name>_camera", "<name>_entropy"}`` relative errors of each
+    estimator (``entropy``: of eps_psi(x_t, t, c) - eps_psi(x_t, t, null), the direction of ESD's entropy term).
 
     ``latents`` [B, C, h, w] and ``cameras`` [B, 16] are held-out renders; ``bank`` [M, C, h, w] fresh renders of the
     same scene (its mixture score is the exact null score); ``text`` psi's plain text condition."""
@@ -91,6 +93,8 @@ def psi_errors(
             camera, null = psi.eps_camera_and_null(x_t, steps, text, cameras, noise)
             row[f"{name}_null"] = relative_error(null, exact_null)
             row[f"{name}_camera"] = relative_error(camera, noise)
+            # what ESD adds to VSD (eq. 9): the camera-minus-null difference, the entropy term's direction
+            row[f"{name}_entropy"] = relative_error(camera - null, noise - exact_null)
         rows.append(row)
     return rows
 
@@ -121,8 +125,9 @@ class PsiDiagnostic:
 
 
 def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
-    """psi_error.png from a run's metrics.jsonl: relative error over the run, one panel for the null-camera score
-    and one for the camera-conditional score, a line per timestep (psi solid, the particle baseline dashed).
+    """psi_error.png from a run's metrics.jsonl: relative error over the run, one panel each for the null-camera
+    score, the camera-conditional score and their difference, a line per timestep (psi solid, the particle baseline
+    dashed).
     Without matplotlib (``pip install esd-gs[plots]``) it says so in one line and returns None."""
     try:
         import matplotlib
@@ -139,21 +144,26 @@ def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
         return None
     steps = [row["step"] for row in series]
     timesteps = [entry["t"] for entry in series[0]["psi_error"]]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    figure, axes = plt.subplots(1, 3, figsize=(15, 3.6), sharey=True)
     colours = plt.cm.viridis([i / max(1, len(timesteps) - 1) for i in range(len(timesteps))])
-    for ax, kind in zip(axes, ("null", "camera")):
+    titles = {
+        "null": "eps_psi(x_t, t, null) vs exact",
+        "camera": "eps_psi(x_t, t, c) vs exact",
+        "entropy": "eps_psi(c) - eps_psi(null) vs exact",
+    }
+    for ax, kind in zip(axes, titles):
         for i, t in enumerate(timesteps):
             for name, style in (("psi", "-"), ("particle", "--")):
                 key = f"{name}_{kind}"
                 if key in series[0]["psi_error"][i]:
                     values = [row["psi_error"][i][key] for row in series]
                     ax.plot(steps, values, style, color=colours[i], label=f"{name}, t={t}")
-        ax.set_title(f"eps_psi(x_t, t, {'null' if kind == 'null' else 'c'}) vs exact")
+        ax.set_title(titles[kind])
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("relative error")
     axes[0].set_ylim(bottom=0)
-    axes[1].legend(fontsize=7, ncol=2)
+    axes[2].legend(fontsize=7, ncol=2)
     figure.tight_layout()
     with atomic_path(out) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
