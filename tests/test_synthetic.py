@@ -235,3 +235,49 @@ def test_synthetic_run_resumes_exactly_from_a_checkpoint(tmp_path, estimator):
         second.train_step()
     for key, value in straight.scene.params.items():
         assert torch.equal(value, second.scene.params[key]), key
+
+
+def test_janus_metrics_score_against_the_reference_s_own_labels():
+    """An object whose side views look frontal to the classifier (here by construction) has several 'faces' of its
+    own: a faithful copy has no excess face, a rotated copy is aligned, a copy with a second face has one excess."""
+    prior_az = torch.arange(12) * 30.0 - 180.0 + 15.0
+    prior = torch.eye(12).view(12, 1, 1, 12).expand(12, 3, 1, 12).clone()
+    view_az = torch.arange(120) * 3.0
+    bins_of = lambda az: torch.floor(torch.remainder(az + 180.0, 360.0) / 30.0).long()  # noqa: E731
+    side = (torch.remainder(view_az - 60, 360) < 60) | (torch.remainder(view_az - 240, 360) < 60)  # 60..120, 240..300
+    looks = torch.where(side, torch.zeros_like(view_az) + 15.0, view_az)  # its sides look like the front
+    elongated = prior[bins_of(looks)]
+    own = janus_metrics(elongated, elongated, prior, prior_az)
+    assert own.face_count == 3 and own.excess_faces == 0  # raw count 3: the old measure would call it Janus
+    assert own.frontal_share_gap == 0.0 and own.side_accuracy == 1.0
+    rotated = janus_metrics(torch.roll(elongated, 7, dims=0), elongated, prior, prior_az)
+    assert rotated.excess_faces == 0 and rotated.side_accuracy == 1.0 and rotated.aligned_psnr > 60
+    back = torch.remainder(view_az - 150, 360) < 60  # 150..210 looks frontal too: a face on the back
+    janus = janus_metrics(
+        prior[bins_of(torch.where(back, torch.zeros_like(view_az) + 15.0, looks))], elongated, prior, prior_az
+    )
+    assert janus.excess_faces == 1 and janus.frontal_share_gap > 0.1 and janus.side_accuracy < 0.9
+
+
+@pytest.mark.parametrize("stretch", [(1.0, 1.0, 1.0), (0.6, 1.7, 1.0), (1.0, 0.6, 1.5)])
+def test_janus_metrics_on_rendered_objects_of_several_shapes(stretch):
+    """The built-in head, squashed front-to-back and stretched sideways, or tall and thin: each reference scored
+    against itself has no excess face, and its copy turned by 90 degrees is found at that offset."""
+    from esd_gs.cameras import turntable
+    from esd_gs.example import make_head_scene
+    from esd_gs.render.views import render_images
+    from esd_gs.scene import GaussianScene
+
+    head = make_head_scene(1200, seed=0)
+    params = head.raw()
+    params["means"] = params["means"] * torch.tensor(stretch)
+    params["scales"] = params["scales"] + torch.log(torch.tensor(stretch))
+    scene = GaussianScene(params)
+    sampler = OrbitSampler(elevation=(15.0, 15.0))
+    cams = biased_cameras(96, sampler, 0.0, 26.0, torch.Generator().manual_seed(0))
+    prior_images = render_images(scene, cams, 16)
+    views = render_images(scene, turntable(120, elevation=15.0), 16)
+    own = janus_metrics(views, views, prior_images, cams.azimuth)
+    assert own.excess_faces == 0 and own.side_accuracy == 1.0 and own.frontal_share_gap == 0.0
+    turned = janus_metrics(torch.roll(views, 30, dims=0), views, prior_images, cams.azimuth)
+    assert turned.best_offset_deg == pytest.approx(270.0) and turned.excess_faces == 0 and turned.side_accuracy == 1.0

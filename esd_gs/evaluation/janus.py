@@ -6,6 +6,11 @@
   |azimuth| < 45 deg; the face count is the number of separate (circular) arcs of frontal views. Janus = more
   than one face. An object showing a face in every view has one arc, so the **frontal fraction** (share of frontal
   views) is reported too, next to the reference's own value.
+- **Against the reference's own labels** (the same classifier applied to the reference's views, so that an object
+  whose side views resemble frontal ones at this size is not counted as Janus): **excess faces** = max(0, face
+  count - the reference's), **frontal-share gap** = frontal fraction - the reference's, and **side accuracy** = the
+  share of views, at the aligned offset, whose side (the nearest prior image's azimuth quadrant: front, left, back,
+  right) matches the reference view's.
 - **IQ / IV** (paper eq. 10): with the classifier p(y | x) = softmax over the prior's azimuth bins (``num_bins`` of
   equal width, bin 0 centred on the front) of minus the distance to the nearest prior image of each bin divided by
   ``temperature`` (distances are mean squared pixel errors in [0, 1] units): IQ = mean entropy of p(y | x_v) (lower:
@@ -33,6 +38,9 @@ class JanusMetrics:
     frontal_fraction: float
     iq: float
     iv: float
+    excess_faces: int = 0
+    frontal_share_gap: float = 0.0
+    side_accuracy: float = 1.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -98,17 +106,29 @@ def inception_quality_variety(
     return float(entropy.mean()), float(-(mean * torch.log(mean.clamp_min(1e-12))).sum())
 
 
+def view_sides(distances: Tensor, prior_azimuths: Tensor) -> Tensor:
+    """[V] side of each view: the azimuth quadrant (0 front, 1 left, 2 back, 3 right) of its nearest prior image."""
+    return azimuth_bins(prior_azimuths[distances.argmin(dim=1)], 4)
+
+
 def janus_metrics(views: Tensor, reference_views: Tensor, prior_images: Tensor, prior_azimuths: Tensor) -> JanusMetrics:
     """All metrics for one result: views / reference_views [120, 3, H, W], prior images [K, 3, H, W], in [0, 1]."""
     psnr, shift = aligned_psnr(views, reference_views)
     distances = nearest_prior_distances(views, prior_images)
     flags = frontal_flags(distances, prior_azimuths)
     iq, iv = inception_quality_variety(distances, prior_azimuths)
+    reference_distances = nearest_prior_distances(reference_views, prior_images)
+    reference_flags = frontal_flags(reference_distances, prior_azimuths)
+    aligned_sides = torch.roll(view_sides(distances, prior_azimuths), shifts=shift, dims=0)  # as aligned_psnr aligns
+    face_count, frontal_fraction = count_arcs(flags), float(flags.float().mean())
     return JanusMetrics(
         aligned_psnr=psnr,
         best_offset_deg=shift * 360.0 / views.shape[0],
-        face_count=count_arcs(flags),
-        frontal_fraction=float(flags.float().mean()),
+        face_count=face_count,
+        frontal_fraction=frontal_fraction,
         iq=iq,
         iv=iv,
+        excess_faces=max(0, face_count - count_arcs(reference_flags)),
+        frontal_share_gap=frontal_fraction - float(reference_flags.float().mean()),
+        side_accuracy=float((aligned_sides == view_sides(reference_distances, prior_azimuths)).float().mean()),
     )
