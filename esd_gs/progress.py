@@ -30,9 +30,10 @@ class RateColumn(ProgressColumn):
         return Text(f"{1 / speed:6.2f} s/it", style="cyan")
 
 
-def make_progress(*extra_fields: str) -> Progress:
+def make_progress(*extra_fields: str, speed_window: float = 30.0) -> Progress:
     """A progress bar: description, bar, done/total, it/s, elapsed, ETA, then ``extra_fields`` taken from the
-    task's fields (e.g. ``make_progress("loss")`` then ``progress.add_task("train", total=n, loss="-")``)."""
+    task's fields (e.g. ``make_progress("loss")`` then ``progress.add_task("train", total=n, loss="-")``).
+    ``speed_window``: seconds of history the rate and ETA are estimated from (longer for slow, coarse steps)."""
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -43,4 +44,4 @@ def make_progress(*extra_fields: str) -> Progress:
         TimeRemainingColumn(),
     ]
     columns += [TextColumn(f"{name} {{task.fields[{name}]}}") for name in extra_fields]
-    return Progress(*columns, console=console)
+    return Progress(*columns, console=console, speed_estimate_period=speed_window)

@@ -281,3 +281,37 @@ def test_janus_metrics_on_rendered_objects_of_several_shapes(stretch):
     assert own.excess_faces == 0 and own.side_accuracy == 1.0 and own.frontal_share_gap == 0.0
     turned = janus_metrics(torch.roll(views, 30, dims=0), views, prior_images, cams.azimuth)
     assert turned.best_offset_deg == pytest.approx(270.0) and turned.excess_faces == 0 and turned.side_accuracy == 1.0
+
+
+def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_path):
+    from dataclasses import replace
+
+    from esd_gs.bench.janus import RUN_RECORD, _settings, bench_base_config, finished_record
+    from esd_gs.errors import UserError
+
+    config = replace(bench_base_config(steps=10), out=tmp_path / "run", seed=0)
+    run = tmp_path / "run"
+    run.mkdir()
+    assert finished_record(run, config) is None  # nothing there yet
+    record = {
+        k: 0.0
+        for k in (
+            "aligned_psnr",
+            "face_count",
+            "excess_faces",
+            "frontal_fraction",
+            "frontal_share_gap",
+            "side_accuracy",
+            "iq",
+            "iv",
+        )
+    }
+    (run / RUN_RECORD).write_text(json.dumps({"config": _settings(config), "record": record}))
+    assert finished_record(run, config) is None  # scored but without a finished scene: done again
+    (run / "scene.ply").write_bytes(b"ply")
+    (run / "run.json").write_text('{"status": "finished", "step": 10, "steps": 10}')
+    assert finished_record(run, config) == record
+    moved = replace(config, out=Path("elsewhere") / "run", device="cpu")  # where it is written does not matter
+    assert finished_record(run, moved) == record
+    with pytest.raises(UserError, match="holds a run of other settings: pass --overwrite"):
+        finished_record(run, replace(config, seed=1))

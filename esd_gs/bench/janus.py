@@ -88,14 +88,26 @@ def bench_base_config(
     )
 
 
+def _settings(config: GenerateConfig) -> dict:
+    """What makes two runs the same run: the whole config but where it is written and on which device."""
+    return {k: v for k, v in config_to_dict(config).items() if k not in ("out", "device")}
+
+
+def _settings_of(saved: dict) -> dict:
+    return {k: v for k, v in saved.items() if k not in ("out", "device")}
+
+
 def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:
-    """The metrics of a finished, scored run in ``run_dir`` made with exactly ``config``; None otherwise."""
+    """The metrics of a finished, scored run in ``run_dir`` made with ``config``'s settings; None when the run is
+    unfinished or unscored. A run of other settings is refused in one line (it is never reused or removed)."""
     try:
         saved = json.loads((run_dir / RUN_RECORD).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(saved, dict) or saved.get("config") != config_to_dict(config):
+    if not isinstance(saved, dict):
         return None
+    if saved.get("config") is not None and _settings_of(saved["config"]) != _settings(config):
+        raise UserError(f"{run_dir} holds a run of other settings: pass --overwrite or choose another --out")
     if not (run_dir / "scene.ply").is_file() or RunDir(run_dir).read_status() != "finished":
         return None
     record = saved.get("record")
@@ -124,7 +136,7 @@ def run_janus_benchmark(
     reference_metrics = janus_metrics(reference_views, reference_views, prior_images, prior.azimuths)
     records, strips = [], {}
     jobs = [(seed, run) for seed in range(seeds) for run in runs]
-    with make_progress() as progress:
+    with make_progress(speed_window=24 * 3600) as progress:  # one advance per run: estimate from the whole benchmark
         overall = progress.add_task("benchmark", total=len(jobs))
         for seed, run in jobs:
             run_dir = out / "runs" / run.name(seed)
@@ -159,7 +171,7 @@ def run_janus_benchmark(
                     "p_front": base.synthetic.p_front,
                 }
                 with atomic_path(run_dir / RUN_RECORD) as tmp:
-                    tmp.write_text(json.dumps({"config": config_to_dict(config), "record": record}, indent=1))
+                    tmp.write_text(json.dumps({"config": _settings(config), "record": record}, indent=1))
             records.append(record)
             if seed == 0:
                 strips[run.label] = (views, JanusMetrics(**{k: record[k] for k in JanusMetrics.__dataclass_fields__}))

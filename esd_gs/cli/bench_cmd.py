@@ -42,7 +42,8 @@ class BenchArgs:
     """Replace the results and runs of an earlier benchmark in --out. Without it, an interrupted benchmark
     continues: the runs it finished with the same settings are kept."""
     diagnose: bool = False
-    """Measure each run's psi against the exact scores (psi_error.png in each run directory; slower)."""
+    """Measure each run's psi against the exact scores (psi_error.png in the directory of each run that has a psi,
+    not SDS; slower)."""
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -99,6 +100,8 @@ def run_bench(args: BenchArgs) -> Path:
         raise UserError(str(exc)) from None
     base.validate()
     ensure_writable_dir(args.out)
-    if args.overwrite and (args.out / "runs").is_dir():
-        shutil.rmtree(args.out / "runs")
+    if args.overwrite:  # the old results first: a half-done replacement never pairs them with new runs
+        for name in (RESULTS, "results.md", "janus.png"):
+            (args.out / name).unlink(missing_ok=True)
+        shutil.rmtree(args.out / "runs", ignore_errors=True)
     return run_janus_benchmark(runs, args.seeds, base, args.out, device)

@@ -56,7 +56,12 @@ class PsiDiagnosticConfig:
         if not 0 < self.every <= 1:
             raise ConfigError(f"--diagnose.every must be a fraction of the run in (0, 1], got {self.every}")
         if self.holdout < 1 or self.bank_size < 1 or not self.timesteps:
-            raise ConfigError("--diagnose.holdout and --diagnose.bank-size must be at least 1, with one timestep")
+            raise ConfigError(
+                "--diagnose.holdout and --diagnose.bank-size must be at least 1, and --diagnose.timesteps "
+                "needs at least one timestep"
+            )
+        if not 0 <= self.seed < 2**62:
+            raise ConfigError(f"--diagnose.seed must be in [0, 2**62), got {self.seed}")
         if not all(0 <= t < 1000 for t in self.timesteps):
             raise ConfigError(f"--diagnose.timesteps must be in 0..999, got {self.timesteps}")
 
@@ -119,8 +124,11 @@ class PsiDiagnostic:
         cfg = self.config
         latents, cameras = render_latents(cfg.holdout, self.camera_gen)
         bank, _ = render_latents(cfg.bank_size, self.camera_gen)
-        self.particle.refresh(render_latents(self.particle.bank_size, self.camera_gen)[0])
-        estimators = {"psi": psi} if isinstance(psi, ParticleEstimator) else {"psi": psi, "particle": self.particle}
+        if isinstance(psi, ParticleEstimator):  # the run's psi is the baseline itself
+            estimators = {"psi": psi}
+        else:
+            self.particle.refresh(render_latents(self.particle.bank_size, self.camera_gen)[0])
+            estimators = {"psi": psi, "particle": self.particle}
         return psi_errors(estimators, self.prior, text, latents, cameras, bank, cfg.timesteps, self.noise_gen)
 
 

@@ -260,7 +260,10 @@ class Trainer:
             self.save()
             self.export(final=True)
             if self.diagnostic is not None:
-                plot_psi_errors(self.files.metrics, self.files.psi_error_plot)
+                try:  # a picture of the measurements: it never fails a finished run
+                    plot_psi_errors(self.files.metrics, self.files.psi_error_plot)
+                except Exception as exc:  # noqa: BLE001 (matplotlib's own errors, a truncated metrics line)
+                    console.print(f"[yellow]could not plot psi_error.png: {type(exc).__name__}: {exc}[/yellow]")
             self._write_status("finished")
         except Interrupted as stop:
             console.print(f"[yellow]{stop}: saving a checkpoint and the scene at step {self.step}[/yellow]")
