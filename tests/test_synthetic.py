@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -182,8 +183,12 @@ def test_bench_janus_end_to_end(tmp_path):
     assert "| SDS |" in (out / "results.md").read_text()
     import imageio.v3 as iio
 
+    from esd_gs.bench.janus import FACE_MARK
+
     figure = iio.imread(out / "janus.png")
     assert figure.shape[0] > 3 * 32 and figure.shape[2] == 3
+    marked_rows = np.flatnonzero((figure[..., :3] == FACE_MARK).all(-1).any(1))
+    assert len(marked_rows) >= 3 * 6  # the frontal views are marked: under the reference and the runs (6 px bars)
     assert "aligned PSNR" in result.stdout or "aligned PSNR" in result.stderr
     assert "benchmark" in result.stderr and "4/4" in result.stderr  # one progress bar over the whole benchmark
 

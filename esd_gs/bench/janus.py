@@ -23,7 +23,7 @@ from ..cameras import turntable
 from ..configs.generate import GenerateConfig, synthetic_defaults
 from ..configs.presets import config_to_dict
 from ..errors import UserError
-from ..evaluation.janus import JanusMetrics, janus_metrics
+from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
 from ..example import builtin_head
 from ..io import read_ply
 from ..priors import SyntheticPrior
@@ -135,6 +135,7 @@ def run_janus_benchmark(
     prior_images = prior.reference_images(0).cpu()
     reference_metrics = janus_metrics(reference_views, reference_views, prior_images, prior.azimuths)
     records, strips = [], {}
+    frontal = {"reference": frontal_flags(nearest_prior_distances(reference_views, prior_images), prior.azimuths)}
     jobs = [(seed, run) for seed in range(seeds) for run in runs]
     with make_progress(speed_window=24 * 3600) as progress:  # one advance per run: estimate from the whole benchmark
         overall = progress.add_task("benchmark", total=len(jobs))
@@ -175,10 +176,11 @@ def run_janus_benchmark(
             records.append(record)
             if seed == 0:
                 strips[run.label] = (views, JanusMetrics(**{k: record[k] for k in JanusMetrics.__dataclass_fields__}))
+                frontal[run.label] = frontal_flags(nearest_prior_distances(views, prior_images), prior.azimuths)
             progress.advance(overall)
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(results_markdown(records, runs, reference_metrics))
-    write_png(janus_figure(reference_views, strips), out / "janus.png")
+    write_png(janus_figure(reference_views, strips, frontal), out / "janus.png")
     with atomic_path(out / RESULTS) as tmp:  # last: its presence says the benchmark is finished
         tmp.write_text(json.dumps({"reference": reference_metrics.as_dict(), "runs": records}, indent=1))
     console.print(results_table(records, runs, reference_metrics))
@@ -281,18 +283,37 @@ def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> st
     return "\n".join(lines) + "\n"
 
 
-def janus_figure(reference_views: torch.Tensor, strips: dict, every: int = 10, scale: int = 3) -> np.ndarray:
-    """One row per method (reference on top): every ``every``-th turntable view, with a caption line."""
+FACE_MARK = (220, 30, 30)
+"""Colour of the bar under a view the classifier labels frontal (a face) in the benchmark's figure."""
+
+
+def janus_figure(
+    reference_views: torch.Tensor, strips: dict, frontal: dict, every: int = 10, scale: int = 3
+) -> np.ndarray:
+    """One row per method (reference on top): every ``every``-th turntable view, with a caption line, and a red bar
+    (``FACE_MARK``) under each view labelled frontal. ``strips``: label -> (views, metrics); ``frontal``: label (and
+    "reference") -> [V] bool frontal labels of all views."""
     from PIL import Image, ImageDraw
 
-    def strip(views: torch.Tensor) -> np.ndarray:
-        picked = (views[::every].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-        row = np.concatenate(list(picked), axis=1)
-        return np.kron(row, np.ones((scale, scale, 1), dtype=np.uint8))
+    mark_h = 2 * scale
 
-    rows = [("reference (ground truth)", strip(reference_views))]
+    def strip(views: torch.Tensor, flags: torch.Tensor) -> np.ndarray:
+        picked = (views[::every].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        row = np.kron(np.concatenate(list(picked), axis=1), np.ones((scale, scale, 1), dtype=np.uint8))
+        marks = np.full((mark_h, row.shape[1], 3), 255, dtype=np.uint8)
+        size = picked.shape[2] * scale
+        for k, flag in enumerate(flags[::every].tolist()):
+            if flag:
+                marks[:, k * size : (k + 1) * size] = FACE_MARK
+        return np.concatenate([row, marks], axis=0)
+
+    rows = [("reference (ground truth); red: views that look frontal", strip(reference_views, frontal["reference"]))]
     for name, (views, metrics) in strips.items():
-        rows.append((f"{name}: faces {metrics.face_count}, aligned PSNR {metrics.aligned_psnr:.1f} dB", strip(views)))
+        caption = (
+            f"{name}: faces {metrics.face_count} (excess {metrics.excess_faces}), side accuracy "
+            f"{metrics.side_accuracy:.2f}, aligned PSNR {metrics.aligned_psnr:.1f} dB"
+        )
+        rows.append((caption, strip(views, frontal[name])))
     width = rows[0][1].shape[1]
     caption_h = 18
     canvas = Image.new("RGB", (width, sum(r.shape[0] + caption_h for _, r in rows)), "white")
