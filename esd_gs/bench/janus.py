@@ -290,8 +290,9 @@ FACE_MARK = (220, 30, 30)
 def janus_figure(
     reference_views: torch.Tensor, strips: dict, frontal: dict, every: int = 10, scale: int = 3
 ) -> np.ndarray:
-    """One row per method (reference on top): every ``every``-th turntable view, with a caption line, and a red bar
-    (``FACE_MARK``) under each view labelled frontal. ``strips``: label -> (views, metrics); ``frontal``: label (and
+    """One row per method (reference on top): every ``every``-th turntable view, each run turned by its aligned
+    offset so that the columns show the same side, with a caption line, and a red bar (``FACE_MARK``) under each view
+    labelled frontal. ``strips``: label -> (views, metrics); ``frontal``: label (and
     "reference") -> [V] bool frontal labels of all views."""
     from PIL import Image, ImageDraw
 
@@ -313,7 +314,10 @@ def janus_figure(
             f"{name}: faces {metrics.face_count} (excess {metrics.excess_faces}), side accuracy "
             f"{metrics.side_accuracy:.2f}, aligned PSNR {metrics.aligned_psnr:.1f} dB"
         )
-        rows.append((caption, strip(views, frontal[name])))
+        shift = round(
+            metrics.best_offset_deg / 360.0 * views.shape[0]
+        )  # turned as aligned: columns match the reference
+        rows.append((caption, strip(torch.roll(views, shift, dims=0), torch.roll(frontal[name], shift, dims=0))))
     width = rows[0][1].shape[1]
     caption_h = 18
     canvas = Image.new("RGB", (width, sum(r.shape[0] + caption_h for _, r in rows)), "white")
