@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import pytest
 import torch
+from small_runs import small_synthetic_config
 
 from esd_gs import estimators, priors
-from esd_gs.configs.generate import synthetic_defaults
 from esd_gs.estimators import (
     CameraLoRAEstimator,
     ParticleEstimator,
@@ -18,17 +18,7 @@ from esd_gs.training.trainer import Trainer
 
 
 def small_config(**changes):
-    base = synthetic_defaults()
-    return replace(
-        base,
-        prompt="a head",
-        steps=8,
-        batch_size=2,
-        init=replace(base.init, num_points=200),
-        synthetic=replace(base.synthetic, num_images=16),
-        output=replace(base.output, preview_every=0.0, checkpoint_every=0.0),
-        **changes,
-    )
+    return small_synthetic_config(8, **changes)
 
 
 def test_every_prior_and_estimator_implements_its_interface():

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 import torch
+from small_runs import small_synthetic_config
 
-from esd_gs.configs.generate import synthetic_defaults
 from esd_gs.diffusion import mixture_eps
 from esd_gs.estimators import ParticleEstimator, ScoreEstimator
 from esd_gs.evaluation.psi_error import psi_errors, relative_error
@@ -101,24 +101,7 @@ def test_a_bank_of_one_image_makes_the_null_score_the_noise():
 
 @pytest.mark.parametrize("estimator", ["learned", "particle"])
 def test_a_run_measures_psi_without_changing_its_training(tmp_path, estimator):
-    base = synthetic_defaults()
-    config = replace(
-        base,
-        prompt="a head",
-        steps=6,
-        batch_size=2,
-        init=replace(base.init, num_points=200),
-        synthetic=replace(base.synthetic, num_images=16),
-        psi=replace(base.psi, estimator=estimator, bank_size=4, bank_refresh_every=3),
-        output=replace(
-            base.output,
-            preview_every=0.0,
-            checkpoint_every=0.0,
-            turntable_views=4,
-            turntable_size=16,
-            video_formats=("gif",),
-        ),
-    )
+    config = small_synthetic_config(6, psi={"estimator": estimator, "bank_size": 4, "bank_refresh_every": 3})
     measured = replace(config, diagnose=replace(config.diagnose, enabled=True, every=0.5, holdout=3, bank_size=8))
     plain = Trainer(config, tmp_path / "plain", torch.device("cpu"))
     diagnosed = Trainer(measured, tmp_path / "diagnosed", torch.device("cpu"), prior=plain.prior)
@@ -142,25 +125,8 @@ def test_a_run_measures_psi_without_changing_its_training(tmp_path, estimator):
 
 def test_the_run_plots_its_psi_error(tmp_path):
     pytest.importorskip("matplotlib")
-    base = synthetic_defaults()
-    config = replace(
-        base,
-        prompt="a head",
-        steps=4,
-        batch_size=2,
-        init=replace(base.init, num_points=200),
-        synthetic=replace(base.synthetic, num_images=16),
-        psi=replace(base.psi, bank_size=4),
-        output=replace(
-            base.output,
-            preview_every=0.0,
-            checkpoint_every=0.0,
-            turntable_views=4,
-            turntable_size=16,
-            video_formats=("gif",),
-        ),
-        diagnose=replace(base.diagnose, enabled=True, every=0.5, holdout=2, bank_size=4),
-    )
+    config = small_synthetic_config(4, psi={"bank_size": 4})
+    config = replace(config, diagnose=replace(config.diagnose, enabled=True, every=0.5, holdout=2, bank_size=4))
     trainer = Trainer(config, tmp_path, torch.device("cpu"))
     trainer.run()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

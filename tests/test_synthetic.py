@@ -291,26 +291,14 @@ def test_janus_metrics_on_rendered_objects_of_several_shapes(stretch):
 def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_path):
     from dataclasses import replace
 
-    from esd_gs.bench.janus import RUN_RECORD, _settings, bench_base_config, finished_record
+    from esd_gs.bench.janus import METRICS, RUN_RECORD, _settings, bench_base_config, finished_record
     from esd_gs.errors import UserError
 
     config = replace(bench_base_config(steps=10), out=tmp_path / "run", seed=0)
     run = tmp_path / "run"
     run.mkdir()
     assert finished_record(run, config) is None  # nothing there yet
-    record = {
-        k: 0.0
-        for k in (
-            "aligned_psnr",
-            "face_count",
-            "excess_faces",
-            "frontal_fraction",
-            "frontal_share_gap",
-            "side_accuracy",
-            "iq",
-            "iv",
-        )
-    }
+    record = {k: 0.0 for k in METRICS}
     (run / RUN_RECORD).write_text(json.dumps({"config": _settings(config), "record": record}))
     assert finished_record(run, config) is None  # scored but without a finished scene: done again
     (run / "scene.ply").write_bytes(b"ply")

@@ -8,6 +8,7 @@ directory per configuration and seed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
@@ -88,13 +89,13 @@ def bench_base_config(
     )
 
 
-def _settings(config: GenerateConfig) -> dict:
-    """What makes two runs the same run: the whole config but where it is written and on which device."""
-    return {k: v for k, v in config_to_dict(config).items() if k not in ("out", "device")}
-
-
 def _settings_of(saved: dict) -> dict:
+    """What makes two runs the same run: the whole (plain) config but where it is written and on which device."""
     return {k: v for k, v in saved.items() if k not in ("out", "device")}
+
+
+def _settings(config: GenerateConfig) -> dict:
+    return _settings_of(config_to_dict(config))
 
 
 def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:
@@ -188,16 +189,8 @@ def run_janus_benchmark(
     return out
 
 
-METRICS = (
-    "aligned_psnr",
-    "face_count",
-    "excess_faces",
-    "frontal_fraction",
-    "frontal_share_gap",
-    "side_accuracy",
-    "iq",
-    "iv",
-)
+METRICS = tuple(f.name for f in dataclasses.fields(JanusMetrics) if f.name != "best_offset_deg")
+"""What a scored run records, and the summary tables average."""
 COLUMNS = (
     "method",
     "aligned PSNR (dB)",
