@@ -179,15 +179,21 @@ def test_a_refusal_wrapped_as_not_in_cache_is_reported_as_what_the_hub_said(monk
         except errors.LocalEntryNotFoundError as outer:
             return outer
 
-    assert sources._classify(wrapped(429)) == "rate-limited by the Hub (HTTP 429): wait and retry"
-    assert sources._classify(wrapped(503)) == "the Hub answered HTTP 503"
-    assert "hf auth login" in sources._classify(wrapped(401))
+    assert sources.hub_failure_reason(wrapped(429)) == "rate-limited by the Hub (HTTP 429): wait and retry"
+    assert sources.hub_failure_reason(wrapped(503)) == "the Hub answered HTTP 503"
+    assert "hf auth login" in sources.hub_failure_reason(wrapped(401))
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    assert sources._classify(errors.LocalEntryNotFoundError("no network")) == "Hub unreachable and not in the cache"
+    assert (
+        sources.hub_failure_reason(errors.LocalEntryNotFoundError("no network"))
+        == "Hub unreachable and not in the cache"
+    )
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert sources._classify(errors.LocalEntryNotFoundError("offline")) == "offline and not in the Hugging Face cache"
+    assert (
+        sources.hub_failure_reason(errors.LocalEntryNotFoundError("offline"))
+        == "offline and not in the Hugging Face cache"
+    )
 
 
 def test_a_login_refusal_from_the_hub_names_hf_auth_login(tmp_path):

@@ -159,6 +159,7 @@ def run_janus_benchmark(
                 if run_dir.is_dir():  # unfinished, other settings, or --overwrite: start the run afresh
                     shutil.rmtree(run_dir)
                 run_dir.mkdir(parents=True)
+                RunDir(run_dir).write_config(config)  # as generate does: evaluate and --resume read it
                 trainer = Trainer(config, run_dir, device, prior=prior)
                 trainer.run()
                 views = views_of(trainer.scene)

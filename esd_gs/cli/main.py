@@ -22,7 +22,9 @@ from ..configs.generate import GenerateConfig
 from ..errors import UserError
 from ..io import PlyFormatError
 from .bench_cmd import BenchArgs, run_bench
+from .compare_cmd import CompareArgs, run_compare
 from .doctor_cmd import DoctorArgs, run_doctor
+from .evaluate_cmd import EvaluateArgs, run_evaluate
 from .export_cmd import ExportArgs, run_export
 from .generate_cmd import generate_defaults, run_generate
 from .render_cmd import RenderArgs, run_render
@@ -70,7 +72,9 @@ def _parse(commands, argv: list[str]):
         raise UserError(str(exc)) from None
 
 
-def parse_args(argv: list[str]) -> GenerateConfig | RenderArgs | ExportArgs | BenchArgs | DoctorArgs:
+def parse_args(
+    argv: list[str],
+) -> GenerateConfig | RenderArgs | ExportArgs | BenchArgs | EvaluateArgs | CompareArgs | DoctorArgs:
     """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
     defaults = generate_defaults(argv[1:]) if argv[:1] == ["generate"] else GenerateConfig()
     commands = Union[
@@ -78,6 +82,8 @@ def parse_args(argv: list[str]) -> GenerateConfig | RenderArgs | ExportArgs | Be
         Annotated[RenderArgs, tyro.conf.subcommand("render")],
         Annotated[ExportArgs, tyro.conf.subcommand("export")],
         Annotated[BenchArgs, tyro.conf.subcommand("bench")],
+        Annotated[EvaluateArgs, tyro.conf.subcommand("evaluate")],
+        Annotated[CompareArgs, tyro.conf.subcommand("compare")],
         Annotated[DoctorArgs, tyro.conf.subcommand("doctor")],
     ]
     return _parse(commands, argv)
@@ -97,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             run_export(args)
         elif isinstance(args, DoctorArgs):
             return run_doctor(args)
+        elif isinstance(args, EvaluateArgs):
+            run_evaluate(args)
+        elif isinstance(args, CompareArgs):
+            run_compare(args)
         else:
             run_bench(args)
     except (UserError, PlyFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..cameras import wrap_azimuth
+from . import quality
 
 FRONTAL_HALF_WIDTH = 45.0
 
@@ -100,10 +101,7 @@ def inception_quality_variety(
         members = bins == b
         if members.any():
             per_bin[:, b] = distances[:, members].min(dim=1).values
-    probs = torch.softmax(-per_bin / temperature, dim=1)
-    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=1)
-    mean = probs.mean(dim=0)
-    return float(entropy.mean()), float(-(mean * torch.log(mean.clamp_min(1e-12))).sum())
+    return quality.inception_quality_variety(torch.softmax(-per_bin / temperature, dim=1))
 
 
 def view_sides(distances: Tensor, prior_azimuths: Tensor) -> Tensor:

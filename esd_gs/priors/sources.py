@@ -83,7 +83,7 @@ def _is_offline() -> bool:
         return os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
 
 
-def _classify(exc: BaseException) -> str:
+def hub_failure_reason(exc: BaseException) -> str:
     """A Hub failure -> a few words a user can act on.
 
     huggingface_hub often wraps the Hub's actual answer (a 403, a 429, a 5xx) in a LocalEntryNotFoundError ("not in the
@@ -153,7 +153,7 @@ def check_source(source: str) -> SourceCheck:
     try:
         hf_hub_download(source, "model_index.json")
     except Exception as exc:  # every Hub failure becomes a reason, classified below
-        return SourceCheck(source, False, _classify(exc))
+        return SourceCheck(source, False, hub_failure_reason(exc))
     return SourceCheck(source, True, "on the Hugging Face Hub")
 
 
@@ -184,7 +184,7 @@ def resolve_model(model: str, role: str = "phi") -> tuple[str, list[SourceCheck]
 def load_failure_message(source: str, exc: BaseException) -> str:
     """One sentence when a source that answered still fails to load (a broken folder, a download cut off)."""
     if not looks_like_path(source):
-        return f"could not load Stable Diffusion from {source} ({_classify(exc)}); " + REMEDY
+        return f"could not load Stable Diffusion from {source} ({hub_failure_reason(exc)}); " + REMEDY
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     return (
         f"'{source}' is not a usable Stable Diffusion folder ({type(exc).__name__}: {first}); "

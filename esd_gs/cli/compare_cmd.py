@@ -1,0 +1,55 @@
+"""``esd-gs compare RUN_DIR... --out DIR``: a table and a figure of several evaluated runs, side by side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from ..errors import UserError
+from ..evaluation.compare import compare
+from ..evaluation.evaluate import EvalConfig, check_dependencies
+from ..evaluation.models import EvalModels
+from ..render import UserBackend, resolve_backend
+from .common import ensure_writable_dir, pick_device
+from .evaluate_cmd import targets_of
+
+
+@dataclass
+class CompareArgs:
+    """Put runs side by side (e.g. SDS vs VSD vs ESD on one prompt and seed): compare.md (a markdown table of every
+    metric of ``esd-gs evaluate``), compare.png (one turntable strip per run, its metrics beside it) and
+    compare.json. Runs already evaluated with the same settings are reused; the others are evaluated first (their
+    eval.json lands in their own directory)."""
+
+    runs: tyro.conf.Positional[tuple[Path, ...]]
+    """Run directories and/or 3DGS .ply files, in the order of the table."""
+    out: Path
+    """Directory for compare.md, compare.png and compare.json."""
+    prompt: str | None = None
+    """What the scenes show (needed for .ply files)."""
+    eval: Annotated[EvalConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=EvalConfig)
+    device: str = "auto"
+    """auto (CUDA if available), cpu or cuda."""
+    backend: UserBackend = "auto"
+    """Renderer: auto, gsplat or torch."""
+    precision: str = "auto"
+    """Stable Diffusion precision for the FID samples."""
+    overwrite: bool = False
+    """Replace an earlier comparison in --out, and eval.json files measured with other settings."""
+
+
+def run_compare(args: CompareArgs) -> Path:
+    if len(args.runs) < 1:
+        raise UserError("name at least one run to compare")
+    targets = targets_of(args.runs, args.prompt, None)
+    check_dependencies(args.eval)
+    if (args.out / "compare.md").exists() and not args.overwrite:
+        raise UserError(f"{args.out} already holds a comparison: pass --overwrite or choose another --out")
+    device = pick_device(args.device)
+    backend = resolve_backend(args.backend, device)
+    ensure_writable_dir(args.out)
+    models = EvalModels(device, args.precision)
+    return compare(targets, args.eval, models, args.out, backend, args.overwrite)

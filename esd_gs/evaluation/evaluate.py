@@ -1,0 +1,337 @@
+"""``esd-gs evaluate``: the paper's metrics (section 6) and the automatic Janus measure on 120 turntable views.
+
+For one scene (a run directory or a 3DGS .ply) and its prompt:
+
+1. render ``views`` turntable views (evenly spaced azimuths from the front, at ``elevation``; white background);
+2. **CLIP**: cosine similarity of each view's CLIP image embedding to the prompt's text embedding, averaged over the
+   views (the paper's "CLIP distance" column, lower is better, is reported as 1 - similarity);
+3. **FID** (``fid.py``) between the views and ``fid_samples`` samples of the prior (``samples.py``);
+4. **IQ / IV** (eq. 10, ``quality.py``) from an ImageNet classifier's p(y | view);
+5. **Janus** (``sides.py``): the frontal share and the number of frontal arcs under a side classifier;
+6. for a run of the synthetic prior, the benchmark's ground-truth metrics (``janus.py``) against its reference.
+
+The result is a JSON-ready dict (eval.json); ``report.py`` draws its figure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..cameras import MAX_VIEWS, turntable
+from ..configs.generate import GenerateConfig
+from ..errors import ConfigError, UserError
+from .fid import FidFeatures, frechet_distance
+from .models import DEFAULT_CLASSIFIER, DEFAULT_CLIP, EvalModels
+from .quality import inception_quality_variety
+from .samples import SampleSettings, default_cache_dir, stable_diffusion_samples, synthetic_samples
+from .sides import ClipSideClassifier, ReferenceSideClassifier, janus_measure
+
+Metric = Literal["clip", "fid", "iq-iv", "janus"]
+ALL_METRICS: tuple[Metric, ...] = ("clip", "fid", "iq-iv", "janus")
+EVAL_FILE, FIGURE_FILE = "eval.json", "eval.png"
+
+
+@dataclass
+class EvalConfig:
+    """What esd-gs evaluate measures, and how."""
+
+    metrics: tuple[Metric, ...] = ALL_METRICS
+    """Metrics to compute: clip, fid, iq-iv, janus."""
+    views: int = 120
+    """Turntable views (the paper's 120), evenly spaced in azimuth from the front."""
+    elevation: float = 15.0
+    """Elevation of the turntable, degrees."""
+    size: int = 224
+    """Size of the rendered views in pixels (CLIP's and the classifier's input size)."""
+    radius: float = 2.5
+    """Camera distance from the origin."""
+    fovy: float = 50.0
+    """Vertical field of view, degrees."""
+    clip_model: str = DEFAULT_CLIP
+    """CLIP model: Hugging Face id or local folder written by save_pretrained."""
+    classifier: str = DEFAULT_CLASSIFIER
+    """ImageNet classifier of IQ / IV: Hugging Face id or local folder (any AutoModelForImageClassification)."""
+    sides: Literal["clip", "reference"] = "clip"
+    """Side classifier of the Janus measure: clip (zero-shot, any prompt) or reference (the synthetic prior's ground
+    truth; runs of --prior synthetic only)."""
+    fid_features: FidFeatures = "clip"
+    """Features of the Fréchet distance: clip (the CLIP model's embeddings, offline) or inception (standard FID;
+    needs torch-fidelity and its downloaded weights)."""
+    fid_samples: int = 1000
+    """Number of prior samples FID compares the views with (the paper: 1000); cached and reused."""
+    fid_steps: int = 50
+    """DDIM steps per Stable Diffusion sample."""
+    fid_guidance: float = 7.5
+    """Classifier-free guidance scale of the Stable Diffusion samples."""
+    fid_seed: int = 0
+    """Seed of the first sample (sample i uses seed + i)."""
+    model: str | None = None
+    """Stable Diffusion model of the FID samples (default: the run's --model; for a .ply, sd2.1-base)."""
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    """Where the prior's samples are cached ($ESD_GS_CACHE or ~/.cache/esd-gs)."""
+
+    def __post_init__(self) -> None:
+        if not self.metrics:
+            raise ConfigError("--metrics needs at least one of clip, fid, iq-iv, janus")
+        if not 2 <= self.views <= MAX_VIEWS:
+            raise ConfigError(f"--views must be in 2..{MAX_VIEWS}, got {self.views}")
+        if not 16 <= self.size <= 1024:
+            raise ConfigError(f"--size must be between 16 and 1024 pixels, got {self.size}")
+        if not -90.0 <= self.elevation <= 90.0:
+            raise ConfigError(f"--elevation must be in [-90, 90] degrees, got {self.elevation}")
+        if not (math.isfinite(self.radius) and self.radius > 0) or not 0.0 < self.fovy < 180.0:
+            raise ConfigError("--radius must be positive and --fovy between 0 and 180 degrees")
+        if self.fid_samples < 2 or self.fid_steps < 1 or not math.isfinite(self.fid_guidance):
+            raise ConfigError("--fid-samples must be >= 2, --fid-steps >= 1 and --fid-guidance a number")
+
+    def settings(self) -> dict:
+        """What makes two evaluations comparable (everything but the cache folder)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k != "cache_dir"}
+
+
+@dataclass
+class EvalTarget:
+    """One thing to evaluate: a scene file, its prompt, its run's config (None for a bare .ply), where to write."""
+
+    name: str
+    scene: Path
+    prompt: str
+    run_config: GenerateConfig | None
+    out: Path
+
+
+def resolve_target(path: Path, prompt: str | None = None, out: Path | None = None) -> EvalTarget:
+    """A run directory (its scene.ply and config.yaml) or a .ply (then ``prompt`` is needed) -> the target.
+    Default output: the run directory itself, or ``<stem>-eval/`` beside the .ply."""
+    from ..configs.presets import load_yaml_config
+    from ..training.run_dir import RunDir
+
+    if path.is_dir():
+        run = RunDir(path)
+        if not run.scene_ply.is_file():
+            raise UserError(f"{path} holds no scene.ply: not a finished run (or --resume it first)")
+        config = load_yaml_config(run.config) if run.config.is_file() else None
+        if prompt is None and config is None:
+            raise UserError(f"{path} has no config.yaml to read the prompt from: pass --prompt")
+        return EvalTarget(path.name, run.scene_ply, prompt or config.prompt, config, out or path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    if path.suffix.lower() != ".ply":
+        raise UserError(f"{path} is neither a run directory nor a .ply file")
+    if not prompt:
+        raise UserError(f"{path} is a bare .ply: pass --prompt with what it shows")
+    return EvalTarget(path.stem, path, prompt, None, out or path.with_name(f"{path.stem}-eval"))
+
+
+def scene_digest(path: Path) -> str:
+    """sha256 of the scene file (eval.json records which scene it measured)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def render_turntable(scene, config: EvalConfig, size: int | None = None, backend: str = "auto") -> Tensor:
+    """The evaluation's views [V, 3, S, S] in [0, 1] on a white background."""
+    from ..render.views import render_images
+
+    cams = turntable(config.views, elevation=config.elevation, radius=config.radius, fovy=config.fovy)
+    return render_images(scene, cams, size or config.size, background=1.0, backend=backend)
+
+
+def evaluate(
+    target: EvalTarget, config: EvalConfig, models: EvalModels, backend: str = "auto", progress=None
+) -> tuple[dict, Tensor]:
+    """Every metric of ``config.metrics`` for ``target`` (module docstring) -> (the content of eval.json, the
+    rendered views [V, 3, S, S]). ``models`` keeps the loaded models for the next target; ``progress`` (rich) shows
+    each stage."""
+    from ..io import read_ply
+
+    run = target.run_config
+    synthetic = run is not None and run.prior == "synthetic"
+    if config.sides == "reference" and "janus" in config.metrics and not synthetic:
+        raise UserError(f"--sides reference needs a run of --prior synthetic; {target.name} is not one")
+    up = run.output.up if run is not None else "-y"
+    scene = read_ply(target.scene, up=up).to(models.device)
+    stages = ["render", *config.metrics, *(["ground truth"] if synthetic else [])]
+    task = progress.add_task(f"evaluating {target.name}", total=len(stages)) if progress is not None else None
+    seconds: dict[str, float] = {}
+    result: dict = {
+        "scene": str(target.scene),
+        "scene_sha256": scene_digest(target.scene),
+        "prompt": target.prompt,
+        "gaussians": scene.num_gaussians,
+        "settings": config.settings(),
+    }
+    if run is not None:
+        result["run"] = {
+            "method": run.distill.method,
+            "lambda_entropy": run.distill.lambda_entropy,
+            "estimator": run.psi.estimator if run.distill.method != "sds" else "-",
+            "prior": run.prior,
+            "steps": run.steps,
+            "seed": run.seed,
+        }
+
+    def stage(name: str):
+        if task is not None:
+            progress.update(task, description=f"evaluating {target.name}: {name}")
+        return time.perf_counter()
+
+    def done(name: str, start: float) -> None:
+        seconds[name] = time.perf_counter() - start
+        if task is not None:
+            progress.advance(task)
+
+    start = stage("render")
+    views = render_turntable(scene, config, backend=backend)
+    done("render", start)
+    per_view: dict[str, list] = {}
+    if "clip" in config.metrics:
+        start = stage("clip")
+        clip = models.clip(config.clip_model)
+        similarity = (clip.image_features(views) @ clip.text_features([target.prompt]).T).squeeze(1)
+        per_view["clip_similarity"] = similarity.tolist()
+        result["clip"] = {
+            "model": config.clip_model,
+            "similarity": float(similarity.mean()),
+            "distance": 1.0 - float(similarity.mean()),
+        }
+        done("clip", start)
+    if "fid" in config.metrics:
+        start = stage("fid")
+        if synthetic:
+            real = synthetic_samples(run, config.fid_samples, config.size, models.device)
+            source = "synthetic prior"
+        else:
+            model = config.model or (run.model if run is not None else "sd2.1-base")
+            prior = models.stable_diffusion(model)
+            negative = run.negative_prompt if run is not None else ""
+            settings = SampleSettings.of(
+                model,
+                prompt=target.prompt,
+                negative_prompt=negative,
+                steps=config.fid_steps,
+                guidance=config.fid_guidance,
+                size=prior.native_size,
+                seed=config.fid_seed,
+            )
+            real = stable_diffusion_samples(prior, settings, config.fid_samples, config.cache_dir, progress=progress)
+            source = f"Stable Diffusion {model}"
+        clip = models.clip(config.clip_model) if config.fid_features == "clip" else None
+        result["fid"] = {
+            "value": frechet_distance(real, views, config.fid_features, clip),
+            "features": config.fid_features if clip is None else f"clip {config.clip_model}",
+            "samples": int(real.shape[0]),
+            "source": source,
+        }
+        done("fid", start)
+    if "iq-iv" in config.metrics:
+        start = stage("iq-iv")
+        classifier = models.classifier(config.classifier)
+        probs = classifier.probabilities(views)
+        iq, iv = inception_quality_variety(probs)
+        result["iq_iv"] = {"classifier": config.classifier, "iq": iq, "iv": iv, "labels": classifier.num_labels}
+        done("iq-iv", start)
+    prior_view = _synthetic_reference(run, models.device) if synthetic else None
+    if "janus" in config.metrics:
+        start = stage("janus")
+        if config.sides == "reference":
+            prior_images, prior_azimuths, _ = prior_view
+            side_views = render_turntable(scene, config, size=run.resolution, backend=backend)
+            classifier = ReferenceSideClassifier(prior_images, prior_azimuths)
+        else:
+            side_views, classifier = views, ClipSideClassifier(models.clip(config.clip_model), target.prompt)
+        measure = janus_measure(classifier.side_probabilities(side_views))
+        result["janus"] = {"classifier": classifier.name, **measure.as_dict()}
+        done("janus", start)
+    if synthetic:
+        from ..render.views import render_images
+        from .janus import janus_metrics
+
+        start = stage("ground truth")
+        prior_images, prior_azimuths, reference_views = prior_view
+        gt_views = render_images(scene, _benchmark_turntable(), run.resolution, background=1.0, backend=backend)
+        result["ground_truth"] = janus_metrics(gt_views, reference_views, prior_images, prior_azimuths).as_dict()
+        done("ground truth", start)
+    result["per_view"] = per_view
+    result["seconds"] = seconds
+    if task is not None:
+        progress.remove_task(task)
+    return result, views
+
+
+def _benchmark_turntable():
+    """The Janus benchmark's turntable (``bench/janus.py``): the ground truth is measured as the benchmark does."""
+    from ..bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS
+
+    return turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
+
+
+def _synthetic_reference(run: GenerateConfig, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(prior images, their azimuths, the reference object's turntable at the protocol of the benchmark) of a
+    synthetic run, all at the run's resolution: what the ground truth is measured against."""
+    from ..example import builtin_head
+    from ..io import read_ply
+    from ..priors import SyntheticPrior
+    from ..render.views import render_images
+
+    prior = SyntheticPrior.from_config(run, device)
+    index = prior.prompts.index(run.prompt)
+    paths = list(run.synthetic.reference) or [None]
+    reference = (read_ply(paths[index]) if paths[index] is not None else builtin_head()).to(device)
+    reference_views = render_images(reference, _benchmark_turntable(), run.resolution, background=1.0)
+    per = prior.per_reference
+    return prior.reference_images(index).cpu(), prior.azimuths[index * per : (index + 1) * per].cpu(), reference_views
+
+
+# ---------------------------------------------------------------------------------------------- files
+def saved_evaluation(target: EvalTarget, config: EvalConfig) -> dict | None:
+    """The eval.json already in ``target.out`` when it measured this very scene with these settings, else None."""
+    import json
+
+    try:
+        saved = json.loads((target.out / EVAL_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("settings") != config.settings():
+        return None
+    return saved if saved.get("scene_sha256") == scene_digest(target.scene) else None
+
+
+def write_evaluation(target: EvalTarget, result: dict, views: Tensor) -> list[Path]:
+    """eval.json and eval.png into ``target.out`` (created), atomically."""
+    import json
+
+    from ..atomic import atomic_path
+    from .report import write_eval_figure
+
+    target.out.mkdir(parents=True, exist_ok=True)
+    figure = write_eval_figure(result, views, target.out / FIGURE_FILE)
+    with atomic_path(target.out / EVAL_FILE) as tmp:  # last: its presence says the evaluation is complete
+        tmp.write_text(json.dumps(result, indent=1))
+    return [target.out / EVAL_FILE, figure]
+
+
+def check_dependencies(config: EvalConfig) -> None:
+    """One line before any work when a package the chosen metrics need is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UserError("esd-gs evaluate draws its figures with matplotlib: pip install 'esd-gs[eval]'")
+    if "fid" in config.metrics and importlib.util.find_spec("torchmetrics") is None:
+        raise UserError("FID needs torchmetrics: pip install 'esd-gs[eval]' (or leave fid out of --metrics)")
+    if "fid" in config.metrics and config.fid_features == "inception":
+        if importlib.util.find_spec("torch_fidelity") is None:
+            from .fid import INCEPTION_HINT
+
+            raise UserError(INCEPTION_HINT)
