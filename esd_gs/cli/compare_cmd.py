@@ -10,7 +10,7 @@ import tyro
 
 from ..errors import UserError
 from ..evaluation.compare import compare
-from ..evaluation.evaluate import EvalConfig, check_dependencies
+from ..evaluation.evaluate import EvalConfig, check_dependencies, preload
 from ..evaluation.models import EvalModels
 from ..render import UserBackend, resolve_backend
 from .common import ensure_writable_dir, pick_device
@@ -52,4 +52,5 @@ def run_compare(args: CompareArgs) -> Path:
     backend = resolve_backend(args.backend, device)
     ensure_writable_dir(args.out)
     models = EvalModels(device, args.precision)
+    preload(targets, args.eval, models)
     return compare(targets, args.eval, models, args.out, backend, args.overwrite)

@@ -15,6 +15,7 @@ from ..evaluation.evaluate import (
     EvalTarget,
     check_dependencies,
     evaluate,
+    preload,
     resolve_target,
     write_evaluation,
 )
@@ -76,6 +77,7 @@ def run_evaluate(args: EvaluateArgs) -> list[dict]:
     for target in targets:
         ensure_writable_dir(target.out)
     models = EvalModels(device, args.precision)
+    preload(targets, args.eval, models)
     results = []
     with make_progress() as progress:
         for target in targets:

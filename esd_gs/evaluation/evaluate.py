@@ -242,7 +242,11 @@ def evaluate(
         iq, iv = inception_quality_variety(probs)
         result["iq_iv"] = {"classifier": config.classifier, "iq": iq, "iv": iv, "labels": classifier.num_labels}
         done("iq-iv", start)
-    prior_view = _synthetic_reference(run, models.device) if synthetic else None
+    prior_view = (
+        models.cached(("synthetic reference", _synthetic_key(run)), lambda: _synthetic_reference(run, models.device))
+        if synthetic
+        else None
+    )
     if "janus" in config.metrics:
         start = stage("janus")
         if config.sides == "reference":
@@ -268,6 +272,30 @@ def evaluate(
     if task is not None:
         progress.remove_task(task)
     return result, views
+
+
+def _synthetic_key(run: GenerateConfig) -> str:
+    """What the synthetic prior and reference of a run depend on (runs of one benchmark share them)."""
+    return repr((run.synthetic, run.prompt, run.resolution, run.cameras, run.background))
+
+
+def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -> None:
+    """Load every model the targets need before any work, so that a missing one fails at once, in one line."""
+    if config.sides == "reference" and "janus" in config.metrics:
+        for target in targets:
+            if target.run_config is None or target.run_config.prior != "synthetic":
+                raise UserError(f"--sides reference needs a run of --prior synthetic; {target.name} is not one")
+    metrics = set(config.metrics)
+    clip_sides = "janus" in metrics and config.sides == "clip"
+    if "clip" in metrics or clip_sides or ("fid" in metrics and config.fid_features == "clip"):
+        models.clip(config.clip_model)
+    if "fid" in metrics:
+        for target in targets:
+            run = target.run_config
+            if run is None or run.prior != "synthetic":
+                models.stable_diffusion(config.model or (run.model if run is not None else "sd2.1-base"))
+    if "iq-iv" in config.metrics:
+        models.classifier(config.classifier)
 
 
 def _benchmark_turntable():

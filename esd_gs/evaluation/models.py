@@ -169,18 +169,18 @@ class EvalModels:
         self.loads: dict[str, int] = {}
         """How many times each kind was loaded (tests check the models are loaded once)."""
 
-    def _get(self, kind: str, source: str, load):
-        key = (kind, source)
+    def cached(self, key: tuple[str, str], build):
+        """``build()`` once per ``key`` = (kind, source); later calls return the same object."""
         if key not in self._loaded:
-            self._loaded[key] = load()
-            self.loads[kind] = self.loads.get(kind, 0) + 1
+            self._loaded[key] = build()
+            self.loads[key[0]] = self.loads.get(key[0], 0) + 1
         return self._loaded[key]
 
     def clip(self, source: str) -> ClipModel:
-        return self._get("clip", source, lambda: ClipModel.from_pretrained(source, self.device))
+        return self.cached(("clip", source), lambda: ClipModel.from_pretrained(source, self.device))
 
     def classifier(self, source: str) -> ImageClassifier:
-        return self._get("classifier", source, lambda: ImageClassifier.from_pretrained(source, self.device))
+        return self.cached(("classifier", source), lambda: ImageClassifier.from_pretrained(source, self.device))
 
     def stable_diffusion(self, model: str):
         from ..priors import StableDiffusionPrior
@@ -188,4 +188,4 @@ class EvalModels:
         def load():
             return StableDiffusionPrior.from_pretrained(model, device=self.device, precision=self.precision)
 
-        return self._get("stable_diffusion", model, load)
+        return self.cached(("stable_diffusion", model), load)

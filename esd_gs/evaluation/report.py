@@ -42,7 +42,7 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(f"CLIP similarity {result['clip']['similarity']:.3f} (distance {result['clip']['distance']:.3f})")
     if "fid" in result:
         lines.append(
-            f"FID {result['fid']['value']:.2f} ({result['fid']['features']}, {result['fid']['samples']} samples)"
+            f"FID {result['fid']['value']:.4g} ({result['fid']['features']}, {result['fid']['samples']} samples)"
         )
     if "iq_iv" in result:
         lines.append(f"IQ {result['iq_iv']['iq']:.3f}  IV {result['iq_iv']['iv']:.3f}")
