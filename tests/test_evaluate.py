@@ -276,7 +276,7 @@ def test_evaluate_and_compare_commands(models_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     saved = json.loads((runs[2] / "eval.json").read_text())
     assert {"clip", "fid", "iq_iv", "janus", "ground_truth", "seconds"} <= set(saved)
-    assert saved["fid"]["source"] == "synthetic prior" and (runs[2] / "eval.png").stat().st_size > 10_000
+    assert saved["fid"]["source"] == "synthetic prior (32 px)" and (runs[2] / "eval.png").stat().st_size > 10_000
     again = run_cli("evaluate", runs[2], *small, env_extra=env)
     assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
     before = (runs[2] / "eval.json").stat().st_mtime_ns
@@ -300,7 +300,8 @@ def test_compare_loads_each_model_once_for_all_runs(models_dir, tmp_path):
     models = EvalModels(CPU)
     config = small_config(models_dir, tmp_path)
     compare([resolve_target(r) for r in runs], config, models, tmp_path / "out", "torch", overwrite=False)
-    assert models.loads == {"clip": 1, "classifier": 1, "synthetic reference": 1}  # one prior for the 3 runs
+    # one prior and one sample set for the 3 runs
+    assert models.loads == {"clip": 1, "classifier": 1, "synthetic reference": 1, "synthetic samples": 1}
     assert all((r / "eval.json").is_file() for r in runs)
 
 

@@ -5,7 +5,8 @@ For one scene (a run directory or a 3DGS .ply) and its prompt:
 1. render ``views`` turntable views (evenly spaced azimuths from the front, at ``elevation``; white background);
 2. **CLIP**: cosine similarity of each view's CLIP image embedding to the prompt's text embedding, averaged over the
    views (the paper's "CLIP distance" column, lower is better, is reported as 1 - similarity);
-3. **FID** (``fid.py``) between the views and ``fid_samples`` samples of the prior (``samples.py``);
+3. **FID** (``fid.py``) between the views and ``fid_samples`` samples of the prior (``samples.py``); for a run of
+   the synthetic prior, whose distribution is defined at the run's resolution, both at that resolution;
 4. **IQ / IV** (eq. 10, ``quality.py``) from an ImageNet classifier's p(y | view);
 5. **Janus** (``sides.py``): the frontal share and the number of frontal arcs under a side classifier;
 6. for a run of the synthetic prior, the benchmark's ground-truth metrics (``janus.py``) against its reference.
@@ -209,9 +210,11 @@ def evaluate(
         done("clip", start)
     if "fid" in config.metrics:
         start = stage("fid")
-        if synthetic:
-            real = synthetic_samples(run, config.fid_samples, config.size, models.device)
-            source = "synthetic prior"
+        if synthetic:  # the prior's distribution is defined at the run's resolution: compare there
+            key = ("synthetic samples", _synthetic_key(run) + f"|{config.fid_samples}")
+            real = models.cached(key, lambda: synthetic_samples(run, config.fid_samples, run.resolution, models.device))
+            fake = render_turntable(scene, config, size=run.resolution, backend=backend)
+            source = f"synthetic prior ({run.resolution} px)"
         else:
             model = config.model or (run.model if run is not None else "sd2.1-base")
             prior = models.stable_diffusion(model)
@@ -226,10 +229,10 @@ def evaluate(
                 seed=config.fid_seed,
             )
             real = stable_diffusion_samples(prior, settings, config.fid_samples, config.cache_dir, progress=progress)
-            source = f"Stable Diffusion {model}"
+            fake, source = views, f"Stable Diffusion {model}"
         clip = models.clip(config.clip_model) if config.fid_features == "clip" else None
         result["fid"] = {
-            "value": frechet_distance(real, views, config.fid_features, clip),
+            "value": frechet_distance(real, fake, config.fid_features, clip),
             "features": config.fid_features if clip is None else f"clip {config.clip_model}",
             "samples": int(real.shape[0]),
             "source": source,

@@ -8,6 +8,7 @@
     scene.ply, scene.splat the result (standard 3DGS, viewer up axis)
     turntable.mp4/.gif     the final turntable video(s), contact_sheet.png the final contact sheet
     psi_error.png          with --diagnose.enabled: psi's error against the exact scores over the run
+    eval.json, eval.png    written by ``esd-gs evaluate`` (and ``compare``) into the run directory
     replaced-run/          with --overwrite: the run being replaced, until the new one has finished
 
 Everything is written atomically (``atomic.py``).
@@ -86,6 +87,8 @@ class RunDir:
             *videos,
             self.contact_sheet,
             self.psi_error_plot,
+            self.path / "eval.json",
+            self.path / "eval.png",
             self.checkpoint,
             self.path / "previews",
         ]
