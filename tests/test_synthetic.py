@@ -291,7 +291,8 @@ def test_janus_metrics_on_rendered_objects_of_several_shapes(stretch):
 def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_path):
     from dataclasses import replace
 
-    from esd_gs.bench.janus import METRICS, RUN_RECORD, _settings, bench_base_config, finished_record
+    from esd_gs.bench.janus import METRICS, RUN_RECORD, bench_base_config, finished_record
+    from esd_gs.configs.presets import run_settings
     from esd_gs.errors import UserError
 
     config = replace(bench_base_config(steps=10), out=tmp_path / "run", seed=0)
@@ -299,7 +300,7 @@ def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_pat
     run.mkdir()
     assert finished_record(run, config) is None  # nothing there yet
     record = {k: 0.0 for k in METRICS}
-    (run / RUN_RECORD).write_text(json.dumps({"config": _settings(config), "record": record}))
+    (run / RUN_RECORD).write_text(json.dumps({"config": run_settings(config), "record": record}))
     assert finished_record(run, config) is None  # scored but without a finished scene: done again
     (run / "scene.ply").write_bytes(b"ply")
     (run / "run.json").write_text('{"status": "finished", "step": 10, "steps": 10}')

@@ -22,7 +22,7 @@ from rich.table import Table
 from ..atomic import atomic_path
 from ..cameras import turntable
 from ..configs.generate import GenerateConfig, synthetic_defaults
-from ..configs.presets import config_to_dict
+from ..configs.presets import run_settings, settings_of
 from ..errors import UserError
 from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
 from ..example import builtin_head
@@ -89,15 +89,6 @@ def bench_base_config(
     )
 
 
-def _settings_of(saved: dict) -> dict:
-    """What makes two runs the same run: the whole (plain) config but where it is written and on which device."""
-    return {k: v for k, v in saved.items() if k not in ("out", "device")}
-
-
-def _settings(config: GenerateConfig) -> dict:
-    return _settings_of(config_to_dict(config))
-
-
 def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:
     """The metrics of a finished, scored run in ``run_dir`` made with ``config``'s settings; None when the run is
     unfinished or unscored. A run of other settings is refused in one line (it is never reused or removed)."""
@@ -107,7 +98,7 @@ def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:
         return None
     if not isinstance(saved, dict):
         return None
-    if saved.get("config") is not None and _settings_of(saved["config"]) != _settings(config):
+    if saved.get("config") is not None and settings_of(saved["config"]) != run_settings(config):
         raise UserError(f"{run_dir} holds a run of other settings: pass --overwrite or choose another --out")
     if not (run_dir / "scene.ply").is_file() or RunDir(run_dir).read_status() != "finished":
         return None
@@ -174,7 +165,7 @@ def run_janus_benchmark(
                     "p_front": base.synthetic.p_front,
                 }
                 with atomic_path(run_dir / RUN_RECORD) as tmp:
-                    tmp.write_text(json.dumps({"config": _settings(config), "record": record}, indent=1))
+                    tmp.write_text(json.dumps({"config": run_settings(config), "record": record}, indent=1))
             records.append(record)
             if seed == 0:
                 strips[run.label] = (views, JanusMetrics(**{k: record[k] for k in JanusMetrics.__dataclass_fields__}))

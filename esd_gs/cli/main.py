@@ -21,6 +21,7 @@ import tyro
 from ..configs.generate import GenerateConfig
 from ..errors import UserError
 from ..io import PlyFormatError
+from .batch_cmd import BatchArgs, run_batch_command
 from .bench_cmd import BenchArgs, run_bench
 from .compare_cmd import CompareArgs, run_compare
 from .doctor_cmd import DoctorArgs, run_doctor
@@ -74,7 +75,7 @@ def _parse(commands, argv: list[str]):
 
 def parse_args(
     argv: list[str],
-) -> GenerateConfig | RenderArgs | ExportArgs | BenchArgs | EvaluateArgs | CompareArgs | DoctorArgs:
+) -> GenerateConfig | RenderArgs | ExportArgs | BenchArgs | EvaluateArgs | CompareArgs | BatchArgs | DoctorArgs:
     """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
     defaults = generate_defaults(argv[1:]) if argv[:1] == ["generate"] else GenerateConfig()
     commands = Union[
@@ -83,6 +84,7 @@ def parse_args(
         Annotated[ExportArgs, tyro.conf.subcommand("export")],
         Annotated[BenchArgs, tyro.conf.subcommand("bench")],
         Annotated[EvaluateArgs, tyro.conf.subcommand("evaluate")],
+        Annotated[BatchArgs, tyro.conf.subcommand("batch")],
         Annotated[CompareArgs, tyro.conf.subcommand("compare")],
         Annotated[DoctorArgs, tyro.conf.subcommand("doctor")],
     ]
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             run_evaluate(args)
         elif isinstance(args, CompareArgs):
             run_compare(args)
+        elif isinstance(args, BatchArgs):
+            return run_batch_command(args)
         else:
             run_bench(args)
     except (UserError, PlyFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:

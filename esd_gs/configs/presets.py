@@ -47,6 +47,16 @@ def config_to_dict(config: GenerateConfig) -> dict:
     return _to_plain(config)
 
 
+def settings_of(plain: dict) -> dict:
+    """What makes two runs the same run: a plain config (``config_to_dict``) but where it is written, on which
+    device, and the options that only steer one invocation."""
+    return {k: v for k, v in plain.items() if k not in ("out", "device", "resume", "overwrite", "config")}
+
+
+def run_settings(config: GenerateConfig) -> dict:
+    return settings_of(config_to_dict(config))
+
+
 def _checked(value: Any, annotation: Any, where: str) -> Any:
     """``value`` from YAML as the field's declared type, or one UserError naming the setting and what it takes."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)

@@ -5,7 +5,7 @@
 - ``synthetic.SyntheticPrior``: the exact score of renders of known objects (``--prior synthetic``, offline).
 
 ``PRIORS`` maps each value of ``GenerateConfig.prior`` to the builder of its prior; a new prior adds its module,
-one entry here and its name to that Literal.
+one entry here (and in ``PRIOR_SETTINGS``, the fields its builder reads) and its name to that Literal.
 """
 
 from __future__ import annotations
@@ -28,9 +28,30 @@ PRIORS: dict[str, Callable[[GenerateConfig, torch.device], Prior]] = {
 }
 
 
+PRIOR_SETTINGS: dict[str, tuple[str, ...]] = {
+    "sd": ("model", "precision", "resize_to_native"),
+    "synthetic": ("synthetic", "prompt", "resolution", "cameras", "background"),
+}
+"""The ``GenerateConfig`` fields each builder of ``PRIORS`` reads: runs that agree on them can share one prior."""
+
+
+def prior_key(config: GenerateConfig) -> str:
+    """Runs with the same key get the same prior from ``build_prior`` (the cache key of ``esd-gs batch``)."""
+    return repr((config.prior, *(getattr(config, name) for name in PRIOR_SETTINGS[config.prior])))
+
+
 def build_prior(config: GenerateConfig, device: torch.device) -> Prior:
     """phi for a generate run, as ``config.prior`` names it."""
     return PRIORS[config.prior](config, device)
 
 
-__all__ = ["PRIORS", "Prior", "StableDiffusionPrior", "SyntheticPrior", "TextEmbeddings", "build_prior"]
+__all__ = [
+    "PRIORS",
+    "PRIOR_SETTINGS",
+    "Prior",
+    "StableDiffusionPrior",
+    "SyntheticPrior",
+    "TextEmbeddings",
+    "build_prior",
+    "prior_key",
+]

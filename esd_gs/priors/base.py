@@ -83,3 +83,9 @@ class Prior(ABC):
 
         ``text`` holds one condition per sample ([B, ...], from ``TextEmbeddings.conditional``), ``negative`` one
         for all ([1, ...]); ``guidance_scale`` s = 1 is the plain conditional prediction."""
+
+    def restore(self) -> None:
+        """Undo what an estimator psi sharing this prior's networks put into them (a shared-UNet LoRA and camera
+        embedding), so that the next run reusing this prior starts from the pretrained phi (``esd-gs batch`` keeps
+        one prior per worker). Priors whose networks psi never touches have nothing to undo."""
+        return None

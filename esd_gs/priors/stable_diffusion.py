@@ -231,6 +231,16 @@ class StableDiffusionPrior(Prior):
             self.shared_unet_roles.use("phi")
         yield
 
+    def restore(self) -> None:
+        """``Prior.restore``: a shared-UNet psi's LoRA adapters deleted (peft's layers then compute exactly the base
+        layers) and its camera MLP detached."""
+        if self.shared_unet_roles is None:
+            return
+        self.shared_unet_roles.use("phi")
+        self.unet.delete_adapters(list(getattr(self.unet, "peft_config", None) or {}))
+        self.unet.class_embedding = None
+        self.shared_unet_roles = None
+
 
 def quiet_loading() -> None:
     """No per-tensor "Loading weights" bars from diffusers / transformers: they would surround a one-line error.

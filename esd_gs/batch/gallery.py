@@ -1,0 +1,116 @@
+"""index.md and index.html of a batch: one entry per job with its picture (contact sheet), its state, its numbers
+(final loss and Gaussians from metrics.jsonl; CLIP, FID and the Janus measure from eval.json when the run was
+evaluated) and a link to its scene.ply. Paths are relative, so the folder can be moved or served as is."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from ..atomic import atomic_path
+from .jobs import Job
+
+
+def _last_metrics(run: Path) -> dict:
+    try:
+        lines = (run / "metrics.jsonl").read_text().strip().splitlines()
+        return json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _evaluation(run: Path) -> dict:
+    try:
+        return json.loads((run / "eval.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def job_rows(out: Path, jobs: list[Job], state: dict) -> list[dict]:
+    rows = []
+    for job in jobs:
+        run = out / job.name
+        info, metrics, evaluation = state.get(job.name, {}), _last_metrics(run), _evaluation(run)
+        rows.append(
+            {
+                "name": job.name,
+                "prompt": job.config.prompt,
+                "method": job.config.distill.method,
+                "seed": job.config.seed,
+                "status": info.get("status", "pending"),
+                "reason": info.get("reason", ""),
+                "loss": metrics.get("loss"),
+                "gaussians": metrics.get("gaussians"),
+                "picture": f"{job.name}/contact_sheet.png" if (run / "contact_sheet.png").is_file() else None,
+                "scene": f"{job.name}/scene.ply" if (run / "scene.ply").is_file() else None,
+                "clip": evaluation.get("clip", {}).get("similarity"),
+                "fid": evaluation.get("fid", {}).get("value"),
+                "janus": evaluation.get("janus"),
+            }
+        )
+    return rows
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _janus(row: dict) -> str:
+    janus = row["janus"]
+    return "-" if not janus else f"{janus['frontal_arcs']} arc(s), share {janus['frontal_share']:.2f}"
+
+
+def write_gallery(out: Path, jobs: list[Job], state: dict) -> None:
+    rows = job_rows(out, jobs, state)
+    evaluated = any(r["clip"] is not None or r["janus"] for r in rows)
+    head = ["job", "prompt", "method", "seed", "status", "loss", "Gaussians"]
+    head += ["CLIP sim", "FID", "Janus"] if evaluated else []
+    head += ["scene", "picture"]
+    lines = [f"# Batch: {len(rows)} jobs", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        status = r["status"] + (f": {r['reason']}" if r["reason"] else "")
+        cells = [
+            r["name"],
+            r["prompt"].replace("|", "\\|"),
+            r["method"],
+            str(r["seed"]),
+            status.replace("|", "\\|"),
+            _fmt(r["loss"], ".4f"),
+            _fmt(r["gaussians"], "d"),
+        ]
+        if evaluated:
+            cells += [_fmt(r["clip"], ".3f"), _fmt(r["fid"], ".4g"), _janus(r)]
+        cells += [
+            f"[scene.ply]({r['scene']})" if r["scene"] else "-",
+            f"![{r['name']}]({r['picture']})" if r["picture"] else "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    with atomic_path(out / "index.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    cards = []
+    for r in rows:
+        picture = (
+            f'<img src="{html.escape(r["picture"])}" alt="{html.escape(r["name"])}">'
+            if r["picture"]
+            else '<div class="none">no picture</div>'
+        )
+        scene = f'<a href="{html.escape(r["scene"])}">scene.ply</a>' if r["scene"] else ""
+        numbers = [f"loss {_fmt(r['loss'], '.4f')}", f"{_fmt(r['gaussians'], 'd')} Gaussians"]
+        if evaluated:
+            numbers += [f"CLIP {_fmt(r['clip'], '.3f')}", f"FID {_fmt(r['fid'], '.4g')}", f"Janus {_janus(r)}"]
+        reason = f'<p class="reason">{html.escape(r["reason"])}</p>' if r["reason"] else ""
+        cards.append(
+            f'<figure class="{html.escape(r["status"])}">{picture}<figcaption><b>{html.escape(r["name"])}</b><br>'
+            f"{html.escape(r['prompt'])}<br>{html.escape(r['method'])}, seed {r['seed']}: {html.escape(r['status'])}"
+            f"{reason}<br>{' · '.join(html.escape(n) for n in numbers)}<br>{scene}</figcaption></figure>"
+        )
+    page = (
+        '<!doctype html><html><head><meta charset="utf-8"><title>esd-gs batch</title><style>'
+        "body{font-family:sans-serif;margin:1.5em}main{display:flex;flex-wrap:wrap;gap:1em}"
+        "figure{margin:0;width:420px;border:1px solid #ccc;padding:.5em}img{width:100%}"
+        "figure.failed{border-color:#d62728}.reason{color:#d62728;margin:.2em 0}.none{height:4em;color:#888}"
+        f"</style></head><body><h1>Batch: {len(rows)} jobs</h1><main>{''.join(cards)}</main></body></html>\n"
+    )
+    with atomic_path(out / "index.html") as tmp:
+        tmp.write_text(page)

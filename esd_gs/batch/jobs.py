@@ -1,0 +1,135 @@
+"""The jobs of a batch: a job file read into prompts and options, expanded over methods and seeds into the
+``GenerateConfig`` of each run.
+
+A job file is either
+
+- text: one prompt a line (blank lines and lines starting with ``#`` are skipped), or
+- YAML / JSON (``.yaml``, ``.yml``, ``.json``): a list whose items are a prompt string or a mapping with ``prompt``
+  and any generate setting, written as in a preset (``steps: 600``, ``prior: synthetic``, ``synthetic: {p_front:
+  0.8}``).
+
+Each job's config is the base (the ``--config`` preset; else generate's defaults, or the synthetic prior's defaults
+when the job or ``--prior`` says ``synthetic``) with the job's settings on top (nested mappings merged), then the
+method and the seed. Every config is checked before anything runs; a bad one is one line naming its job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from ..configs.generate import GenerateConfig, synthetic_defaults
+from ..configs.presets import config_from_dict, config_to_dict, load_yaml_config
+from ..errors import UserError
+
+METHODS = ("sds", "vsd", "esd")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of the batch."""
+
+    name: str
+    """Its folder under the batch's output directory: <prompt slug>-<method>-s<seed> (a prompt given again with
+    other settings: <prompt slug>-job<index>-...)."""
+    config: GenerateConfig
+    """Its whole config, ``out`` set to its folder."""
+
+
+def read_job_file(path: Path) -> list[dict]:
+    """The job file -> one mapping per job (``prompt`` and settings), in file order."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"job file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"job file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise UserError(f"job file {path} is not UTF-8 text") from None
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        try:
+            items = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise UserError(
+                f"job file {path} is not valid {path.suffix[1:].upper()}: {str(exc).splitlines()[0]}"
+            ) from None
+        if not isinstance(items, list):
+            raise UserError(f"job file {path}: expected a list of jobs, got {type(items).__name__}")
+        jobs = []
+        for index, item in enumerate(items, 1):
+            if isinstance(item, str):
+                item = {"prompt": item}
+            if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"].strip():
+                raise UserError(f"job file {path}, job {index}: needs a prompt (a string, or a mapping with prompt:)")
+            jobs.append(item)
+    else:
+        jobs = [
+            {"prompt": line.strip()} for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+        ]
+    if not jobs:
+        raise UserError(f"job file {path} holds no jobs")
+    return jobs
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def slug(prompt: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "job"
+
+
+def expand_jobs(
+    items: list[dict],
+    out: Path,
+    preset: Path | None = None,
+    prior: str | None = None,
+    methods: tuple[str, ...] = (),
+    seeds: int | None = None,
+    steps: int | None = None,
+    where: str = "job file",
+) -> list[Job]:
+    """Every (job, method, seed) as a checked config with its own folder under ``out``. ``methods`` empty: each job's
+    own method; ``seeds`` None: each job's own seed, else seeds 0 .. seeds-1."""
+    for method in methods:
+        if method not in METHODS:
+            raise UserError(f"unknown method '{method}' in --methods: use {', '.join(METHODS)}")
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    base_preset = load_yaml_config(preset) if preset is not None else None
+    jobs, first_of_slug = [], {}
+    for index, item in enumerate(items, 1):
+        settings = {k: v for k, v in item.items()}
+        if prior is not None and "prior" not in settings:
+            settings["prior"] = prior
+        if base_preset is not None:
+            base = base_preset
+        else:
+            base = synthetic_defaults() if settings.get("prior") == "synthetic" else GenerateConfig()
+        label = f"{where}, job {index} ({item['prompt']!r})"
+        for key in ("out", "resume", "overwrite", "config"):
+            if key in settings:
+                raise UserError(f"{label}: '{key}' is set by the batch, not per job")
+        config = config_from_dict(_merge(config_to_dict(base), settings), where=label)
+        if steps is not None:
+            config = replace(config, steps=steps)
+        stem = slug(config.prompt)
+        if first_of_slug.setdefault(stem, index) != index:  # the same prompt again, with other settings
+            stem = f"{stem}-job{index}"
+        for method in methods or (config.distill.method,):
+            for seed in range(seeds) if seeds is not None else (config.seed,):
+                name = f"{stem}-{method}-s{seed}"
+                run = replace(config, distill=replace(config.distill, method=method), seed=seed, out=out / name)
+                try:
+                    run.validate()
+                except (UserError, ValueError) as exc:
+                    raise UserError(f"{label}: {exc}") from None
+                jobs.append(Job(name, run))
+    return jobs

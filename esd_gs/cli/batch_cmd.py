@@ -1,0 +1,61 @@
+"""``esd-gs batch JOBS --out DIR``: parses the options, builds every job (``batch/jobs.py``) and runs them on Ray
+(``batch/runner.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from ..batch.jobs import expand_jobs, read_job_file
+from ..errors import UserError
+from ..evaluation.evaluate import EvalConfig
+from .common import ensure_writable_dir
+
+
+@dataclass
+class BatchArgs:
+    """Run many generate jobs (prompts x methods x seeds) on Ray: locally (all GPUs, or CPUs) or on a cluster.
+    Each job gets its own run directory under --out; re-running the same command skips finished jobs and resumes
+    interrupted ones; a failing job is recorded with its reason and the others go on; Ctrl-C lets running jobs
+    save a checkpoint. Writes batch.json, index.md and index.html (a gallery)."""
+
+    jobs: tyro.conf.Positional[Path]
+    """Job file: text (one prompt a line, # comments) or YAML / JSON (a list of prompts or of mappings with prompt
+    and any generate setting, as in a preset)."""
+    out: Path = Path("runs/batch")
+    """Output directory: one run directory per job, batch.json, index.md, index.html."""
+    config: Path | None = None
+    """A generate preset (configs/*.yaml) every job starts from."""
+    prior: Literal["sd", "synthetic"] | None = None
+    """The prior of every job that does not set its own (default: generate's, Stable Diffusion)."""
+    methods: tuple[str, ...] = ()
+    """Run each job with each of these methods (space- or comma-separated: sds, vsd, esd); empty: each job's own."""
+    seeds: int | None = None
+    """Run each job with seeds 0 .. N-1; default: each job's own seed, once."""
+    steps: int | None = None
+    """Steps of every job (default: each job's own)."""
+    address: str | None = None
+    """Ray cluster to join ('auto', 'ray://host:10001' or 'host:6379'); default: start Ray on this machine."""
+    workers: int | None = None
+    """Workers: default one per GPU, or 1 on CPUs (each gets an equal share of the cores)."""
+    evaluate: bool = False
+    """Evaluate every finished job (esd-gs evaluate; the --eval.* options) and put its metrics in the gallery."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def run_batch_command(args: BatchArgs) -> int:
+    from ..batch.runner import import_ray, run_batch
+
+    methods = tuple(m.strip() for item in args.methods for m in item.split(",") if m.strip())
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.config is not None and not args.config.is_file():
+        raise UserError(f"config preset {args.config} does not exist")
+    items = read_job_file(args.jobs)
+    jobs = expand_jobs(items, args.out, args.config, args.prior, methods, args.seeds, args.steps, where=str(args.jobs))
+    import_ray()  # before any folder is made: one line when Ray is missing
+    ensure_writable_dir(args.out)
+    return run_batch(jobs, args.out, args.address, args.workers, args.eval if args.evaluate else None)

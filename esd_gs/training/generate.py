@@ -1,0 +1,81 @@
+"""One generate run in its run directory: new, resumed (``resume``) or replacing an earlier one (``overwrite``),
+by the rules of ``run_dir.py``; the ``Trainer`` does the work. Used by ``esd-gs generate`` and by ``esd-gs batch``'s
+workers (which pass the prior they keep loaded)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from ..configs.generate import GenerateConfig
+from ..configs.presets import load_yaml_config
+from ..environment import ensure_writable_dir, pick_device
+from ..errors import UserError
+from ..progress import console
+from .run_dir import REPLACED, RunDir, signals_held
+from .trainer import Trainer
+
+
+def default_run_dir(config: GenerateConfig) -> Path:
+    slug = re.sub(r"[^a-z0-9]+", "-", config.prompt.lower()).strip("-")[:48] or "run"
+    return Path("runs") / f"{slug}-{config.distill.method}"
+
+
+def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
+    """Run (or resume, or replace) one generate run; ``prior``: an already built phi for it to reuse (``esd-gs
+    batch``); ``announce``: where the closing line goes (default: the console)."""
+    existing: list[str] = []
+    if config.resume is not None:
+        files = RunDir(config.resume)
+        if not files.config.is_file():
+            raise UserError(f"{files.path} is not an esd-gs run directory (no config.yaml)")
+        if files.read_status() == "finished":
+            raise UserError(f"the run in {files.path} is already finished: its scene is {files.scene_ply}")
+        saved = load_yaml_config(files.config)
+        saved.validate()
+        device = pick_device(config.device if config.device != "auto" else saved.device)
+        trainer = Trainer(saved, files.path, device, prior=prior)
+        try:
+            trainer.restore()
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+            # parseable but wrong: missing or mis-shaped tensors, meta.json without its fields, a foreign model
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise UserError(
+                f"the checkpoint in {files.checkpoint} does not fit this run ({type(exc).__name__}: "
+                f"{detail}); start again with --overwrite"
+            ) from None
+        console.print(f"resuming {files.path} at step {trainer.step} of {saved.steps}")
+    else:
+        config.validate()
+        files = RunDir(config.out or default_run_dir(config))
+        existing = files.existing_outputs()
+        if files.replaced.exists() and not config.overwrite:
+            raise UserError(
+                f"{files.path} keeps a replaced run in {REPLACED}/: pass --overwrite or choose another --out"
+            )
+        if existing and not config.overwrite:
+            status = files.read_status()
+            if status == "finished" or (status is None and files.scene_ply.name in existing):
+                raise UserError(f"{files.path} already holds a finished run: pass --overwrite or choose another --out")
+            raise UserError(
+                f"{files.path} holds an unfinished run: pass --resume {files.path} to continue it, or --overwrite"
+            )
+        device = pick_device(config.device)
+        ensure_writable_dir(files.path)
+        trainer = Trainer(config, files.path, device, prior=prior)  # loads the models: fail before touching old outputs
+    try:
+        if config.resume is None:
+            if existing:  # --overwrite: the old run is moved aside, and removed only once the new one has finished
+                with signals_held():
+                    files.set_aside(existing)
+            files.write_config(config)
+        trainer.run()
+    except BaseException:
+        if files.replaced.is_dir():
+            console.print(f"[yellow]the run this one replaces is kept in {files.replaced}[/yellow]")
+        raise
+    if files.replaced.is_dir():
+        shutil.rmtree(files.replaced, ignore_errors=True)
+    (announce or console.print)(f"[green]done[/green]: {files.scene_ply} (open it in SuperSplat or any 3DGS viewer)")
+    return files.path
