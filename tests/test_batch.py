@@ -19,10 +19,9 @@ import yaml
 
 from esd_gs.batch.jobs import expand_jobs, read_job_file
 from esd_gs.batch.worker import PriorCache, run_job
+from esd_gs.cli.main import main
 from esd_gs.errors import UserError
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
-
-pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {
@@ -104,6 +103,31 @@ def test_jobs_expand_over_methods_and_seeds_on_their_base(tmp_path):
     assert [(j.name, j.config.distill.method, j.config.seed) for j in own] == [("x-vsd-s4", "vsd", 4)]
 
 
+def test_job_folders_never_collide(tmp_path):
+    with pytest.raises(UserError, match="already another job's"):
+        expand_jobs([{"prompt": "a head"}, {"prompt": "a head", "steps": 9}, {"prompt": "a head job2"}], tmp_path)
+    jobs = expand_jobs([{"prompt": "a head", "model": str(tmp_path)}], Path("relative-out"))
+    assert jobs[0].config.out.is_absolute() and jobs[0].config.model == str(tmp_path.resolve())
+    assert expand_jobs([{"prompt": "a head"}], tmp_path)[0].config.model == "sd2.1-base"  # a family name stays
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--methods", "sds,foo"], "unknown method 'foo'"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--config", "nowhere.yaml"], "config preset nowhere.yaml does not exist"),
+    ],
+)
+def test_bad_batch_options_are_one_line(tmp_path, capsys, args, message):
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("a head\n")
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------------------------- the worker's rules
 def test_worker_reuses_its_prior_skips_finished_and_refuses_other_settings(tmp_path):
     jobs = expand_jobs(
@@ -121,14 +145,36 @@ def test_worker_reuses_its_prior_skips_finished_and_refuses_other_settings(tmp_p
     again = run_job(jobs[0].name, jobs[0].config, priors)
     assert again.status == "skipped" and priors.loads == 2
     before = (tmp_path / "out" / jobs[1].name / "scene.ply").read_bytes()
-    (tmp_path / "out" / jobs[1].name / "run.json").write_text('{"status": "failed", "step": 1, "steps": 4}')
-    other = run_job(jobs[1].name, replace(jobs[1].config, steps=5), priors)
+    other = run_job(jobs[1].name, replace(jobs[1].config, steps=5), priors)  # finished, but with other settings
     assert other.status == "failed" and "other settings" in other.reason
+    (tmp_path / "out" / jobs[1].name / "run.json").write_text('{"status": "failed", "step": 1, "steps": 4}')
+    assert "other settings" in run_job(jobs[1].name, replace(jobs[1].config, steps=5), priors).reason
     assert (tmp_path / "out" / jobs[1].name / "scene.ply").read_bytes() == before  # never removed
+    (tmp_path / "out" / jobs[2].name / "config.yaml").unlink()  # files, but no run of this batch
+    foreign = run_job(jobs[2].name, jobs[2].config, priors)
+    assert foreign.status == "failed" and "not a run of this batch" in foreign.reason
+    assert (tmp_path / "out" / jobs[2].name / "scene.ply").is_file()
 
 
-def test_a_shared_unet_psi_hands_the_prior_back_unchanged(tmp_path):
-    """Two ESD jobs (LoRA in phi's own UNet) in one worker: the second starts from the pretrained phi, bit for bit."""
+def test_a_killed_workers_run_resumes_from_its_checkpoint(tmp_path):
+    """run.json still says "running" (the worker was killed) and a checkpoint is there: the job resumes."""
+    items = read_job_file(small_jobs(tmp_path / "j.yaml", ["a head"]))
+    items[0]["output"] = {**items[0]["output"], "checkpoint_every": 0.5}
+    (job,) = expand_jobs(items, tmp_path / "out", steps=6)
+    priors = PriorCache()
+    assert run_job(job.name, job.config, priors).status == "finished"
+    run = tmp_path / "out" / job.name
+    (run / "run.json").write_text('{"status": "running", "step": 3, "steps": 6}')
+    (run / "scene.ply").unlink()
+    again = run_job(job.name, job.config, priors)
+    assert (again.status, again.resumed) == ("finished", True) and (run / "scene.ply").is_file()
+
+
+def test_a_shared_unet_psi_hands_the_prior_back_unchanged(tmp_path, monkeypatch):
+    """Two ESD jobs (LoRA in phi's own UNet) in one worker: after each, the UNet computes exactly the pretrained
+    phi's UNet again (the raw UNet pass, adapters and camera embedding included), and the second job runs."""
+    from esd_gs.priors import StableDiffusionPrior
+
     model = build_tiny_stable_diffusion(tmp_path / "sd")
     items = [
         {
@@ -137,7 +183,7 @@ def test_a_shared_unet_psi_hands_the_prior_back_unchanged(tmp_path):
             "resolution": 64,
             "steps": 3,
             "init": {"num_points": 300},
-            "psi": {"shared_unet": True},
+            "psi": {"shared_unet": True, "lr": 1e-2},
             "output": {
                 "preview_every": 0.0,
                 "checkpoint_every": 0.0,
@@ -148,21 +194,30 @@ def test_a_shared_unet_psi_hands_the_prior_back_unchanged(tmp_path):
         }
     ]
     jobs = expand_jobs(items, tmp_path / "out", methods=("esd",), seeds=2)
-    priors = PriorCache()
-    first = run_job(jobs[0].name, jobs[0].config, priors)
-    (prior,) = priors.priors.values()
-    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    text = prior.text_embeddings("a head", "", False)
-    eps_after_one = prior.eps(x, torch.tensor([300, 700]), text.plain.expand(2, -1, -1), text.negative, 7.5)
-    second = run_job(jobs[1].name, jobs[1].config, priors)
-    assert (first.status, second.status, priors.loads) == ("finished", "finished", 1)
-    assert prior.shared_unet_roles is None and prior.unet.class_embedding is None
-    eps_after_two = prior.eps(x, torch.tensor([300, 700]), text.plain.expand(2, -1, -1), text.negative, 7.5)
-    from esd_gs.priors import StableDiffusionPrior
-
     fresh = StableDiffusionPrior.from_pretrained(str(model), announce=lambda _: None)
-    eps_fresh = fresh.eps(x, torch.tensor([300, 700]), text.plain.expand(2, -1, -1), text.negative, 7.5)
-    assert torch.equal(eps_after_one, eps_fresh) and torch.equal(eps_after_two, eps_fresh)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    hidden = fresh.text_embeddings("a head", "", False).plain.expand(2, -1, -1)
+    t = torch.tensor([300, 700])
+
+    def raw_unet(prior):
+        with torch.no_grad():
+            return prior.unet(x, t, encoder_hidden_states=hidden).sample
+
+    expected = raw_unet(fresh)
+    priors = PriorCache()
+    monkeypatch.setattr(StableDiffusionPrior, "restore", lambda self: None)  # first without the hand-back
+    assert run_job(jobs[0].name, jobs[0].config, priors).status == "finished"
+    (prior,) = priors.priors.values()
+    assert list(prior.unet.peft_config) == ["default"]  # psi's LoRA and camera MLP are still in phi's UNet
+    with pytest.raises(ValueError, match="class_labels"):
+        raw_unet(prior)
+    monkeypatch.undo()
+    prior.restore()
+    assert torch.equal(raw_unet(prior), expected) and prior.unet.class_embedding is None
+    assert not getattr(prior.unet, "peft_config", None)
+    second = run_job(jobs[1].name, jobs[1].config, priors)  # a second psi goes into the same UNet
+    assert (second.status, priors.loads) == ("finished", 1)
+    assert torch.equal(raw_unet(prior), expected) and prior.shared_unet_roles is None
 
 
 # ---------------------------------------------------------------------------------------------- on Ray
@@ -174,7 +229,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    """A real Ray head on this machine with 2 CPUs; the batches join it with --address."""
+    """A real Ray head on this machine with 2 CPUs; the batches join it with --address. (Its teardown, ray stop
+    --force, stops every Ray of this machine.)"""
+    pytest.importorskip("ray")
     ray_cli = Path(sys.executable).with_name("ray")
     port = _free_port()
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
@@ -212,24 +269,27 @@ def state(out: Path) -> dict:
 
 
 def test_batch_of_synthetic_jobs_with_a_failing_one(ray_cluster, tmp_path):
-    jobs = small_jobs(tmp_path / "jobs.yaml", ["a head", "a red head"])
+    jobs = small_jobs(tmp_path / "jobs.yaml", ["a head"])
     data = yaml.safe_load(jobs.read_text())
     data.append({**data[0], "prompt": "a ghost", "synthetic": {"reference": [str(tmp_path / "missing.ply")]}})
     jobs.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
-    done = batch(jobs, "--out", out, "--methods", "sds,esd", "--steps", 6, "--workers", 2, "--address", ray_cluster)
+    done = batch(
+        jobs, "--out", out, "--methods", "sds,esd", "--seeds", 2, "--steps", 6, "--workers", 2, "--address", ray_cluster
+    )
     assert done.returncode == 1, done.stderr[-3000:]  # one job failed, the rest finished
     jobs_state = state(out)
     failed = {n: s for n, s in jobs_state.items() if s["status"] == "failed"}
-    assert sorted(failed) == ["a-ghost-esd-s0", "a-ghost-sds-s0"]
+    assert sorted(failed) == ["a-ghost-esd-s0", "a-ghost-esd-s1", "a-ghost-sds-s0", "a-ghost-sds-s1"]
     assert all("missing.ply does not exist" in s["reason"] for s in failed.values())
     finished = [n for n, s in jobs_state.items() if s["status"] == "finished"]
     assert len(finished) == 4 and all((out / n / "scene.ply").is_file() for n in finished)
-    assert max(s["prior_loads"] for s in jobs_state.values() if s["status"] == "finished") <= 2  # < jobs per worker
+    # 4 jobs of one prior on 2 workers: some worker ran two or more, yet no worker built the prior twice
+    assert max(s["prior_loads"] for s in jobs_state.values() if s["status"] == "finished") == 1
     index = (out / "index.md").read_text()
     assert all(n in index for n in jobs_state) and "missing.ply does not exist" in index
     page = (out / "index.html").read_text()
-    assert page.count("<figure") == 6 and 'href="a-head-sds-s0/scene.ply"' in page
+    assert page.count("<figure") == 8 and 'href="a-head-sds-s0/scene.ply"' in page
     assert "failed a-ghost-sds-s0" in " ".join(done.stderr.split())
 
 
@@ -268,7 +328,8 @@ def test_batch_interrupted_then_rerun_finishes_only_what_was_missing(ray_cluster
 
 
 def test_batch_on_the_tiny_stable_diffusion_with_a_local_ray(tmp_path):
-    """No --address: Ray starts on this machine. Two SD jobs in one worker: one model load."""
+    """No --address: a new Ray starts on this machine. Four SD jobs in one worker: one model load."""
+    pytest.importorskip("ray")
     model = build_tiny_stable_diffusion(tmp_path / "sd")
     item = {
         "prompt": "a head",
@@ -286,11 +347,11 @@ def test_batch_on_the_tiny_stable_diffusion_with_a_local_ray(tmp_path):
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text(yaml.safe_dump([item]))
     out = tmp_path / "out"
-    done = batch(jobs, "--out", out, "--methods", "sds", "esd", "--steps", 3)
+    done = batch(jobs, "--out", out, "--methods", "sds", "esd", "--seeds", 2, "--steps", 3)
     assert done.returncode == 0, done.stderr[-3000:]
     final = state(out)
-    assert [s["status"] for s in final.values()] == ["finished", "finished"]
-    assert [s["prior_loads"] for s in final.values()] == [1, 1]
+    assert [s["status"] for s in final.values()] == ["finished"] * 4
+    assert [s["prior_loads"] for s in final.values()] == [1] * 4  # one worker, one model load for four jobs
     assert all((out / n / "scene.ply").is_file() and (out / n / "contact_sheet.png").is_file() for n in final)
 
 

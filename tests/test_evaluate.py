@@ -176,15 +176,10 @@ class Flatten(torch.nn.Module):
 
 
 def test_fid_statistics_known_answer():
-    """Same covariance, means apart by c in each of d features: FID = d c^2."""
+    """Same covariance, means apart by c in each of d features: FID = d c^2 (through ``frechet_distance``)."""
     real = torch.rand(200, 3, 2, 2, generator=torch.Generator().manual_seed(0))
     for shift in (0.0, 0.05, 0.2):
-        from torchmetrics.image.fid import FrechetInceptionDistance
-
-        fid = FrechetInceptionDistance(feature=Flatten(), normalize=True)
-        fid.update(real, real=True)
-        fid.update(real + shift, real=False)
-        assert float(fid.compute()) == pytest.approx(12 * shift**2, abs=1e-4)
+        assert frechet_distance(real, real + shift, Flatten()) == pytest.approx(12 * shift**2, abs=1e-4)
 
 
 def test_clip_fid_is_zero_against_itself_and_grows_with_a_shift(models_dir):
@@ -337,3 +332,37 @@ def test_bad_input_is_one_line(models_dir, tmp_path, args, message):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert message in lines[-1] and lines[-1].startswith("esd-gs: error:") and "Traceback" not in done.stderr
+
+
+def two_faced_head():
+    """The built-in head with its back replaced by its front, mirrored (x -> -x): a face at azimuth 0 and 180."""
+    from esd_gs.example import builtin_head
+    from esd_gs.scene import GaussianScene
+
+    raw = builtin_head().raw()
+    front = raw["means"][:, 0] > 0
+    mirrored = {k: v[front].clone() for k, v in raw.items()}
+    mirrored["means"][:, 0] *= -1
+    mirrored["quats"][:, 2:] *= -1  # (w, x, y, z) of M R M with M = diag(-1, 1, 1)
+    return GaussianScene({k: torch.cat([raw[k][front], mirrored[k]]) for k in raw})
+
+
+def test_the_measure_finds_two_faces_and_a_face_everywhere(models_dir, tmp_path):
+    """Known answers beyond the saved runs: a two-faced head is Janus (2 arcs), as the ground truth says; the
+    collapsed SDS run (one arc, every view frontal) is a face everywhere; the single-faced reference is one face."""
+    from esd_gs.io import write_ply
+
+    (run,) = copy_runs(tmp_path, ("sds",))
+    models = EvalModels(CPU)
+    config = small_config(models_dir, tmp_path, sides="reference", metrics=("janus",))
+    collapsed, _ = evaluate(resolve_target(run), config, models)
+    assert collapsed["janus"]["verdict"] == "face everywhere" and collapsed["janus"]["frontal_arcs"] == 1
+    write_ply(two_faced_head(), run / "scene.ply")
+    janus, _ = evaluate(resolve_target(run), config, models)
+    assert janus["janus"]["frontal_arcs"] == 2 and janus["janus"]["verdict"] == "Janus"
+    assert janus["ground_truth"]["face_count"] == 2 and janus["ground_truth"]["excess_faces"] == 1
+    from esd_gs.example import builtin_head
+
+    write_ply(builtin_head(), run / "scene.ply")
+    single, _ = evaluate(resolve_target(run), config, models)
+    assert single["janus"]["verdict"] == "one face" and single["ground_truth"]["excess_faces"] == 0

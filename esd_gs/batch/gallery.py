@@ -58,7 +58,9 @@ def _fmt(value, spec: str) -> str:
 
 def _janus(row: dict) -> str:
     janus = row["janus"]
-    return "-" if not janus else f"{janus['frontal_arcs']} arc(s), share {janus['frontal_share']:.2f}"
+    if not janus:
+        return "-"
+    return f"{janus.get('verdict', '')}: {janus['frontal_arcs']} arc(s), share {janus['frontal_share']:.2f}"
 
 
 def write_gallery(out: Path, jobs: list[Job], state: dict) -> None:

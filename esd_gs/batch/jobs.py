@@ -82,6 +82,22 @@ def _merge(base: dict, changes: dict) -> dict:
     return out
 
 
+def _absolute_paths(config: GenerateConfig) -> GenerateConfig:
+    """Local model folders and reference files as absolute paths (Hub ids and family names stay as they are)."""
+
+    def absolute(value):
+        return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
+
+    return replace(
+        config,
+        model=absolute(config.model),
+        psi=replace(config.psi, base_model=absolute(config.psi.base_model)),
+        synthetic=replace(
+            config.synthetic, reference=tuple(Path(p).expanduser().resolve() for p in config.synthetic.reference)
+        ),
+    )
+
+
 def slug(prompt: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "job"
 
@@ -104,7 +120,8 @@ def expand_jobs(
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     base_preset = load_yaml_config(preset) if preset is not None else None
-    jobs, first_of_slug = [], {}
+    out = out.resolve()  # the workers may run in another folder (a cluster's): every path is absolute
+    jobs, first_of_slug, taken = [], {}, set()
     for index, item in enumerate(items, 1):
         settings = {k: v for k, v in item.items()}
         if prior is not None and "prior" not in settings:
@@ -120,12 +137,16 @@ def expand_jobs(
         config = config_from_dict(_merge(config_to_dict(base), settings), where=label)
         if steps is not None:
             config = replace(config, steps=steps)
+        config = _absolute_paths(config)
         stem = slug(config.prompt)
         if first_of_slug.setdefault(stem, index) != index:  # the same prompt again, with other settings
             stem = f"{stem}-job{index}"
         for method in methods or (config.distill.method,):
             for seed in range(seeds) if seeds is not None else (config.seed,):
                 name = f"{stem}-{method}-s{seed}"
+                if name in taken:
+                    raise UserError(f"{label}: its run folder {name} is already another job's: change its prompt")
+                taken.add(name)
                 run = replace(config, distill=replace(config.distill, method=method), seed=seed, out=out / name)
                 try:
                     run.validate()

@@ -1,11 +1,13 @@
 """Scheduling a batch on Ray: one ``BatchWorker`` actor per slot, each given the next job as soon as it is free.
 
 - Slots: with GPUs in the cluster and jobs that use them, one worker per GPU (``num_gpus=1``, Ray sets its
-  ``CUDA_VISIBLE_DEVICES``); otherwise ``workers`` CPU workers (default 1), each given an equal share of the CPUs
-  (Ray sets its thread count). ``address`` None starts Ray on this machine; otherwise it joins that cluster.
+  ``CUDA_VISIBLE_DEVICES``); otherwise ``workers`` CPU workers (default 1), each given an equal share of the
+  smallest node's CPUs (Ray sets its thread count). ``address`` None starts a new Ray on this machine (never one
+  left running by ``ray start``); otherwise it joins that cluster.
 - Progress: one rich bar over the batch (done / running / failed, ETA) and a line per finished job.
-- Ctrl-C or SIGTERM: no further job starts; every running job is sent SIGTERM (on its own node), saves its
-  checkpoint and stops; the batch then writes its files and exits 130 / 143. Re-running the same command resumes.
+- Ctrl-C or SIGTERM: no further job starts; every running job is sent SIGTERM (by a task on its own node), saves
+  its checkpoint and stops; the batch then writes its files and exits 130 / 143. Re-running the same command
+  resumes. A worker that dies (killed, out of memory) fails its job and is replaced.
 - ``batch.json`` (the state of every job) is rewritten after each job; index.md / index.html at the end.
 """
 
@@ -43,19 +45,25 @@ def _uses_gpu(jobs: list[Job], gpus: float) -> bool:
 
 
 def _stop_worker(ray, node: str, pid: int) -> None:
-    """SIGTERM to one worker process, from a task on its own node."""
+    """SIGTERM to one worker process, from a task pinned to its own node (never a local ``os.kill``: with a Ray
+    client the driver's machine is not the worker's). A worker that is already gone is fine."""
     import os
 
-    if node == ray.get_runtime_context().get_node_id():
-        os.kill(pid, signal.SIGTERM)
-        return
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0)
     def kill(target: int) -> None:
-        os.kill(target, signal.SIGTERM)
+        try:
+            os.kill(target, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
-    ray.get(kill.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(pid))
+    try:
+        ray.get(
+            kill.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(pid), timeout=60
+        )
+    except Exception as exc:  # the node is gone, or the task could not be placed: the job just ends without a save
+        console.print(f"[yellow]could not stop the worker {pid}: {_line(exc)}[/yellow]")
 
 
 def run_batch(
@@ -65,7 +73,7 @@ def run_batch(
     ray = import_ray()
     try:
         ray.init(
-            address=address,
+            address=address or "local",  # "local": a new Ray of this machine, never a cluster left running here
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
@@ -83,19 +91,26 @@ def _line(exc: BaseException) -> str:
 
 
 def _schedule(ray, jobs: list[Job], out: Path, workers: int | None, eval_config) -> int:
-    resources = ray.cluster_resources()
-    gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 1))
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    gpus = sum(float(n.get("GPU", 0)) for n in nodes)
+    cpus = sum(float(n.get("CPU", 0)) for n in nodes)
+    smallest = min((float(n.get("CPU", 0)) for n in nodes), default=1.0)  # a share every node can give
     if _uses_gpu(jobs, gpus):
         count = min(int(gpus), workers or int(gpus), len(jobs))
-        options = {"num_gpus": 1, "num_cpus": max(1, int(cpus // max(1, int(gpus))))}
+        per_gpu = min(float(n.get("CPU", 0)) / max(1.0, float(n.get("GPU", 0))) for n in nodes if n.get("GPU"))
+        options = {"num_gpus": 1, "num_cpus": max(1, int(per_gpu))}
     else:
         count = min(workers or 1, len(jobs))
         if count > cpus:
             raise UserError(f"--workers {count} but the Ray cluster has {cpus:g} CPUs")
-        options = {"num_gpus": 0, "num_cpus": max(1, int(cpus // count))}
+        per_node = -(-count // max(1, len(nodes)))  # workers per node, rounded up
+        options = {"num_gpus": 0, "num_cpus": max(1, int(smallest // per_node))}
     Worker = worker_class(ray)
     actors = [Worker.options(**options).remote(eval_config) for _ in range(count)]
-    where = dict(zip(actors, ray.get([a.where.remote() for a in actors])))
+    try:
+        where = dict(zip(actors, ray.get([a.where.remote() for a in actors], timeout=600)))
+    except ray.exceptions.GetTimeoutError:
+        raise UserError(f"Ray could not place {count} worker(s) with {options} within 10 minutes") from None
     state = {
         job.name: {
             "status": "pending",
@@ -136,11 +151,14 @@ def _schedule(ray, jobs: list[Job], out: Path, workers: int | None, eval_config)
                     actor, job = running.pop(ref)
                     try:
                         result = ray.get(ref)
-                    except ray.exceptions.RayError as exc:  # the worker process died (killed, out of memory)
+                    except ray.exceptions.RayActorError as exc:  # the worker process died (killed, out of memory)
                         result = {"name": job.name, "status": "failed", "reason": f"worker died: {_line(exc)}"}
+                        ray.kill(actor)  # its resources go back before a new one is placed
                         actor = None if stopping else Worker.options(**options).remote(eval_config)
                         if actor is not None:
-                            where[actor] = ray.get(actor.where.remote())
+                            where[actor] = ray.get(actor.where.remote(), timeout=600)
+                    except ray.exceptions.RayError as exc:  # the job raised past run_job: the worker is fine
+                        result = {"name": job.name, "status": "failed", "reason": _line(exc)}
                     if actor is not None:
                         idle.append(actor)
                     state[job.name].update(result)

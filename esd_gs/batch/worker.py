@@ -3,9 +3,10 @@ CPU slot) runs job after job and keeps what is expensive to load: the priors (``
 ``priors.prior_key``, handed back unchanged after each run by ``Prior.restore``) and, with ``--evaluate``, the
 evaluation models.
 
-A job's run directory decides what it does: finished (run.json and scene.ply) -> skipped; interrupted with a
-checkpoint -> resumed; anything else of the same settings -> started afresh (``generate --overwrite`` rules: the old
-outputs are set aside until the new run has finished); a run of other settings -> refused (never removed). Whatever
+A job's run directory decides what it does: a run of other settings, or files that are no run (no config.yaml) ->
+refused (never removed); finished (run.json and scene.ply) -> skipped; unfinished with a checkpoint (interrupted,
+or "running" when its worker was killed) -> resumed; anything else of the same settings -> started afresh
+(``generate --overwrite`` rules: the old outputs are set aside until the new run has finished). Whatever
 fails (a bad prompt, a NaN, out of memory) ends as the job's one-line reason; the worker goes on with the next job.
 Each job's console output (its progress bar) goes to ``RUN/batch.log``.
 """
@@ -54,11 +55,25 @@ class PriorCache:
         from ..environment import pick_device
         from ..priors import build_prior, prior_key
 
-        key = (prior_key(config), config.device)
+        device = pick_device(config.device)
+        key = (prior_key(config), str(device))
         if key not in self.priors:
-            self.priors[key] = build_prior(config, pick_device(config.device))
+            self.priors[key] = build_prior(config, device)
             self.loads += 1
         return self.priors[key]
+
+    def drop(self, config: GenerateConfig) -> None:
+        from ..priors import prior_key
+
+        self.priors = {k: v for k, v in self.priors.items() if k[0] != prior_key(config)}
+
+
+def _free_memory(exc: BaseException) -> None:
+    """After an out-of-memory error on CUDA, hand the cached blocks back before the next job."""
+    import torch
+
+    if torch.cuda.is_available() and "out of memory" in str(exc).lower():
+        torch.cuda.empty_cache()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -81,10 +96,6 @@ def run_job(name: str, config: GenerateConfig, priors: PriorCache, evaluate_with
     files = RunDir(config.out)
     start = time.perf_counter()
     status = files.read_status()
-    if status == "finished" and files.scene_ply.is_file():
-        result = JobResult(name, "skipped", "finished earlier")
-        return _evaluated(result, config, files, evaluate_with)
-    resume = False
     if files.config.is_file():
         try:
             saved = load_yaml_config(files.config)
@@ -94,11 +105,20 @@ def run_job(name: str, config: GenerateConfig, priors: PriorCache, evaluate_with
             return JobResult(
                 name, "failed", f"{files.path} holds a run of other settings: remove it or use another --out"
             )
-        resume = status == "interrupted" and has_checkpoint(files.checkpoint)
+        if status == "finished" and files.scene_ply.is_file():
+            return _evaluated(JobResult(name, "skipped", "finished earlier"), config, files, evaluate_with)
+    elif files.existing_outputs() or files.replaced.exists():
+        return JobResult(name, "failed", f"{files.path} holds files that are not a run of this batch: move them away")
+    # a checkpoint of an unfinished run (interrupted, or its worker killed while "running"): resume it
+    resume = status in ("interrupted", "running") and has_checkpoint(files.checkpoint)
     job = replace(config, resume=files.path) if resume else replace(config, overwrite=bool(files.existing_outputs()))
-    files.path.mkdir(parents=True, exist_ok=True)
     prior = None
-    with open(files.path / LOG, "a", encoding="utf-8") as log, contextlib.redirect_stderr(log):
+    try:
+        files.path.mkdir(parents=True, exist_ok=True)
+        log = open(files.path / LOG, "a", encoding="utf-8")
+    except OSError as exc:
+        return JobResult(name, "failed", f"cannot write {files.path}: {exc.strerror or exc}")
+    with log, contextlib.redirect_stderr(log):
         try:
             prior = priors.get(config)
             generate(job, prior=prior)
@@ -108,9 +128,15 @@ def run_job(name: str, config: GenerateConfig, priors: PriorCache, evaluate_with
         except Exception as exc:  # one job's failure never stops the worker
             traceback.print_exc(file=log)
             result = JobResult(name, "failed", _one_line(exc), resumed=resume)
+            _free_memory(exc)
         finally:
             if prior is not None:
-                prior.restore()
+                try:
+                    prior.restore()
+                except Exception as exc:  # the prior cannot be trusted any more: build it again next time
+                    traceback.print_exc(file=log)
+                    priors.drop(config)
+                    result.reason = (result.reason + "; " if result.reason else "") + f"prior reset: {_one_line(exc)}"
     result.seconds = time.perf_counter() - start
     result.prior_loads = priors.loads
     return _evaluated(result, config, files, evaluate_with) if result.status == "finished" else result

@@ -10,7 +10,7 @@ import tyro
 
 from ..errors import UserError
 from ..evaluation.compare import compare
-from ..evaluation.evaluate import EvalConfig, check_dependencies, preload
+from ..evaluation.evaluate import EvalConfig, check_dependencies, preload, saved_evaluation
 from ..evaluation.models import EvalModels
 from ..render import UserBackend, resolve_backend
 from .common import ensure_writable_dir, pick_device
@@ -29,7 +29,7 @@ class CompareArgs:
     out: Path
     """Directory for compare.md, compare.png and compare.json."""
     prompt: str | None = None
-    """What the scenes show (needed for .ply files)."""
+    """What the scenes show: needed for .ply files; when given, it replaces every run's own prompt too."""
     eval: Annotated[EvalConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=EvalConfig)
     device: str = "auto"
     """auto (CUDA if available), cpu or cuda."""
@@ -52,5 +52,5 @@ def run_compare(args: CompareArgs) -> Path:
     backend = resolve_backend(args.backend, device)
     ensure_writable_dir(args.out)
     models = EvalModels(device, args.precision)
-    preload(targets, args.eval, models)
+    preload([t for t in targets if saved_evaluation(t, args.eval) is None], args.eval, models)  # the ones to evaluate
     return compare(targets, args.eval, models, args.out, backend, args.overwrite)

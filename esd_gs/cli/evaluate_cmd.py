@@ -35,7 +35,7 @@ class EvaluateArgs:
     targets: tyro.conf.Positional[tuple[Path, ...]]
     """Run directories (their scene.ply and config.yaml) and/or 3DGS .ply files."""
     prompt: str | None = None
-    """What the scenes show (needed for a .ply; a run's own prompt otherwise)."""
+    """What the scenes show: needed for a .ply; when given, it replaces every run's own prompt too."""
     out: Path | None = None
     """Output directory. Default: each run directory itself, or <stem>-eval/ beside a .ply. With several targets,
     one sub-folder per target inside it."""

@@ -293,6 +293,10 @@ def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -
     if "clip" in metrics or clip_sides or ("fid" in metrics and config.fid_features == "clip"):
         models.clip(config.clip_model)
     if "fid" in metrics:
+        if config.fid_features == "inception":  # torch-fidelity loads (or downloads) its weights here
+            from .fid import fid_metric
+
+            fid_metric("inception")
         for target in targets:
             run = target.run_config
             if run is None or run.prior != "synthetic":

@@ -41,12 +41,15 @@ class ClipImageFeatures(torch.nn.Module):
         return self.clip.image_features(images)
 
 
-def fid_metric(features: FidFeatures, clip=None):
-    """A fresh torchmetrics ``FrechetInceptionDistance`` on ``features`` (inputs: float images in [0, 1])."""
+def fid_metric(features: FidFeatures | torch.nn.Module, clip=None):
+    """A fresh torchmetrics ``FrechetInceptionDistance`` on ``features`` (inputs: float images in [0, 1]): "clip",
+    "inception", or any feature module (images -> [B, D])."""
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
     except ImportError:
         raise UserError("FID needs torchmetrics: pip install 'esd-gs[eval]'") from None
+    if isinstance(features, torch.nn.Module):
+        return FrechetInceptionDistance(feature=features, normalize=True)
     if features == "clip":
         if clip is None:
             raise ValueError("clip features need a CLIP model")
@@ -58,7 +61,7 @@ def fid_metric(features: FidFeatures, clip=None):
 
 
 def frechet_distance(
-    real: Tensor, generated: Tensor, features: FidFeatures = "clip", clip=None, batch: int = 64
+    real: Tensor, generated: Tensor, features: FidFeatures | torch.nn.Module = "clip", clip=None, batch: int = 64
 ) -> float:
     """FID between two image sets [N, 3, H, W] and [M, 3, H', W'] in [0, 1] (N, M >= 2)."""
     if real.shape[0] < 2 or generated.shape[0] < 2:

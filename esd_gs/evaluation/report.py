@@ -48,9 +48,8 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(f"IQ {result['iq_iv']['iq']:.3f}  IV {result['iq_iv']['iv']:.3f}")
     if "janus" in result:
         janus = result["janus"]
-        verdict = "Janus" if janus["janus"] else "one face" if janus["frontal_arcs"] == 1 else "no face"
         lines.append(
-            f"{verdict}: {janus['frontal_arcs']} frontal arc(s), frontal share {janus['frontal_share']:.2f} "
+            f"{janus['verdict']}: {janus['frontal_arcs']} frontal arc(s), frontal share {janus['frontal_share']:.2f} "
             f"({janus['classifier']} sides)"
         )
     if "ground_truth" in result:
@@ -119,7 +118,7 @@ TABLE_COLUMNS = (
     "IV ↑",
     "frontal share",
     "frontal arcs",
-    "Janus",
+    "verdict",
 )
 
 
@@ -127,14 +126,48 @@ def _number(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def table_row(name: str, result: dict) -> list[str]:
+def method_label(result: dict) -> str:
     run = result.get("run")
     if run is None:
-        method = "-"
-    elif run["method"] == "esd":
-        method = f"ESD l={run['lambda_entropy']:g} ({run['estimator']})"
-    else:
-        method = run["method"].upper()
+        return "-"
+    if run["method"] == "esd":
+        return f"ESD l={run['lambda_entropy']:g} ({run['estimator']})"
+    return run["method"].upper()
+
+
+def _mean_std(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+def method_summary(results: list[dict]) -> list[str]:
+    """Markdown rows: each method's mean ± std over its runs (seeds) and how many of its runs each verdict got."""
+    groups: dict[str, list[dict]] = {}
+    for result in results:
+        groups.setdefault(method_label(result), []).append(result)
+    lines = [
+        "| method | runs | CLIP sim | FID | IQ | IV | frontal share | Janus runs | face-everywhere runs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, members in groups.items():
+        janus = [r["janus"] for r in members if "janus" in r]
+        lines.append(
+            f"| {label} | {len(members)} | {_mean_std([r.get('clip', {}).get('similarity') for r in members])} "
+            f"| {_mean_std([r.get('fid', {}).get('value') for r in members])} "
+            f"| {_mean_std([r.get('iq_iv', {}).get('iq') for r in members])} "
+            f"| {_mean_std([r.get('iq_iv', {}).get('iv') for r in members])} "
+            f"| {_mean_std([j['frontal_share'] for j in janus])} "
+            f"| {sum(j['janus'] for j in janus)}/{len(janus)} | {sum(j['collapsed'] for j in janus)}/{len(janus)} |"
+        )
+    return lines
+
+
+def table_row(name: str, result: dict) -> list[str]:
+    method = method_label(result)
     janus = result.get("janus")
     return [
         name,
@@ -146,7 +179,7 @@ def table_row(name: str, result: dict) -> list[str]:
         _number(result.get("iq_iv", {}).get("iv")),
         _number(janus["frontal_share"], 2) if janus else "-",
         str(janus["frontal_arcs"]) if janus else "-",
-        ("yes" if janus["janus"] else "no") if janus else "-",
+        janus["verdict"] if janus else "-",
     ]
 
 
@@ -154,6 +187,10 @@ def compare_markdown(names: list[str], results: list[dict]) -> str:
     """compare.md: one row per run (and the ground truth of synthetic runs below it)."""
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + " --- |" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(table_row(n, r)) + " |" for n, r in zip(names, results)]
+    labels = [method_label(r) for r in results]
+    if len(set(labels)) < len(labels):  # several runs (seeds) of one method: their mean, and the Janus rate
+        lines += ["", "Per method: mean ± std over its runs, and how many runs got each Janus verdict.", ""]
+        lines += method_summary(results)
     truths = [(n, r["ground_truth"]) for n, r in zip(names, results) if "ground_truth" in r]
     if truths:
         lines += [
@@ -175,6 +212,15 @@ def compare_markdown(names: list[str], results: list[dict]) -> str:
         f"at {settings['elevation']:g}° elevation, {settings['size']} px; CLIP {settings['clip_model']}, classifier "
         f"{settings['classifier']}."
     )
+    fids = sorted(
+        {
+            f"{r['fid']['features']} against {r['fid']['samples']} samples of the {r['fid']['source']}"
+            for r in results
+            if "fid" in r
+        }
+    )
+    if fids:
+        header += " FID: " + "; ".join(fids) + "."
     return header + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -196,7 +242,7 @@ def write_compare_figure(names: list[str], results: list[dict], strips: list[Ten
                 ax.set_ylabel(name, fontsize=8)
         text = fig.add_subplot(grid[row, columns])
         text.axis("off")
-        text.text(0.03, 0.5, "\n".join(summary_lines(result)[:4]), va="center", fontsize=7, family="monospace")
+        text.text(0.03, 0.5, "\n".join(summary_lines(result)), va="center", fontsize=7, family="monospace")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -92,6 +92,12 @@ def stable_diffusion_samples(
     folder = cache_dir / "fid-samples" / settings.key()
     have = cached_samples(folder, settings)
     if len(have) < count:
+        from ..progress import console
+
+        console.print(
+            f"sampling {count - len(have)} image(s) of {settings.prompt!r} from {settings.model} for FID "
+            f"({settings.steps} steps each; cached in {folder} for every later evaluation)"
+        )
         folder.mkdir(parents=True, exist_ok=True)
         pipe = _pipeline(prior)
         task = progress.add_task("sampling the prior", total=count - len(have)) if progress is not None else None

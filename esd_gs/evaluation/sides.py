@@ -5,8 +5,12 @@ front is its most likely side. Over a turntable (evenly spaced azimuths, in orde
 
 - **frontal share**: the share of frontal views (a single-fronted object seen on a full turn: about a quarter);
 - **frontal arcs**: the number of separate circular runs of frontal views, the number of faces the object shows;
-  an object with more than one arc is **Janus** (a face in every view is one arc, so the share is reported beside it);
-- the share of each side.
+- the share of each side, and a **verdict**: ``Janus`` (more than one arc), ``face everywhere`` (one arc but more
+  than half the views frontal: the front is shown from the sides too, the mode collapse of score distillation that
+  a single arc would hide), ``one face`` or ``no face``.
+
+Each view is judged on its own, without smoothing: with a noisy classifier (real CLIP on hard views) one flickering
+view can split an arc, so read the arcs beside the per-view sides of eval.png.
 
 Two classifiers implement the interface: ``ClipSideClassifier`` (zero-shot CLIP against "front view of <prompt>",
 "side view of <prompt>", "back view of <prompt>"), the default for real runs, and ``ReferenceSideClassifier`` (the
@@ -27,6 +31,8 @@ from .janus import count_arcs, nearest_prior_distances
 
 SIDES = ("front", "side", "back")
 FRONT, SIDE, BACK = range(3)
+COLLAPSED_SHARE = 0.5
+"""Above this frontal share, one arc is a face everywhere: a single front covers about a quarter of a turntable."""
 
 
 class SideClassifier(ABC):
@@ -93,8 +99,20 @@ class JanusMeasure:
     def janus(self) -> bool:
         return self.frontal_arcs > 1
 
+    @property
+    def collapsed(self) -> bool:
+        return self.frontal_share > COLLAPSED_SHARE
+
+    @property
+    def verdict(self) -> str:
+        if self.janus:
+            return "Janus"
+        if self.collapsed:
+            return "face everywhere"
+        return "one face" if self.frontal_arcs == 1 else "no face"
+
     def as_dict(self) -> dict:
-        return {**self.__dict__, "janus": self.janus}
+        return {**self.__dict__, "janus": self.janus, "collapsed": self.collapsed, "verdict": self.verdict}
 
 
 def janus_measure(side_probabilities: Tensor) -> JanusMeasure:

@@ -83,6 +83,7 @@ class StableDiffusionPrior(Prior):
             raise UserError(f"unsupported prediction type '{self.prediction_type}' (need epsilon or v_prediction)")
         self.vae_scale = float(vae.config.scaling_factor)
         self.shared_unet_roles = None  # set by a shared-UNet psi (estimators.lora.SharedUNetRoles)
+        self._own_class_embedding = unet.class_embedding  # what restore() puts back
         self._rgb_to_latent: tuple[Tensor, Tensor] | None = None
 
     @classmethod
@@ -234,11 +235,12 @@ class StableDiffusionPrior(Prior):
     def restore(self) -> None:
         """``Prior.restore``: a shared-UNet psi's LoRA adapters deleted (peft's layers then compute exactly the base
         layers) and its camera MLP detached."""
-        if self.shared_unet_roles is None:
-            return
-        self.shared_unet_roles.use("phi")
-        self.unet.delete_adapters(list(getattr(self.unet, "peft_config", None) or {}))
-        self.unet.class_embedding = None
+        if self.shared_unet_roles is not None:
+            self.shared_unet_roles.use("phi")
+        adapters = list(getattr(self.unet, "peft_config", None) or {})  # also those of a psi that failed half-built
+        if adapters:
+            self.unet.delete_adapters(adapters)
+        self.unet.class_embedding = self._own_class_embedding
         self.shared_unet_roles = None
 
 
