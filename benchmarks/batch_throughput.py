@@ -30,20 +30,9 @@ from pathlib import Path
 
 import yaml
 
+from esd_gs.testing.small_jobs import SMALL_SYNTHETIC
+
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {
-    "prior": "synthetic",
-    "batch_size": 2,
-    "init": {"num_points": 200},
-    "synthetic": {"num_images": 16},
-    "output": {
-        "preview_every": 0.0,
-        "checkpoint_every": 0.0,
-        "turntable_views": 4,
-        "turntable_size": 16,
-        "video_formats": ["gif"],
-    },
-}
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0")
 
 
@@ -85,7 +74,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             jobs = root / "jobs.yaml"
-            jobs.write_text(yaml.safe_dump([{"prompt": "a head", **SMALL, "steps": args.steps}]))
+            jobs.write_text(yaml.safe_dump([{"prompt": "a head", **SMALL_SYNTHETIC, "steps": args.steps}]))
             flags = [
                 "--prior",
                 "synthetic",

@@ -21,26 +21,14 @@ from esd_gs.batch.jobs import expand_jobs, read_job_file
 from esd_gs.batch.worker import PriorCache, run_job
 from esd_gs.cli.main import main
 from esd_gs.errors import UserError
+from esd_gs.testing.small_jobs import SMALL_OUTPUT, SMALL_SYNTHETIC
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {
-    "prior": "synthetic",
-    "batch_size": 2,
-    "init": {"num_points": 200},
-    "synthetic": {"num_images": 16},
-    "output": {
-        "preview_every": 0.0,
-        "checkpoint_every": 0.0,
-        "turntable_views": 4,
-        "turntable_size": 16,
-        "video_formats": ["gif"],
-    },
-}
 
 
 def small_jobs(path: Path, prompts: list[str], **extra) -> Path:
-    path.write_text(yaml.safe_dump([{"prompt": p, **SMALL, **extra} for p in prompts]))
+    path.write_text(yaml.safe_dump([{"prompt": p, **SMALL_SYNTHETIC, **extra} for p in prompts]))
     return path
 
 
@@ -184,13 +172,7 @@ def test_a_shared_unet_psi_hands_the_prior_back_unchanged(tmp_path, monkeypatch)
             "steps": 3,
             "init": {"num_points": 300},
             "psi": {"shared_unet": True, "lr": 1e-2},
-            "output": {
-                "preview_every": 0.0,
-                "checkpoint_every": 0.0,
-                "turntable_views": 4,
-                "turntable_size": 16,
-                "video_formats": ["gif"],
-            },
+            "output": SMALL_OUTPUT,
         }
     ]
     jobs = expand_jobs(items, tmp_path / "out", methods=("esd",), seeds=2)
@@ -336,13 +318,7 @@ def test_batch_on_the_tiny_stable_diffusion_with_a_local_ray(tmp_path):
         "model": str(model),
         "resolution": 64,
         "init": {"num_points": 300},
-        "output": {
-            "preview_every": 0.0,
-            "checkpoint_every": 0.0,
-            "turntable_views": 4,
-            "turntable_size": 16,
-            "video_formats": ["gif"],
-        },
+        "output": SMALL_OUTPUT,
     }
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text(yaml.safe_dump([item]))
