@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_env.sh
+bash scripts/install_browser.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Lint (pyflakes, pycodestyle, bugbear), import order and formatting, as configured in pyproject.toml.
 .venv/bin/ruff check .

@@ -15,12 +15,14 @@ from ..progress import console
 
 @dataclass
 class ExportArgs:
-    """Convert a 3DGS .ply to a viewer-ready .ply (chosen up axis, optional SH padding) or an antimatter15 .splat."""
+    """Convert a 3DGS .ply to a viewer-ready .ply (chosen up axis, optional SH padding), an antimatter15 .splat, or a
+    standalone .html page that shows the splats in a browser offline (viser's client and the scene in one file)."""
 
     scene: tyro.conf.Positional[Path]
     """The 3DGS .ply file to read."""
     to: Path
-    """Output file; its extension picks the format: .ply (standard 3DGS) or .splat (32 bytes per Gaussian)."""
+    """Output file; its extension picks the format: .ply (standard 3DGS), .splat (32 bytes per Gaussian) or .html
+    (a page viewing the splats, one colour per Gaussian)."""
     up: UpAxis = "-y"
     """Up axis of the written file: -y (viewers: SuperSplat, antimatter15, 3DGS), y, or z (esd-gs world)."""
     input_up: UpAxis = "-y"
@@ -33,8 +35,8 @@ class ExportArgs:
 
 def run_export(args: ExportArgs) -> Path:
     suffix = args.to.suffix.lower()
-    if suffix not in (".ply", ".splat"):
-        raise UserError(f"--to must end in .ply or .splat, got '{args.to.name}'")
+    if suffix not in (".ply", ".splat", ".html"):
+        raise UserError(f"--to must end in .ply, .splat or .html, got '{args.to.name}'")
     if args.to.exists() and not args.overwrite:
         raise UserError(f"{args.to} already exists: pass --overwrite to replace it")
     if args.to.resolve() == args.scene.resolve():
@@ -42,13 +44,20 @@ def run_export(args: ExportArgs) -> Path:
     if not args.to.parent.is_dir():
         raise UserError(f"directory {args.to.parent} does not exist")
     scene = read_ply(args.scene, up=args.input_up)
-    if args.sh_degree is not None and suffix == ".splat":
-        raise UserError("--sh-degree applies to .ply output only (.splat stores one colour per Gaussian)")
+    if args.sh_degree is not None and suffix != ".ply":
+        raise UserError("--sh-degree applies to .ply output only (.splat and .html use one colour per Gaussian)")
     if args.sh_degree is not None and args.sh_degree < scene.sh_degree:
         raise UserError(f"--sh-degree {args.sh_degree} is below the scene's SH degree {scene.sh_degree}")
     try:
         if suffix == ".ply":
             write_ply(scene, args.to, up=args.up, pad_sh_degree=args.sh_degree)
+        elif suffix == ".html":
+            from ..atomic import atomic_path
+            from ..viewer.export import scene_html
+
+            page = scene_html(scene, title=args.scene.name)
+            with atomic_path(args.to) as tmp:
+                tmp.write_text(page, encoding="utf-8")
         else:
             write_splat(scene, args.to, up=args.up)
     except ValueError as exc:  # the writers refuse scenes they cannot write faithfully

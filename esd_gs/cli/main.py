@@ -29,6 +29,7 @@ from .evaluate_cmd import EvaluateArgs, run_evaluate
 from .export_cmd import ExportArgs, run_export
 from .generate_cmd import generate_defaults, run_generate
 from .render_cmd import RenderArgs, run_render
+from .view_cmd import ViewArgs, run_view
 
 DESCRIPTION = "esd-gs: text to 3D Gaussians with Entropic Score Distillation, exported as 3DGS .ply splats."
 
@@ -75,7 +76,17 @@ def _parse(commands, argv: list[str]):
 
 def parse_args(
     argv: list[str],
-) -> GenerateConfig | RenderArgs | ExportArgs | BenchArgs | EvaluateArgs | CompareArgs | BatchArgs | DoctorArgs:
+) -> (
+    GenerateConfig
+    | RenderArgs
+    | ExportArgs
+    | BenchArgs
+    | EvaluateArgs
+    | CompareArgs
+    | BatchArgs
+    | ViewArgs
+    | DoctorArgs
+):
     """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
     defaults = generate_defaults(argv[1:]) if argv[:1] == ["generate"] else GenerateConfig()
     commands = Union[
@@ -85,6 +96,7 @@ def parse_args(
         Annotated[BenchArgs, tyro.conf.subcommand("bench")],
         Annotated[EvaluateArgs, tyro.conf.subcommand("evaluate")],
         Annotated[BatchArgs, tyro.conf.subcommand("batch")],
+        Annotated[ViewArgs, tyro.conf.subcommand("view")],
         Annotated[CompareArgs, tyro.conf.subcommand("compare")],
         Annotated[DoctorArgs, tyro.conf.subcommand("doctor")],
     ]
@@ -111,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             run_compare(args)
         elif isinstance(args, BatchArgs):
             return run_batch_command(args)
+        elif isinstance(args, ViewArgs):
+            return run_view(args)
         else:
             run_bench(args)
     except (UserError, PlyFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:

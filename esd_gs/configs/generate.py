@@ -87,6 +87,10 @@ class GenerateConfig:
     """Renderer: auto (gsplat on CUDA when its kernels load, else our PyTorch renderer), gsplat (CUDA only) or torch."""
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     """UNet/VAE precision: auto = fp16 on CUDA, fp32 on CPU."""
+    viewer: bool = False
+    """Serve a live 3D view of the Gaussians in the browser while training (viser; refreshed every few seconds)."""
+    viewer_port: int = 8080
+    """Port of the live view's web page (with --viewer)."""
     max_bad_steps: int = 20
     """Stop with an error after this many consecutive steps with a NaN/Inf loss or gradient."""
     init: BallInit = field(default_factory=BallInit)
@@ -107,6 +111,13 @@ class GenerateConfig:
             raise UserError(f"--steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not 1 <= self.viewer_port <= 65535:
+            raise UserError(f"--viewer-port must be in 1..65535, got {self.viewer_port}")
+        if self.viewer:
+            import importlib.util
+
+            if importlib.util.find_spec("viser") is None:
+                raise UserError("--viewer needs viser, which is not installed: pip install 'esd-gs[viewer]'")
         if self.batch_size > MAX_BATCH:
             raise UserError(f"--batch-size must be at most {MAX_BATCH} views per step, got {self.batch_size}")
         for name in ("resolution", "resolution_start"):

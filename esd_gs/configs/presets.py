@@ -50,7 +50,8 @@ def config_to_dict(config: GenerateConfig) -> dict:
 def settings_of(plain: dict) -> dict:
     """What makes two runs the same run: a plain config (``config_to_dict``) but where it is written, on which
     device, and the options that only steer one invocation."""
-    return {k: v for k, v in plain.items() if k not in ("out", "device", "resume", "overwrite", "config")}
+    steering = ("out", "device", "resume", "overwrite", "config", "viewer", "viewer_port")
+    return {k: v for k, v in plain.items() if k not in steering}
 
 
 def run_settings(config: GenerateConfig) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from ..configs.generate import GenerateConfig
@@ -32,7 +33,7 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
             raise UserError(f"{files.path} is not an esd-gs run directory (no config.yaml)")
         if files.read_status() == "finished":
             raise UserError(f"the run in {files.path} is already finished: its scene is {files.scene_ply}")
-        saved = load_yaml_config(files.config)
+        saved = replace(load_yaml_config(files.config), viewer=config.viewer, viewer_port=config.viewer_port)
         saved.validate()
         device = pick_device(config.device if config.device != "auto" else saved.device)
         trainer = Trainer(saved, files.path, device, prior=prior)

@@ -116,7 +116,7 @@ class RunDir:
         """config.yaml: the resolved ``GenerateConfig``, without the options that only steer this invocation."""
         from ..configs.presets import dump_yaml_config
 
-        saved = replace(config, resume=None, overwrite=False, config=None, out=None)
+        saved = replace(config, resume=None, overwrite=False, config=None, out=None, viewer=False)
         with atomic_path(self.config) as tmp:
             tmp.write_text(dump_yaml_config(saved))
 

@@ -85,6 +85,16 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+LIVE_REFRESH_S = 3.0
+"""Seconds between two refreshes of the live view (generate --viewer)."""
+
+
+def _read_png(path):
+    import imageio.v3 as iio
+
+    return iio.imread(path)
+
+
 class Trainer:
     """One generate run in ``run_dir`` (see the module docstring)."""
 
@@ -119,6 +129,7 @@ class Trainer:
         self.bad_in_a_row = 0
         self._stop_signal: int | None = None
         self._finishing = False
+        self.live_view = None  # generate --viewer: started by run(), so that building a Trainer serves nothing
 
     # ------------------------------------------------------------------ optimisation pieces
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -235,6 +246,11 @@ class Trainer:
             max(1, round(cfg.output.checkpoint_every * cfg.steps)) if cfg.output.checkpoint_every > 0 else 0
         )
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if cfg.viewer:
+            from ..viewer.server import LiveView  # imported only with --viewer
+
+            self.live_view = LiveView("127.0.0.1", cfg.viewer_port, LIVE_REFRESH_S, cfg.prompt)
+            console.print(f"live view at {self.live_view.viewer.url}")
         try:
             with make_progress("loss", "gaussians") as progress, open(metrics_path, "a") as metrics:
                 task = progress.add_task(
@@ -252,6 +268,12 @@ class Trainer:
                     progress.update(task, completed=self.step, loss=loss_text, gaussians=row["gaussians"])
                     if preview_every and (self.step % preview_every == 0 or self.step == cfg.steps):
                         self.write_preview()
+                        if self.live_view is not None:
+                            self.live_view.preview = _read_png(self.files.preview(self.step))
+                    if self.live_view is not None:
+                        self.live_view.update(
+                            self.scene, self.step, cfg.steps, row["loss"], force=self.step == cfg.steps
+                        )
                     if checkpoint_every and self.step % checkpoint_every == 0 and self.step < cfg.steps:
                         self.save()
             if self._stop_signal is not None:
@@ -285,6 +307,9 @@ class Trainer:
             self._finishing = False
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
+            if self.live_view is not None:
+                self.live_view.close()
+                self.live_view = None
 
     @staticmethod
     def _attempt(action, what: str) -> bool:
