@@ -114,13 +114,49 @@ def main() -> None:
     summary = {
         "steps": args.steps,
         "rounds": args.rounds,
-        "mean_ms_per_step": {k: 1000 * v for k, v in medians.items()},
+        "median_wall_s": medians,
         "ratio_to_off": {k: v / medians["off"] for k, v in medians.items()},
         "all_s": seconds,
     }
     print(json.dumps(summary, indent=1))
+    summary["refresh_ms"] = refresh_costs()
+    print(json.dumps(summary["refresh_ms"]))
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=1))
+
+
+def refresh_costs(repeats: int = 5) -> dict[str, float]:
+    """Median milliseconds of one live-view refresh (copy to the CPU, send), nobody watching, by Gaussian count."""
+    import torch
+
+    from esd_gs.example import builtin_head
+    from esd_gs.scene import GaussianScene
+    from esd_gs.viewer.server import LiveView
+
+    view = LiveView("127.0.0.1", free_port(), 0.0, "benchmark")
+    out = {}
+    try:
+        for count in (3000, 100_000):
+            if count == 3000:
+                scene = builtin_head()
+            else:
+                scene = GaussianScene.from_activated(
+                    means=torch.rand(count, 3) - 0.5,
+                    scales=torch.full((count, 3), 0.01),
+                    quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(count, 1),
+                    opacities=torch.full((count,), 0.5),
+                    colors=torch.rand(count, 3),
+                    sh_degree=0,
+                )
+            times = []
+            for step in range(repeats):
+                start = time.perf_counter()
+                view.update(scene, step, repeats, 1.0, force=True)
+                times.append(time.perf_counter() - start)
+            out[str(count)] = 1000 * statistics.median(times)
+    finally:
+        view.close()
+    return out
 
 
 if __name__ == "__main__":

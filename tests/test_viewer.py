@@ -24,6 +24,7 @@ import torch
 
 from esd_gs.cameras import turntable
 from esd_gs.example import builtin_head
+from esd_gs.io import read_ply
 from esd_gs.render.views import render_images
 from esd_gs.scene import SH_C0, GaussianScene
 from esd_gs.viewer.server import START_ELEVATION, START_FOVY, START_RADIUS, start_position
@@ -51,18 +52,19 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="150")
 
 # ---------------------------------------------------------------------------------------------- known answers
 def test_splat_arrays_known_answers():
-    quarter_turn_z = torch.tensor([[math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)]])  # (w, x, y, z)
+    # 120 degrees about (1, 1, 1): x -> y, y -> z, z -> x (a transposed rotation would send x -> z instead)
+    third_turn = torch.tensor([[0.5, 0.5, 0.5, 0.5]])  # (w, x, y, z)
     scene = GaussianScene.from_activated(
         means=torch.tensor([[0.1, -0.2, 0.3]]),
         scales=torch.tensor([[0.1, 0.2, 0.3]]),
-        quats=quarter_turn_z,
+        quats=third_turn,
         opacities=torch.tensor([0.8]),
         colors=torch.tensor([[0.2, 0.5, 0.9]]),
         sh_degree=0,
     )
     arrays = splat_arrays(scene)
-    # a quarter turn about z swaps the x and y axes: covariance diag(0.2^2, 0.1^2, 0.3^2)
-    np.testing.assert_allclose(arrays["covariances"][0], np.diag([0.04, 0.01, 0.09]), atol=1e-6)
+    # the local x axis (scale 0.1) now lies along y, local y (0.2) along z, local z (0.3) along x
+    np.testing.assert_allclose(arrays["covariances"][0], np.diag([0.09, 0.01, 0.04]), atol=1e-6)
     np.testing.assert_allclose(arrays["centers"][0], [0.1, -0.2, 0.3], atol=1e-6)
     np.testing.assert_allclose(arrays["rgbs"][0], [0.2, 0.5, 0.9], atol=1e-5)
     np.testing.assert_allclose(arrays["opacities"], [[0.8]], atol=1e-6)
@@ -71,10 +73,41 @@ def test_splat_arrays_known_answers():
     assert stats["gaussians"] == 3000 and stats["sh_degree"] == 0 and stats["bounds_max"][2] > stats["bounds_min"][2]
 
 
-def test_the_camera_starts_at_the_front():
+def test_the_camera_starts_at_the_front_and_the_hair_is_on_top():
     x, y, z = start_position()
     assert y == 0 and x > 0 and math.isclose(math.degrees(math.atan2(z, x)), START_ELEVATION)
     assert math.isclose(math.hypot(x, z), START_RADIUS)
+    from esd_gs.viewer.server import SplatViewer
+
+    viewer = SplatViewer("127.0.0.1", free_port())
+    try:
+        camera = viewer.server.initial_camera
+        np.testing.assert_allclose(camera.position, start_position())
+        np.testing.assert_allclose(camera.look_at, (0, 0, 0))
+        np.testing.assert_allclose(camera.up, (0, 0, 1))
+        assert math.isclose(camera.fov, math.radians(START_FOVY))
+    finally:
+        viewer.close()
+    arrays = splat_arrays(read_ply(ROOT / "assets" / "head.ply"))  # a -Y-up file, read into our +Z-up world
+    dark = arrays["rgbs"].mean(1) < 0.3  # the hair (and pupils)
+    assert arrays["centers"][dark, 2].mean() > arrays["centers"][~dark, 2].mean() + 0.1  # hair higher than skin
+
+
+def test_a_busy_port_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "esd_gs", "view", str(ROOT / "assets" / "head.ply"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=ENV,
+            timeout=120,
+        )
+    assert done.returncode == 2 and "in use" in done.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr
 
 
 # ---------------------------------------------------------------------------------------------- pictures
@@ -96,21 +129,35 @@ def top_minus_bottom(picture: np.ndarray) -> float:
 
 
 @functools.cache
-def our_front_view() -> np.ndarray:
-    cams = turntable(1, elevation=START_ELEVATION, radius=START_RADIUS, fovy=START_FOVY)
-    image = render_images(builtin_head(), cams, 400)[0]
-    return (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+def our_views() -> tuple[np.ndarray, ...]:
+    """Our own renders of the viewer's camera at azimuth 0 (the front), 90, 180 and 270."""
+    cams = turntable(4, elevation=START_ELEVATION, radius=START_RADIUS, fovy=START_FOVY)
+    images = render_images(builtin_head(), cams, 400)
+    return tuple((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for image in images)
+
+
+def object_thumbnail(picture: np.ndarray, size: int = 48) -> np.ndarray:
+    """The object's bounding box, resized to size x size, colours in [0, 1]."""
+    mask = object_mask(picture)
+    rows, columns = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    box = picture[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1, :3].astype(np.float32) / 255.0
+    tensor = torch.from_numpy(box).permute(2, 0, 1)[None]
+    return torch.nn.functional.interpolate(tensor, size=(size, size), mode="area")[0].numpy()
 
 
 def check_the_head(picture: np.ndarray) -> None:
-    """The head is drawn in the middle of the page, upright, as in our own render of the same camera."""
+    """The head is drawn in the middle of the page, seen from the front and upright: of our own renders of the
+    same camera at azimuth 0, 90, 180, 270, and of the front one upside down, the front one matches it best."""
     middle = picture[CROP]
     mask = object_mask(middle)
     assert mask.mean() > 0.15, f"too little of the object is drawn ({mask.mean():.3f} of the middle)"
     columns = np.nonzero(mask.any(axis=0))[0]
     assert abs((columns[0] + columns[-1]) / 2 - mask.shape[1] / 2) < 0.1 * mask.shape[1]  # centred
-    ours, theirs = top_minus_bottom(our_front_view()), top_minus_bottom(middle)
-    assert ours < -0.05 and theirs < -0.05, (ours, theirs)  # hair above the face in both: upright
+    theirs = object_thumbnail(middle)
+    candidates = [*our_views(), our_views()[0][::-1]]  # 0, 90, 180, 270, and the front upside down
+    errors = [float(np.square(theirs - object_thumbnail(c)).mean()) for c in candidates]
+    assert int(np.argmin(errors)) == 0, f"errors against front, 90, 180, 270, upside down: {errors}"
+    assert top_minus_bottom(middle) < -0.05 and top_minus_bottom(our_views()[0]) < -0.05  # hair above the face
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,8 @@ def run_export(args: ExportArgs) -> Path:
     if not args.to.parent.is_dir():
         raise UserError(f"directory {args.to.parent} does not exist")
     scene = read_ply(args.scene, up=args.input_up)
+    if suffix == ".html" and args.up != "-y":
+        raise UserError("--up applies to .ply and .splat files: the .html page always shows the scene upright")
     if args.sh_degree is not None and suffix != ".ply":
         raise UserError("--sh-degree applies to .ply output only (.splat and .html use one colour per Gaussian)")
     if args.sh_degree is not None and args.sh_degree < scene.sh_degree:

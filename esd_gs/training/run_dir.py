@@ -114,9 +114,18 @@ class RunDir:
 
     def write_config(self, config) -> None:
         """config.yaml: the resolved ``GenerateConfig``, without the options that only steer this invocation."""
+        from ..configs.generate import GenerateConfig
         from ..configs.presets import dump_yaml_config
 
-        saved = replace(config, resume=None, overwrite=False, config=None, out=None, viewer=False)
+        saved = replace(
+            config,
+            resume=None,
+            overwrite=False,
+            config=None,
+            out=None,
+            viewer=False,
+            viewer_port=GenerateConfig.viewer_port,
+        )
         with atomic_path(self.config) as tmp:
             tmp.write_text(dump_yaml_config(saved))
 

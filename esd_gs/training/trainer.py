@@ -246,12 +246,12 @@ class Trainer:
             max(1, round(cfg.output.checkpoint_every * cfg.steps)) if cfg.output.checkpoint_every > 0 else 0
         )
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        if cfg.viewer:
-            from ..viewer.server import LiveView  # imported only with --viewer
-
-            self.live_view = LiveView("127.0.0.1", cfg.viewer_port, LIVE_REFRESH_S, cfg.prompt)
-            console.print(f"live view at {self.live_view.viewer.url}")
         try:
+            if cfg.viewer:
+                from ..viewer.server import LiveView  # imported only with --viewer
+
+                self.live_view = LiveView("127.0.0.1", cfg.viewer_port, LIVE_REFRESH_S, cfg.prompt)
+                console.print(f"live view at {self.live_view.viewer.url}")
             with make_progress("loss", "gaussians") as progress, open(metrics_path, "a") as metrics:
                 task = progress.add_task(
                     "generating", total=cfg.steps, completed=self.step, loss="-", gaussians=self.scene.num_gaussians
@@ -308,8 +308,19 @@ class Trainer:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
             if self.live_view is not None:
-                self.live_view.close()
+                self._attempt(self.live_view.close, "close the live view")
                 self.live_view = None
+
+    def _refresh_live_view(self, loss: float | None, preview_every: int) -> None:
+        """Send the scene to the live view when it is due; a viewer failure turns the viewer off, never the run."""
+        try:
+            if preview_every and (self.step % preview_every == 0 or self.step == self.cfg.steps):
+                self.live_view.preview = _read_png(self.files.preview(self.step))
+            self.live_view.update(self.scene, self.step, self.cfg.steps, loss, force=self.step == self.cfg.steps)
+        except Exception as exc:  # noqa: BLE001 (whatever viser or a browser connection raises)
+            console.print(f"[yellow]live view stopped: {type(exc).__name__}: {exc}; training goes on[/yellow]")
+            self._attempt(self.live_view.close, "close the live view")
+            self.live_view = None
 
     @staticmethod
     def _attempt(action, what: str) -> bool:

@@ -36,6 +36,21 @@ def start_position() -> tuple[float, float, float]:
     return (START_RADIUS * math.cos(el), 0.0, START_RADIUS * math.sin(el))
 
 
+def check_address(host: str, port: int) -> None:
+    """One line, before viser starts, when ``host:port`` cannot be served (busy, or not an address of this
+    machine). viser itself would move to the next free port, or wait for ever on an address it cannot bind."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise UserError(f"the viewer's port must be in 1..65535, got {port}")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        reason = "in use" if exc.errno in (98, 48) else (exc.strerror or str(exc))
+        raise UserError(f"cannot serve the viewer on {host}:{port} ({reason}): choose another port or host") from None
+
+
 def set_front_camera(server) -> None:
     server.scene.set_up_direction("+z")
     server.initial_camera.position = start_position()
@@ -57,11 +72,9 @@ class SplatViewer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, title: str = "esd-gs"):
         viser = import_viser()
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # viser prints its own address panel: we print ours
-                self.server = viser.ViserServer(host=host, port=port, verbose=False)
-        except OSError as exc:
-            raise UserError(f"cannot serve the viewer on {host}:{port}: {exc.strerror or exc}") from None
+        check_address(host, port)
+        with contextlib.redirect_stdout(io.StringIO()):  # viser prints its own address panel: we print ours
+            self.server = viser.ViserServer(host=host, port=port, verbose=False)
         set_front_camera(self.server)
         self.title = title
         self.stats = self.server.gui.add_markdown(f"**{title}**")
