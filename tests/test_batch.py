@@ -55,6 +55,8 @@ def test_job_files_text_yaml_json(tmp_path):
         ("type.yaml", "- prompt: a head\n  steps: many\n", "steps"),
         ("out.yaml", "- prompt: a head\n  out: somewhere\n", "'out' is set by the batch"),
         ("zero.yaml", "- prompt: a head\n  steps: 0\n", "--steps must be at least 1"),
+        ("viewer.yaml", "- prompt: a head\n  viewer: true\n", "'viewer' is set by the batch"),
+        ("gpu.yaml", "- prompt: a head\n  device: cuda:1\n", "sees its one GPU"),
     ],
 )
 def test_bad_job_files_are_one_line(tmp_path, name, content, message):

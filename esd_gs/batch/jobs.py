@@ -131,12 +131,14 @@ def expand_jobs(
         else:
             base = synthetic_defaults() if settings.get("prior") == "synthetic" else GenerateConfig()
         label = f"{where}, job {index} ({item['prompt']!r})"
-        for key in ("out", "resume", "overwrite", "config"):
+        for key in ("out", "resume", "overwrite", "config", "viewer", "viewer_port"):
             if key in settings:
                 raise UserError(f"{label}: '{key}' is set by the batch, not per job")
         config = config_from_dict(_merge(config_to_dict(base), settings), where=label)
         if steps is not None:
             config = replace(config, steps=steps)
+        if config.device.startswith("cuda:") and config.device != "cuda:0":
+            raise UserError(f"{label}: device {config.device}: each batch worker sees its one GPU as cuda (cuda:0)")
         config = _absolute_paths(config)
         stem = slug(config.prompt)
         if first_of_slug.setdefault(stem, index) != index:  # the same prompt again, with other settings

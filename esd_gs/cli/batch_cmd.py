@@ -57,5 +57,9 @@ def run_batch_command(args: BatchArgs) -> int:
     items = read_job_file(args.jobs)
     jobs = expand_jobs(items, args.out, args.config, args.prior, methods, args.seeds, args.steps, where=str(args.jobs))
     import_ray()  # before any folder is made: one line when Ray is missing
+    if args.evaluate:
+        from ..evaluation.evaluate import check_dependencies
+
+        check_dependencies(args.eval)
     ensure_writable_dir(args.out)
     return run_batch(jobs, args.out, args.address, args.workers, args.eval if args.evaluate else None)
