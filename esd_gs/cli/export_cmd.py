@@ -21,22 +21,28 @@ class ExportArgs:
     scene: tyro.conf.Positional[Path]
     """The 3DGS .ply file to read."""
     to: Path
-    """Output file; its extension picks the format: .ply (standard 3DGS), .splat (32 bytes per Gaussian) or .html
-    (a page viewing the splats, one colour per Gaussian)."""
+    """Output file; its extension picks the format: .ply (standard 3DGS), .splat (32 bytes per Gaussian), .html
+    (a page viewing the splats, one colour per Gaussian), or a vertex-coloured mesh: .glb (glTF binary) or .obj."""
     up: UpAxis = "-y"
     """Up axis of the written file: -y (viewers: SuperSplat, antimatter15, 3DGS), y, or z (esd-gs world)."""
     input_up: UpAxis = "-y"
     """Up axis of the input file (-y for files esd-gs and 3DGS trainers write)."""
     sh_degree: Literal[0, 1, 2, 3] | None = None
     """Zero-pad the SH bands to this degree in a .ply (3 for consumers that need 45 f_rest, such as Unity)."""
+    resolution: int = 128
+    """.glb / .obj: grid size per axis of the opacity field the surface is extracted from."""
+    faces: int = 100_000
+    """.glb / .obj: most triangles kept."""
+    level: float = 0.5
+    """.glb / .obj: opacity level of the surface."""
     overwrite: bool = False
     """Replace the output file if it exists."""
 
 
 def run_export(args: ExportArgs) -> Path:
     suffix = args.to.suffix.lower()
-    if suffix not in (".ply", ".splat", ".html"):
-        raise UserError(f"--to must end in .ply, .splat or .html, got '{args.to.name}'")
+    if suffix not in (".ply", ".splat", ".html", ".glb", ".obj"):
+        raise UserError(f"--to must end in .ply, .splat, .html, .glb or .obj, got '{args.to.name}'")
     if args.to.exists() and not args.overwrite:
         raise UserError(f"{args.to} already exists: pass --overwrite to replace it")
     if args.to.resolve() == args.scene.resolve():
@@ -44,8 +50,14 @@ def run_export(args: ExportArgs) -> Path:
     if not args.to.parent.is_dir():
         raise UserError(f"directory {args.to.parent} does not exist")
     scene = read_ply(args.scene, up=args.input_up)
-    if suffix == ".html" and args.up != "-y":
-        raise UserError("--up applies to .ply and .splat files: the .html page always shows the scene upright")
+    if suffix in (".html", ".glb", ".obj") and args.up != "-y":
+        raise UserError("--up applies to .ply and .splat files: .html is shown upright, meshes are glTF's +Y up")
+    mesh_config = None
+    if suffix in (".glb", ".obj"):
+        from ..mesh.extract import MeshConfig, import_mesh_tools
+
+        import_mesh_tools()
+        mesh_config = MeshConfig(args.resolution, args.faces, args.level)
     if args.sh_degree is not None and suffix != ".ply":
         raise UserError("--sh-degree applies to .ply output only (.splat and .html use one colour per Gaussian)")
     if args.sh_degree is not None and args.sh_degree < scene.sh_degree:
@@ -53,6 +65,12 @@ def run_export(args: ExportArgs) -> Path:
     try:
         if suffix == ".ply":
             write_ply(scene, args.to, up=args.up, pad_sh_degree=args.sh_degree)
+        elif mesh_config is not None:
+            from ..mesh.extract import write_mesh
+
+            vertices, faces = write_mesh(scene, args.to, mesh_config)
+            console.print(f"wrote {args.to} ({vertices} vertices, {faces} faces, +Y up, front towards +Z)")
+            return args.to
         elif suffix == ".html":
             from ..atomic import atomic_path
             from ..viewer.export import scene_html

@@ -87,6 +87,8 @@ class GenerateConfig:
     """Renderer: auto (gsplat on CUDA when its kernels load, else our PyTorch renderer), gsplat (CUDA only) or torch."""
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     """UNet/VAE precision: auto = fp16 on CUDA, fp32 on CPU."""
+    mesh: bool = False
+    """Also write scene.glb at the end: a vertex-coloured mesh of the Gaussians (as esd-gs export --to .glb)."""
     viewer: bool = False
     """Serve a live 3D view of the Gaussians in the browser while training (viser; refreshed every few seconds)."""
     viewer_port: int = 8080
@@ -113,6 +115,10 @@ class GenerateConfig:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 1 <= self.viewer_port <= 65535:
             raise UserError(f"--viewer-port must be in 1..65535, got {self.viewer_port}")
+        if self.mesh:
+            from ..mesh.extract import import_mesh_tools
+
+            import_mesh_tools()
         if self.viewer:
             import importlib.util
 

@@ -5,7 +5,7 @@
     metrics.jsonl          one line per step: loss, t, Gaussians, it/s, psi loss, skipped steps
     previews/step_*.png    4-view preview grids during training (a turntable of 4: azimuth 0, 90, 180, 270)
     checkpoint/            the last checkpoint (``checkpoint.py``)
-    scene.ply, scene.splat the result (standard 3DGS, viewer up axis)
+    scene.ply, scene.splat the result (standard 3DGS, viewer up axis); scene.glb with --mesh
     turntable.mp4/.gif     the final turntable video(s), contact_sheet.png the final contact sheet
     psi_error.png          with --diagnose.enabled: psi's error against the exact scores over the run
     eval.json, eval.png    written by ``esd-gs evaluate`` (and ``compare``) into the run directory
@@ -61,6 +61,10 @@ class RunDir:
         return self.path / "scene.splat"
 
     @property
+    def scene_glb(self) -> Path:
+        return self.path / "scene.glb"
+
+    @property
     def contact_sheet(self) -> Path:
         return self.path / "contact_sheet.png"
 
@@ -81,6 +85,7 @@ class RunDir:
         return [
             self.scene_ply,
             self.scene_splat,
+            self.scene_glb,
             self.status_file,
             self.config,
             self.metrics,

@@ -349,6 +349,10 @@ class Trainer:
     def export(self, final: bool) -> None:
         """scene.ply and scene.splat always; the turntable video and contact sheet at the end of the run."""
         export_scene(self.scene, self.files, self.cfg.output, self.backend, final)
+        if final and self.cfg.mesh:
+            from ..mesh.extract import write_mesh
+
+            write_mesh(self.scene, self.files.scene_glb)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:

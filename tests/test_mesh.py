@@ -1,0 +1,139 @@
+"""Meshes from Gaussians: a sphere of surface Gaussians gives a closed mesh on the sphere with its volume, the head's
+face ends up on the front (+Z in glTF) and its hair on top (+Y), files read back with trimesh, the commands."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from esd_gs.example import builtin_head
+from esd_gs.mesh.extract import MeshConfig, scene_mesh
+from esd_gs.mesh.field import opacity_field, scene_grid
+from esd_gs.scene import GaussianScene
+
+trimesh = pytest.importorskip("trimesh")
+pytest.importorskip("skimage")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sphere_of_disks(count: int = 6000, radius: float = 0.5) -> GaussianScene:
+    """Flat opaque disks tangent to a sphere (a Fibonacci spiral of centres), the way a surface is made."""
+    i = torch.arange(count, dtype=torch.float64) + 0.5
+    polar = torch.acos(1 - 2 * i / count)
+    azimuth = math.pi * (3 - math.sqrt(5)) * i
+    normals = torch.stack(
+        [torch.sin(polar) * torch.cos(azimuth), torch.sin(polar) * torch.sin(azimuth), torch.cos(polar)], dim=1
+    ).float()
+    axis = torch.linalg.cross(torch.tensor([0.0, 0.0, 1.0]).expand_as(normals), normals, dim=1)  # +Z -> normal
+    angle = torch.acos(normals[:, 2].clamp(-1, 1))
+    axis = torch.nn.functional.normalize(axis, dim=1)
+    quats = torch.cat([torch.cos(angle / 2)[:, None], torch.sin(angle / 2)[:, None] * axis], dim=1)
+    spacing = math.sqrt(4 * math.pi * radius**2 / count)
+    return GaussianScene.from_activated(
+        means=radius * normals,
+        scales=torch.tensor([spacing, spacing, 0.1 * spacing]).expand(count, 3).clone(),
+        quats=quats,
+        opacities=torch.full((count,), 0.95),
+        colors=torch.full((count, 3), 0.6),
+        sh_degree=0,
+    )
+
+
+def test_the_field_of_one_gaussian_is_its_formula():
+    scene = GaussianScene.from_activated(
+        means=torch.zeros(1, 3),
+        scales=torch.tensor([[0.2, 0.1, 0.05]]),
+        quats=torch.tensor([[1.0, 0, 0, 0]]),
+        opacities=torch.tensor([0.8]),
+        colors=torch.tensor([[1.0, 0.5, 0.0]]),
+        sh_degree=0,
+    )
+    grid = scene_grid(scene, 33)
+    density, painted = opacity_field(scene, grid, budget=1000)  # small blocks: the chunking is exercised
+    index = torch.stack(torch.meshgrid(*[torch.arange(33)] * 3, indexing="ij"), dim=-1).float()
+    x = grid.to_world(index.reshape(-1, 3))
+    s = torch.tensor([0.2, 0.1, 0.05]).clamp_min(grid.voxel / 2)
+    m = (x / s).square().sum(-1)
+    expected = torch.where(m < 9, 0.8 * torch.exp(-0.5 * m), torch.zeros(()))
+    clear = (m - 9).abs() > 1e-3  # the 3-sigma cut itself is a float tie either way
+    torch.testing.assert_close(density.reshape(-1)[clear], expected[clear], atol=1e-5, rtol=1e-4)
+    colour = painted.reshape(-1, 3)[density.reshape(-1) > 1e-3] / density.reshape(-1)[density.reshape(-1) > 1e-3, None]
+    torch.testing.assert_close(colour, torch.tensor([1.0, 0.5, 0.0]).expand_as(colour), atol=1e-5, rtol=0)
+
+
+def test_a_sphere_of_gaussians_gives_the_sphere():
+    mesh = scene_mesh(sphere_of_disks(), MeshConfig(resolution=96, faces=20_000))
+    assert mesh.is_watertight and len(mesh.faces) <= 20_000
+    distance = np.linalg.norm(mesh.vertices, axis=1)
+    grid_step = 1.1 / 93
+    assert abs(distance.mean() - 0.5) < 2 * grid_step and distance.std() < grid_step
+    volume = 4 / 3 * math.pi * distance.mean() ** 3
+    assert mesh.volume == pytest.approx(volume, rel=0.03)  # the mesh's own volume, against a sphere its size
+    assert mesh.volume == pytest.approx(4 / 3 * math.pi * 0.5**3, rel=0.12)
+
+
+def test_the_heads_face_is_on_the_front_and_its_hair_on_top(tmp_path):
+    mesh = scene_mesh(builtin_head(), MeshConfig(resolution=96, faces=30_000))
+    vertices, colours = np.asarray(mesh.vertices), np.asarray(mesh.visual.vertex_colors)[:, :3].astype(float)
+    lips = (colours[:, 0] > 140) & (colours[:, 1] < 80) & (colours[:, 2] < 80)
+    hair = colours.sum(1) < 200
+    assert lips.sum() > 20 and vertices[lips, 2].mean() > 0.35  # the front faces +Z, a glTF viewer's camera
+    assert vertices[hair, 1].mean() > vertices[:, 1].mean() + 0.1  # up is +Y
+    mesh.export(tmp_path / "head.glb")
+    loaded = trimesh.load(tmp_path / "head.glb", force="mesh")  # an independent reader of the file
+    assert len(loaded.faces) == len(mesh.faces) and loaded.visual.vertex_colors.shape[0] == len(loaded.vertices)
+
+
+def esd_gs(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "esd_gs", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+
+
+def test_export_glb_and_obj_and_bad_options(tmp_path):
+    head = ROOT / "assets" / "head.ply"
+    done = esd_gs("export", head, "--to", tmp_path / "head.glb", "--resolution", 64, "--faces", 5000)
+    assert done.returncode == 0, done.stderr
+    assert len(trimesh.load(tmp_path / "head.glb", force="mesh").faces) <= 5000
+    done = esd_gs("export", head, "--to", tmp_path / "head.obj", "--resolution", 48)
+    assert done.returncode == 0, done.stderr and (tmp_path / "head.obj").stat().st_size > 1000
+    for args, message in (
+        (["--resolution", 8], "--resolution must be in 16..512"),
+        (["--level", 1.5], "--level must be in (0, 1)"),
+        (["--up", "z"], "--up applies to .ply and .splat"),
+    ):
+        bad = esd_gs("export", head, "--to", tmp_path / "bad.glb", *args)
+        assert bad.returncode == 2 and message in bad.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "bad.glb").exists()
+
+
+def test_generate_mesh_writes_scene_glb(tmp_path):
+    done = esd_gs(
+        "generate",
+        "a head",
+        "--prior",
+        "synthetic",
+        "--steps",
+        3,
+        "--mesh",
+        "--out",
+        tmp_path / "run",
+        "--init.num-points",
+        300,
+        "--synthetic.num-images",
+        16,
+        "--output.turntable-views",
+        4,
+        "--output.turntable-size",
+        16,
+        "--output.video-formats",
+        "gif",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(trimesh.load(tmp_path / "run" / "scene.glb", force="mesh").faces) > 100
