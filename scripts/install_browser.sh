@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # The browser of the viewer tests: Debian's Chromium at /usr/bin/chromium (driven by Playwright's Python client, which
 # the test extra installs without its own browser download). Installs it when missing and apt-get can (as root);
-# otherwise says why, and the browser tests skip with that reason.
+# otherwise says why, and the browser tests skip with that reason. Also installs three.js from npm (tests/web) for
+# the mesh test's glTF viewer, into .cache/web, when npm is there.
 set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if command -v npm >/dev/null 2>&1 && [ ! -f .cache/web/node_modules/three/build/three.module.js ]; then
+    mkdir -p .cache/web && cp tests/web/package.json .cache/web/
+    (cd .cache/web && npm install --no-audit --no-fund --silent >/dev/null 2>&1) \
+        || echo "[esd-gs] could not install three.js from npm: the mesh browser test will be skipped" >&2
+fi
 if [ -x /usr/bin/chromium ]; then
     exit 0
 fi

@@ -85,9 +85,20 @@ def test_the_heads_face_is_on_the_front_and_its_hair_on_top(tmp_path):
     hair = colours.sum(1) < 200
     assert lips.sum() > 20 and vertices[lips, 2].mean() > 0.35  # the front faces +Z, a glTF viewer's camera
     assert vertices[hair, 1].mean() > vertices[:, 1].mean() + 0.1  # up is +Y
-    mesh.export(tmp_path / "head.glb")
+    from esd_gs.mesh.extract import with_material
+
+    with_material(mesh).export(tmp_path / "head.glb")
     loaded = trimesh.load(tmp_path / "head.glb", force="mesh")  # an independent reader of the file
-    assert len(loaded.faces) == len(mesh.faces) and loaded.visual.vertex_colors.shape[0] == len(loaded.vertices)
+    assert len(loaded.faces) == len(mesh.faces) and loaded.visual.material.metallicFactor == 0.0
+    import json
+    import struct
+
+    blob = (tmp_path / "head.glb").read_bytes()  # the glTF JSON chunk: the colours and the matte material
+    assert blob[:4] == b"glTF" and blob[16:20] == b"JSON"
+    gltf = json.loads(blob[20 : 20 + struct.unpack("<I", blob[12:16])[0]])
+    (primitive,) = gltf["meshes"][0]["primitives"]
+    assert "COLOR_0" in primitive["attributes"] and gltf["accessors"][primitive["attributes"]["COLOR_0"]]["normalized"]
+    assert gltf["materials"][primitive["material"]]["pbrMetallicRoughness"]["metallicFactor"] == 0.0
 
 
 def esd_gs(*args):
@@ -137,3 +148,64 @@ def test_generate_mesh_writes_scene_glb(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(trimesh.load(tmp_path / "run" / "scene.glb", force="mesh").faces) > 100
+
+
+# ---------------------------------------------------------------------------------------------- in a browser viewer
+THREE = ROOT / ".cache" / "web" / "node_modules" / "three"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_the_glb_in_a_threejs_viewer_in_headless_chromium(tmp_path):
+    """three.js's GLTFLoader (from npm) draws the exported head in headless Chromium, from a glTF viewer's default
+    front (+Z): the face is seen (the red lips low in the middle), the hair is on top."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    import imageio.v3 as iio
+
+    if not CHROMIUM.exists() or not (THREE / "build" / "three.module.js").is_file():
+        pytest.skip("needs /usr/bin/chromium and three.js in .cache/web (scripts/install_browser.sh installs both)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
+    site = tmp_path / "site"
+    (site / "node_modules").mkdir(parents=True)
+    shutil.copytree(THREE, site / "node_modules" / "three", ignore=shutil.ignore_patterns("src", "*.cjs", "*webgpu*"))
+    shutil.copy(ROOT / "tests" / "web" / "glb.html", site / "index.html")
+    done = esd_gs("export", ROOT / "assets" / "head.ply", "--to", site / "model.glb", "--resolution", 96)
+    assert done.returncode == 0, done.stderr
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+            page = browser.new_page(viewport={"width": 640, "height": 640})
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+            page.wait_for_function("window.rendered === true || window.loadError !== undefined", timeout=60_000)
+            assert page.evaluate("window.loadError") is None
+            picture = iio.imread(page.screenshot())[..., :3].astype(int)
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    drawn = np.abs(picture - 255).sum(-1) > 40
+    rows, columns = np.nonzero(drawn.any(axis=1))[0], np.nonzero(drawn.any(axis=0))[0]
+    assert drawn.mean() > 0.1 and abs((columns[0] + columns[-1]) / 2 - 320) < 40  # drawn, in the middle
+    red = (picture[..., 0] > 150) & (picture[..., 1] < 90) & (picture[..., 2] < 90)
+    dark = drawn & (picture.sum(-1) < 200)
+    top, height = rows[0], rows[-1] - rows[0]
+    assert red.sum() > 100, "no lips: the viewer does not see the face"
+    red_rows, red_columns = np.nonzero(red)
+    assert red_rows.mean() > top + 0.6 * height and abs(red_columns.mean() - 320) < 40  # low in the middle
+    assert np.nonzero(dark)[0].mean() < top + 0.45 * height  # the hair is above

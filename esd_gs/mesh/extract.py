@@ -108,5 +108,22 @@ def write_mesh(scene: GaussianScene, path, config: MeshConfig | None = None) -> 
     mesh = scene_mesh(scene, config)
     suffix = str(path).lower().rsplit(".", 1)[-1]
     with atomic_path(path) as tmp:
-        mesh.export(str(tmp), file_type=suffix)
+        (with_material(mesh) if suffix == "glb" else mesh).export(str(tmp), file_type=suffix)
     return len(mesh.vertices), len(mesh.faces)
+
+
+def with_material(mesh):
+    """The mesh for glTF: an explicit matte, non-metallic PBR material (without one, glTF's defaults make the surface
+    fully metallic, which renders black under diffuse light) and the vertex colours (COLOR_0) converted from sRGB to
+    the linear values glTF specifies."""
+    import trimesh
+
+    material = trimesh.visual.material.PBRMaterial(
+        name="vertex colours", baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0, roughnessFactor=1.0
+    )
+    visual = trimesh.visual.TextureVisuals(material=material)
+    rgba = np.asarray(mesh.visual.vertex_colors).astype(np.float64) / 255.0
+    srgb = rgba[:, :3]
+    rgba[:, :3] = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    visual.vertex_attributes["color"] = np.round(rgba * 255).astype(np.uint8)
+    return trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, visual=visual, process=False)
