@@ -92,7 +92,7 @@ def test_export_to_splat_and_padded_ply(tmp_path):
             else ["render", "{head}", "--size", "2"],
             "--",
         ),
-        (["export", "{head}", "--to", "out.obj"], ".glb or .obj"),
+        (["export", "{head}", "--to", "out.stl"], ".glb or .obj"),
         (["export", "{bad}", "--to", "out.splat"], "bad.ply"),
         (["export", "{head}", "--to", "{head}"], "already exists"),
     ],
