@@ -1,11 +1,9 @@
 """Gaussians -> a vertex-coloured triangle mesh in glTF's axes, ready for .glb / .obj.
 
 1. ``field.opacity_field`` on a ``resolution``^3 grid;
-2. the surface level: ``level`` of the field, or half its local peak (over ``HALF_MAX_WINDOW`` voxels) where
-   overlapping Gaussians sum to more than 2 x ``level``, so that a sheet of surface Gaussians gives its own
-   half-maximum surface instead of one pushed out by the summed tails;
-3. the occupied voxels with every enclosed cavity filled (``scipy.ndimage.binary_fill_holes``): a shell of surface
-   Gaussians becomes a solid, so only its outer surface is extracted; marching cubes (``skimage.measure``);
+2. the occupied voxels (density >= ``level``) with every enclosed cavity filled (``scipy.ndimage.binary_fill_holes``):
+   a shell of surface Gaussians becomes a solid, so only its outer surface is extracted;
+3. marching cubes (``skimage.measure.marching_cubes``) at ``level``;
 4. cleaning with trimesh: degenerate faces and unreferenced vertices removed, components with fewer than
    ``min_component`` of the faces dropped (floaters);
 5. decimation to at most ``faces`` triangles (trimesh's quadric decimation, fast-simplification);
@@ -25,8 +23,6 @@ from ..errors import UserError
 from ..scene import GaussianScene
 from .field import Grid, opacity_field, scene_grid
 
-HALF_MAX_WINDOW = 5
-"""Voxels per side of the window the local peak of the field is taken over (for the half-maximum surface)."""
 TO_GLTF = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
 """esd-gs world -> glTF axes: new (x, y, z) = old (y, z, x)."""
 
@@ -71,19 +67,15 @@ def _trilinear(volume: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def scene_mesh(scene: GaussianScene, config: MeshConfig | None = None):
     """The mesh of ``scene`` (module docstring) as a ``trimesh.Trimesh`` in glTF axes, with vertex colours."""
-    from scipy.ndimage import binary_fill_holes, maximum_filter
+    from scipy.ndimage import binary_fill_holes
     from skimage.measure import marching_cubes
 
     trimesh = import_mesh_tools()
     config = config or MeshConfig()
     grid: Grid = scene_grid(scene, config.resolution)
     density, painted = (t.numpy() for t in opacity_field(scene, grid))
-    # Half maximum: where overlapping surface Gaussians sum to well above 2 x level, the surface is where the field
-    # falls to half its local peak (the sheet's own half-thickness), not where the summed tail reaches the level.
-    peak = np.maximum(maximum_filter(density, size=HALF_MAX_WINDOW), 2.0 * config.level)
-    ratio = config.level * 2.0 * density / peak
-    solid = binary_fill_holes(ratio >= config.level)
-    field = np.where(solid & (ratio < config.level), 2.0 * config.level, ratio)  # cavities count as inside
+    solid = binary_fill_holes(density >= config.level)
+    field = np.where(solid & (density < config.level), 2.0 * config.level, density)  # cavities count as inside
     field[[0, -1]] = field[:, [0, -1]] = field[:, :, [0, -1]] = 0.0  # closed at the grid's border
     if not (field >= config.level).any():
         raise UserError(f"no surface at opacity level {config.level}: the Gaussians are too transparent (try --level)")
