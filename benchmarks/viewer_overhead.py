@@ -22,18 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from esd_gs.testing.browser import CHROMIUM, CHROMIUM_ARGS
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def free_port() -> int:
@@ -83,7 +75,7 @@ def run(steps: int, out: Path, viewer: bool, watch: bool) -> float:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.2)
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         browser.new_page().goto(f"http://127.0.0.1:{port}")
     proc.wait()
     wall = time.perf_counter() - start  # the run goes on while the browser starts: nothing to subtract

@@ -16,6 +16,7 @@ from esd_gs.example import builtin_head
 from esd_gs.mesh.extract import MeshConfig, scene_mesh
 from esd_gs.mesh.field import opacity_field, scene_grid
 from esd_gs.scene import GaussianScene
+from esd_gs.testing.browser import CHROMIUM, CHROMIUM_ARGS
 
 trimesh = pytest.importorskip("trimesh")
 pytest.importorskip("skimage")
@@ -152,7 +153,6 @@ def test_generate_mesh_writes_scene_glb(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- in a browser viewer
 THREE = ROOT / ".cache" / "web" / "node_modules" / "three"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def test_the_glb_in_a_threejs_viewer_in_headless_chromium(tmp_path):
@@ -177,19 +177,9 @@ def test_the_glb_in_a_threejs_viewer_in_headless_chromium(tmp_path):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--use-angle=swiftshader",
-        "--enable-unsafe-swiftshader",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
     try:
         with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 640, "height": 640})
             page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
             page.wait_for_function("window.rendered === true || window.loadError !== undefined", timeout=60_000)

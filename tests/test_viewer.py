@@ -27,23 +27,11 @@ from esd_gs.example import builtin_head
 from esd_gs.io import read_ply
 from esd_gs.render.views import render_images
 from esd_gs.scene import SH_C0, GaussianScene
+from esd_gs.testing.browser import CHROMIUM, CHROMIUM_ARGS
 from esd_gs.viewer.server import START_ELEVATION, START_FOVY, START_RADIUS, start_position
 from esd_gs.viewer.splats import scene_stats, splat_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [  # headless, no GPU (WebGL on SwiftShader), no background traffic to the closed network
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--ignore-gpu-blocklist",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1200, "height": 700}
 CROP = (slice(60, 680), slice(330, 870))
 """The middle of the page, clear of viser's notices (top left) and panel (top right)."""

@@ -196,6 +196,13 @@ def evaluate(
     start = stage("render")
     views = render_turntable(scene, config, backend=backend)
     done("render", start)
+    at_prior_size: list[Tensor] = []  # synthetic runs: the same views at the prior's resolution, rendered once
+
+    def prior_size_views() -> Tensor:
+        if not at_prior_size:
+            at_prior_size.append(render_turntable(scene, config, size=run.resolution, backend=backend))
+        return at_prior_size[0]
+
     per_view: dict[str, list] = {}
     if "clip" in config.metrics:
         start = stage("clip")
@@ -213,7 +220,7 @@ def evaluate(
         if synthetic:  # the prior's distribution is defined at the run's resolution: compare there
             key = ("synthetic samples", _synthetic_key(run) + f"|{config.fid_samples}")
             real = models.cached(key, lambda: synthetic_samples(run, config.fid_samples, run.resolution, models.device))
-            fake = render_turntable(scene, config, size=run.resolution, backend=backend)
+            fake = prior_size_views()
             source = f"synthetic prior ({run.resolution} px)"
         else:
             model = config.model or (run.model if run is not None else "sd2.1-base")
@@ -254,7 +261,7 @@ def evaluate(
         start = stage("janus")
         if config.sides == "reference":
             prior_images, prior_azimuths, _ = prior_view
-            side_views = render_turntable(scene, config, size=run.resolution, backend=backend)
+            side_views = prior_size_views()
             classifier = ReferenceSideClassifier(prior_images, prior_azimuths)
         else:
             side_views, classifier = views, ClipSideClassifier(models.clip(config.clip_model), target.prompt)

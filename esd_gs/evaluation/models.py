@@ -55,6 +55,14 @@ def load_failure(what: str, option: str, source: str, exc: BaseException) -> Use
     )
 
 
+def pixel_batches(image_processor, views: Tensor, batch: int, device: torch.device):
+    """The views ``batch`` at a time, prepared by ``image_processor``: yields pixel_values tensors on ``device``."""
+    for start in range(0, views.shape[0], batch):
+        with _quiet():
+            pixels = image_processor(images=to_pictures(views[start : start + batch]), return_tensors="pt")
+        yield pixels.pixel_values.to(device)
+
+
 def to_pictures(views: Tensor) -> list[np.ndarray]:
     """[B, 3, H, W] floats in [0, 1] -> B uint8 H x W x 3 pictures (what an image processor takes)."""
     pixels = (views.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
@@ -93,12 +101,8 @@ class ClipModel:
     def image_features(self, views: Tensor) -> Tensor:
         """[B, 3, H, W] in [0, 1] -> [B, D] unit-length image embeddings (CPU, float32)."""
         out = []
-        for start in range(0, views.shape[0], self.batch):
-            with _quiet():
-                pixels = self.image_processor(
-                    images=to_pictures(views[start : start + self.batch]), return_tensors="pt"
-                )
-            features = _tensor(self.model.get_image_features(pixel_values=pixels.pixel_values.to(self.device)))
+        for pixels in pixel_batches(self.image_processor, views, self.batch, self.device):
+            features = _tensor(self.model.get_image_features(pixel_values=pixels))
             out.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
         return torch.cat(out)
 
@@ -139,12 +143,8 @@ class ImageClassifier:
     def probabilities(self, views: Tensor) -> Tensor:
         """[B, 3, H, W] in [0, 1] -> [B, num_labels] class probabilities (CPU, float32)."""
         out = []
-        for start in range(0, views.shape[0], self.batch):
-            with _quiet():
-                pixels = self.image_processor(
-                    images=to_pictures(views[start : start + self.batch]), return_tensors="pt"
-                )
-            logits = self.model(pixel_values=pixels.pixel_values.to(self.device)).logits
+        for pixels in pixel_batches(self.image_processor, views, self.batch, self.device):
+            logits = self.model(pixel_values=pixels).logits
             out.append(torch.softmax(logits.float(), dim=-1).cpu())
         return torch.cat(out)
 
