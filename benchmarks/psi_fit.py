@@ -41,7 +41,7 @@ def main() -> None:
     trainer = Trainer(config, Path("/tmp/esd-gs-psi-fit"), torch.device("cpu"))
     if args.scene is not None:
         trainer.scene = read_ply(args.scene)
-    diagnostic = PsiDiagnostic(config.diagnose, trainer.prior, config.psi.bank_size)
+    diagnostic = PsiDiagnostic(config.diagnose, trainer.prior, config.psi.bank_size, config.distill.effective_lambda)
     size = config.resolution
     rows, start = [], time.perf_counter()
     for update in range(args.updates + 1):
@@ -53,7 +53,8 @@ def main() -> None:
             print(
                 update,
                 " ".join(
-                    f"t{e['t']} null {e['psi_null']:.3f} cam {e['psi_camera']:.3f} (particle {e['particle_null']:.3f})"
+                    f"t{e['t']} null {e['psi_null']:.3f} cam {e['psi_camera']:.3f} upd {e['psi_update']:.2f} "
+                    f"(particle {e['particle_null']:.3f}, upd {e['particle_update']:.2f})"
                     for e in errors
                 ),
                 flush=True,

@@ -35,9 +35,9 @@ def test_a_checkpoint_of_version_0_1_resumes_to_the_scene_0_1_reached(tmp_path):
 
 
 def test_a_0_1_checkpoint_of_the_old_synthetic_psi_is_refused_in_one_line(tmp_path):
-    """esd-gs 0.1's learned synthetic psi read x_t only; this version's also reads phi's score, so such a run cannot
-    continue: --resume says so in one line (exit 2) and leaves the run as it was. Its 0.1-layout optimiser state is
-    still read (``psi_checkpoint_state``) before the architecture is compared."""
+    """esd-gs 0.1's learned synthetic psi read x_t only; this version's also reads phi's score and predicts v, so
+    such a run cannot continue: --resume says so in one line (exit 2) and leaves the run as it was. Its 0.1-layout
+    optimiser state is still read (``psi_checkpoint_state``) before the architecture is compared."""
     run = tmp_path / "learned-esd"
     shutil.copytree(RUNS / "learned-esd", run)
     before = {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()}
@@ -50,7 +50,7 @@ def test_a_0_1_checkpoint_of_the_old_synthetic_psi_is_refused_in_one_line(tmp_pa
     )
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("resuming")]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert "esd-gs 0.1's residual network" in lines[0] and "--overwrite" in lines[0]
+    assert "an earlier residual network" in lines[0] and "--overwrite" in lines[0]
     assert {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()} == before
 
 

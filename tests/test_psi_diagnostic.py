@@ -74,6 +74,48 @@ def test_an_exact_psi_has_zero_error_and_a_zero_psi_has_error_one():
         assert row["zero_entropy"] == pytest.approx(1.0)
 
 
+class Phi(Exact):
+    """psi = phi for both terms (Algorithm 1's initialisation)."""
+
+    def eps(self, x_t, timesteps, text, cameras, noise=None):
+        return self.prior.eps(x_t, timesteps, text.expand(x_t.shape[0]), text[:1], 1.0)
+
+
+class ExactNullPhiCamera(Exact):
+    def eps(self, x_t, timesteps, text, cameras, noise=None):
+        if cameras is None:
+            return super().eps(x_t, timesteps, text, None)
+        return self.prior.eps(x_t, timesteps, text.expand(x_t.shape[0]), text[:1], 1.0)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+def test_the_update_error_of_known_estimators(lam):
+    """eq. 9's bracket: exact psi -> 0; psi = phi -> a zero bracket, error exactly 1; an exact null with phi as
+    the camera score -> the error is (1 - lambda) ||noise - phi|| / ||phi - lambda null* - (1 - lambda) noise||."""
+    gen = torch.Generator().manual_seed(4)
+    images = torch.rand(3, 3, 8, 8, generator=gen) * 2 - 1
+    p = SyntheticPrior(images, ["a"], torch.zeros(3), torch.device("cpu"))
+    bank = torch.rand(5, 3, 8, 8, generator=gen) * 2 - 1
+    latents, cameras = bank[:2], torch.randn(2, 16, generator=gen)
+    estimators = {"exact": Exact(p, bank), "phi": Phi(p, bank), "mixed": ExactNullPhiCamera(p, bank)}
+    rows = psi_errors(
+        estimators, p, torch.tensor([0]), latents, cameras, bank, (300, 800), torch.Generator().manual_seed(5), lam
+    )
+    replay = torch.Generator().manual_seed(5)
+    for row in rows:
+        steps = torch.full((2,), row["t"])
+        noise = torch.randn(latents.shape, generator=replay)
+        x_t = p.add_noise(latents, noise, steps)
+        phi = p.eps(x_t, steps, torch.tensor([0, 0]), torch.tensor([0]), 1.0)
+        null = mixture_eps(x_t, bank, p.alphas_cumprod, steps)
+        exact_update = phi - lam * null - (1 - lam) * noise
+        assert row["exact_update"] == 0.0
+        assert row["phi_update"] == pytest.approx(1.0)
+        expected = float((1 - lam) * (noise - phi).norm() / exact_update.norm())
+        assert row["mixed_update"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+        assert (row["mixed_update"] > 0.01) == (lam < 1)  # the camera term only counts when lambda < 1
+
+
 def test_a_bank_of_one_image_makes_the_null_score_the_noise():
     """One render: q_t is a single Gaussian around it, whose exact eps at x_t = alpha x0 + sigma eps is eps. The
     particle estimator with that one-image bank is then right with and without the camera."""
@@ -115,7 +157,7 @@ def test_a_run_measures_psi_without_changing_its_training(tmp_path, estimator):
     assert measured_at == [3, 6]
     errors = rows[-1]["psi_error"]
     assert [e["t"] for e in errors] == list(measured.diagnose.timesteps)
-    names = {f"{who}_{kind}" for who in ("psi", "particle") for kind in ("null", "camera", "entropy")}
+    names = {f"{who}_{kind}" for who in ("psi", "particle") for kind in ("null", "camera", "entropy", "update")}
     names = names if estimator == "learned" else {n for n in names if n.startswith("psi_")}
     assert all(set(e) - {"t"} == names for e in errors)
     if estimator == "particle":  # its camera score is the Dirac's, exactly

@@ -1,6 +1,14 @@
 """psi with the synthetic prior: a small camera-conditioned network on top of phi, trained exactly like the LoRA psi.
 
-    eps_psi(x_t, t, c, y) = eps_phi(x_t, t, y) + r(x_t, eps_phi(x_t, t, y), t, c)
+    v_psi(x_t, t, c, y) = v_phi(x_t, t, y) + r(x_t, eps_phi(x_t, t, y), t, c),    i.e.
+    eps_psi(x_t, t, c, y) = eps_phi(x_t, t, y) + alpha_t r(...)
+
+psi is a v-prediction network (``diffusion.process``: v = alpha_t eps - sigma_t x_0, eps = sigma_t x_t + alpha_t v),
+trained on the v target, as ProlificDreamer trains its LoRA on SD 2.1 (v-prediction). At large t the difference
+between psi and phi that ESD needs is small in eps (the images' part of eps is alpha_t / sigma_t x_0), and the v
+parametrization scales r by alpha_t there: on a frozen scene (``benchmarks/psi_fit.py``, BENCHMARKS.md "The learned
+psi") the null error at t = 900 after 1,200 updates fell from 0.028 (eps) to 0.017, and the Janus benchmark's learned
+rows gained 0.4 to 0.8 dB (seed 0).
 
 phi here is the exact score of the prompt's reference images (no CFG: psi always sees the plain prompt). The
 residual r is a small convolutional network whose blocks are modulated (FiLM) by a sinusoidal time embedding plus
@@ -22,6 +30,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..diffusion.process import alpha_sigma
 from ..errors import UserError
 from ..priors import SyntheticPrior
 from .base import PsiConfig
@@ -48,8 +57,9 @@ class FiLMBlock(nn.Module):
         return h + self.conv(torch.nn.functional.silu(self.norm(h) * (1 + scale) + shift))
 
 
-ARCHITECTURE = "residual(x_t, eps_phi)"
-"""Saved with psi's checkpoint state; esd-gs 0.1's residual read x_t only and cannot be resumed into this one."""
+ARCHITECTURE = "v residual(x_t, eps_phi)"
+"""Saved with psi's checkpoint state. Earlier residuals (esd-gs 0.1's read x_t only; the next one predicted eps)
+cannot be resumed into this one."""
 
 
 class ResidualNet(nn.Module):
@@ -75,9 +85,9 @@ class ResidualNet(nn.Module):
 
 
 class SyntheticResidualEstimator(OnlineEstimator):
-    """eps_psi = eps_phi(x_t, t, y) + r(x_t, t, c) (see module docstring)."""
+    """v_psi = v_phi(x_t, t, y) + r(x_t, eps_phi, t, c) (see module docstring)."""
 
-    prediction_type = "epsilon"
+    prediction_type = "v_prediction"
 
     def __init__(self, prior: SyntheticPrior, config: PsiConfig, width: int = 32):
         self.prior, self.config = prior, config
@@ -89,7 +99,9 @@ class SyntheticResidualEstimator(OnlineEstimator):
     def _forward(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> Tensor:
         with torch.no_grad():
             base = self.prior.eps(x_t, timesteps, text, text[:1], 1.0)  # phi's plain conditional score (no CFG)
-        return base + self.net(x_t.float(), base, timesteps, cameras.float())
+            alpha, sigma = alpha_sigma(self.prior.alphas_cumprod, timesteps, x_t.dim())
+            v_phi = (base - sigma * x_t.float()) / alpha  # phi's v, from eps = sigma_t x_t + alpha_t v
+        return v_phi + self.net(x_t.float(), base, timesteps, cameras.float())
 
     def state_dict(self) -> dict[str, Tensor]:
         """The residual network's weights (prefixed ``net.``)."""
@@ -102,8 +114,8 @@ class SyntheticResidualEstimator(OnlineEstimator):
     def load_checkpoint_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
         if meta.get("architecture") != ARCHITECTURE:
             raise UserError(
-                "this checkpoint's synthetic psi is esd-gs 0.1's residual network, which read x_t only; this version's "
-                "also reads phi's score (BENCHMARKS.md): start the run again with --overwrite"
+                "this checkpoint's synthetic psi is an earlier residual network (an eps prediction, or one that read "
+                "x_t only); this version's predicts v (BENCHMARKS.md): start the run again with --overwrite"
             )
         super().load_checkpoint_state(tensors, meta)
 

@@ -14,6 +14,12 @@ a fixed grid of timesteps, the relative error of an estimate ``e`` against the e
 camera score and their difference (the direction of ESD's entropy term, eq. 9). The training-free particle
 estimator, with a bank the size training uses, is scored beside the run's psi as the baseline.
 
+The **update error** is what decides whether psi guides the scene: the relative error of eq. 9's whole bracket
+eps_phi - lambda eps_psi(null) - (1 - lambda) eps_psi(c) at the run's lambda, against the same bracket with the exact
+scores (phi's plain prediction, without text guidance, which cancels from the numerator). The bracket is the
+difference between two close scores, so an estimate with a small error in the score can still have an update
+error near 1: a psi equal to phi (Algorithm 1's initialisation) has exactly 1 at lambda = 1, pushing nothing.
+
 The mixture's posterior collapses onto the nearest bank image at small t, so there the "exact" null value is
 itself a finite-bank estimate: read the small-t errors with that in mind.
 """
@@ -81,9 +87,11 @@ def psi_errors(
     bank: Tensor,
     timesteps: tuple[int, ...],
     generator: torch.Generator,
+    entropy_weight: float = 1.0,
 ) -> list[dict]:
-    """One row per timestep: ``{"t", "<name>_null", "<name>_camera", "<name>_entropy"}`` relative errors of each
-    estimator (``entropy``: of eps_psi(x_t, t, c) - eps_psi(x_t, t, null), the direction of ESD's entropy term).
+    """One row per timestep: ``{"t", "<name>_null", "<name>_camera", "<name>_entropy", "<name>_update"}`` relative
+    errors of each estimator (``entropy``: of eps_psi(x_t, t, c) - eps_psi(x_t, t, null), the direction of ESD's
+    entropy term; ``update``: of the whole bracket of eq. 9 at lambda = ``entropy_weight``, see module docstring).
 
     ``latents`` [B, C, h, w] and ``cameras`` [B, 16] are held-out renders; ``bank`` [M, C, h, w] fresh renders of the
     same scene (its mixture score is the exact null score); ``text`` psi's plain text condition."""
@@ -93,6 +101,9 @@ def psi_errors(
         noise = torch.randn(latents.shape, generator=generator).to(latents.device)
         x_t = prior.add_noise(latents, noise, steps)
         exact_null = mixture_eps(x_t, bank, prior.alphas_cumprod, steps)
+        phi = prior.eps(x_t, steps, text.expand(x_t.shape[0], *text.shape[1:]), text[:1], 1.0)
+        lam = entropy_weight
+        exact_update = phi - lam * exact_null - (1.0 - lam) * noise  # eq. 9's bracket with the exact psi
         row = {"t": int(t)}
         for name, psi in estimators.items():
             camera, null = psi.eps_camera_and_null(x_t, steps, text, cameras, noise)
@@ -100,6 +111,7 @@ def psi_errors(
             row[f"{name}_camera"] = relative_error(camera, noise)
             # what ESD adds to VSD (eq. 9): the camera-minus-null difference, the entropy term's direction
             row[f"{name}_entropy"] = relative_error(camera - null, noise - exact_null)
+            row[f"{name}_update"] = relative_error(phi - lam * null - (1.0 - lam) * camera, exact_update)
         rows.append(row)
     return rows
 
@@ -107,8 +119,9 @@ def psi_errors(
 class PsiDiagnostic:
     """Measures a run's psi (and the particle baseline) against the exact scores, on its own random streams."""
 
-    def __init__(self, config: PsiDiagnosticConfig, prior: Prior, particle_bank_size: int):
-        self.config, self.prior = config, prior
+    def __init__(self, config: PsiDiagnosticConfig, prior: Prior, particle_bank_size: int, entropy_weight: float = 1.0):
+        """``entropy_weight``: the run's lambda of eq. 9 (for the update error)."""
+        self.config, self.prior, self.entropy_weight = config, prior, entropy_weight
         self.camera_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator().manual_seed(config.seed + 1)
         self.particle = ParticleEstimator(prior, bank_size=particle_bank_size)
@@ -129,13 +142,15 @@ class PsiDiagnostic:
         else:
             self.particle.refresh(render_latents(self.particle.bank_size, self.camera_gen)[0])
             estimators = {"psi": psi, "particle": self.particle}
-        return psi_errors(estimators, self.prior, text, latents, cameras, bank, cfg.timesteps, self.noise_gen)
+        return psi_errors(
+            estimators, self.prior, text, latents, cameras, bank, cfg.timesteps, self.noise_gen, self.entropy_weight
+        )
 
 
 def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
     """psi_error.png from a run's metrics.jsonl: relative error over the run, one panel each for the null-camera
-    score, the camera-conditional score and their difference, a line per timestep (psi solid, the particle baseline
-    dashed).
+    score, the camera-conditional score, their difference and the update, a line per timestep (psi solid, the
+    particle baseline dashed).
     Without matplotlib (``pip install esd-gs[plots]``) it says so in one line and returns None."""
     try:
         import matplotlib
@@ -152,12 +167,13 @@ def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
         return None
     steps = [row["step"] for row in series]
     timesteps = [entry["t"] for entry in series[0]["psi_error"]]
-    figure, axes = plt.subplots(1, 3, figsize=(15, 3.6), sharey=True)
+    figure, axes = plt.subplots(1, 4, figsize=(19, 3.6), sharey=True)
     colours = plt.cm.viridis([i / max(1, len(timesteps) - 1) for i in range(len(timesteps))])
     titles = {
         "null": "eps_psi(x_t, t, null) vs exact",
         "camera": "eps_psi(x_t, t, c) vs exact",
         "entropy": "eps_psi(c) - eps_psi(null) vs exact",
+        "update": "eq. 9 bracket at the run's lambda vs exact",
     }
     for ax, kind in zip(axes, titles):
         for i, t in enumerate(timesteps):
@@ -171,7 +187,7 @@ def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("relative error")
     axes[0].set_ylim(bottom=0)
-    axes[2].legend(fontsize=7, ncol=2)
+    axes[-1].legend(fontsize=7, ncol=2)
     figure.tight_layout()
     with atomic_path(out) as tmp:
         figure.savefig(tmp, dpi=110, format="png")

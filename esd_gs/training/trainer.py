@@ -111,7 +111,9 @@ class Trainer:
         self.distill = ScoreDistillation(self.prior, self.text, distill_cfg, config.timesteps, self.psi)
         self.diagnostic = None
         if config.diagnose.enabled and self.psi is not None:  # SDS has no psi to measure
-            self.diagnostic = PsiDiagnostic(config.diagnose, self.prior, config.psi.bank_size)
+            self.diagnostic = PsiDiagnostic(
+                config.diagnose, self.prior, config.psi.bank_size, distill_cfg.effective_lambda
+            )
         self.diagnose_every = max(1, round(config.diagnose.every * config.steps))
         self.camera_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
