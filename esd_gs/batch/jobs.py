@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from ..configs.generate import GenerateConfig, synthetic_defaults
+from ..configs.generate import SYNTHETIC_PRIORS, GenerateConfig, synthetic_defaults
 from ..configs.presets import config_from_dict, config_to_dict, load_yaml_config
 from ..errors import UserError
 
@@ -129,7 +129,8 @@ def expand_jobs(
         if base_preset is not None:
             base = base_preset
         else:
-            base = synthetic_defaults() if settings.get("prior") == "synthetic" else GenerateConfig()
+            prior_name = settings.get("prior")
+            base = synthetic_defaults(prior_name) if prior_name in SYNTHETIC_PRIORS else GenerateConfig()
         label = f"{where}, job {index} ({item['prompt']!r})"
         for key in ("out", "resume", "overwrite", "config", "viewer", "viewer_port"):
             if key in settings:

@@ -27,13 +27,14 @@ from ..errors import UserError
 from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
 from ..example import builtin_head
 from ..io import read_ply
-from ..priors import SyntheticPrior
+from ..priors import SyntheticPrior, build_prior
 from ..progress import console, make_progress
 from ..render.views import render_images
 from ..training.run_dir import RunDir
 from ..training.trainer import Trainer
 from ..video import write_png
 
+PRIOR_NAMES = {"synthetic": "the exact-score prior", "synthetic-unet": "the fitted synthetic UNet"}
 RUN_RECORD = "janus.json"
 """Written into a run's directory once it is scored: its settings and metrics (what lets a re-run skip it)."""
 TURNTABLE_VIEWS = 120
@@ -69,11 +70,16 @@ class BenchRun:
 
 
 def bench_base_config(
-    steps: int | None = None, reference: Path | None = None, p_front: float | None = None, diagnose: bool = False
+    steps: int | None = None,
+    reference: Path | None = None,
+    p_front: float | None = None,
+    diagnose: bool = False,
+    prior: str = "synthetic",
 ) -> GenerateConfig:
     """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``,
-    ``reference`` and ``p_front`` when given; with ``diagnose``, psi measured against the exact scores."""
-    base = synthetic_defaults()
+    ``reference`` and ``p_front`` when given; with ``diagnose``, psi measured against the exact scores; ``prior``
+    synthetic (exact) or synthetic-unet (fitted)."""
+    base = synthetic_defaults(prior)
     synthetic = base.synthetic
     if reference is not None:
         synthetic = replace(synthetic, reference=(reference,))
@@ -115,7 +121,8 @@ def run_janus_benchmark(
     reference = base.synthetic.reference[0] if base.synthetic.reference else None
     if reference is not None and not Path(reference).is_file():
         raise UserError(f"reference {reference} does not exist")
-    prior = SyntheticPrior.from_config(base, device)  # one prior, shared by every run
+    prior = SyntheticPrior.from_config(base, device)  # the exact prior: the oracle every run is scored against
+    phi = prior if base.prior == "synthetic" else build_prior(base, device)  # one phi, shared by every run
     reference_scene = (read_ply(reference) if reference is not None else builtin_head()).to(device)
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     size = base.resolution
@@ -151,8 +158,11 @@ def run_janus_benchmark(
                     shutil.rmtree(run_dir)
                 run_dir.mkdir(parents=True)
                 RunDir(run_dir).write_config(config)  # as generate does: evaluate and --resume read it
-                trainer = Trainer(config, run_dir, device, prior=prior)
-                trainer.run()
+                trainer = Trainer(config, run_dir, device, prior=phi)
+                try:
+                    trainer.run()
+                finally:
+                    phi.restore()  # a shared-UNet LoRA psi leaves phi's UNet as it found it for the next run
                 views = views_of(trainer.scene)
                 metrics = janus_metrics(views, reference_views, prior_images, prior.azimuths)
                 record = {
@@ -163,6 +173,7 @@ def run_janus_benchmark(
                     **metrics.as_dict(),
                     "steps": config.steps,
                     "p_front": base.synthetic.p_front,
+                    "prior": base.prior,
                 }
                 with atomic_path(run_dir / RUN_RECORD) as tmp:
                     tmp.write_text(json.dumps({"config": run_settings(config), "record": record}, indent=1))
@@ -256,8 +267,9 @@ def results_table(records: list[dict], runs: list[BenchRun], reference) -> Table
 
 
 def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> str:
+    phi = PRIOR_NAMES[records[0].get("prior", "synthetic")]
     lines = [
-        f"Janus benchmark: {records[0]['steps']} steps per run, prior frontal share p_front = "
+        f"Janus benchmark: {records[0]['steps']} steps per run, phi = {phi}, prior frontal share p_front = "
         f"{records[0]['p_front']}, mean ± std over seeds. Excess faces, share gap and side accuracy compare each run "
         "with the reference's own views under the same classifier; a Janus run has excess faces.",
         "",

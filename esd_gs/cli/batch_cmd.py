@@ -29,7 +29,7 @@ class BatchArgs:
     """Output directory: one run directory per job, batch.json, index.md, index.html."""
     config: Path | None = None
     """A generate preset (configs/*.yaml) every job starts from."""
-    prior: Literal["sd", "synthetic"] | None = None
+    prior: Literal["sd", "synthetic", "synthetic-unet"] | None = None
     """The prior of every job that does not set its own (default: generate's, Stable Diffusion)."""
     methods: tuple[str, ...] = ()
     """Run each job with each of these methods (space- or comma-separated: sds, vsd, esd); empty: each job's own."""

@@ -34,6 +34,9 @@ class BenchArgs:
     """Reference 3DGS .ply (-Y up); default the built-in head."""
     p_front: float | None = None
     """Share of frontal images in the prior (default: the default of generate's --synthetic.p-front)."""
+    prior: Literal["synthetic", "synthetic-unet"] = "synthetic"
+    """phi: the exact-score prior, or a small UNet fitted to its images (fitted once and cached; its learned psi is
+    the LoRA + camera MLP of Stable Diffusion runs). Every run is scored against the exact prior's images."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"
@@ -95,7 +98,7 @@ def run_bench(args: BenchArgs) -> Path:
     if args.reference is not None and not args.reference.is_file():
         raise UserError(f"reference {args.reference} does not exist")
     try:
-        base = bench_base_config(args.steps, args.reference, args.p_front, args.diagnose)
+        base = bench_base_config(args.steps, args.reference, args.p_front, args.diagnose, args.prior)
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None
     base.validate()

@@ -7,7 +7,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ..configs.generate import GenerateConfig, synthetic_defaults
+from ..configs.generate import SYNTHETIC_PRIORS, GenerateConfig, synthetic_defaults
 from ..configs.presets import load_yaml_config
 from ..errors import UserError
 from ..training.generate import default_run_dir, generate
@@ -30,7 +30,7 @@ def generate_defaults(argv: list[str]) -> GenerateConfig:
                 f"config preset {known.config} does not exist (presets live in configs/, e.g. configs/preview.yaml)"
             )
         return replace(load_yaml_config(known.config), config=known.config)
-    return synthetic_defaults() if known.prior == "synthetic" else GenerateConfig()
+    return synthetic_defaults(known.prior) if known.prior in SYNTHETIC_PRIORS else GenerateConfig()
 
 
 def run_generate(config: GenerateConfig) -> Path:

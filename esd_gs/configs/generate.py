@@ -22,6 +22,7 @@ from ..estimators import PsiConfig
 from ..evaluation.psi_error import PsiDiagnosticConfig
 from ..priors.sources import DEFAULT_MODEL
 from ..priors.synthetic import SyntheticPriorConfig
+from ..priors.synthetic_unet import SyntheticUNetConfig
 from ..render import UserBackend
 from ..scene import BallInit
 from ..training.densify import DensifyConfig
@@ -30,6 +31,8 @@ from ..training.trainer import OptimConfig
 
 MAX_RESOLUTION = 2048
 """Largest render size accepted (4x Stable Diffusion's native 512 px; the renderer's buffers grow with its square)."""
+SYNTHETIC_PRIORS = ("synthetic", "synthetic-unet")
+"""The priors made of the synthetic references' images (``--synthetic.*``): the exact one and the fitted UNet."""
 MAX_BATCH = 64
 """Most views per step accepted."""
 
@@ -48,8 +51,9 @@ class GenerateConfig:
     """The text prompt (for example "a plush dragon toy"). Not needed with --resume."""
     config: Path | None = None
     """A YAML preset (e.g. configs/preview.yaml); flags given on the command line override its values."""
-    prior: Literal["sd", "synthetic"] = "sd"
-    """The 2D prior: sd (Stable Diffusion) or synthetic (offline exact-score prior)."""
+    prior: Literal["sd", "synthetic", "synthetic-unet"] = "sd"
+    """The 2D prior: sd (Stable Diffusion), synthetic (offline exact-score prior) or synthetic-unet (a small UNet
+    fitted to the synthetic prior's images, with the LoRA psi of SD runs; fitted once and cached)."""
     model: str = DEFAULT_MODEL
     """Stable Diffusion for phi: a family (sd2.1-base, sd2.1 or sd1.5: its known Hub mirrors are tried in turn), a
     Hugging Face id of a diffusers SD 1.x/2.x pipeline, or a local diffusers folder."""
@@ -103,7 +107,13 @@ class GenerateConfig:
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     synthetic: SyntheticPriorConfig = field(default_factory=SyntheticPriorConfig)
+    synthetic_unet: SyntheticUNetConfig = field(default_factory=SyntheticUNetConfig)
     diagnose: PsiDiagnosticConfig = field(default_factory=PsiDiagnosticConfig)
+
+    @property
+    def pixel_prior(self) -> bool:
+        """A synthetic prior (exact or fitted): pixels in [-1, 1] as latents, images of the synthetic references."""
+        return self.prior in SYNTHETIC_PRIORS
 
     def validate(self) -> None:
         """The run's own settings and how the parts fit together (each part checked its own) -> one UserError."""
@@ -140,9 +150,9 @@ class GenerateConfig:
             raise UserError(f"--seed must be in [0, 2**62), got {self.seed}")
         if self.max_bad_steps < 1:
             raise UserError(f"--max-bad-steps must be at least 1, got {self.max_bad_steps}")
-        if self.prior == "synthetic" and self.distill.encoder != "vae":
+        if self.pixel_prior and self.distill.encoder != "vae":
             raise UserError("the synthetic prior works on pixels: --encoder linear applies to Stable Diffusion only")
-        if self.prior == "synthetic" and self.resolution_start is not None:
+        if self.pixel_prior and self.resolution_start is not None:
             raise UserError("the synthetic prior's images have one size: drop --resolution-start")
         if self.init.num_points > self.densify.max_gaussians:
             raise UserError(
@@ -151,12 +161,13 @@ class GenerateConfig:
             )
 
 
-def synthetic_defaults() -> GenerateConfig:
-    """The defaults of ``--prior synthetic`` (offline, CPU, about a minute): 32 px renders of 1,500 Gaussians on a
-    white background, as the prior's reference renders; no view suffixes (the prior has no text per view).
-    ESD with lambda 1 and the particle psi: the best-measured setting at the default prior bias (BENCHMARKS.md)."""
+def synthetic_defaults(prior: str = "synthetic") -> GenerateConfig:
+    """The defaults of ``--prior synthetic`` and ``synthetic-unet`` (offline, CPU, about a minute with the exact
+    prior): 32 px renders of 1,500 Gaussians on a white background, as the prior's reference renders; no view
+    suffixes (the prior has no text per view). ESD with lambda 1 and the particle psi: the best-measured setting at
+    the default prior bias (BENCHMARKS.md)."""
     return GenerateConfig(
-        prior="synthetic",
+        prior=prior,
         distill=DistillationConfig(lambda_entropy=1.0, guidance_scale=1.0),
         steps=1200,
         batch_size=4,

@@ -1,6 +1,7 @@
 """psi, the estimators of the rendered-image distribution's scores. Each implements ``base.ScoreEstimator``:
 
-- ``lora.CameraLoRAEstimator``: the paper's learned psi with Stable Diffusion (LoRA + camera MLP, ``online``);
+- ``lora.CameraLoRAEstimator``: the paper's learned psi on a UNet prior, Stable Diffusion or the fitted synthetic
+  UNet (LoRA + camera MLP, ``online``);
 - ``residual.SyntheticResidualEstimator``: the learned psi of the synthetic prior (a residual net, ``online``);
 - ``particle.ParticleEstimator``: training-free, the exact score of a bank of renders (any prior).
 
@@ -23,6 +24,7 @@ from .residual import SyntheticResidualEstimator
 LEARNED: dict[str, Callable[[Prior, PsiConfig], ScoreEstimator]] = {
     "sd": CameraLoRAEstimator.create,
     "synthetic": SyntheticResidualEstimator,
+    "synthetic-unet": CameraLoRAEstimator.create,
 }
 """``--psi.estimator learned``: the learned psi of each prior."""
 

@@ -1,4 +1,5 @@
-"""psi with Stable Diffusion: the camera-conditioned LoRA copy of its UNet that scores the rendered images (ESD Alg. 1).
+"""psi on a UNet prior (Stable Diffusion, or the fitted synthetic UNet): the camera-conditioned LoRA copy of its UNet
+that scores the rendered images (ESD Alg. 1).
 
 psi = the base UNet + peft LoRA (rank 4 on attention to_q/to_k/to_v/to_out.0 by default) + a camera MLP
 
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 
 from ..atomic import atomic_write_bytes
 from ..errors import UserError
-from ..priors import StableDiffusionPrior
+from ..priors import UNetPrior
 from ..priors.sources import load_failure_message, resolve_model
 from .base import PsiConfig
 from .online import CameraEmbedding, OnlineEstimator
@@ -70,7 +71,7 @@ class SharedUNetRoles:
         self.switches += 1
 
 
-def _check_text_width(prior: StableDiffusionPrior, psi_width: int) -> None:
+def _check_text_width(prior: UNetPrior, psi_width: int) -> None:
     """psi reads phi's text embeddings: its cross-attention width must be phi's text width."""
     text_width = prior.unet.config.cross_attention_dim
     if text_width != psi_width:
@@ -83,7 +84,7 @@ def _check_text_width(prior: StableDiffusionPrior, psi_width: int) -> None:
 class CameraLoRAEstimator(OnlineEstimator):
     """eps_psi(x_t, t, c, y) and its online training (see module docstring)."""
 
-    def __init__(self, prior: StableDiffusionPrior, config: PsiConfig, unet=None, scheduler=None):
+    def __init__(self, prior: UNetPrior, config: PsiConfig, unet=None, scheduler=None):
         from peft import LoraConfig
 
         self.prior, self.config = prior, config
@@ -119,7 +120,7 @@ class CameraLoRAEstimator(OnlineEstimator):
         self._init_training()
 
     @classmethod
-    def create(cls, prior: StableDiffusionPrior, config: PsiConfig) -> CameraLoRAEstimator:
+    def create(cls, prior: UNetPrior, config: PsiConfig) -> CameraLoRAEstimator:
         """Shared UNet, or a separate copy from ``config.base_model`` (default: phi's own model)."""
         if config.shared_unet:
             return cls(prior, config)

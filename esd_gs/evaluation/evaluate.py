@@ -158,7 +158,7 @@ def evaluate(
     from ..io import read_ply
 
     run = target.run_config
-    synthetic = run is not None and run.prior == "synthetic"
+    synthetic = run is not None and run.pixel_prior
     if config.sides == "reference" and "janus" in config.metrics and not synthetic:
         raise UserError(f"--sides reference needs a run of --prior synthetic; {target.name} is not one")
     up = run.output.up if run is not None else "-y"
@@ -293,7 +293,7 @@ def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -
     """Load every model the targets need before any work, so that a missing one fails at once, in one line."""
     if config.sides == "reference" and "janus" in config.metrics:
         for target in targets:
-            if target.run_config is None or target.run_config.prior != "synthetic":
+            if target.run_config is None or not target.run_config.pixel_prior:
                 raise UserError(f"--sides reference needs a run of --prior synthetic; {target.name} is not one")
     metrics = set(config.metrics)
     clip_sides = "janus" in metrics and config.sides == "clip"
@@ -306,7 +306,7 @@ def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -
             fid_metric("inception")
         for target in targets:
             run = target.run_config
-            if run is None or run.prior != "synthetic":
+            if run is None or not run.pixel_prior:
                 models.stable_diffusion(config.model or (run.model if run is not None else "sd2.1-base"))
     if "iq-iv" in config.metrics:
         models.classifier(config.classifier)

@@ -2,7 +2,10 @@
 
 - ``stable_diffusion.StableDiffusionPrior``: a frozen Stable Diffusion 1.x / 2.x (``--prior sd``, the default),
   found through ``sources`` (model families and their mirrors);
-- ``synthetic.SyntheticPrior``: the exact score of renders of known objects (``--prior synthetic``, offline).
+- ``synthetic.SyntheticPrior``: the exact score of renders of known objects (``--prior synthetic``, offline);
+- ``synthetic_unet.SyntheticUNetPrior``: a small UNet fitted to those renders (``--prior synthetic-unet``).
+
+Priors whose phi is a diffusers UNet share ``unet_prior.UNetPrior`` (and so take the LoRA psi).
 
 ``PRIORS`` maps each value of ``GenerateConfig.prior`` to the builder of its prior; a new prior adds its module,
 one entry here (and in ``PRIOR_SETTINGS``, the fields its builder reads) and its name to that Literal.
@@ -18,6 +21,8 @@ import torch
 from .base import Prior, TextEmbeddings
 from .stable_diffusion import StableDiffusionPrior
 from .synthetic import SyntheticPrior
+from .synthetic_unet import SyntheticUNetPrior
+from .unet_prior import UNetPrior
 
 if TYPE_CHECKING:
     from ..configs.generate import GenerateConfig
@@ -25,12 +30,14 @@ if TYPE_CHECKING:
 PRIORS: dict[str, Callable[[GenerateConfig, torch.device], Prior]] = {
     "sd": StableDiffusionPrior.from_config,
     "synthetic": SyntheticPrior.from_config,
+    "synthetic-unet": SyntheticUNetPrior.from_config,
 }
 
 
 PRIOR_SETTINGS: dict[str, tuple[str, ...]] = {
     "sd": ("model", "precision", "resize_to_native"),
     "synthetic": ("synthetic", "prompt", "resolution", "cameras", "background"),
+    "synthetic-unet": ("synthetic", "synthetic_unet", "prompt", "resolution", "cameras", "background"),
 }
 """The ``GenerateConfig`` fields each builder of ``PRIORS`` reads: runs that agree on them can share one prior."""
 
@@ -51,7 +58,9 @@ __all__ = [
     "Prior",
     "StableDiffusionPrior",
     "SyntheticPrior",
+    "SyntheticUNetPrior",
     "TextEmbeddings",
+    "UNetPrior",
     "build_prior",
     "prior_key",
 ]

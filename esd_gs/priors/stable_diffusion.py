@@ -19,17 +19,16 @@ Stable Diffusion 1.x or 2.x family (epsilon or v-prediction, text width 768 or 1
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from ..diffusion import eps_from_prediction
 from ..errors import UserError
-from .base import Prior, TextEmbeddings
+from .base import TextEmbeddings
 from .prompts import view_prompts
 from .sources import DEFAULT_MODEL, load_failure_message, resolve_model
+from .unet_prior import UNetPrior
 
 if TYPE_CHECKING:
     from ..configs.generate import GenerateConfig
@@ -47,8 +46,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return table[name]
 
 
-class StableDiffusionPrior(Prior):
-    """The frozen prior phi (see module docstring)."""
+class StableDiffusionPrior(UNetPrior):
+    """The frozen prior phi (see module docstring); its UNet passes, guidance and roles are ``UNetPrior``'s."""
 
     def __init__(
         self,
@@ -74,16 +73,11 @@ class StableDiffusionPrior(Prior):
         self.native_latent_size = int(sample_size if isinstance(sample_size, int) else sample_size[0])
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.native_size = self.native_latent_size * self.vae_factor
-        for module in (unet, vae, text_encoder):
+        for module in (vae, text_encoder):
             module.requires_grad_(False)
             module.eval()
-        self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
-        self.prediction_type = scheduler.config.prediction_type
-        if self.prediction_type not in ("epsilon", "v_prediction"):
-            raise UserError(f"unsupported prediction type '{self.prediction_type}' (need epsilon or v_prediction)")
+        self._init_unet()  # the UNet frozen, the schedule, the prediction type (unet_prior.UNetPrior)
         self.vae_scale = float(vae.config.scaling_factor)
-        self.shared_unet_roles = None  # set by a shared-UNet psi (estimators.lora.SharedUNetRoles)
-        self._own_class_embedding = unet.class_embedding  # what restore() puts back
         self._rgb_to_latent: tuple[Tensor, Tensor] | None = None
 
     @classmethod
@@ -200,48 +194,6 @@ class StableDiffusionPrior(Prior):
             solution = torch.linalg.lstsq(design.double(), target.double()).solution.float()  # [4 (rgb+1), L]
             self._rgb_to_latent = (solution[:3].T.contiguous().to(self.device), solution[3].to(self.device))
         return self._rgb_to_latent
-
-    # ------------------------------------------------------------------ diffusion
-    def _unet_eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        """One plain UNet pass of phi's UNet (adapters and camera embedding as currently set) -> eps, float32."""
-        out = self.unet(
-            x_t.to(self.dtype), timesteps, encoder_hidden_states=text.to(self.dtype), class_labels=class_labels
-        ).sample
-        return eps_from_prediction(out, x_t, self.alphas_cumprod, timesteps, self.prediction_type)
-
-    @torch.no_grad()
-    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
-        """eps_phi(x_t, t, y) with text classifier-free guidance (``Prior.eps``); text [B, 77, D], negative
-        [1, 77, D]. One batched UNet pass for both halves."""
-        batch = x_t.shape[0]
-        with self.phi_mode():
-            both = self._unet_eps(
-                torch.cat([x_t, x_t]),
-                torch.cat([timesteps, timesteps]),
-                torch.cat([negative.expand(batch, -1, -1), text]),
-            )
-        eps_uncond, eps_cond = both.chunk(2)
-        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-
-    @contextlib.contextmanager
-    def phi_mode(self):
-        """Run the UNet as the clean pretrained phi. When a shared-UNet psi has put its LoRA and camera MLP into this
-        UNet (``shared_unet_roles``), switch it to the phi role; it stays there until psi's next pass switches back,
-        so the adapters are toggled once per change of role, never around every pass."""
-        if self.shared_unet_roles is not None:
-            self.shared_unet_roles.use("phi")
-        yield
-
-    def restore(self) -> None:
-        """``Prior.restore``: a shared-UNet psi's LoRA adapters deleted (peft's layers then compute exactly the base
-        layers) and its camera MLP detached."""
-        if self.shared_unet_roles is not None:
-            self.shared_unet_roles.use("phi")
-        adapters = list(getattr(self.unet, "peft_config", None) or {})  # also those of a psi that failed half-built
-        if adapters:
-            self.unet.delete_adapters(adapters)
-        self.unet.class_embedding = self._own_class_embedding
-        self.shared_unet_roles = None
 
 
 def quiet_loading() -> None:

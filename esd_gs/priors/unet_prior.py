@@ -1,0 +1,79 @@
+"""What every prior whose phi is a diffusers ``UNet2DConditionModel`` shares (``base.Prior``): the UNet's noise
+prediction with batched text classifier-free guidance, and the roles of a UNet that psi shares.
+
+Stable Diffusion (``stable_diffusion.py``) and the fitted synthetic UNet (``synthetic_unet.py``) are such priors;
+the paper's learned psi (``estimators.lora.CameraLoRAEstimator``: LoRA + camera MLP) works on any of them.
+
+A subclass sets ``unet``, ``scheduler`` (a diffusers DDPM scheduler: the beta schedule and prediction type),
+``device`` and ``dtype``, then calls ``_init_unet``. Text conditions are the UNet's ``encoder_hidden_states``
+([B, L, D]); the UNet's output becomes eps by ``diffusion.eps_from_prediction`` (epsilon or v-prediction).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from ..diffusion import eps_from_prediction
+from ..errors import UserError
+from .base import Prior
+
+
+class UNetPrior(Prior):
+    """phi = a frozen diffusers UNet (module docstring)."""
+
+    unet: torch.nn.Module
+    scheduler: object
+
+    def _init_unet(self) -> None:
+        self.unet.requires_grad_(False)
+        self.unet.eval()
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(device=self.device, dtype=torch.float32)
+        self.prediction_type = self.scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise UserError(f"unsupported prediction type '{self.prediction_type}' (need epsilon or v_prediction)")
+        self.shared_unet_roles = None  # set by a shared-UNet psi (estimators.lora.SharedUNetRoles)
+        self._own_class_embedding = self.unet.class_embedding  # what restore() puts back
+
+    def _unet_eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """One plain UNet pass of phi's UNet (adapters and camera embedding as currently set) -> eps, float32."""
+        out = self.unet(
+            x_t.to(self.dtype), timesteps, encoder_hidden_states=text.to(self.dtype), class_labels=class_labels
+        ).sample
+        return eps_from_prediction(out, x_t, self.alphas_cumprod, timesteps, self.prediction_type)
+
+    @torch.no_grad()
+    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
+        """eps_phi(x_t, t, y) with text classifier-free guidance (``Prior.eps``); text [B, L, D], negative
+        [1, L, D]. One batched UNet pass for both halves."""
+        batch = x_t.shape[0]
+        with self.phi_mode():
+            both = self._unet_eps(
+                torch.cat([x_t, x_t]),
+                torch.cat([timesteps, timesteps]),
+                torch.cat([negative.expand(batch, -1, -1), text]),
+            )
+        eps_uncond, eps_cond = both.chunk(2)
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    @contextlib.contextmanager
+    def phi_mode(self):
+        """Run the UNet as the clean pretrained phi. When a shared-UNet psi has put its LoRA and camera MLP into this
+        UNet (``shared_unet_roles``), switch it to the phi role; it stays there until psi's next pass switches back,
+        so the adapters are toggled once per change of role, never around every pass."""
+        if self.shared_unet_roles is not None:
+            self.shared_unet_roles.use("phi")
+        yield
+
+    def restore(self) -> None:
+        """``Prior.restore``: a shared-UNet psi's LoRA adapters deleted (peft's layers then compute exactly the base
+        layers) and its camera MLP detached."""
+        if self.shared_unet_roles is not None:
+            self.shared_unet_roles.use("phi")
+        adapters = list(getattr(self.unet, "peft_config", None) or {})  # also those of a psi that failed half-built
+        if adapters:
+            self.unet.delete_adapters(adapters)
+        self.unet.class_embedding = self._own_class_embedding
+        self.shared_unet_roles = None
