@@ -172,9 +172,11 @@ def test_generate_mesh_writes_scene_glb(tmp_path):
 THREE = ROOT / ".cache" / "web" / "node_modules" / "three"
 
 
-def test_the_glb_in_a_threejs_viewer_in_headless_chromium(tmp_path):
+@pytest.mark.parametrize("colour", [[], ["--texture", "256"]], ids=["vertex-colours", "texture"])
+def test_the_glb_in_a_threejs_viewer_in_headless_chromium(tmp_path, colour):
     """three.js's GLTFLoader (from npm) draws the exported head in headless Chromium, from a glTF viewer's default
-    front (+Z): the face is seen (the red lips low in the middle), the hair is on top."""
+    front (+Z), with vertex colours or a baked texture: the face is seen (the red lips low in the middle), the hair
+    is on top."""
     import functools
     import http.server
     import shutil
@@ -189,7 +191,7 @@ def test_the_glb_in_a_threejs_viewer_in_headless_chromium(tmp_path):
     (site / "node_modules").mkdir(parents=True)
     shutil.copytree(THREE, site / "node_modules" / "three", ignore=shutil.ignore_patterns("src", "*.cjs", "*webgpu*"))
     shutil.copy(ROOT / "tests" / "web" / "glb.html", site / "index.html")
-    done = esd_gs("export", ROOT / "assets" / "head.ply", "--to", site / "model.glb", "--resolution", 96)
+    done = esd_gs("export", ROOT / "assets" / "head.ply", "--to", site / "model.glb", "--resolution", 96, *colour)
     assert done.returncode == 0, done.stderr
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -217,3 +219,41 @@ def test_the_glb_in_a_threejs_viewer_in_headless_chromium(tmp_path):
     red_rows, red_columns = np.nonzero(red)
     assert red_rows.mean() > top + 0.6 * height and abs(red_columns.mean() - 320) < 40  # low in the middle
     assert np.nonzero(dark)[0].mean() < top + 0.45 * height  # the hair is above
+
+
+# ---------------------------------------------------------------------------------------------- UV texture
+def test_the_uv_layout_rasterizes_to_its_known_texels():
+    """One triangle over half the unit square at 8 x 8 texels: the 36 texels whose centre has u + v <= 1, each with
+    barycentric coordinates that give back its centre."""
+    from esd_gs.mesh.texture import rasterize_uv
+
+    uv = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    owner, bary = rasterize_uv(uv, np.array([[0, 1, 2]]), 8)
+    rows, cols = np.nonzero(owner == 0)
+    centre_u, centre_v = (cols + 0.5) / 8, 1 - (rows + 0.5) / 8
+    assert len(rows) == 36 and (centre_u + centre_v <= 1).all() and (owner[owner != 0] == -1).all()
+    np.testing.assert_allclose(bary[rows, cols] @ uv, np.stack([centre_u, centre_v], 1), atol=1e-9)
+
+
+def test_the_baked_texture_puts_each_side_s_colour_on_its_side():
+    """A sphere of disks, red where x > 0 and blue where x < 0: every texel the views saw on the red half is red and
+    on the blue half blue (the views' projection and visibility test are right), and the .glb carries the texture."""
+    pytest.importorskip("xatlas")
+    from esd_gs.mesh.extract import TO_GLTF
+
+    sphere = sphere_of_disks(3000)
+    raw = sphere.raw()
+    red = raw["means"][:, 0] > 0
+    colours = torch.where(red[:, None], torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.1, 0.1, 0.9]))
+    scene = GaussianScene.from_activated(
+        means=raw["means"], scales=sphere.scales.detach(), quats=sphere.quats.detach(),
+        opacities=torch.full((3000,), 0.95), colors=colours, sh_degree=0,
+    )  # fmt: skip
+    mesh = scene_mesh(scene, MeshConfig(resolution=64, faces=4000, texture=128))
+    assert mesh.metadata["texture_seen"] > 0.95
+    world = np.asarray(mesh.vertices) @ TO_GLTF  # back to esd-gs axes: x is the red-blue axis
+    texels = mesh.visual.to_color()  # trimesh samples the texture at each vertex's UV
+    rgb = np.asarray(texels.vertex_colors)[:, :3].astype(int)
+    far_red, far_blue = world[:, 0] > 0.1, world[:, 0] < -0.1
+    assert (rgb[far_red, 0] > 150).mean() > 0.98 and (rgb[far_red, 2] < 90).mean() > 0.98
+    assert (rgb[far_blue, 2] > 150).mean() > 0.98 and (rgb[far_blue, 0] < 90).mean() > 0.98

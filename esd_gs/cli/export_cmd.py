@@ -35,6 +35,9 @@ class ExportArgs:
     """.glb / .obj: most triangles kept."""
     level: float = 0.5
     """.glb / .obj: opacity level of the surface."""
+    texture: int = 0
+    """.glb: bake a UV texture of this many pixels per side (e.g. 1024) from rendered views instead of vertex colours
+    (xatlas UVs; slower); 0 = vertex colours."""
     overwrite: bool = False
     """Replace the output file if it exists."""
 
@@ -57,7 +60,9 @@ def run_export(args: ExportArgs) -> Path:
         from ..mesh.extract import MeshConfig, import_mesh_tools
 
         import_mesh_tools()
-        mesh_config = MeshConfig(args.resolution, args.faces, args.level)
+        mesh_config = MeshConfig(args.resolution, args.faces, args.level, texture=args.texture)
+    if args.texture and suffix != ".glb":
+        raise UserError("--texture is written into the .glb itself: export to a .glb")
     if args.sh_degree is not None and suffix != ".ply":
         raise UserError("--sh-degree applies to .ply output only (.splat and .html use one colour per Gaussian)")
     if args.sh_degree is not None and args.sh_degree < scene.sh_degree:

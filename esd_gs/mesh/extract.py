@@ -10,13 +10,15 @@
 6. vertex colours: the field's colour (colour-weighted density / density, each trilinear) at each vertex of the
    level surface: the outermost material, so the thin features that stand on a surface (a face's brows,
    pupils and lips) keep their colour;
-6b. the half maximum (``half_maximum``): each vertex moves inward along its normal to where the density reaches half
+7. the half maximum (``half_maximum``): each vertex moves inward along its normal to where the density reaches half
    its peak beneath it. Overlapping surface Gaussians sum to well above the level, so the level surface sits out in
    their summed tails (a sphere of disks: +10% volume at 96^3); the half maximum is the sheet's own half-thickness.
    Moving vertices rather than taking a half-maximum isosurface keeps the level surface's topology: a 3D
    half-maximum field carved cracks where a dense feature (the nose) meets the face;
-7. axes: esd-gs's world (+Z up, front +X, left +Y) to glTF's (+Y up, +Z towards the viewer, +X the viewer's right):
-   (x, y, z) -> (y, z, x), a rotation, so the object stands upright and faces a glTF viewer's default camera.
+8. axes: esd-gs's world (+Z up, front +X, left +Y) to glTF's (+Y up, +Z towards the viewer, +X the viewer's right):
+   (x, y, z) -> (y, z, x), a rotation, so the object stands upright and faces a glTF viewer's default camera;
+9. with ``texture`` (``texture.py``): xatlas's UV charts and a texture baked from rendered views of the Gaussians,
+   instead of vertex colours.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class MeshConfig:
     """Opacity level of the surface."""
     min_component: float = 0.02
     """Components with fewer than this share of the faces are dropped."""
+    texture: int = 0
+    """Bake a UV texture of this many pixels per side from rendered views (``texture.py``; .glb only); 0 = vertex
+    colours only."""
 
     def __post_init__(self) -> None:
         if not 16 <= self.resolution <= 512:
@@ -61,6 +66,8 @@ class MeshConfig:
             raise UserError(f"--faces must be at least 4, got {self.faces}")
         if not 0.0 < self.level < 1.0:
             raise UserError(f"--level must be in (0, 1), got {self.level}")
+        if self.texture and not 16 <= self.texture <= 8192:
+            raise UserError(f"--texture must be 0 (off) or a size in 16..8192, got {self.texture}")
 
 
 def import_mesh_tools():
@@ -143,16 +150,46 @@ def scene_mesh(scene: GaussianScene, config: MeshConfig | None = None):
         density, level_points, np.asarray(mesh.vertex_normals), config.level, np.asarray(mesh.edges_unique)
     )
     world = grid.to_world(torch.from_numpy(voxel_points).float()).numpy()
+    if config.texture:
+        return _textured(scene, world, np.asarray(mesh.faces), colours, config, grid.voxel)
     rgba = np.concatenate([np.round(colours * 255), np.full((len(colours), 1), 255)], axis=1).astype(np.uint8)
     return trimesh.Trimesh(vertices=world @ TO_GLTF.T, faces=np.asarray(mesh.faces), vertex_colors=rgba, process=False)
+
+
+def _textured(scene: GaussianScene, world: np.ndarray, faces: np.ndarray, colours: np.ndarray, config, voxel: float):
+    """Step 9: the mesh unwrapped by xatlas, with a texture baked from rendered views (``texture.py``), in glTF axes
+    with a matte material whose base colour is the texture."""
+    import trimesh
+    from PIL import Image
+
+    from .texture import bake, unwrap
+
+    try:
+        import xatlas  # noqa: F401
+    except ImportError:
+        raise UserError("--texture needs xatlas: pip install 'esd-gs[mesh]'") from None
+    normals = np.asarray(trimesh.Trimesh(vertices=world, faces=faces, process=False).vertex_normals)
+    mapping, faces, uv = unwrap(world, faces, config.texture)
+    world, normals, colours = world[mapping], normals[mapping], colours[mapping]
+    render_size = min(512, max(128, config.texture))  # the views: about one pixel per texel, at most 512 px
+    image, seen = bake(scene, world, faces, normals, colours, uv, config.texture, 3.0 * voxel, render_size)
+    material = trimesh.visual.material.PBRMaterial(
+        name="baked texture", baseColorTexture=Image.fromarray(image), metallicFactor=0.0, roughnessFactor=1.0
+    )
+    mesh = trimesh.Trimesh(vertices=world @ TO_GLTF.T, faces=faces, process=False)
+    mesh.visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
+    mesh.metadata["texture_seen"] = seen  # share of texels some view saw (the rest: vertex colours)
+    return mesh
 
 
 def write_mesh(scene: GaussianScene, path, config: MeshConfig | None = None) -> tuple[int, int]:
     """Write ``scene``'s mesh to ``path`` (.glb or .obj, atomically); returns (vertices, faces)."""
     from ..atomic import atomic_path
 
-    mesh = scene_mesh(scene, config)
     suffix = str(path).lower().rsplit(".", 1)[-1]
+    if config is not None and config.texture and suffix != "glb":
+        raise UserError("--texture is written into the .glb itself: export to a .glb")
+    mesh = scene_mesh(scene, config)
     with atomic_path(path) as tmp:
         (with_material(mesh) if suffix == "glb" else mesh).export(str(tmp), file_type=suffix)
     return len(mesh.vertices), len(mesh.faces)
@@ -164,6 +201,8 @@ def with_material(mesh):
     the linear values glTF specifies."""
     import trimesh
 
+    if mesh.visual.kind == "texture":  # baked: the texture is the colour (sRGB, as glTF specifies for it)
+        return mesh
     material = trimesh.visual.material.PBRMaterial(
         name="vertex colours", baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0, roughnessFactor=1.0
     )
