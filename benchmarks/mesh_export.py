@@ -1,4 +1,5 @@
-"""Time and peak memory of `esd-gs export SCENE.ply --to out.glb` at 64k and 256k Gaussians, grid 128 and 256.
+"""Time and peak memory of `esd-gs export SCENE.ply --to out.glb` at 64k and 256k Gaussians: grid 128 and 256 with
+vertex colours, and grid 128 with a 1024-pixel baked texture (``--texture 1024``).
 
 The scenes are the procedural head (``make_head_scene``) built with that many Gaussians, so the surface is a real
 one. Each export runs in its own process, whose peak resident memory (ru_maxrss) is reported; medians over
@@ -23,7 +24,7 @@ from esd_gs.io import read_ply
 from esd_gs.mesh.extract import MeshConfig, write_mesh
 scene = read_ply(sys.argv[1])
 start = time.perf_counter()
-vertices, faces = write_mesh(scene, sys.argv[2], MeshConfig(resolution=int(sys.argv[3])))
+faces = len(write_mesh(scene, sys.argv[2], MeshConfig(resolution=int(sys.argv[3]), texture=int(sys.argv[4]))).faces)
 print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, faces)
 """
 
@@ -41,11 +42,11 @@ def main() -> None:
         for count in (64_000, 256_000):
             ply = Path(tmp) / f"head-{count}.ply"
             write_ply(make_head_scene(num_gaussians=count), ply)
-            for resolution in (128, 256):
+            for resolution, texture in ((128, 0), (256, 0), (128, 1024)):
                 seconds, memory = [], []
                 for _ in range(args.repeats):
                     out = subprocess.run(
-                        [sys.executable, "-c", CHILD, ply, Path(tmp) / "out.glb", str(resolution)],
+                        [sys.executable, "-c", CHILD, ply, Path(tmp) / "out.glb", str(resolution), str(texture)],
                         capture_output=True,
                         text=True,
                         check=True,
@@ -56,6 +57,7 @@ def main() -> None:
                 row = {
                     "gaussians": count,
                     "resolution": resolution,
+                    "texture": texture,
                     "seconds": statistics.median(seconds),
                     "peak_mb": statistics.median(memory),
                     "faces": faces,

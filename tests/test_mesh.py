@@ -131,15 +131,20 @@ def test_export_glb_and_obj_and_bad_options(tmp_path):
     assert done.returncode == 0, done.stderr
     assert len(trimesh.load(tmp_path / "head.glb", force="mesh").faces) <= 5000
     done = esd_gs("export", head, "--to", tmp_path / "head.obj", "--resolution", 48)
-    assert done.returncode == 0, done.stderr and (tmp_path / "head.obj").stat().st_size > 1000
+    assert done.returncode == 0, done.stderr
+    assert len(trimesh.load(tmp_path / "head.obj", force="mesh").faces) > 1000
     for args, message in (
         (["--resolution", 8], "--resolution must be in 16..512"),
         (["--level", 1.5], "--level must be in (0, 1)"),
         (["--up", "z"], "--up applies to .ply and .splat"),
+        (["--texture", 8], "--texture must be 0 (off) or a size in 16..8192"),
+        (["--texture", -1], "--texture must be 0 (off) or a size in 16..8192"),
     ):
         bad = esd_gs("export", head, "--to", tmp_path / "bad.glb", *args)
         assert bad.returncode == 2 and message in bad.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "bad.glb").exists()
+    bad = esd_gs("export", head, "--to", tmp_path / "bad.obj", "--texture", 256)
+    assert bad.returncode == 2 and "--texture is written into the .glb" in bad.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "bad.glb").exists() and not (tmp_path / "bad.obj").exists()
 
 
 def test_generate_mesh_writes_scene_glb(tmp_path):
@@ -222,6 +227,18 @@ def test_the_glb_in_a_threejs_viewer_in_headless_chromium(tmp_path, colour):
 
 
 # ---------------------------------------------------------------------------------------------- UV texture
+def test_a_sliver_without_a_texel_centre_still_gets_texels():
+    """A triangle thinner than a texel between two rows of texel centres: the exact pass finds no centre inside it;
+    the conservative pass gives it the texels its corners, edge midpoints and centroid fall in."""
+    from esd_gs.mesh.texture import rasterize_uv
+
+    uv = np.array([[0.1, 0.1], [0.9, 0.1], [0.5, 0.11]])  # v in [0.1, 0.11]: texel centres sit at v = 0.0625, 0.1875
+    owner, bary = rasterize_uv(uv, np.array([[0, 1, 2]]), 8)
+    rows, cols = np.nonzero(owner == 0)
+    assert len(rows) >= 2 and set(rows) == {7 - 0}  # row 7 holds v in [0, 0.125]
+    np.testing.assert_allclose(bary[rows, cols].sum(1), 1.0)
+
+
 def test_the_uv_layout_rasterizes_to_its_known_texels():
     """One triangle over half the unit square at 8 x 8 texels: the 36 texels whose centre has u + v <= 1, each with
     barycentric coordinates that give back its centre."""
@@ -235,9 +252,9 @@ def test_the_uv_layout_rasterizes_to_its_known_texels():
     np.testing.assert_allclose(bary[rows, cols] @ uv, np.stack([centre_u, centre_v], 1), atol=1e-9)
 
 
-def test_the_baked_texture_puts_each_side_s_colour_on_its_side():
-    """A sphere of disks, red where x > 0 and blue where x < 0: every texel the views saw on the red half is red and
-    on the blue half blue (the views' projection and visibility test are right), and the .glb carries the texture."""
+def test_the_baked_texture_puts_each_side_s_colour_on_its_side(tmp_path):
+    """A sphere of disks, red where x > 0 and blue where x < 0: the texture is red on the red half and blue on the
+    blue half (the views' projection is right), and the .glb carries it."""
     pytest.importorskip("xatlas")
     from esd_gs.mesh.extract import TO_GLTF
 
@@ -257,3 +274,32 @@ def test_the_baked_texture_puts_each_side_s_colour_on_its_side():
     far_red, far_blue = world[:, 0] > 0.1, world[:, 0] < -0.1
     assert (rgb[far_red, 0] > 150).mean() > 0.98 and (rgb[far_red, 2] < 90).mean() > 0.98
     assert (rgb[far_blue, 2] > 150).mean() > 0.98 and (rgb[far_blue, 0] < 90).mean() > 0.98
+    from esd_gs.mesh.extract import with_material
+
+    with_material(mesh).export(tmp_path / "sphere.glb")
+    loaded = trimesh.load(tmp_path / "sphere.glb", force="mesh")
+    assert loaded.visual.kind == "texture" and loaded.visual.material.baseColorTexture.size == (128, 128)
+
+
+def test_a_hidden_surface_takes_no_colour_from_what_hides_it():
+    """A red ball in front (+X) of a blue one: the views from the front see red where the blue ball's front is; the
+    depth test keeps that red off the blue ball's texture (without it, the blue ball's front turns red)."""
+    pytest.importorskip("xatlas")
+    from esd_gs.mesh.extract import TO_GLTF
+
+    parts = []
+    for radius, centre, colour in ((0.32, (-0.25, 0.0, 0.0), (0.1, 0.1, 0.9)), (0.2, (0.4, 0.0, 0.0), (0.9, 0.1, 0.1))):
+        ball = sphere_of_disks(2500, radius)
+        raw = ball.raw()
+        parts.append((raw["means"] + torch.tensor(centre), ball.scales.detach(), ball.quats.detach(), colour))
+    scene = GaussianScene.from_activated(
+        means=torch.cat([p[0] for p in parts]), scales=torch.cat([p[1] for p in parts]),
+        quats=torch.cat([p[2] for p in parts]), opacities=torch.full((5000,), 0.95),
+        colors=torch.cat([torch.tensor(p[3]).expand(2500, 3) for p in parts]), sh_degree=0,
+    )  # fmt: skip
+    mesh = scene_mesh(scene, MeshConfig(resolution=80, faces=6000, texture=128))
+    world = np.asarray(mesh.vertices) @ TO_GLTF
+    rgb = np.asarray(mesh.visual.to_color().vertex_colors)[:, :3].astype(int)
+    blue_front = (np.linalg.norm(world - [-0.25, 0, 0], axis=1) < 0.4) & (world[:, 0] > -0.05)  # behind the red ball
+    assert blue_front.sum() > 50
+    assert (rgb[blue_front, 2] > 150).mean() > 0.95 and (rgb[blue_front, 0] < 90).mean() > 0.95

@@ -1,4 +1,5 @@
-"""``esd-gs export SCENE.ply --to out.splat|out.ply``: convert between splat formats and up axes."""
+"""``esd-gs export SCENE.ply --to out.ply|.splat|.html|.glb|.obj``: convert between splat formats and up axes, or
+make a standalone page or a mesh."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from ..progress import console
 
 @dataclass
 class ExportArgs:
-    """Convert a 3DGS .ply to a viewer-ready .ply (chosen up axis, optional SH padding), an antimatter15 .splat, or a
-    standalone .html page that shows the splats in a browser offline (viser's client and the scene in one file)."""
+    """Convert a 3DGS .ply to a viewer-ready .ply (chosen up axis, optional SH padding), an antimatter15 .splat, a
+    standalone .html page that shows the splats in a browser offline (viser's client and the scene in one file), or a
+    mesh for engines (.glb / .obj; vertex colours, or a baked texture in the .glb)."""
 
     scene: tyro.conf.Positional[Path]
     """The 3DGS .ply file to read."""
     to: Path
     """Output file; its extension picks the format: .ply (standard 3DGS), .splat (32 bytes per Gaussian), .html
-    (a page viewing the splats, one colour per Gaussian), or a vertex-coloured mesh: .glb (glTF binary) or .obj."""
+    (a page viewing the splats, one colour per Gaussian), or a mesh: .glb (glTF binary) or .obj."""
     up: UpAxis = "-y"
     """Up axis of the written file: -y (viewers: SuperSplat, antimatter15, 3DGS), y, or z (esd-gs world)."""
     input_up: UpAxis = "-y"
@@ -52,17 +54,17 @@ def run_export(args: ExportArgs) -> Path:
         raise UserError("--to must differ from the input file")
     if not args.to.parent.is_dir():
         raise UserError(f"directory {args.to.parent} does not exist")
-    scene = read_ply(args.scene, up=args.input_up)
     if suffix in (".html", ".glb", ".obj") and args.up != "-y":
         raise UserError("--up applies to .ply and .splat files: .html is shown upright, meshes are glTF's +Y up")
-    mesh_config = None
-    if suffix in (".glb", ".obj"):
-        from ..mesh.extract import MeshConfig, import_mesh_tools
-
-        import_mesh_tools()
-        mesh_config = MeshConfig(args.resolution, args.faces, args.level, texture=args.texture)
     if args.texture and suffix != ".glb":
         raise UserError("--texture is written into the .glb itself: export to a .glb")
+    mesh_config = None
+    if suffix in (".glb", ".obj"):  # the mesh options and tools checked before the scene is read
+        from ..mesh.extract import MeshConfig, import_mesh_tools
+
+        mesh_config = MeshConfig(args.resolution, args.faces, args.level, texture=args.texture)
+        import_mesh_tools(texture=bool(args.texture))
+    scene = read_ply(args.scene, up=args.input_up)
     if args.sh_degree is not None and suffix != ".ply":
         raise UserError("--sh-degree applies to .ply output only (.splat and .html use one colour per Gaussian)")
     if args.sh_degree is not None and args.sh_degree < scene.sh_degree:
@@ -73,8 +75,13 @@ def run_export(args: ExportArgs) -> Path:
         elif mesh_config is not None:
             from ..mesh.extract import write_mesh
 
-            vertices, faces = write_mesh(scene, args.to, mesh_config)
-            console.print(f"wrote {args.to} ({vertices} vertices, {faces} faces, +Y up, front towards +Z)")
+            mesh = write_mesh(scene, args.to, mesh_config)
+            console.print(
+                f"wrote {args.to} ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces, +Y up, front towards +Z)"
+            )
+            if "texture_seen" in mesh.metadata:
+                seen = mesh.metadata["texture_seen"]
+                console.print(f"texture: {seen:.1%} of the texels seen by a view, vertex colours elsewhere")
             return args.to
         elif suffix == ".html":
             from ..atomic import atomic_path

@@ -70,13 +70,20 @@ class MeshConfig:
             raise UserError(f"--texture must be 0 (off) or a size in 16..8192, got {self.texture}")
 
 
-def import_mesh_tools():
+def import_mesh_tools(texture: bool = False):
+    """trimesh, once scikit-image (and for ``texture`` xatlas and pillow) are known to be there: else one line."""
     try:
         import scipy.ndimage  # noqa: F401
         import skimage.measure  # noqa: F401
         import trimesh
     except ImportError:
         raise UserError("meshes need scikit-image and trimesh: pip install 'esd-gs[mesh]'") from None
+    if texture:
+        try:
+            import PIL.Image  # noqa: F401
+            import xatlas  # noqa: F401
+        except ImportError:
+            raise UserError("--texture needs xatlas and pillow: pip install 'esd-gs[mesh]'") from None
     return trimesh
 
 
@@ -91,8 +98,10 @@ def half_maximum(
 ) -> np.ndarray:
     """The level-surface ``points`` [N, 3] (voxel coordinates) moved inward along their unit outward ``normals`` to
     where the density first reaches half its peak P over the next ``HALF_MAX_DEPTH`` voxels inward (linear between
-    samples), if P > 2 ``level``; otherwise they stay. A sheet of overlapping surface Gaussians sums to well above the
-    level, so its level surface sits out in the summed tails; its half maximum is the sheet's own half-thickness."""
+    samples), if P > 2 ``level`` (otherwise by 0); with the mesh's ``edges`` [E, 2], each move is then averaged with
+    its neighbours' ``HALF_MAX_SMOOTHING`` times, so a vertex next to moved ones moves a little too. A sheet of
+    overlapping surface Gaussians sums to well above the level, so its level surface sits out in the summed tails;
+    its half maximum is the sheet's own half-thickness."""
     depths = np.arange(0.0, HALF_MAX_DEPTH + 1e-9, HALF_MAX_STEP)  # inward from the vertex
     samples = (points[:, None, :] - depths[None, :, None] * normals[:, None, :]).reshape(-1, 3)
     profile = _trilinear(density, samples).reshape(len(points), -1)
@@ -121,8 +130,8 @@ def scene_mesh(scene: GaussianScene, config: MeshConfig | None = None):
     from scipy.ndimage import binary_fill_holes
     from skimage.measure import marching_cubes
 
-    trimesh = import_mesh_tools()
     config = config or MeshConfig()
+    trimesh = import_mesh_tools(texture=bool(config.texture))
     grid: Grid = scene_grid(scene, config.resolution)
     density, painted = (t.numpy() for t in opacity_field(scene, grid))
     solid = binary_fill_holes(density >= config.level)
@@ -164,10 +173,6 @@ def _textured(scene: GaussianScene, world: np.ndarray, faces: np.ndarray, colour
 
     from .texture import bake, unwrap
 
-    try:
-        import xatlas  # noqa: F401
-    except ImportError:
-        raise UserError("--texture needs xatlas: pip install 'esd-gs[mesh]'") from None
     normals = np.asarray(trimesh.Trimesh(vertices=world, faces=faces, process=False).vertex_normals)
     mapping, faces, uv = unwrap(world, faces, config.texture)
     world, normals, colours = world[mapping], normals[mapping], colours[mapping]
@@ -182,8 +187,8 @@ def _textured(scene: GaussianScene, world: np.ndarray, faces: np.ndarray, colour
     return mesh
 
 
-def write_mesh(scene: GaussianScene, path, config: MeshConfig | None = None) -> tuple[int, int]:
-    """Write ``scene``'s mesh to ``path`` (.glb or .obj, atomically); returns (vertices, faces)."""
+def write_mesh(scene: GaussianScene, path, config: MeshConfig | None = None):
+    """Write ``scene``'s mesh to ``path`` (.glb or .obj, atomically); returns the mesh (a ``trimesh.Trimesh``)."""
     from ..atomic import atomic_path
 
     suffix = str(path).lower().rsplit(".", 1)[-1]
@@ -192,7 +197,7 @@ def write_mesh(scene: GaussianScene, path, config: MeshConfig | None = None) -> 
     mesh = scene_mesh(scene, config)
     with atomic_path(path) as tmp:
         (with_material(mesh) if suffix == "glb" else mesh).export(str(tmp), file_type=suffix)
-    return len(mesh.vertices), len(mesh.faces)
+    return mesh
 
 
 def with_material(mesh):

@@ -4,11 +4,12 @@
    vertices on chart seams are split, so the mesh comes back with its own vertices, faces and one UV per vertex.
 2. **Rasterize the UV layout** (``rasterize_uv``): every texel centre inside a triangle of the layout gets that
    triangle and its barycentric coordinates, hence a 3D point and a normal on the mesh.
-3. **Back-project views** (``bake``): the Gaussians are rendered (colour, opacity, expected depth) from ``VIEWS``
-   cameras around and above and below the object. Each texel's point is projected into every view; a view counts where
-   the point is visible there (its depth within ``depth_tolerance`` of the rendered depth, the rendered opacity above
-   one half) and faces it (the cosine between the normal and the direction to the camera above ``MIN_COSINE``),
-   weighted by that cosine squared. The texel's colour is the weighted mean of the views' colours at its pixel.
+3. **Back-project views** (``bake``): the Gaussians are rendered (colour, opacity, expected depth) from the 26
+   cameras of ``views``, around, above and below the mesh, framing its bounding sphere. Each texel's point is
+   projected into every view; a view counts where the point is visible there (its depth within ``depth_tolerance``
+   of the rendered depth, the rendered opacity above one half) and faces it (the cosine between the normal and the
+   direction to the camera above ``MIN_COSINE``), weighted by that cosine squared. The texel's colour is the
+   weighted mean of the views' colours at its pixel.
 4. Texels no view sees take the mesh's vertex colour there; empty texels take their nearest filled texel's colour,
    so that filtering across chart borders does not bleed in black.
 
@@ -17,6 +18,8 @@ Points are in esd-gs's world axes (+Z up), as the renderer's cameras.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -35,15 +38,19 @@ MIN_COSINE = 0.2
 """A view counts for a texel only when the surface faces it at least this much."""
 
 
-def views():
-    """The baking cameras: 8 azimuths at elevations -35, 10 and 50 degrees, plus straight above and below."""
+def views(centre: torch.Tensor, radius: float, fovy: float = 50.0):
+    """The baking cameras, looking at ``centre`` [3] from far enough to see a sphere of ``radius`` whole: 8 azimuths
+    at elevations -35 and 50 degrees, 8 more in between (10 degrees, turned by 22.5), and straight above and below."""
     azimuth = torch.arange(8, dtype=torch.float32).repeat(3) * 45.0 + torch.tensor([0.0, 22.5, 0.0]).repeat_interleave(
         8
     )
     elevation = torch.tensor([-35.0, 10.0, 50.0]).repeat_interleave(8)
     azimuth, elevation = torch.cat([azimuth, torch.zeros(2)]), torch.cat([elevation, torch.tensor([89.0, -89.0])])
     count = len(azimuth)
-    return orbit_cameras(azimuth, elevation, torch.full((count,), 2.5), torch.full((count,), 50.0))
+    distance = 1.1 * radius / math.sin(math.radians(fovy) / 2)
+    cams = orbit_cameras(azimuth, elevation, torch.full((count,), distance), torch.full((count,), fovy))
+    cams.c2w[:, :3, 3] += centre  # an orbit about the origin, moved to the mesh's centre
+    return cams
 
 
 def unwrap(vertices: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,12 +141,14 @@ def bake(
     points = torch.from_numpy((vertices[corners] * weights).sum(1)).float()
     normal = torch.nn.functional.normalize(torch.from_numpy((normals[corners] * weights).sum(1)).float(), dim=1)
     fallback = (colours[corners] * weights).sum(1)
-    cams = views()
+    centre = torch.from_numpy((vertices.min(0) + vertices.max(0)) / 2).float()
+    cams = views(centre, float(np.linalg.norm(vertices - centre.numpy(), axis=1).max()))
+    device = scene.means.device  # the scene's own renderer (gsplat on CUDA); the sums on the CPU
     total, weight = torch.zeros(len(points), 3), torch.zeros(len(points))
-    scene = scene.to("cpu")
     for index in range(len(cams)):
         view = cams[index : index + 1]
-        out = render(scene, view, render_size, render_size, background=0.0)
+        out = render(scene, view.to(device), render_size, render_size, background=0.0)
+        out = type(out)(out.rgb.float().cpu(), out.alpha.float().cpu(), out.depth.float().cpu(), {})
         camera_points = (points - view.positions[0]) @ view.c2w[0, :3, :3]  # OpenCV camera axes: x, y, z
         depth = camera_points[:, 2].clamp_min(1e-6)
         focal = float(view.focal(render_size)[0])
