@@ -147,3 +147,33 @@ def test_the_janus_benchmark_runs_on_the_fitted_unet_and_scores_against_the_exac
     assert "the fitted synthetic UNet" in (out / "results.md").read_text()
     assert not getattr(phi.unet, "peft_config", None) and phi.shared_unet_roles is None  # psi's LoRA removed
     torch.testing.assert_close(phi.eps(x_t, t, text, text[:1], 1.0), before, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "separate"])
+def test_a_run_on_the_fitted_unet_resumes_exactly_from_a_checkpoint(fitted_config, tmp_path, shared):
+    """Checkpoint mid-run, restore into a fresh trainer (its own phi from the cache), finish: the same scene and the
+    same LoRA as a straight run, as with Stable Diffusion."""
+    from esd_gs.training.trainer import Trainer
+
+    config = replace(fitted_config, steps=6, seed=3, psi=replace(fitted_config.psi, shared_unet=shared))
+    device = torch.device("cpu")
+
+    def trainer(folder):
+        return Trainer(config, tmp_path / folder, device, prior=build_prior(config, device))
+
+    straight = trainer("a")
+    for _ in range(6):
+        straight.train_step()
+    first = trainer("b")
+    for _ in range(4):
+        first.train_step()
+    first.save()
+    second = trainer("b")
+    second.restore()
+    assert second.step == 4
+    for _ in range(2):
+        second.train_step()
+    for key, value in straight.scene.params.items():
+        assert torch.equal(value, second.scene.params[key]), key
+    for key, value in straight.psi.state_dict().items():
+        assert torch.equal(value, second.psi.state_dict()[key]), key
