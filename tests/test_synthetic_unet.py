@@ -135,7 +135,7 @@ def test_the_janus_benchmark_runs_on_the_fitted_unet_and_scores_against_the_exac
         synthetic_unet=fitted_config.synthetic_unet,
     )
     phi = build_prior(base, torch.device("cpu"))
-    monkeypatch.setattr(janus, "build_prior", lambda config, device: phi)  # the benchmark's phi, seen from here
+    monkeypatch.setattr(janus.SyntheticUNetPrior, "from_oracle", lambda *args: phi)  # the benchmark's phi, seen here
     x_t, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)), torch.tensor([250, 750])
     text = phi.text_embeddings("a head").plain.expand(2, -1, -1)
     before = phi.eps(x_t, t, text, text[:1], 1.0)

@@ -27,7 +27,7 @@ from ..errors import UserError
 from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
 from ..example import builtin_head
 from ..io import read_ply
-from ..priors import SyntheticPrior, build_prior
+from ..priors import SyntheticPrior, SyntheticUNetPrior
 from ..progress import console, make_progress
 from ..render.views import render_images
 from ..training.run_dir import RunDir
@@ -122,7 +122,9 @@ def run_janus_benchmark(
     if reference is not None and not Path(reference).is_file():
         raise UserError(f"reference {reference} does not exist")
     prior = SyntheticPrior.from_config(base, device)  # the exact prior: the oracle every run is scored against
-    phi = prior if base.prior == "synthetic" else build_prior(base, device)  # one phi, shared by every run
+    phi = prior  # one phi, shared by every run: the exact prior, or the UNet fitted to its images
+    if base.prior == "synthetic-unet":
+        phi = SyntheticUNetPrior.from_oracle(prior, base.resolution, base.synthetic_unet, device)
     reference_scene = (read_ply(reference) if reference is not None else builtin_head()).to(device)
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     size = base.resolution

@@ -19,6 +19,7 @@ Points are in esd-gs's world axes (+Z up), as the renderer's cameras.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -143,12 +144,13 @@ def bake(
     fallback = (colours[corners] * weights).sum(1)
     centre = torch.from_numpy((vertices.min(0) + vertices.max(0)) / 2).float()
     cams = views(centre, float(np.linalg.norm(vertices - centre.numpy(), axis=1).max()))
-    device = scene.means.device  # the scene's own renderer (gsplat on CUDA); the sums on the CPU
     total, weight = torch.zeros(len(points), 3), torch.zeros(len(points))
     for index in range(len(cams)):
         view = cams[index : index + 1]
-        out = render(scene, view.to(device), render_size, render_size, background=0.0)
-        out = type(out)(out.rgb.float().cpu(), out.alpha.float().cpu(), out.depth.float().cpu(), {})
+        out = render(scene, view, render_size, render_size, background=0.0)  # on the scene's device
+        out = dataclasses.replace(
+            out, rgb=out.rgb.float().cpu(), alpha=out.alpha.float().cpu(), depth=out.depth.float().cpu()
+        )
         camera_points = (points - view.positions[0]) @ view.c2w[0, :3, :3]  # OpenCV camera axes: x, y, z
         depth = camera_points[:, 2].clamp_min(1e-6)
         focal = float(view.focal(render_size)[0])

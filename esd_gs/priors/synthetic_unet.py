@@ -167,8 +167,14 @@ class SyntheticUNetPrior(UNetPrior):
         """phi for a generate run: the exact prior's images (``--synthetic.*``) fitted with ``--synthetic-unet.*``,
         from the cache when it has them."""
         oracle = SyntheticPrior.from_config(config, torch.device("cpu"))
-        path = fitted(oracle, config.resolution, config.synthetic_unet)
-        return cls.from_pretrained(path, device)
+        return cls.from_oracle(oracle, config.resolution, config.synthetic_unet, device)
+
+    @classmethod
+    def from_oracle(
+        cls, oracle: SyntheticPrior, resolution: int, config: SyntheticUNetConfig, device: torch.device
+    ) -> SyntheticUNetPrior:
+        """phi fitted to the images of an exact prior already built (``fitted``: from the cache when it has them)."""
+        return cls.from_pretrained(fitted(oracle, resolution, config), device)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu") -> SyntheticUNetPrior:
@@ -194,14 +200,6 @@ class SyntheticUNetPrior(UNetPrior):
     def encode(self, images: Tensor, approximate: bool = False) -> Tensor:
         """The pixels mapped to [-1, 1], as the exact prior."""
         return images.float() * 2.0 - 1.0
-
-    @torch.no_grad()
-    def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
-        """``UNetPrior.eps``; at guidance 1 only the conditional half is computed (it is the whole answer)."""
-        if math.isclose(guidance_scale, 1.0):
-            with self.phi_mode():
-                return self._unet_eps(x_t, timesteps, text)
-        return super().eps(x_t, timesteps, text, negative, guidance_scale)
 
 
 def prompt_embeddings(count: int, seed: int) -> Tensor:

@@ -12,6 +12,7 @@ A subclass sets ``unet``, ``scheduler`` (a diffusers DDPM scheduler: the beta sc
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 from torch import Tensor
@@ -47,8 +48,12 @@ class UNetPrior(Prior):
     @torch.no_grad()
     def eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, negative: Tensor, guidance_scale: float) -> Tensor:
         """eps_phi(x_t, t, y) with text classifier-free guidance (``Prior.eps``); text [B, L, D], negative
-        [1, L, D]. One batched UNet pass for both halves."""
+        [1, L, D]. One batched UNet pass for both halves; at guidance 1 only the conditional half (the whole
+        answer)."""
         batch = x_t.shape[0]
+        if math.isclose(guidance_scale, 1.0):
+            with self.phi_mode():
+                return self._unet_eps(x_t, timesteps, text)
         with self.phi_mode():
             both = self._unet_eps(
                 torch.cat([x_t, x_t]),
