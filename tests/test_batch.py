@@ -280,7 +280,7 @@ def test_batch_of_synthetic_jobs_with_a_failing_one(ray_cluster, tmp_path):
 def test_batch_interrupted_then_rerun_finishes_only_what_was_missing(ray_cluster, tmp_path):
     jobs = small_jobs(tmp_path / "jobs.txt.yaml", ["a head", "a red head", "a blue head"])
     out = tmp_path / "out"
-    args = (jobs, "--out", out, "--steps", 400, "--workers", 1, "--address", ray_cluster)
+    args = (jobs, "--out", out, "--steps", 200, "--workers", 1, "--address", ray_cluster)
     proc = batch(*args, wait=False)
     deadline = time.time() + 600
     second = out / "a-red-head-esd-s0" / "metrics.jsonl"
@@ -308,7 +308,7 @@ def test_batch_interrupted_then_rerun_finishes_only_what_was_missing(ray_cluster
     assert final["a-red-head-esd-s0"]["resumed"] is True
     assert (out / "a-head-esd-s0" / "scene.ply").stat().st_mtime_ns == finished_scene  # not redone
     metrics = (out / "a-red-head-esd-s0" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(m)["step"] for m in metrics][-1] == 400
+    assert [json.loads(m)["step"] for m in metrics][-1] == 200
 
 
 def test_batch_on_the_tiny_stable_diffusion_with_a_local_ray(tmp_path):

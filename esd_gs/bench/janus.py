@@ -75,11 +75,15 @@ def bench_base_config(
     p_front: float | None = None,
     diagnose: bool = False,
     prior: str = "synthetic",
+    timesteps: str | None = None,
 ) -> GenerateConfig:
     """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``,
-    ``reference`` and ``p_front`` when given; with ``diagnose``, psi measured against the exact scores; ``prior``
-    synthetic (exact) or synthetic-unet (fitted)."""
+    ``reference``, ``p_front`` and the timestep schedule's name (``timesteps``: uniform, linear or dreamtime) when
+    given; with ``diagnose``, psi measured against the exact scores; ``prior`` synthetic (exact) or synthetic-unet
+    (fitted)."""
     base = synthetic_defaults(prior)
+    if timesteps is not None:
+        base = replace(base, timesteps=replace(base.timesteps, name=timesteps))
     synthetic = base.synthetic
     if reference is not None:
         synthetic = replace(synthetic, reference=(reference,))
@@ -176,6 +180,7 @@ def run_janus_benchmark(
                     "steps": config.steps,
                     "p_front": base.synthetic.p_front,
                     "prior": base.prior,
+                    "timesteps": base.timesteps.name,
                 }
                 with atomic_path(run_dir / RUN_RECORD) as tmp:
                     tmp.write_text(json.dumps({"config": run_settings(config), "record": record}, indent=1))
