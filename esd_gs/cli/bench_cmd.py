@@ -38,9 +38,10 @@ class BenchArgs:
     prior: Literal["synthetic", "synthetic-unet"] = "synthetic"
     """phi: the exact-score prior, or a small UNet fitted to its images (fitted once and cached; its learned psi is
     the LoRA + camera MLP of Stable Diffusion runs). Every run is scored against the exact prior's images."""
-    timesteps: ScheduleName | None = None
-    """Timestep schedule of every run (default: generate's, uniform with t_max annealed): dreamtime is DreamTime's
-    deterministic, decreasing t (the paper's Fig. 3)."""
+    timesteps: ScheduleName = "uniform"
+    """Timestep schedule of every run: uniform (generate's default: t ~ U[t_min, t_max], t_max lowered after a fifth
+    of the run), linear (t_max lowered linearly) or dreamtime (DreamTime's deterministic, decreasing t; the paper's
+    Fig. 3)."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"
@@ -102,9 +103,7 @@ def run_bench(args: BenchArgs) -> Path:
     if args.reference is not None and not args.reference.is_file():
         raise UserError(f"reference {args.reference} does not exist")
     try:
-        base = bench_base_config(
-            args.steps, args.reference, args.p_front, args.diagnose, args.prior, args.timesteps
-        )
+        base = bench_base_config(args.steps, args.reference, args.p_front, args.diagnose, args.prior, args.timesteps)
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None
     base.validate()
