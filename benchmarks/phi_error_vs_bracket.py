@@ -41,7 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenes", nargs="+", help="saved scene.ply files (-Y up), or 'ball': every run's start")
     parser.add_argument("--holdout", type=int, default=16, help="renders at which the scores are compared")
-    parser.add_argument("--bank", type=int, default=128, help="renders in the exact null score's mixture")
+    parser.add_argument(
+        "--bank", type=int, default=128, help="renders in the exact null score's mixture (as the diagnostic's)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device("cpu")
@@ -53,8 +55,8 @@ def main() -> None:
     text_unet = unet.text_embeddings(base.prompt).plain
     size, results = base.resolution, {}
     for path in args.scenes:
-        if path == "ball":  # the initial scene of every benchmark run (seed 0)
-            scene = GaussianScene.random_ball(base.init, generator=torch.Generator().manual_seed(0))
+        if path == "ball":  # the initial scene of the benchmark's seed-0 runs (the trainer's seed + 2)
+            scene = GaussianScene.random_ball(base.init, generator=torch.Generator().manual_seed(2))
         else:
             scene = read_ply(path).to(device)
         gen = torch.Generator().manual_seed(0)

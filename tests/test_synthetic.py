@@ -184,7 +184,10 @@ def test_bench_janus_end_to_end(tmp_path):
     assert {r["timesteps"] for r in runs} == {"dreamtime"}  # --timesteps reaches every run's config
     assert "name: dreamtime" in (out / "runs" / "sds-l0---s0" / "config.yaml").read_text()
     assert data["reference"]["face_count"] == 1  # the ground truth has one face
-    assert "| SDS |" in (out / "results.md").read_text()
+    assert (
+        "| SDS |" in (out / "results.md").read_text()
+        and "dreamtime timestep schedule" in (out / "results.md").read_text()
+    )
     import imageio.v3 as iio
 
     from esd_gs.bench.janus import FACE_MARK

@@ -277,7 +277,8 @@ def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> st
     phi = PRIOR_NAMES[records[0].get("prior", "synthetic")]
     lines = [
         f"Janus benchmark: {records[0]['steps']} steps per run, phi = {phi}, prior frontal share p_front = "
-        f"{records[0]['p_front']}, mean ± std over seeds. Excess faces, share gap and side accuracy compare each run "
+        f"{records[0]['p_front']}, {records[0].get('timesteps', 'uniform')} timestep schedule, mean ± std over seeds. "
+        "Excess faces, share gap and side accuracy compare each run "
         "with the reference's own views under the same classifier; a Janus run has excess faces.",
         "",
         "| " + " | ".join(COLUMNS) + " |",

@@ -41,7 +41,9 @@ MIN_COSINE = 0.2
 
 def views(centre: torch.Tensor, radius: float, fovy: float = 50.0):
     """The baking cameras, looking at ``centre`` [3] from far enough to see a sphere of ``radius`` whole: 8 azimuths
-    at elevations -35 and 50 degrees, 8 more in between (10 degrees, turned by 22.5), and straight above and below."""
+    at elevations -35 and 50 degrees, 8 more in between (10 degrees, turned by 22.5), and straight above and below.
+    The returned cameras' poses (``c2w``) are moved to ``centre``; their azimuth, elevation and radius fields still
+    describe the orbit about the origin they were built on."""
     azimuth = torch.arange(8, dtype=torch.float32).repeat(3) * 45.0 + torch.tensor([0.0, 22.5, 0.0]).repeat_interleave(
         8
     )
