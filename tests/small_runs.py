@@ -27,3 +27,26 @@ def small_synthetic_config(steps: int, psi: dict | None = None, **changes) -> Ge
         ),
         **changes,
     )
+
+
+def resumed_and_straight(make_trainer, steps: int, stop: int):
+    """A straight run of ``steps`` steps (``make_trainer("a")``) and one checkpointed after ``stop`` steps, restored
+    into a fresh trainer on the same folder (``make_trainer("b")``) and finished; asserts the restored step and that
+    both end with the same scene, bit for bit. Returns (straight, resumed) for checks of their other state."""
+    import torch
+
+    straight = make_trainer("a")
+    for _ in range(steps):
+        straight.train_step()
+    first = make_trainer("b")
+    for _ in range(stop):
+        first.train_step()
+    first.save()
+    resumed = make_trainer("b")
+    resumed.restore()
+    assert resumed.step == stop
+    for _ in range(steps - stop):
+        resumed.train_step()
+    for key, value in straight.scene.params.items():
+        assert torch.equal(value, resumed.scene.params[key]), key
+    return straight, resumed

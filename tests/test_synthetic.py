@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from small_runs import resumed_and_straight
 
 from esd_gs.cameras import OrbitSampler
 from esd_gs.diffusion import mixture_eps, posterior_mean, sd_alphas_cumprod
@@ -220,6 +221,7 @@ def test_synthetic_run_resumes_exactly_from_a_checkpoint(tmp_path, estimator):
     from dataclasses import replace
 
     from esd_gs.configs.generate import synthetic_defaults
+    from esd_gs.priors import build_prior
     from esd_gs.training.trainer import Trainer
 
     base = synthetic_defaults()
@@ -234,20 +236,8 @@ def test_synthetic_run_resumes_exactly_from_a_checkpoint(tmp_path, estimator):
         psi=replace(base.psi, estimator=estimator, bank_size=4, bank_refresh_every=3),
     )
     device = torch.device("cpu")
-    straight = Trainer(config, tmp_path / "a", device)
-    for _ in range(8):
-        straight.train_step()
-    first = Trainer(config, tmp_path / "b", device, prior=straight.prior)
-    for _ in range(5):
-        first.train_step()
-    first.save()
-    second = Trainer(config, tmp_path / "b", device, prior=straight.prior)
-    second.restore()
-    assert second.step == 5
-    for _ in range(3):
-        second.train_step()
-    for key, value in straight.scene.params.items():
-        assert torch.equal(value, second.scene.params[key]), key
+    prior = build_prior(config, device)  # one phi for both runs
+    resumed_and_straight(lambda folder: Trainer(config, tmp_path / folder, device, prior=prior), steps=8, stop=5)
 
 
 def test_janus_metrics_score_against_the_reference_s_own_labels():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from small_runs import small_synthetic_config
+from small_runs import resumed_and_straight, small_synthetic_config
 
 import esd_gs.priors.synthetic_unet as synthetic_unet
 from esd_gs.cameras import OrbitSampler
@@ -161,19 +161,6 @@ def test_a_run_on_the_fitted_unet_resumes_exactly_from_a_checkpoint(fitted_confi
     def trainer(folder):
         return Trainer(config, tmp_path / folder, device, prior=build_prior(config, device))
 
-    straight = trainer("a")
-    for _ in range(6):
-        straight.train_step()
-    first = trainer("b")
-    for _ in range(4):
-        first.train_step()
-    first.save()
-    second = trainer("b")
-    second.restore()
-    assert second.step == 4
-    for _ in range(2):
-        second.train_step()
-    for key, value in straight.scene.params.items():
-        assert torch.equal(value, second.scene.params[key]), key
+    straight, second = resumed_and_straight(trainer, steps=6, stop=4)
     for key, value in straight.psi.state_dict().items():
         assert torch.equal(value, second.psi.state_dict()[key]), key
