@@ -51,8 +51,12 @@ def main() -> None:
     exact = SyntheticPrior.from_config(base, device)
     unet = SyntheticUNetPrior.from_oracle(exact, base.resolution, base.synthetic_unet, device)
     assert torch.allclose(exact.alphas_cumprod, unet.alphas_cumprod, atol=1e-6)  # one forward process for both
-    text_exact = exact.text_embeddings(base.prompt).plain
-    text_unet = unet.text_embeddings(base.prompt).plain
+
+    def rows_of(prior) -> torch.Tensor:  # the prompt's plain condition, one row per image, as in training
+        plain = prior.text_embeddings(base.prompt).plain
+        return plain.expand(args.holdout, *plain.shape[1:])
+
+    text_exact, text_unet = rows_of(exact), rows_of(unet)
     size, results = base.resolution, {}
     for path in args.scenes:
         if path == "ball":  # the initial scene of the benchmark's seed-0 runs (the trainer's seed + 2)
@@ -73,10 +77,8 @@ def main() -> None:
             noise = torch.randn(z.shape, generator=gen)
             x_t = exact.add_noise(z, noise, steps)
             with torch.no_grad():
-                text = text_exact.expand(len(x_t), *text_exact.shape[1:])  # one row per image, as in training
-                eps_exact = exact.eps(x_t, steps, text, text, 1.0)
-                text = text_unet.expand(len(x_t), -1, -1)
-                eps_unet = unet.eps(x_t, steps, text, text, 1.0)
+                eps_exact = exact.eps(x_t, steps, text_exact, text_exact, 1.0)
+                eps_unet = unet.eps(x_t, steps, text_unet, text_unet, 1.0)
             eps_bank = mixture_eps(x_t, bank, exact.alphas_cumprod, steps)
             wanted, particle = eps_exact - eps_bank, eps_unet - eps_bank
             bracket = float(wanted.norm())
