@@ -169,6 +169,8 @@ def test_bench_janus_end_to_end(tmp_path):
         "15",
         "--timesteps",
         "dreamtime",
+        "--psi-loss-weighting",
+        "x0",
         "--out",
         str(out),
     ]
@@ -184,10 +186,13 @@ def test_bench_janus_end_to_end(tmp_path):
     assert {(r["method"], r["seed"]) for r in runs} == {("sds", 0), ("esd", 0)}
     assert {r["timesteps"] for r in runs} == {"dreamtime"}  # --timesteps reaches every run's config
     assert "name: dreamtime" in (out / "runs" / "sds-l0---s0" / "config.yaml").read_text()
+    assert {r["psi_loss_weighting"] for r in runs} == {"x0"}
+    assert "loss_weighting: x0" in (out / "runs" / "esd-l1-particle-s0" / "config.yaml").read_text()
     assert data["reference"]["face_count"] == 1  # the ground truth has one face
     assert (
         "| SDS |" in (out / "results.md").read_text()
         and "dreamtime timestep schedule" in (out / "results.md").read_text()
+        and "loss weighting x0" in (out / "results.md").read_text()
     )
     import imageio.v3 as iio
 
@@ -311,3 +316,15 @@ def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_pat
     assert dreamtime.timesteps.name == "dreamtime" and config.timesteps.name == "uniform"
     with pytest.raises(UserError, match="holds a run of other settings"):  # a schedule's runs are not reused
         finished_record(run, dreamtime)
+    plain = replace(bench_base_config(steps=10, psi_loss_weighting="prediction"), out=config.out, seed=0)
+    assert config.psi.loss_weighting == "x0" and plain.psi.loss_weighting == "prediction"  # the exact prior's default
+    with pytest.raises(UserError, match="holds a run of other settings"):  # nor those of another psi loss
+        finished_record(run, plain)
+    # A run saved before --psi.loss-weighting existed ran with its default then, prediction: kept for that setting,
+    # refused for today's default.
+    older = run_settings(plain)
+    del older["psi"]["loss_weighting"]
+    (run / RUN_RECORD).write_text(json.dumps({"config": older, "record": record}))
+    assert finished_record(run, plain) == record
+    with pytest.raises(UserError, match="holds a run of other settings"):
+        finished_record(run, config)

@@ -22,7 +22,7 @@ from rich.table import Table
 from ..atomic import atomic_path
 from ..cameras import turntable
 from ..configs.generate import GenerateConfig, synthetic_defaults
-from ..configs.presets import run_settings, settings_of
+from ..configs.presets import config_from_dict, run_settings, settings_of
 from ..errors import UserError
 from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
 from ..example import builtin_head
@@ -76,14 +76,17 @@ def bench_base_config(
     diagnose: bool = False,
     prior: str = "synthetic",
     timesteps: str | None = None,
+    psi_loss_weighting: str | None = None,
 ) -> GenerateConfig:
     """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``,
-    ``reference``, ``p_front`` and the timestep schedule's name (``timesteps``: uniform, linear or dreamtime) when
-    given; with ``diagnose``, psi measured against the exact scores; ``prior`` synthetic (exact) or synthetic-unet
-    (fitted)."""
+    ``reference``, ``p_front``, the timestep schedule's name (``timesteps``: uniform, linear or dreamtime) and the
+    learned psi's loss weighting (``psi_loss_weighting``: prediction or x0, eq. 3's omega(t)) when given; with
+    ``diagnose``, psi measured against the exact scores; ``prior`` synthetic (exact) or synthetic-unet (fitted)."""
     base = synthetic_defaults(prior)
     if timesteps is not None:
         base = replace(base, timesteps=replace(base.timesteps, name=timesteps))
+    if psi_loss_weighting is not None:
+        base = replace(base, psi=replace(base.psi, loss_weighting=psi_loss_weighting))
     synthetic = base.synthetic
     if reference is not None:
         synthetic = replace(synthetic, reference=(reference,))
@@ -99,6 +102,14 @@ def bench_base_config(
     )
 
 
+def _saved_settings(plain) -> dict | None:
+    """A saved run's settings, with the options added since it was made at their defaults (which it ran with)."""
+    try:
+        return run_settings(config_from_dict(plain))
+    except (UserError, ValueError, TypeError, AttributeError):
+        return settings_of(plain) if isinstance(plain, dict) else None
+
+
 def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:
     """The metrics of a finished, scored run in ``run_dir`` made with ``config``'s settings; None when the run is
     unfinished or unscored. A run of other settings is refused in one line (it is never reused or removed)."""
@@ -108,7 +119,7 @@ def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:
         return None
     if not isinstance(saved, dict):
         return None
-    if saved.get("config") is not None and settings_of(saved["config"]) != run_settings(config):
+    if saved.get("config") is not None and _saved_settings(saved["config"]) != run_settings(config):
         raise UserError(f"{run_dir} holds a run of other settings: pass --overwrite or choose another --out")
     if not (run_dir / "scene.ply").is_file() or RunDir(run_dir).read_status() != "finished":
         return None
@@ -181,6 +192,7 @@ def run_janus_benchmark(
                     "p_front": base.synthetic.p_front,
                     "prior": base.prior,
                     "timesteps": base.timesteps.name,
+                    "psi_loss_weighting": base.psi.loss_weighting,
                 }
                 with atomic_path(run_dir / RUN_RECORD) as tmp:
                     tmp.write_text(json.dumps({"config": run_settings(config), "record": record}, indent=1))
@@ -277,7 +289,8 @@ def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> st
     phi = PRIOR_NAMES[records[0].get("prior", "synthetic")]
     lines = [
         f"Janus benchmark: {records[0]['steps']} steps per run, phi = {phi}, prior frontal share p_front = "
-        f"{records[0]['p_front']}, {records[0].get('timesteps', 'uniform')} timestep schedule, mean ± std over seeds. "
+        f"{records[0]['p_front']}, {records[0].get('timesteps', 'uniform')} timestep schedule, "
+        f"learned psi's loss weighting {records[0].get('psi_loss_weighting', 'prediction')}, mean ± std over seeds. "
         "Excess faces, share gap and side accuracy compare each run "
         "with the reference's own views under the same classifier; a Janus run has excess faces.",
         "",

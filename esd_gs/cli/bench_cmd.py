@@ -42,6 +42,10 @@ class BenchArgs:
     """Timestep schedule of every run: uniform (generate's default: t ~ U[t_min, t_max], t_max lowered after a fifth
     of the run), linear (t_max lowered linearly) or dreamtime (DreamTime's deterministic, decreasing t; the paper's
     Fig. 3)."""
+    psi_loss_weighting: Literal["prediction", "x0"] | None = None
+    """omega(t) of the learned psi's denoising loss (eq. 3; generate's --psi.loss-weighting): prediction (the MSE to
+    the network's own target) or x0 (the MSE of the clean image psi implies; BENCHMARKS.md Finding 10). Default:
+    generate's, x0 with the exact prior, prediction with the fitted UNet."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"
@@ -103,7 +107,9 @@ def run_bench(args: BenchArgs) -> Path:
     if args.reference is not None and not args.reference.is_file():
         raise UserError(f"reference {args.reference} does not exist")
     try:
-        base = bench_base_config(args.steps, args.reference, args.p_front, args.diagnose, args.prior, args.timesteps)
+        base = bench_base_config(
+            args.steps, args.reference, args.p_front, args.diagnose, args.prior, args.timesteps, args.psi_loss_weighting
+        )
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None
     base.validate()

@@ -177,7 +177,9 @@ def synthetic_defaults(prior: str = "synthetic") -> GenerateConfig:
         view_dependent_prompt=False,
         init=BallInit(num_points=1500, radius=0.6, opacity=0.1),
         densify=DensifyConfig(enabled=False),
-        psi=PsiConfig(lr=1e-3, estimator="particle"),  # lr: the learned residual psi starts at zero
+        # lr: the learned residual psi starts at zero. Its loss is the x0 MSE (BENCHMARKS.md Finding 10); the fitted
+        # UNet's LoRA psi keeps the plain eps loss it was measured with.
+        psi=PsiConfig(lr=1e-3, estimator="particle", loss_weighting="x0" if prior == "synthetic" else "prediction"),
         output=OutputConfig(
             preview_every=0.25,
             checkpoint_every=0.5,

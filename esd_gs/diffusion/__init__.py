@@ -4,20 +4,24 @@ empirical distribution (``mixture``)."""
 from .mixture import mixture_eps, posterior_mean
 from .process import (
     SD_BETA_SCHEDULE,
+    LossWeighting,
     PredictionType,
     add_noise,
     alpha_sigma,
     eps_from_prediction,
+    loss_weight,
     prediction_target,
     sd_alphas_cumprod,
 )
 
 __all__ = [
     "SD_BETA_SCHEDULE",
+    "LossWeighting",
     "PredictionType",
     "add_noise",
     "alpha_sigma",
     "eps_from_prediction",
+    "loss_weight",
     "mixture_eps",
     "posterior_mean",
     "prediction_target",

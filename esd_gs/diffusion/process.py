@@ -74,3 +74,28 @@ def prediction_target(
         return noise
     alpha, sigma = alpha_sigma(alphas_cumprod, timesteps, latents.dim())
     return alpha * noise - sigma * latents
+
+
+LossWeighting = Literal["prediction", "x0"]
+
+
+def loss_weight(
+    alphas_cumprod: Tensor, timesteps: Tensor, prediction_type: PredictionType, weighting: LossWeighting
+) -> Tensor:
+    """Per-sample factor [B] on a network's plain MSE to its own target, giving eq. 3's omega(t) of ``weighting``.
+
+    - ``prediction``: 1, the MSE to the network's own target: omega(t) = 1 for an eps network, 1 / alpha_t^2 for a
+      v network (its v error is the eps error over alpha_t).
+    - ``x0``: the MSE of the network's implied clean image x_0 = (x_t - sigma_t eps) / alpha_t, the same weight on
+      the image at every t: omega(t) = sigma_t^2 / alpha_t^2. For a v network the factor is sigma_t^2
+      (x_0 error = sigma_t v error), for an eps network sigma_t^2 / alpha_t^2 (x_0 error = sigma_t / alpha_t eps
+      error).
+    Any positive omega(t) has the same minimiser, the exact score; they differ in how a finite network and a finite
+    number of noisy samples share their error over t.
+    """
+    if weighting == "prediction":
+        return torch.ones(timesteps.shape, device=timesteps.device)
+    if weighting != "x0":
+        raise ValueError(f"unknown loss weighting {weighting!r}")
+    alpha, sigma = alpha_sigma(alphas_cumprod, timesteps)
+    return sigma**2 if prediction_type == "v_prediction" else (sigma / alpha) ** 2

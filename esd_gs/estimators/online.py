@@ -3,9 +3,11 @@ renders of each step (ESD Algorithm 1).
 
 Training step: on detached rendered latents z, t ~ U[0, T), x_t = alpha_t z + sigma_t eps, the MSE between the
 network's output and its target (eps, or v = alpha_t eps - sigma_t z for a v-prediction network,
-``diffusion.prediction_target``), with the whole batch's camera replaced by the null camera with probability
-``p_null_camera``, so psi learns both q(x | c, y) and q(x | y) (the classifier-free trick of eq. 9). With an fp16
-network the loss is scaled (``torch.amp.GradScaler``) so that the gradients do not underflow.
+``diffusion.prediction_target``), each sample weighted by eq. 3's omega(t) of ``loss_weighting``
+(``diffusion.loss_weight``: 1, or the MSE of the implied clean image). The whole batch's camera is replaced by the
+null camera with probability ``p_null_camera``, so psi learns both q(x | c, y) and q(x | y) (the classifier-free
+trick of eq. 9). With an fp16 network the loss is scaled (``torch.amp.GradScaler``) so that the gradients do not
+underflow.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cameras import EMBEDDING_SIZE, null_embedding
-from ..diffusion import PredictionType, eps_from_prediction, prediction_target
+from ..diffusion import PredictionType, eps_from_prediction, loss_weight, prediction_target
 from ..optim_state import optimizer_from_flat, optimizer_to_flat
 from ..priors import Prior
 from .base import PsiConfig, ScoreEstimator
@@ -122,7 +124,11 @@ class OnlineEstimator(ScoreEstimator):
         x_t = self.prior.add_noise(latents, noise, timesteps)
         target = prediction_target(latents, noise, self.prior.alphas_cumprod, timesteps, self.prediction_type)
         out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), condition)
-        loss = torch.nn.functional.mse_loss(out.float(), target.float())
+        if self.config.loss_weighting == "prediction":
+            loss = torch.nn.functional.mse_loss(out.float(), target.float())
+        else:  # eq. 3's omega(t) of --psi.loss-weighting, a factor on each sample's MSE to the network's own target
+            weight = loss_weight(self.prior.alphas_cumprod, timesteps, self.prediction_type, self.config.loss_weighting)
+            loss = (weight * (out.float() - target.float()).pow(2).flatten(1).mean(dim=1)).mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.grad_scaler.scale(loss).backward()  # identity unless the UNet runs in fp16
         self.grad_scaler.step(self.optimizer)  # unscales the fp32 gradients; skips the step on overflow
