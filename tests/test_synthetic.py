@@ -170,7 +170,7 @@ def test_bench_janus_end_to_end(tmp_path):
         "--timesteps",
         "dreamtime",
         "--psi-loss-weighting",
-        "x0",
+        "prediction",
         "--out",
         str(out),
     ]
@@ -186,13 +186,13 @@ def test_bench_janus_end_to_end(tmp_path):
     assert {(r["method"], r["seed"]) for r in runs} == {("sds", 0), ("esd", 0)}
     assert {r["timesteps"] for r in runs} == {"dreamtime"}  # --timesteps reaches every run's config
     assert "name: dreamtime" in (out / "runs" / "sds-l0---s0" / "config.yaml").read_text()
-    assert {r["psi_loss_weighting"] for r in runs} == {"x0"}
-    assert "loss_weighting: x0" in (out / "runs" / "esd-l1-particle-s0" / "config.yaml").read_text()
+    assert {r["psi_loss_weighting"] for r in runs} == {"prediction"}  # not the default (x0): the option got through
+    assert "loss_weighting: prediction" in (out / "runs" / "esd-l1-particle-s0" / "config.yaml").read_text()
     assert data["reference"]["face_count"] == 1  # the ground truth has one face
     assert (
         "| SDS |" in (out / "results.md").read_text()
         and "dreamtime timestep schedule" in (out / "results.md").read_text()
-        and "loss weighting x0" in (out / "results.md").read_text()
+        and "loss weighting prediction" in (out / "results.md").read_text()
     )
     import imageio.v3 as iio
 
@@ -295,7 +295,7 @@ def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_pat
     from dataclasses import replace
 
     from esd_gs.bench.janus import METRICS, RUN_RECORD, bench_base_config, finished_record
-    from esd_gs.configs.presets import run_settings
+    from esd_gs.configs.presets import config_to_dict, run_settings
     from esd_gs.errors import UserError
 
     config = replace(bench_base_config(steps=10), out=tmp_path / "run", seed=0)
@@ -316,15 +316,28 @@ def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_pat
     assert dreamtime.timesteps.name == "dreamtime" and config.timesteps.name == "uniform"
     with pytest.raises(UserError, match="holds a run of other settings"):  # a schedule's runs are not reused
         finished_record(run, dreamtime)
-    plain = replace(bench_base_config(steps=10, psi_loss_weighting="prediction"), out=config.out, seed=0)
-    assert config.psi.loss_weighting == "x0" and plain.psi.loss_weighting == "prediction"  # the exact prior's default
-    with pytest.raises(UserError, match="holds a run of other settings"):  # nor those of another psi loss
-        finished_record(run, plain)
-    # A run saved before --psi.loss-weighting existed ran with its default then, prediction: kept for that setting,
-    # refused for today's default.
-    older = run_settings(plain)
-    del older["psi"]["loss_weighting"]
-    (run / RUN_RECORD).write_text(json.dumps({"config": older, "record": record}))
+
+    # psi's loss weighting: another setting for a run with a learned psi, none for a particle (or SDS) run.
+    def learned(cfg):
+        return replace(cfg, psi=replace(cfg.psi, estimator="learned"), out=config.out, seed=0)
+
+    x0, plain = (
+        learned(bench_base_config(steps=10)),
+        learned(bench_base_config(steps=10, psi_loss_weighting="prediction")),
+    )
+    assert x0.psi.loss_weighting == "x0" and plain.psi.loss_weighting == "prediction"  # the exact prior's default: x0
+    (run / RUN_RECORD).write_text(json.dumps({"config": run_settings(plain), "record": record}))
     assert finished_record(run, plain) == record
     with pytest.raises(UserError, match="holds a run of other settings"):
-        finished_record(run, config)
+        finished_record(run, x0)
+    # Runs saved before --psi.loss-weighting existed ran with "prediction": a learned one is kept for that setting and
+    # refused for today's default; a particle one is kept under either.
+    for cfg in (plain, config):
+        older = config_to_dict(cfg)
+        del older["psi"]["loss_weighting"]
+        (run / RUN_RECORD).write_text(json.dumps({"config": older, "record": record}))
+        assert finished_record(run, cfg) == record
+    assert config.psi.estimator == "particle" and config.psi.loss_weighting == "x0"
+    (run / RUN_RECORD).write_text(json.dumps({"config": run_settings(plain), "record": record}))
+    with pytest.raises(UserError, match="holds a run of other settings"):
+        finished_record(run, x0)

@@ -49,9 +49,15 @@ def config_to_dict(config: GenerateConfig) -> dict:
 
 def settings_of(plain: dict) -> dict:
     """What makes two runs the same run: a plain config (``config_to_dict``) but where it is written, on which
-    device, and the options that only steer one invocation."""
+    device, and the options that only steer one invocation. A run without a learned psi (SDS, or the particle
+    estimator) ignores psi's loss weighting, so that setting does not tell two such runs apart (runs made before it
+    existed, or under another default, are still the same run)."""
     steering = ("out", "device", "resume", "overwrite", "config", "viewer", "viewer_port")
-    return {k: v for k, v in plain.items() if k not in steering}
+    settings = {k: v for k, v in plain.items() if k not in steering}
+    psi = settings.get("psi")
+    if isinstance(psi, dict) and (settings.get("method") == "sds" or psi.get("estimator") == "particle"):
+        settings["psi"] = {k: v for k, v in psi.items() if k != "loss_weighting"}
+    return settings
 
 
 def run_settings(config: GenerateConfig) -> dict:
