@@ -116,7 +116,7 @@ def test_sigterm_during_the_final_turntable_saves_and_says_so(tmp_path):
         "--output.turntable-views",
         "1200",
         "--output.turntable-size",
-        "96",
+        "32",
         "--out",
         run,
     )
