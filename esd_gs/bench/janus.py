@@ -22,7 +22,7 @@ from rich.table import Table
 from ..atomic import atomic_path
 from ..cameras import turntable
 from ..configs.generate import GenerateConfig, synthetic_defaults
-from ..configs.presets import config_from_dict, run_settings, settings_of
+from ..configs.presets import config_from_dict, run_settings
 from ..errors import UserError
 from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
 from ..example import builtin_head
@@ -106,8 +106,8 @@ def _saved_settings(plain) -> dict | None:
     """A saved run's settings, with the options added since it was made at their defaults (which it ran with)."""
     try:
         return run_settings(config_from_dict(plain))
-    except (UserError, ValueError, TypeError, AttributeError):
-        return settings_of(plain) if isinstance(plain, dict) else None
+    except (UserError, ValueError, TypeError, AttributeError):  # not a config of this version: another run
+        return None
 
 
 def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:

@@ -10,6 +10,7 @@ from typing import Literal
 import tyro
 
 from ..bench.janus import RESULTS, BenchRun, bench_base_config, run_janus_benchmark
+from ..diffusion import LossWeighting
 from ..distillation.timesteps import ScheduleName
 from ..errors import UserError
 from .common import ensure_writable_dir, pick_device
@@ -42,7 +43,7 @@ class BenchArgs:
     """Timestep schedule of every run: uniform (generate's default: t ~ U[t_min, t_max], t_max lowered after a fifth
     of the run), linear (t_max lowered linearly) or dreamtime (DreamTime's deterministic, decreasing t; the paper's
     Fig. 3)."""
-    psi_loss_weighting: Literal["prediction", "x0"] | None = None
+    psi_loss_weighting: LossWeighting | None = None
     """omega(t) of the learned psi's denoising loss (eq. 3; generate's --psi.loss-weighting): prediction (the MSE to
     the network's own target) or x0 (the MSE of the clean image psi implies; BENCHMARKS.md Finding 10). Default:
     generate's, x0 with the exact prior, prediction with the fitted UNet."""

@@ -27,6 +27,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from ..diffusion import LossWeighting
 from ..errors import ConfigError
 
 
@@ -50,7 +51,7 @@ class PsiConfig:
     """Probability of training a batch with the null camera (classifier-free camera dropout)."""
     train_steps_per_iter: int = 1
     """psi updates per 3D step."""
-    loss_weighting: Literal["prediction", "x0"] = "prediction"
+    loss_weighting: LossWeighting = "prediction"
     """omega(t) of psi's denoising loss (eq. 3): prediction (the MSE to the network's own target, eps or v, as
     ProlificDreamer trains its LoRA) or x0 (the MSE of the clean image psi implies: the same weight at every t, so the
     noisy low-t samples do not drown the high-t ones; the synthetic prior's default, BENCHMARKS.md Finding 10)."""

@@ -124,7 +124,7 @@ class OnlineEstimator(ScoreEstimator):
         x_t = self.prior.add_noise(latents, noise, timesteps)
         target = prediction_target(latents, noise, self.prior.alphas_cumprod, timesteps, self.prediction_type)
         out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), condition)
-        if self.config.loss_weighting == "prediction":
+        if self.config.loss_weighting == "prediction":  # the plain MSE, bit for bit as before the option existed
             loss = torch.nn.functional.mse_loss(out.float(), target.float())
         else:  # eq. 3's omega(t) of --psi.loss-weighting, a factor on each sample's MSE to the network's own target
             weight = loss_weight(self.prior.alphas_cumprod, timesteps, self.prediction_type, self.config.loss_weighting)
