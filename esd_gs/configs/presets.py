@@ -47,16 +47,33 @@ def config_to_dict(config: GenerateConfig) -> dict:
     return _to_plain(config)
 
 
+LEARNED_PSI_SETTINGS = (
+    "lora_rank",
+    "lora_alpha",
+    "target_modules",
+    "lr",
+    "betas",
+    "weight_decay",
+    "p_null_camera",
+    "train_steps_per_iter",
+    "loss_weighting",
+    "shared_unet",
+    "base_model",
+)
+"""``--psi.*`` fields that only a learned psi reads (the particle estimator reads ``bank_size`` and
+``bank_refresh_every``)."""
+
+
 def settings_of(plain: dict) -> dict:
     """What makes two runs the same run: a plain config (``config_to_dict``) but where it is written, on which
     device, and the options that only steer one invocation. A run without a learned psi (SDS, or the particle
-    estimator) ignores psi's loss weighting, so that setting does not tell two such runs apart (runs made before it
-    existed, or under another default, are still the same run)."""
+    estimator) ignores how a learned psi is built and trained (``LEARNED_PSI_SETTINGS``), so those settings do not
+    tell two such runs apart (runs made before one existed, or under another default, are still the same run)."""
     steering = ("out", "device", "resume", "overwrite", "config", "viewer", "viewer_port")
     settings = {k: v for k, v in plain.items() if k not in steering}
     psi = settings.get("psi")
     if isinstance(psi, dict) and (settings.get("method") == "sds" or psi.get("estimator") == "particle"):
-        settings["psi"] = {k: v for k, v in psi.items() if k != "loss_weighting"}
+        settings["psi"] = {k: v for k, v in psi.items() if k not in LEARNED_PSI_SETTINGS}
     return settings
 
 
