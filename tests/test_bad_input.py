@@ -162,6 +162,8 @@ def test_render_and_bench_do_not_reuse_an_output_directory(capsys, tmp_path):
         (["--methods", ",,"], "--methods is empty"),
         (["--methods", "esd", "--estimators", ""], "ESD needs at least one --estimators value"),
         (["--methods", "esd", "--lambdas", ""], "ESD needs at least one --estimators value and one --lambdas value"),
+        (["--psi-lr", "0"], "--psi-lr must be a number > 0, got 0"),
+        (["--psi-lr", "nan"], "--psi-lr must be a number > 0, got nan"),
     ],
 )
 def test_bad_bench_options(capsys, tmp_path, flags, expected):

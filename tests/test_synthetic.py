@@ -171,6 +171,8 @@ def test_bench_janus_end_to_end(tmp_path):
         "dreamtime",
         "--psi-loss-weighting",
         "prediction",
+        "--psi-lr",
+        "0.002",
         "--out",
         str(out),
     ]
@@ -188,11 +190,14 @@ def test_bench_janus_end_to_end(tmp_path):
     assert "name: dreamtime" in (out / "runs" / "sds-l0---s0" / "config.yaml").read_text()
     assert {r["psi_loss_weighting"] for r in runs} == {"prediction"}  # not the default (x0): the option got through
     assert "loss_weighting: prediction" in (out / "runs" / "esd-l1-particle-s0" / "config.yaml").read_text()
+    assert {r["psi_lr"] for r in runs} == {0.002} and "lr: 0.002" in (
+        out / "runs" / "sds-l0---s0" / "config.yaml"
+    ).read_text()
     assert data["reference"]["face_count"] == 1  # the ground truth has one face
     assert (
         "| SDS |" in (out / "results.md").read_text()
         and "dreamtime timestep schedule" in (out / "results.md").read_text()
-        and "loss weighting prediction" in (out / "results.md").read_text()
+        and "loss weighting prediction and learning rate 0.002" in (out / "results.md").read_text()
     )
     import imageio.v3 as iio
 

@@ -77,16 +77,20 @@ def bench_base_config(
     prior: str = "synthetic",
     timesteps: str | None = None,
     psi_loss_weighting: str | None = None,
+    psi_lr: float | None = None,
 ) -> GenerateConfig:
     """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``,
     ``reference``, ``p_front``, the timestep schedule's name (``timesteps``: uniform, linear or dreamtime) and the
-    learned psi's loss weighting (``psi_loss_weighting``: prediction or x0, eq. 3's omega(t)) when given; with
+    learned psi's loss weighting (``psi_loss_weighting``: prediction or x0, eq. 3's omega(t)) and learning rate
+    (``psi_lr``) when given; with
     ``diagnose``, psi measured against the exact scores; ``prior`` synthetic (exact) or synthetic-unet (fitted)."""
     base = synthetic_defaults(prior)
     if timesteps is not None:
         base = replace(base, timesteps=replace(base.timesteps, name=timesteps))
     if psi_loss_weighting is not None:
         base = replace(base, psi=replace(base.psi, loss_weighting=psi_loss_weighting))
+    if psi_lr is not None:
+        base = replace(base, psi=replace(base.psi, lr=psi_lr))
     synthetic = base.synthetic
     if reference is not None:
         synthetic = replace(synthetic, reference=(reference,))
@@ -193,6 +197,7 @@ def run_janus_benchmark(
                     "prior": base.prior,
                     "timesteps": base.timesteps.name,
                     "psi_loss_weighting": base.psi.loss_weighting,
+                    "psi_lr": base.psi.lr,
                 }
                 with atomic_path(run_dir / RUN_RECORD) as tmp:
                     tmp.write_text(json.dumps({"config": run_settings(config), "record": record}, indent=1))
@@ -290,7 +295,8 @@ def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> st
     lines = [
         f"Janus benchmark: {records[0]['steps']} steps per run, phi = {phi}, prior frontal share p_front = "
         f"{records[0]['p_front']}, {records[0].get('timesteps', 'uniform')} timestep schedule, "
-        f"learned psi's loss weighting {records[0].get('psi_loss_weighting', 'prediction')}, mean ± std over seeds. "
+        f"learned psi's loss weighting {records[0].get('psi_loss_weighting', 'prediction')} and learning rate "
+        f"{records[0].get('psi_lr', 1e-3):g}, mean ± std over seeds. "
         "Excess faces, share gap and side accuracy compare each run "
         "with the reference's own views under the same classifier; a Janus run has excess faces.",
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,9 @@ class BenchArgs:
     """omega(t) of the learned psi's denoising loss (eq. 3; generate's --psi.loss-weighting): prediction (the MSE to
     the network's own target) or x0 (the MSE of the clean image psi implies; BENCHMARKS.md Finding 10). Default:
     generate's, x0 with the exact prior, prediction with the fitted UNet."""
+    psi_lr: float | None = None
+    """AdamW learning rate of the learned psi (generate's --psi.lr). Default: generate's, 3e-3 with the exact prior
+    (BENCHMARKS.md Finding 11; 1e-3 before), 1e-3 with the fitted UNet."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"
@@ -99,6 +103,8 @@ def bench_configs(args: BenchArgs) -> list[BenchRun]:
 def run_bench(args: BenchArgs) -> Path:
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.psi_lr is not None and not (math.isfinite(args.psi_lr) and args.psi_lr > 0):
+        raise UserError(f"--psi-lr must be a number > 0, got {args.psi_lr:g}")
     runs = bench_configs(args)
     device = pick_device(args.device)
     if (args.out / RESULTS).exists() and not args.overwrite:
@@ -109,7 +115,14 @@ def run_bench(args: BenchArgs) -> Path:
         raise UserError(f"reference {args.reference} does not exist")
     try:
         base = bench_base_config(
-            args.steps, args.reference, args.p_front, args.diagnose, args.prior, args.timesteps, args.psi_loss_weighting
+            args.steps,
+            args.reference,
+            args.p_front,
+            args.diagnose,
+            args.prior,
+            args.timesteps,
+            args.psi_loss_weighting,
+            args.psi_lr,
         )
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None
