@@ -343,12 +343,11 @@ def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_pat
         (run / RUN_RECORD).write_text(json.dumps({"config": older, "record": record}))
         assert finished_record(run, cfg) == record
     assert config.psi.estimator == "particle" and config.psi.loss_weighting == "x0"
-    # Likewise psi's learning rate (the exact prior's default moved from 1e-3 to 3e-3): another run for a learned psi,
-    # the same run for a particle one.
+    # Likewise psi's learning rate: another run for a learned psi, the same run for a particle one.
     for cfg, same in ((plain, False), (config, True)):
         older = config_to_dict(cfg)
-        older["psi"]["lr"] = 1e-3
-        assert cfg.psi.lr == 3e-3
+        older["psi"]["lr"] = 3e-3
+        assert cfg.psi.lr == 1e-3
         (run / RUN_RECORD).write_text(json.dumps({"config": older, "record": record}))
         if same:
             assert finished_record(run, cfg) == record

@@ -49,8 +49,8 @@ class BenchArgs:
     the network's own target) or x0 (the MSE of the clean image psi implies; BENCHMARKS.md Finding 10). Default:
     generate's, x0 with the exact prior, prediction with the fitted UNet."""
     psi_lr: float | None = None
-    """AdamW learning rate of the learned psi (generate's --psi.lr). Default: generate's, 3e-3 with the exact prior
-    (BENCHMARKS.md Finding 11; 1e-3 before), 1e-3 with the fitted UNet."""
+    """AdamW learning rate of the learned psi (generate's --psi.lr). Default: generate's, 1e-3 with either prior
+    (BENCHMARKS.md Finding 11 measures 3e-3)."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"

@@ -177,14 +177,9 @@ def synthetic_defaults(prior: str = "synthetic") -> GenerateConfig:
         view_dependent_prompt=False,
         init=BallInit(num_points=1500, radius=0.6, opacity=0.1),
         densify=DensifyConfig(enabled=False),
-        # The learned residual psi starts at zero; its loss is the x0 MSE (BENCHMARKS.md Finding 10) and its lr 3e-3,
-        # so that it keeps up with the moving scene (Finding 11). The fitted UNet's LoRA psi keeps the plain eps loss
-        # and the lr 1e-3 it was measured with.
-        psi=PsiConfig(
-            lr=3e-3 if prior == "synthetic" else 1e-3,
-            estimator="particle",
-            loss_weighting="x0" if prior == "synthetic" else "prediction",
-        ),
+        # lr: the learned residual psi starts at zero (3e-3 was no better, BENCHMARKS.md Finding 11). Its loss is the
+        # x0 MSE (Finding 10); the fitted UNet's LoRA psi keeps the plain eps loss it was measured with.
+        psi=PsiConfig(lr=1e-3, estimator="particle", loss_weighting="x0" if prior == "synthetic" else "prediction"),
         output=OutputConfig(
             preview_every=0.25,
             checkpoint_every=0.5,
