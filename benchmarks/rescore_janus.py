@@ -1,13 +1,16 @@
-"""Score saved scenes with this version's Janus metrics (``evaluation/janus.py``) against the built-in head, at the
-benchmark's defaults (prior, turntable, 32 px): for results made before a metric existed.
+"""Score saved scenes with this version's Janus metrics (``evaluation/janus.py``) against the built-in head or
+``--reference``, at the benchmark's defaults (prior, turntable, 32 px): for results made before a metric existed, and
+for runs of ``generate``. Takes .ply files (keyed by file name) or run folders (keyed by folder name, their
+``scene.ply``); prints the scores as JSON.
 
     .venv/bin/python benchmarks/rescore_janus.py benchmarks/results/janus-p0.5-after-renovation/scenes/*.ply
+    .venv/bin/python benchmarks/rescore_janus.py runs/car-s0 runs/car-s1 --reference assets/references/car.ply
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -22,14 +25,20 @@ from esd_gs.render.views import render_images
 
 
 def main() -> None:
-    base = bench_base_config()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenes", nargs="+", type=Path, help=".ply files or run folders (their scene.ply)")
+    parser.add_argument("--reference", type=Path, default=None, help="reference .ply (default: the built-in head)")
+    args = parser.parse_args()
+    base = bench_base_config(reference=args.reference)
     prior = SyntheticPrior.from_config(base, torch.device("cpu"))
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
-    reference = render_images(builtin_head(), cams, base.resolution)
+    truth = read_ply(args.reference) if args.reference is not None else builtin_head()
+    reference = render_images(truth, cams, base.resolution)
     scores = {}
-    for path in map(Path, sys.argv[1:]):
-        views = render_images(read_ply(path), cams, base.resolution)
-        scores[path.stem] = janus_metrics(views, reference, prior.reference_images(0).cpu(), prior.azimuths).as_dict()
+    for path in args.scenes:
+        name, ply = (path.name, path / "scene.ply") if path.is_dir() else (path.stem, path)
+        views = render_images(read_ply(ply), cams, base.resolution)
+        scores[name] = janus_metrics(views, reference, prior.reference_images(0).cpu(), prior.azimuths).as_dict()
     print(json.dumps(scores, indent=1))
 
 
