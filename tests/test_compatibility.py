@@ -1,4 +1,9 @@
-"""What esd-gs 0.1 wrote still works: its checkpoints resume to the very scene 0.1 reached, its presets load."""
+"""What esd-gs 0.1 wrote still works: its checkpoints resume to the scene 0.1 reached, its presets load.
+
+The scene 0.1 reached was stored on another CPU. Vectorised float kernels (AVX2, AVX-512) round differently, so a
+resumed run is compared with it to float rounding (``ROUNDING``, far below one optimiser step). Resuming this
+version's own checkpoint is compared bit for bit with an uninterrupted run on the same machine.
+"""
 
 import shutil
 import subprocess
@@ -14,11 +19,14 @@ from esd_gs.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "tests" / "data" / "v0.1-runs"
+ROUNDING = 2e-5
+"""Largest difference allowed from the scene stored by 0.1 after its 4 steps (measured: 6e-6 on the quaternions on
+an AVX-512 machine; one Adam step moves each parameter by about its lr, 1e-3 for the means and the quaternions)."""
 
 
 def test_a_checkpoint_of_version_0_1_resumes_to_the_scene_0_1_reached(tmp_path):
-    """Interrupted by 0.1 at step 2 of 4 (the particle bank in 0.1's layout): resumed here, the run ends bit for
-    bit where 0.1's own uninterrupted run ended."""
+    """Interrupted by 0.1 at step 2 of 4 (the particle bank in 0.1's layout): resumed here, the run ends where 0.1's
+    own uninterrupted run ended (to float rounding, module docstring)."""
     name = "particle-esd"
     run = tmp_path / name
     shutil.copytree(RUNS / name, run)
@@ -31,7 +39,7 @@ def test_a_checkpoint_of_version_0_1_resumes_to_the_scene_0_1_reached(tmp_path):
         trainer.train_step()
     expected = load_file(str(RUNS / name / "expected_scene_v0.1.safetensors"))
     for key, value in expected.items():
-        assert torch.equal(trainer.scene.params[key].detach(), value), key
+        torch.testing.assert_close(trainer.scene.params[key].detach(), value, rtol=0, atol=ROUNDING, msg=key)
 
 
 def test_a_0_1_checkpoint_of_the_old_synthetic_psi_is_refused_in_one_line(tmp_path):
@@ -55,7 +63,8 @@ def test_a_0_1_checkpoint_of_the_old_synthetic_psi_is_refused_in_one_line(tmp_pa
 
 
 def test_the_checkpoint_written_now_resumes_the_same_way(tmp_path):
-    """Resave the 0.1 run in this version's layout mid-way, restore it in a fresh trainer: same end result."""
+    """Resave the 0.1 run in this version's layout mid-way, restore it in a fresh trainer: the same end result, bit
+    for bit, as the trainer that went on without the round trip (and 0.1's, to float rounding)."""
     run = tmp_path / "run"
     shutil.copytree(RUNS / "particle-esd", run)
     config = load_yaml_config(run / "config.yaml")
@@ -66,9 +75,14 @@ def test_the_checkpoint_written_now_resumes_the_same_way(tmp_path):
     second = Trainer(config, run, torch.device("cpu"), prior=first.prior)
     second.restore()
     assert second.step == 3 and torch.equal(second.psi.bank, first.psi.bank)
+    first.train_step()  # on without the round trip
     second.train_step()
+    assert first.step == second.step == config.steps
+    for key, value in first.scene.params.items():
+        assert torch.equal(second.scene.params[key].detach(), value.detach()), key
     expected = load_file(str(RUNS / "particle-esd" / "expected_scene_v0.1.safetensors"))
-    assert all(torch.equal(second.scene.params[k].detach(), v) for k, v in expected.items())
+    for key, value in expected.items():
+        torch.testing.assert_close(second.scene.params[key].detach(), value, rtol=0, atol=ROUNDING, msg=key)
 
 
 @pytest.mark.parametrize("preset", ["esd", "vsd", "sds", "preview"])
