@@ -1,7 +1,8 @@
 """Score saved scenes with this version's Janus metrics (``evaluation/janus.py``) against the built-in head or
 ``--reference``, at the benchmark's defaults (prior, turntable, 32 px): for results made before a metric existed, and
-for runs of ``generate``. Takes .ply files (keyed by file name) or run folders (keyed by folder name, their
-``scene.ply``); prints the scores as JSON.
+for runs of ``generate``. Takes .ply files (keyed by file name, read with -Y up) or run folders (keyed by folder
+name: their ``scene.ply``, read with the run's ``--output.up``); prints the scores as JSON. The reference is not read
+from a run folder: pass the one it ran with.
 
     .venv/bin/python benchmarks/rescore_janus.py benchmarks/results/janus-p0.5-after-renovation/scenes/*.ply
     .venv/bin/python benchmarks/rescore_janus.py runs/car-s0 runs/car-s1 --reference assets/references/car.ply
@@ -17,6 +18,7 @@ import torch
 
 from esd_gs.bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS, bench_base_config
 from esd_gs.cameras import turntable
+from esd_gs.configs.presets import load_yaml_config
 from esd_gs.evaluation.janus import janus_metrics
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply
@@ -36,8 +38,12 @@ def main() -> None:
     reference = render_images(truth, cams, base.resolution)
     scores = {}
     for path in args.scenes:
-        name, ply = (path.name, path / "scene.ply") if path.is_dir() else (path.stem, path)
-        views = render_images(read_ply(ply), cams, base.resolution)
+        if path.is_dir():
+            scene = read_ply(path / "scene.ply", up=load_yaml_config(path / "config.yaml").output.up)
+            name = path.name
+        else:
+            scene, name = read_ply(path), path.stem
+        views = render_images(scene, cams, base.resolution)
         scores[name] = janus_metrics(views, reference, prior.reference_images(0).cpu(), prior.azimuths).as_dict()
     print(json.dumps(scores, indent=1))
 

@@ -197,7 +197,7 @@ def test_bench_janus_end_to_end(tmp_path):
     assert (
         "| SDS |" in (out / "results.md").read_text()
         and "dreamtime timestep schedule" in (out / "results.md").read_text()
-        and "loss weighting prediction and learning rate 0.002" in (out / "results.md").read_text()
+        and "no learned psi" in (out / "results.md").read_text()  # SDS and particle: psi's settings do not apply
     )
     import imageio.v3 as iio
 
@@ -294,6 +294,57 @@ def test_janus_metrics_on_rendered_objects_of_several_shapes(stretch):
     assert own.excess_faces == 0 and own.side_accuracy == 1.0 and own.frontal_share_gap == 0.0
     turned = janus_metrics(torch.roll(views, 30, dims=0), views, prior_images, cams.azimuth)
     assert turned.best_offset_deg == pytest.approx(270.0) and turned.excess_faces == 0 and turned.side_accuracy == 1.0
+
+
+def test_results_header_names_the_learned_psi_s_settings_only_where_a_run_has_one():
+    from esd_gs.bench.janus import METRICS, BenchRun, results_markdown
+    from esd_gs.evaluation.janus import JanusMetrics
+
+    reference = JanusMetrics(
+        aligned_psnr=120.0, best_offset_deg=0.0, face_count=1, frontal_fraction=0.22, iq=1.6, iv=2.0
+    )
+    common = {k: 0.5 for k in METRICS} | {"steps": 10, "p_front": 0.5, "seed": 0}
+    sds = common | {
+        "method": "sds",
+        "lambda_entropy": 0.0,
+        "estimator": "-",
+        "psi_lr": 0.001,
+        "psi_loss_weighting": "x0",
+    }
+    learned = common | {
+        "method": "esd",
+        "lambda_entropy": 1.0,
+        "estimator": "learned",
+        "psi_lr": 0.002,
+        "psi_loss_weighting": "prediction",
+    }
+    runs = [BenchRun("sds"), BenchRun("esd", 1.0, "learned")]
+    # The header takes psi's settings from a learned run, not from the SDS run listed first.
+    assert "loss weighting prediction and learning rate 0.002" in results_markdown([sds, learned], runs, reference)
+    assert "no learned psi" in results_markdown([sds], runs[:1], reference)
+    older = {k: v for k, v in learned.items() if k != "psi_lr"}  # a record made before --psi-lr existed
+    assert "learning rate not recorded" in results_markdown([sds, older], runs, reference)
+
+
+def test_learned_psi_settings_and_the_particle_s_cover_psi_config():
+    """Every ``--psi.*`` field is either read only by a learned psi (``LEARNED_PSI_SETTINGS``: ignored when runs
+    without one are compared) or by the particle estimator; a new field must be sorted into one of them."""
+    from dataclasses import fields
+
+    from esd_gs.configs.presets import LEARNED_PSI_SETTINGS, settings_of
+    from esd_gs.estimators import PsiConfig
+
+    particle = {"estimator", "bank_size", "bank_refresh_every"}
+    assert set(LEARNED_PSI_SETTINGS) | particle == {f.name for f in fields(PsiConfig)}
+    assert not set(LEARNED_PSI_SETTINGS) & particle
+    psi = {"estimator": "learned", "lr": 1e-3, "bank_size": 32}
+    other = {"estimator": "learned", "lr": 3e-3, "bank_size": 32}
+    assert settings_of({"method": "sds", "psi": psi}) == settings_of({"method": "sds", "psi": other})  # SDS: no psi
+    assert settings_of({"method": "esd", "psi": psi}) != settings_of({"method": "esd", "psi": other})
+    bigger_bank = {**psi, "estimator": "particle", "bank_size": 64}
+    assert settings_of({"method": "esd", "psi": {**psi, "estimator": "particle"}}) != settings_of(
+        {"method": "esd", "psi": bigger_bank}
+    )
 
 
 def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_path):

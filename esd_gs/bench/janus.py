@@ -82,8 +82,8 @@ def bench_base_config(
     """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``,
     ``reference``, ``p_front``, the timestep schedule's name (``timesteps``: uniform, linear or dreamtime) and the
     learned psi's loss weighting (``psi_loss_weighting``: prediction or x0, eq. 3's omega(t)) and learning rate
-    (``psi_lr``) when given; with
-    ``diagnose``, psi measured against the exact scores; ``prior`` synthetic (exact) or synthetic-unet (fitted)."""
+    (``psi_lr``) when given; with ``diagnose``, psi measured against the exact scores; ``prior`` synthetic (exact) or
+    synthetic-unet (fitted)."""
     base = synthetic_defaults(prior)
     if timesteps is not None:
         base = replace(base, timesteps=replace(base.timesteps, name=timesteps))
@@ -292,11 +292,16 @@ def results_table(records: list[dict], runs: list[BenchRun], reference) -> Table
 
 def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> str:
     phi = PRIOR_NAMES[records[0].get("prior", "synthetic")]
+    learned = next((r for r in records if r.get("estimator") == "learned"), None)  # SDS and particle runs have no psi
+    if learned is None:
+        psi = "no learned psi"
+    else:
+        lr = f"{learned['psi_lr']:g}" if "psi_lr" in learned else "not recorded"
+        psi = f"learned psi's loss weighting {learned.get('psi_loss_weighting', 'prediction')} and learning rate {lr}"
     lines = [
         f"Janus benchmark: {records[0]['steps']} steps per run, phi = {phi}, prior frontal share p_front = "
         f"{records[0]['p_front']}, {records[0].get('timesteps', 'uniform')} timestep schedule, "
-        f"learned psi's loss weighting {records[0].get('psi_loss_weighting', 'prediction')} and learning rate "
-        f"{records[0].get('psi_lr', 1e-3):g}, mean ± std over seeds. "
+        f"{psi}, mean ± std over seeds. "
         "Excess faces, share gap and side accuracy compare each run "
         "with the reference's own views under the same classifier; a Janus run has excess faces.",
         "",
