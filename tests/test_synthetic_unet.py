@@ -86,9 +86,13 @@ def test_the_lora_psi_trains_on_the_fitted_unet_and_leaves_phi_alone(fitted_conf
     cams = OrbitSampler().sample(2, generator=gen).embedding()
     for _ in range(6):
         psi.train_step(latents, text.plain, cams, gen)
-    assert lora_before and all(
-        not torch.equal(p, lora_before[n]) for n, p in psi.unet.named_parameters() if n in lora_before
-    )
+    # The prompt is one token ([1, 1, D]): cross-attention's softmax over one key is 1 whatever q and k are, so their
+    # LoRAs get no gradient (exactly 0 on some CPUs, rounding noise on others). Every other LoRA must have moved.
+    assert text.plain.shape[1] == 1
+    blind = {n for n in lora_before if ".attn2.to_q." in n or ".attn2.to_k." in n}
+    assert blind and len(blind) < len(lora_before)
+    moved = {n for n, p in psi.unet.named_parameters() if n in lora_before and not torch.equal(p, lora_before[n])}
+    assert set(lora_before) - blind <= moved, sorted(set(lora_before) - blind - moved)
     assert not torch.equal(psi.camera_embedding.linear_2.weight, camera_before)  # the camera MLP learned too
     with_camera, null = psi.eps_camera_and_null(x_t, t, text.plain, cams)
     assert (with_camera - null).abs().max() > 1e-6  # the camera changes psi's prediction
