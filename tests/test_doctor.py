@@ -60,6 +60,20 @@ def test_synthetic_prior_needs_no_model(tmp_path):
     assert "ok  phi: the synthetic prior needs no model" in result.stdout
 
 
+def test_the_fitted_unet_prior_counts_the_fits_in_its_cache(tmp_path):
+    """--prior synthetic-unet downloads nothing; the line says whether the first run has a UNet to fit."""
+    env = {**offline(tmp_path), "ESD_GS_CACHE": str(tmp_path / "cache")}
+    empty = run_cli("doctor", "--prior", "synthetic-unet", "--out", tmp_path, env_extra=env)
+    assert empty.returncode == 0, empty.stdout + empty.stderr
+    cache = tmp_path / "cache" / "synthetic-unet"
+    assert f"ok  phi: the fitted synthetic UNet needs no download: none fitted in {cache} yet" in empty.stdout
+    (cache / "0123456789abcdef").mkdir(parents=True)
+    (cache / "0123456789abcdef" / "prompts.json").write_text("{}")
+    (cache / ".fedcba9876543210.partial").mkdir()  # a stopped fit is not a fitted UNet
+    one = run_cli("doctor", "--prior", "synthetic-unet", "--out", tmp_path, env_extra=env)
+    assert f"ok  phi: the fitted synthetic UNet needs no download: 1 fitted in {cache}" in one.stdout
+
+
 def test_gsplat_line_on_a_cuda_machine_without_nvcc(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(gsplat_backend, "find_nvcc", lambda: None)

@@ -21,6 +21,7 @@ from rich.console import Console
 from ..configs.generate import GenerateConfig
 from ..configs.presets import load_yaml_config
 from ..priors.sources import DEFAULT_MODEL, KNOWN_SOURCES, check_candidates
+from ..priors.synthetic_unet import default_cache
 from ..render.gsplat_backend import find_nvcc, gsplat_build_state, jit_build_dir
 
 RUN_DISK_GIB = 1.0
@@ -39,8 +40,9 @@ class DoctorArgs:
     """phi's model to check: a family (sd2.1-base, sd2.1, sd1.5), a Hub id or a folder (default: the preset's)."""
     config: Path | None = None
     """A generate preset (e.g. configs/esd.yaml) whose model, precision, size and psi mode the checks are sized for."""
-    prior: Literal["sd", "synthetic"] = "sd"
-    """The prior the run would use (synthetic needs no model)."""
+    prior: Literal["sd", "synthetic", "synthetic-unet"] = "sd"
+    """The prior the run would use: sd, synthetic (needs no model) or synthetic-unet (needs no download; its UNet is
+    fitted on the first run and cached)."""
     out: Path = Path("runs")
     """Where run directories would be written (its free disk space is checked)."""
 
@@ -185,6 +187,21 @@ def check_disk(report: Report, out: Path) -> None:
     report.line(status, "disk", f"{free_gib:.1f} GiB free at {out} (a run needs up to about {RUN_DISK_GIB:.0f} GiB)")
 
 
+def check_fitted_unets(report: Report, cache: Path) -> None:
+    """--prior synthetic-unet downloads nothing: say how many fitted UNets its cache holds (one per set of prior
+    images and fit settings) and what the first run costs when it holds none."""
+    fits = sorted(p for p in cache.glob("*/prompts.json")) if cache.is_dir() else []
+    if fits:
+        report.line("ok", "phi", f"the fitted synthetic UNet needs no download: {len(fits)} fitted in {cache}")
+    else:
+        report.line(
+            "ok",
+            "phi",
+            f"the fitted synthetic UNet needs no download: none fitted in {cache} yet, the first run fits one "
+            "(about 15 minutes on 2 CPU cores, BENCHMARKS.md)",
+        )
+
+
 def run_doctor(args: DoctorArgs) -> int:
     config = load_yaml_config(args.config) if args.config is not None else GenerateConfig()
     model = args.model or config.model or DEFAULT_MODEL
@@ -194,6 +211,8 @@ def run_doctor(args: DoctorArgs) -> int:
     phi_source = psi_source = None
     if args.prior == "synthetic":
         report.line("ok", "phi", "the synthetic prior needs no model")
+    elif args.prior == "synthetic-unet":
+        check_fitted_unets(report, config.synthetic_unet.cache or default_cache())
     else:
         phi_source = check_model(report, "phi", model)
         if not config.psi.shared_unet and config.psi.base_model and config.distill.method != "sds":
