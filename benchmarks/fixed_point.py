@@ -22,20 +22,23 @@ from pathlib import Path
 import torch
 
 from esd_gs.bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS, bench_base_config
-from esd_gs.cameras import turntable
-from esd_gs.evaluation.janus import janus_metrics
+from esd_gs.cameras import turntable, wrap_azimuth
+from esd_gs.evaluation.janus import FRONTAL_HALF_WIDTH, janus_metrics
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply
 from esd_gs.priors import SyntheticPrior
 from esd_gs.render.views import render_images
+from esd_gs.scene import GaussianScene
 from esd_gs.training.trainer import Trainer
 
-METHODS = {  # name: (method, lambda, estimator)
-    "sds": ("sds", 0.0, "learned"),
-    "esd-particle": ("esd", 1.0, "particle"),
-    "esd-learned": ("esd", 1.0, "learned"),
-    "esd0.5-particle": ("esd", 0.5, "particle"),
-    "esd0.5-learned": ("esd", 0.5, "learned"),
+METHODS = {  # name: (method, lambda, psi settings)
+    "sds": ("sds", 0.0, {}),
+    "esd-particle": ("esd", 1.0, {"estimator": "particle"}),
+    "esd-learned": ("esd", 1.0, {"estimator": "learned"}),
+    # the particle psi with the bank size of the diagnostic's exact reference (128), refreshed as the default's
+    "esd-particle128": ("esd", 1.0, {"estimator": "particle", "bank_size": 128}),
+    "esd0.5-particle": ("esd", 0.5, {"estimator": "particle"}),
+    "esd0.5-learned": ("esd", 0.5, {"estimator": "learned"}),
 }
 
 
@@ -44,12 +47,20 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=None, help="reference .ply (default: the built-in head)")
     parser.add_argument("--p-front", type=float, nargs="+", default=[0.5])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--timesteps", default=None, help="uniform, linear or dreamtime (default: uniform)")
+    parser.add_argument("--timesteps", default="uniform", choices=["uniform", "linear", "dreamtime"])
     parser.add_argument("--steps", type=int, default=None, help="default: the benchmark's 1,200")
     parser.add_argument("--every", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.reference is not None and not args.reference.is_file():
+        parser.error(f"--reference {args.reference} does not exist")
+    if args.every < 1 or (args.steps is not None and args.steps < 1):
+        parser.error("--every and --steps must be at least 1")
+    if not all(0.0 <= p <= 1.0 for p in args.p_front):
+        parser.error("--p-front values must be in [0, 1]")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
     truth = read_ply(args.reference) if args.reference is not None else builtin_head()
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     rows = []
@@ -59,21 +70,22 @@ def main() -> None:
         size = base.resolution
         reference = render_images(truth, cams, size, background=1.0)
         prior_images = prior.reference_images(0).cpu()
+        prior_share = float((wrap_azimuth(prior.azimuths).abs() < FRONTAL_HALF_WIDTH).float().mean())
 
         def score(scene, reference=reference, prior=prior, prior_images=prior_images, size=size) -> dict:
             views = render_images(scene, cams, size, background=1.0)
             return janus_metrics(views, reference, prior_images, prior.azimuths).as_dict()
 
         for name in args.methods:
-            method, lambda_entropy, estimator = METHODS[name]
+            method, lambda_entropy, psi = METHODS[name]
             config = replace(
                 base,
                 distill=replace(base.distill, method=method, lambda_entropy=lambda_entropy),
-                psi=replace(base.psi, estimator=estimator),
+                psi=replace(base.psi, **psi),
                 seed=args.seed,
             )
             trainer = Trainer(config, Path("/tmp/esd-gs-fixed-point"), torch.device("cpu"), prior=prior)
-            trainer.scene = read_ply(args.reference) if args.reference is not None else builtin_head()
+            trainer.scene = GaussianScene(truth.raw())  # a fresh copy of the object, and optimisers for it
             trainer.optimizers = trainer._make_optimizers()
             start = time.perf_counter()
             trace = [{"step": 0, **score(trainer.scene)}]
@@ -94,12 +106,13 @@ def main() -> None:
                     "method": name,
                     "timesteps": config.timesteps.name,
                     "seed": args.seed,
+                    "prior_frontal_share": prior_share,
                     "seconds": time.perf_counter() - start,
                     "trace": trace,
                 }
             )
-    if args.json is not None:
-        args.json.write_text(json.dumps({"reference": str(args.reference), "rows": rows}, indent=1))
+            if args.json is not None:  # after every run: a stopped study keeps what it measured
+                args.json.write_text(json.dumps({"reference": str(args.reference), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -21,19 +21,17 @@ import torch  # noqa: E402
 from esd_gs.bench.janus import bench_base_config  # noqa: E402
 from esd_gs.cameras import wrap_azimuth  # noqa: E402
 from esd_gs.evaluation.janus import FRONTAL_HALF_WIDTH  # noqa: E402
-from esd_gs.priors.synthetic import biased_cameras  # noqa: E402
+from esd_gs.priors import SyntheticPrior  # noqa: E402
 
 COLOURS = {"sds": "tab:red", "esd-particle": "tab:blue", "esd-learned": "tab:green"}
 
 
 def prior_frontal_share(p_front: float) -> float:
-    """The share of the synthetic prior's images whose camera looks at the front (|azimuth| < 45 deg); the prior's
-    cameras depend on its seed and bias only, not on the object."""
-    config = bench_base_config(p_front=p_front)
-    prior = config.synthetic  # as SyntheticPrior.build draws them, for its one reference
-    generator = torch.Generator().manual_seed(prior.seed)
-    cams = biased_cameras(prior.num_images, config.cameras, prior.p_front, prior.front_std, generator)
-    return float((wrap_azimuth(cams.azimuth).abs() < FRONTAL_HALF_WIDTH).float().mean())
+    """The share of the synthetic prior's images whose camera looks at the front (|azimuth| < 45 deg); it depends
+    on the prior's cameras only, so the built-in head's prior gives it for every object (for files written before
+    fixed_point.py recorded it)."""
+    prior = SyntheticPrior.from_config(bench_base_config(p_front=p_front), torch.device("cpu"))
+    return float((wrap_azimuth(prior.azimuths).abs() < FRONTAL_HALF_WIDTH).float().mean())
 
 
 def main() -> None:
@@ -43,7 +41,13 @@ def main() -> None:
     args = parser.parse_args()
     tables = [(path.stem.removeprefix("fixed_point_"), json.loads(path.read_text())) for path in args.results]
     biases = sorted({row["p_front"] for _, table in tables for row in table["rows"]}, reverse=True)
-    shares = {p: prior_frontal_share(p) for p in biases}
+    recorded = {
+        row["p_front"]: row["prior_frontal_share"]
+        for _, t in tables
+        for row in t["rows"]
+        if "prior_frontal_share" in row
+    }
+    shares = {p: recorded[p] if p in recorded else prior_frontal_share(p) for p in biases}
     figure, axes = plt.subplots(
         len(biases), len(tables), figsize=(3.2 * len(tables), 2.6 * len(biases)), squeeze=False, sharey=True
     )
@@ -51,6 +55,9 @@ def main() -> None:
         for row, p_front in enumerate(biases):
             ax = axes[row][column]
             runs = [r for r in table["rows"] if r["p_front"] == p_front]
+            if not runs:  # this file has no run at this bias
+                ax.set_axis_off()
+                continue
             for run in runs:
                 steps = [point["step"] for point in run["trace"]]
                 ax.plot(steps, [p["frontal_fraction"] for p in run["trace"]], "o-", ms=3, label=run["method"],

@@ -69,7 +69,8 @@ def test_the_fitted_unet_prior_counts_the_fits_in_its_cache(tmp_path):
     assert f"ok  phi: the fitted synthetic UNet needs no download: none fitted in {cache} yet" in empty.stdout
     (cache / "0123456789abcdef").mkdir(parents=True)
     (cache / "0123456789abcdef" / "prompts.json").write_text("{}")
-    (cache / ".fedcba9876543210.partial").mkdir()  # a stopped fit is not a fitted UNet
+    (cache / ".fedcba9876543210.partial").mkdir()  # a stopped fit, its prompts.json written: not a fitted UNet
+    (cache / ".fedcba9876543210.partial" / "prompts.json").write_text("{}")
     one = run_cli("doctor", "--prior", "synthetic-unet", "--out", tmp_path, env_extra=env)
     assert f"ok  phi: the fitted synthetic UNet needs no download: 1 fitted in {cache}" in one.stdout
 

@@ -189,8 +189,10 @@ def check_disk(report: Report, out: Path) -> None:
 
 def check_fitted_unets(report: Report, cache: Path) -> None:
     """--prior synthetic-unet downloads nothing: say how many fitted UNets its cache holds (one per set of prior
-    images and fit settings) and what the first run costs when it holds none."""
-    fits = sorted(p for p in cache.glob("*/prompts.json")) if cache.is_dir() else []
+    images and fit settings; whether one fits this run's settings is known only once the prior's images are rendered)
+    and what the first run costs when it holds none."""
+    # a fit is a folder with its prompts.json; ".<key>.partial" is one being written (or stopped) by fitted()
+    fits = [p for p in cache.glob("*/prompts.json") if not p.parent.name.startswith(".")] if cache.is_dir() else []
     if fits:
         report.line("ok", "phi", f"the fitted synthetic UNet needs no download: {len(fits)} fitted in {cache}")
     else:
