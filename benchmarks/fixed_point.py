@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from esd_gs.bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS, bench_base_config
-from esd_gs.cameras import turntable, wrap_azimuth
-from esd_gs.evaluation.janus import FRONTAL_HALF_WIDTH, janus_metrics
+from esd_gs.cameras import turntable
+from esd_gs.evaluation.janus import is_frontal, janus_metrics
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply
 from esd_gs.priors import SyntheticPrior
@@ -70,7 +70,7 @@ def main() -> None:
         size = base.resolution
         reference = render_images(truth, cams, size, background=1.0)
         prior_images = prior.reference_images(0).cpu()
-        prior_share = float((wrap_azimuth(prior.azimuths).abs() < FRONTAL_HALF_WIDTH).float().mean())
+        prior_share = float(is_frontal(prior.azimuths).float().mean())
 
         def score(scene, reference=reference, prior=prior, prior_images=prior_images, size=size) -> dict:
             views = render_images(scene, cams, size, background=1.0)

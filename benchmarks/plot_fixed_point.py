@@ -19,8 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from esd_gs.bench.janus import bench_base_config  # noqa: E402
-from esd_gs.cameras import wrap_azimuth  # noqa: E402
-from esd_gs.evaluation.janus import FRONTAL_HALF_WIDTH  # noqa: E402
+from esd_gs.evaluation.janus import is_frontal  # noqa: E402
 from esd_gs.priors import SyntheticPrior  # noqa: E402
 
 COLOURS = {"sds": "tab:red", "esd-particle": "tab:blue", "esd-learned": "tab:green"}
@@ -31,7 +30,7 @@ def prior_frontal_share(p_front: float) -> float:
     on the prior's cameras only, so the built-in head's prior gives it for every object (for files written before
     fixed_point.py recorded it)."""
     prior = SyntheticPrior.from_config(bench_base_config(p_front=p_front), torch.device("cpu"))
-    return float((wrap_azimuth(prior.azimuths).abs() < FRONTAL_HALF_WIDTH).float().mean())
+    return float(is_frontal(prior.azimuths).float().mean())
 
 
 def main() -> None:

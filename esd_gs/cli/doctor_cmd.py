@@ -21,7 +21,7 @@ from rich.console import Console
 from ..configs.generate import GenerateConfig
 from ..configs.presets import load_yaml_config
 from ..priors.sources import DEFAULT_MODEL, KNOWN_SOURCES, check_candidates
-from ..priors.synthetic_unet import default_cache
+from ..priors.synthetic_unet import cached_fits, default_cache
 from ..render.gsplat_backend import find_nvcc, gsplat_build_state, jit_build_dir
 
 RUN_DISK_GIB = 1.0
@@ -191,8 +191,7 @@ def check_fitted_unets(report: Report, cache: Path) -> None:
     """--prior synthetic-unet downloads nothing: say how many fitted UNets its cache holds (one per set of prior
     images and fit settings; whether one fits this run's settings is known only once the prior's images are rendered)
     and what the first run costs when it holds none."""
-    # a fit is a folder with its prompts.json; ".<key>.partial" is one being written (or stopped) by fitted()
-    fits = [p for p in cache.glob("*/prompts.json") if not p.parent.name.startswith(".")] if cache.is_dir() else []
+    fits = cached_fits(cache)
     if fits:
         report.line("ok", "phi", f"the fitted synthetic UNet needs no download: {len(fits)} fitted in {cache}")
     else:

@@ -79,10 +79,14 @@ def count_arcs(flags: Tensor) -> int:
     return int(starts.sum())
 
 
+def is_frontal(azimuths: Tensor) -> Tensor:
+    """Azimuths (degrees) -> bool: a camera that looks at the front (|azimuth| < 45 after wrapping)."""
+    return wrap_azimuth(azimuths).abs() < FRONTAL_HALF_WIDTH
+
+
 def frontal_flags(distances: Tensor, prior_azimuths: Tensor) -> Tensor:
     """[V] bool: the views whose nearest prior image (``distances`` [V, K]) looks at the front (|azimuth| < 45)."""
-    nearest = distances.argmin(dim=1)
-    return wrap_azimuth(prior_azimuths[nearest]).abs() < FRONTAL_HALF_WIDTH
+    return is_frontal(prior_azimuths[distances.argmin(dim=1)])
 
 
 def azimuth_bins(azimuths: Tensor, num_bins: int) -> Tensor:

@@ -215,6 +215,17 @@ def cache_key(oracle: SyntheticPrior, resolution: int, config: SyntheticUNetConf
     return digest.hexdigest()[:16]
 
 
+def is_fitted(path: Path) -> bool:
+    """A finished fit: ``fitted()`` writes ``prompts.json`` last, into a hidden ``.<key>.partial`` folder renamed to
+    ``<key>`` once complete."""
+    return not path.name.startswith(".") and (path / "prompts.json").is_file()
+
+
+def cached_fits(root: Path) -> list[Path]:
+    """The finished fits in a cache folder (one per set of prior images and fit settings)."""
+    return sorted(p for p in root.iterdir() if is_fitted(p)) if root.is_dir() else []
+
+
 def fitted(oracle: SyntheticPrior, resolution: int, config: SyntheticUNetConfig) -> Path:
     """The folder of the UNet fitted to ``oracle``'s images with ``config``: from the cache, or fitted now and saved
     there (into a temporary folder renamed at the end, so a stopped fit leaves nothing half-written)."""
@@ -223,7 +234,7 @@ def fitted(oracle: SyntheticPrior, resolution: int, config: SyntheticUNetConfig)
 
     root = config.cache or default_cache()
     path = root / cache_key(oracle, resolution, config)
-    if (path / "prompts.json").is_file():
+    if is_fitted(path):
         return path
     ensure_writable_dir(root)
     count = len(oracle.prompts)
