@@ -25,7 +25,7 @@ from esd_gs.bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS, bench_base_
 from esd_gs.cameras import turntable
 from esd_gs.evaluation.janus import is_frontal, janus_metrics
 from esd_gs.example import builtin_head
-from esd_gs.io import read_ply
+from esd_gs.io import read_ply, write_ply
 from esd_gs.priors import SyntheticPrior
 from esd_gs.render.views import render_images
 from esd_gs.scene import GaussianScene
@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--scenes", type=Path, default=None, help="folder to write each run's final scene to (<method>-p<p_front>.ply)"
+    )
     args = parser.parse_args()
     if args.reference is not None and not args.reference.is_file():
         parser.error(f"--reference {args.reference} does not exist")
@@ -111,6 +114,9 @@ def main() -> None:
                     "trace": trace,
                 }
             )
+            if args.scenes is not None:
+                args.scenes.mkdir(parents=True, exist_ok=True)
+                write_ply(trainer.scene, args.scenes / f"{name}-p{p_front:g}.ply")
             if args.json is not None:  # after every run: a stopped study keeps what it measured
                 args.json.write_text(json.dumps({"reference": str(args.reference), "rows": rows}, indent=1))
 

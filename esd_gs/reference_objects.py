@@ -268,3 +268,30 @@ REFERENCE_OBJECTS: dict[str, Callable[..., GaussianScene]] = {
 def reference_path(name: str) -> Path:
     """``assets/references/<name>.ply``."""
     return ASSETS / f"{name}.ply"
+
+
+# ------------------------------------------------------------------------------------------- two-faced twins
+_SH_ODD_IN_X = (2, 3, 6, 9, 12, 14)
+"""The shN columns (3DGS order, degree 1..3) whose real SH basis function is odd in x: x; xy, xz; xyz,
+x(4z^2 - x^2 - y^2), x(x^2 - 3y^2). A reflection x -> -x flips their sign."""
+
+
+def mirror_x(scene: GaussianScene) -> GaussianScene:
+    """The scene reflected through the plane x = 0 (front <-> back): means x -> -x, each Gaussian's rotation R ->
+    M R M with M = diag(-1, 1, 1) (quaternion (w, x, y, z) -> (w, x, -y, -z)), and the view-dependent colour
+    reflected with it. Its render from azimuth 180 - a is the left-right flip of the scene's from azimuth a."""
+    params = {key: value.detach().clone() for key, value in scene.params.items()}
+    params["means"][:, 0] *= -1.0
+    params["quats"][:, 2:] *= -1.0
+    columns = [c for c in _SH_ODD_IN_X if c < params["shN"].shape[1]]
+    params["shN"][:, columns] *= -1.0
+    return GaussianScene(params)
+
+
+def two_faced(scene: GaussianScene) -> GaussianScene:
+    """The Janus twin of a reference object (front +X): its front half (x >= 0) kept, and its back half replaced by
+    the front half reflected through x = 0, so that it shows its front from azimuth 0 and from azimuth 180. Used
+    by ``benchmarks/objective_landscape.py`` to ask whether ESD's objective prefers a two-faced object."""
+    front = GaussianScene({k: v.detach()[scene.params["means"][:, 0] >= 0.0] for k, v in scene.params.items()})
+    mirrored = mirror_x(front)
+    return GaussianScene({k: torch.cat([front.params[k], mirrored.params[k]]).detach() for k in front.params})

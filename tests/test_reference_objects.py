@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from esd_gs.cameras import OrbitSampler, turntable
+from esd_gs.cameras import OrbitSampler, orbit_cameras, turntable
 from esd_gs.evaluation.janus import janus_metrics
 from esd_gs.example import make_head_scene
 from esd_gs.io import read_ply
 from esd_gs.priors.synthetic import biased_cameras
-from esd_gs.reference_objects import REFERENCE_OBJECTS, reference_path
+from esd_gs.reference_objects import REFERENCE_OBJECTS, mirror_x, reference_path, two_faced
 from esd_gs.render.views import render_images
 from esd_gs.scene import GaussianScene
 
@@ -28,16 +28,6 @@ def test_the_shipped_reference_is_the_procedural_object(name):
         assert torch.allclose(stored.params[key], value.detach(), atol=1e-6), key
 
 
-def two_fronted(scene: GaussianScene) -> GaussianScene:
-    """The front half (x > 0) and its mirror image in the plane x = 0 in place of the back: a second front."""
-    params = {k: v.detach() for k, v in scene.raw().items()}
-    front = params["means"][:, 0] > 0
-    mirrored = {k: v[front].clone() for k, v in params.items()}
-    mirrored["means"][:, 0] *= -1
-    mirrored["quats"][:, 2:] *= -1  # M R M with M = diag(-1, 1, 1) is the rotation of quaternion (w, x, -y, -z)
-    return GaussianScene({k: torch.cat([v[front], mirrored[k]]) for k, v in params.items()})
-
-
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_janus_metrics_on_each_reference_shape(name):
     scene = SHAPES[name]()
@@ -49,6 +39,31 @@ def test_janus_metrics_on_each_reference_shape(name):
     assert 0.1 < own.frontal_fraction < 0.5  # a front, not a face all round
     turned = janus_metrics(torch.roll(views, 30, dims=0), views, prior_images, cams.azimuth)
     assert turned.best_offset_deg == pytest.approx(270.0) and turned.excess_faces == 0 and turned.side_accuracy == 1.0
-    janus = janus_metrics(render_images(two_fronted(scene), turntable(120, elevation=15.0), 16), views, prior_images,
+    janus = janus_metrics(render_images(two_faced(scene), turntable(120, elevation=15.0), 16), views, prior_images,
                           cams.azimuth)  # fmt: skip
     assert janus.excess_faces >= 1 and janus.frontal_share_gap > 0.1 and janus.side_accuracy < 0.9, janus
+
+
+def test_mirror_x_renders_the_left_right_flip_from_the_mirrored_azimuth():
+    """Reflection x -> -x (means, rotations, view-dependent colour): the view from azimuth 180 - a is the flipped
+    view from a; mirroring twice is the identity."""
+    scene = REFERENCE_OBJECTS["car"](num_gaussians=400)
+    params = {k: v.detach().clone() for k, v in scene.raw().items()}
+    params["shN"] = torch.randn(params["means"].shape[0], 15, 3) * 0.3  # degree 3: every odd-in-x basis flips
+    scene = GaussianScene(params)
+    azimuth = torch.tensor([30.0, -70.0, 120.0])
+    cameras = lambda az: orbit_cameras(az, torch.full((3,), 20.0), torch.full((3,), 2.5), torch.full((3,), 50.0))
+    views = render_images(scene, cameras(azimuth), 24, background=1.0)
+    mirrored = render_images(mirror_x(scene), cameras(180.0 - azimuth), 24, background=1.0)
+    assert torch.allclose(mirrored, views.flip(-1), atol=2e-3)
+    assert not torch.allclose(render_images(mirror_x(scene), cameras(azimuth), 24, background=1.0), views, atol=0.05)
+    twice = mirror_x(mirror_x(scene))
+    for key, value in scene.raw().items():
+        assert torch.equal(twice.params[key], value.detach()), key
+
+
+def test_two_faced_shows_its_front_from_behind():
+    twin = two_faced(REFERENCE_OBJECTS["house"](num_gaussians=800))
+    assert twin.raw()["means"][:, 0].ge(0).float().mean() == pytest.approx(0.5, abs=0.01)
+    front, back = (render_images(twin, turntable(1, start_azimuth=a), 24) for a in (0.0, 180.0))
+    assert torch.allclose(back, front.flip(-1), atol=2e-3)

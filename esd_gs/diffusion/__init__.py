@@ -1,7 +1,7 @@
 """Diffusion knowledge shared by phi and psi: the forward process (``process``) and the exact score of a noised
 empirical distribution (``mixture``)."""
 
-from .mixture import mixture_eps, posterior_mean
+from .mixture import mixture_eps, mixture_log_kernel, posterior_mean
 from .process import (
     SD_BETA_SCHEDULE,
     LossWeighting,
@@ -23,6 +23,7 @@ __all__ = [
     "eps_from_prediction",
     "loss_weight",
     "mixture_eps",
+    "mixture_log_kernel",
     "posterior_mean",
     "prediction_target",
     "sd_alphas_cumprod",

@@ -13,6 +13,8 @@ is combined across chunks in log space.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -48,3 +50,30 @@ def mixture_eps(x_t: Tensor, data: Tensor, alphas_cumprod: Tensor, timesteps: Te
     mean = posterior_mean(x_t, data, alpha, sigma, chunk)
     alpha, sigma = alpha.view(-1, *([1] * (x_t.dim() - 1))), sigma.view(-1, *([1] * (x_t.dim() - 1)))
     return (x_t.float() - alpha * mean) / sigma
+
+
+
+def mixture_log_kernel(x_t: Tensor, data: Tensor, alpha: Tensor, sigma: Tensor, exclude: Tensor | None = None) -> Tensor:
+    """log p_t(x_t) + (D/2) log(2 pi sigma_t^2) for the noised empirical distribution of ``data``: [B], i.e.
+    log (1/K) sum_k exp(-||x_t - alpha_t x_k||^2 / (2 sigma_t^2)) (the Gaussian's normaliser left out: it is the
+    same for every distribution noised to the same t, so it cancels from their log ratios).
+
+    x_t [B, ...], data [K, ...], alpha and sigma [B]; float64 out. ``exclude`` [B] (optional) names one data index per sample to
+    leave out of its sum (the mean is then over K - 1): the leave-one-out estimate of ``evaluation.objective``.
+    Unlike ``posterior_mean`` the squared distances come from the |a|^2 - 2ab + |b|^2 expansion (one matrix
+    product), in float64: its rounding error (~1e-16 |x|^2) is negligible against sigma_t^2 for t >= 1."""
+    batch = x_t.shape[0]
+    flat_x = x_t.reshape(batch, -1).double()
+    flat_data = data.reshape(data.shape[0], -1).double()
+    alpha = alpha.double().view(batch, 1)
+    dist2 = (
+        flat_x.square().sum(1, keepdim=True)
+        - 2.0 * alpha * (flat_x @ flat_data.T)
+        + alpha.square() * flat_data.square().sum(1)[None, :]
+    ).clamp_min(0.0)  # [B, K]
+    logits = -dist2 / (2.0 * sigma.double().view(batch, 1) ** 2)
+    count = flat_data.shape[0]
+    if exclude is not None:
+        logits[torch.arange(batch, device=logits.device), exclude.to(logits.device)] = -float("inf")
+        count -= 1
+    return torch.logsumexp(logits, dim=1) - math.log(count)  # float64
