@@ -24,6 +24,7 @@ import torch
 from esd_gs.bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS, bench_base_config
 from esd_gs.cameras import turntable
 from esd_gs.evaluation.janus import is_frontal, janus_metrics
+from esd_gs.evaluation.objective import AZIMUTH_ONLY
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply, write_ply
 from esd_gs.priors import SyntheticPrior
@@ -53,7 +54,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
-        "--scenes", type=Path, default=None, help="folder to write each run's final scene to (<method>-p<p_front>.ply)"
+        "--azimuth-only", action="store_true", help="train and build the prior with cameras at one elevation and fov"
+    )
+    parser.add_argument(
+        "--scenes",
+        type=Path,
+        default=None,
+        help="folder to write each run's final scene to (<method>-p<p_front>.ply) and its scene at every scoring step",
     )
     args = parser.parse_args()
     if args.reference is not None and not args.reference.is_file():
@@ -69,6 +76,8 @@ def main() -> None:
     rows = []
     for p_front in args.p_front:
         base = bench_base_config(args.steps, args.reference, p_front, timesteps=args.timesteps)
+        if args.azimuth_only:
+            base = replace(base, cameras=AZIMUTH_ONLY)
         prior = SyntheticPrior.from_config(base, torch.device("cpu"))
         size = base.resolution
         reference = render_images(truth, cams, size, background=1.0)
@@ -96,6 +105,9 @@ def main() -> None:
                 trainer.train_step()
                 if trainer.step % args.every == 0 or trainer.step == config.steps:
                     trace.append({"step": trainer.step, **score(trainer.scene)})
+                    if args.scenes is not None and trainer.step < config.steps:
+                        args.scenes.mkdir(parents=True, exist_ok=True)
+                        write_ply(trainer.scene, args.scenes / f"{name}-p{p_front:g}-step{trainer.step}.ply")
                     m = trace[-1]
                     print(
                         f"p_front {p_front} {name} step {trainer.step}: {m['aligned_psnr']:.2f} dB, excess "

@@ -52,7 +52,10 @@ def test_mirror_x_renders_the_left_right_flip_from_the_mirrored_azimuth():
     params["shN"] = torch.randn(params["means"].shape[0], 15, 3) * 0.3  # degree 3: every odd-in-x basis flips
     scene = GaussianScene(params)
     azimuth = torch.tensor([30.0, -70.0, 120.0])
-    cameras = lambda az: orbit_cameras(az, torch.full((3,), 20.0), torch.full((3,), 2.5), torch.full((3,), 50.0))
+
+    def cameras(az):
+        return orbit_cameras(az, torch.full((3,), 20.0), torch.full((3,), 2.5), torch.full((3,), 50.0))
+
     views = render_images(scene, cameras(azimuth), 24, background=1.0)
     mirrored = render_images(mirror_x(scene), cameras(180.0 - azimuth), 24, background=1.0)
     assert torch.allclose(mirrored, views.flip(-1), atol=2e-3)

@@ -52,14 +52,16 @@ def mixture_eps(x_t: Tensor, data: Tensor, alphas_cumprod: Tensor, timesteps: Te
     return (x_t.float() - alpha * mean) / sigma
 
 
-
-def mixture_log_kernel(x_t: Tensor, data: Tensor, alpha: Tensor, sigma: Tensor, exclude: Tensor | None = None) -> Tensor:
+def mixture_log_kernel(
+    x_t: Tensor, data: Tensor, alpha: Tensor, sigma: Tensor, exclude: Tensor | None = None
+) -> Tensor:
     """log p_t(x_t) + (D/2) log(2 pi sigma_t^2) for the noised empirical distribution of ``data``: [B], i.e.
     log (1/K) sum_k exp(-||x_t - alpha_t x_k||^2 / (2 sigma_t^2)) (the Gaussian's normaliser left out: it is the
     same for every distribution noised to the same t, so it cancels from their log ratios).
 
-    x_t [B, ...], data [K, ...], alpha and sigma [B]; float64 out. ``exclude`` [B] (optional) names one data index per sample to
-    leave out of its sum (the mean is then over K - 1): the leave-one-out estimate of ``evaluation.objective``.
+    x_t [B, ...], data [K, ...], alpha and sigma [B]; float64 out. ``exclude`` [B] (optional) names one data index
+    per sample to leave out of its sum (the mean is then over K - 1): the leave-one-out estimate of
+    ``evaluation.objective``.
     Unlike ``posterior_mean`` the squared distances come from the |a|^2 - 2ab + |b|^2 expansion (one matrix
     product), in float64: its rounding error (~1e-16 |x|^2) is negligible against sigma_t^2 for t >= 1."""
     batch = x_t.shape[0]

@@ -37,6 +37,11 @@ from ..distillation.rule import weight_of_t
 from ..render.views import render_batches
 from ..scene import GaussianScene
 
+AZIMUTH_ONLY = OrbitSampler(elevation=(15.0, 15.0), fovy=(50.0, 50.0))
+"""Cameras at one elevation and field of view (azimuth uniform, radius as the default): a one-dimensional family of
+views that a bank of about a thousand renders covers densely, so that the marginal term's bracket is tight (in the
+default three-dimensional family of elevation, azimuth and field of view it is not, at t below about 600)."""
+
 
 @dataclass
 class KLEstimate:
