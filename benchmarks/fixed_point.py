@@ -1,11 +1,12 @@
 """Is the reference object itself a resting point of each method? (a known-answer check of the objective)
 
 Starts a benchmark run (``bench janus``'s settings: prior, cameras, schedule, learning rates) at the reference object
-instead of the random ball, trains it, and scores it with the Janus metrics every ``--every`` steps. A method whose
-objective has the truth at its optimum keeps it (no excess face, share gap near 0); one that grows a second face from
-the truth is pulled away by the objective itself, whatever its estimator. With lambda = 1, ESD minimises
-E_t KL(q_t || p_t) between the rendered-image marginal q and the prior p (the paper's Theorem 1 at lambda = 1), whose
-optimum is q = p: when p's frontal share is far above the object's own (p_front 0.5), the truth is not that optimum.
+instead of the random ball, trains it, and scores it with the Janus metrics every ``--every`` steps (``--scenes``
+keeps the scene at each of those steps, for ``objective_landscape.py``). A run that grows a second face from the
+truth is pulled away either by the objective (with lambda = 1, ESD minimises E_t KL(q_t || p_t) between the
+rendered-image marginal q and the prior p, Theorem 1; its optimum is q = p, not the object when p_front > 0) or by
+its estimator's error: ``objective_landscape.py`` tells which, by measuring that objective at the scenes the run
+passed through (BENCHMARKS.md Finding 13).
 
     .venv/bin/python benchmarks/fixed_point.py --reference assets/references/house.ply --p-front 0.5 0.0 \
         --methods sds esd-particle esd-learned --json fixed_point_house.json
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--p-null-camera", type=float, default=None, help="psi's camera dropout (default 0.1)")
+    parser.add_argument("--psi-steps", type=int, default=None, help="psi updates per 3D step (default 1)")
     parser.add_argument(
         "--azimuth-only", action="store_true", help="train and build the prior with cameras at one elevation and fov"
     )
@@ -71,6 +74,11 @@ def main() -> None:
         parser.error("--p-front values must be in [0, 1]")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+    psi_overrides = {}
+    if args.p_null_camera is not None:
+        psi_overrides["p_null_camera"] = args.p_null_camera
+    if args.psi_steps is not None:
+        psi_overrides["train_steps_per_iter"] = args.psi_steps
     truth = read_ply(args.reference) if args.reference is not None else builtin_head()
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     rows = []
@@ -93,7 +101,7 @@ def main() -> None:
             config = replace(
                 base,
                 distill=replace(base.distill, method=method, lambda_entropy=lambda_entropy),
-                psi=replace(base.psi, **psi),
+                psi=replace(base.psi, **psi, **psi_overrides),
                 seed=args.seed,
             )
             trainer = Trainer(config, Path("/tmp/esd-gs-fixed-point"), torch.device("cpu"), prior=prior)
