@@ -159,7 +159,9 @@ def test_a_run_measures_psi_without_changing_its_training(tmp_path, estimator):
     assert [e["t"] for e in errors] == list(measured.diagnose.timesteps)
     names = {f"{who}_{kind}" for who in ("psi", "particle") for kind in ("null", "camera", "entropy", "update")}
     names = names if estimator == "learned" else {n for n in names if n.startswith("psi_")}
-    assert all(set(e) - {"t"} == names for e in errors)
+    objective = {"kl_marginal_lower", "kl_marginal_upper", "kl_conditional"}  # the exact prior: the objective too
+    assert all(set(e) - {"t"} == names | objective for e in errors)
+    assert all(e["kl_conditional"] > 0.0 and e["kl_marginal_lower"] < e["kl_marginal_upper"] for e in errors)
     if estimator == "particle":  # its camera score is the Dirac's, exactly
         assert all(e["psi_camera"] == 0.0 for e in errors)
     assert all(0.0 < e["psi_null"] < 2.0 for e in errors)
@@ -175,3 +177,23 @@ def test_the_run_plots_its_psi_error(tmp_path):
     assert sum("psi_error" in row for row in rows) == 2
     png = (tmp_path / "psi_error.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_the_diagnostic_measures_the_objective_against_the_exact_prior():
+    """Theorem 1's KL terms of the bank: zero marginal KL when the bank is the prior's own images, the closed form
+    alpha^2 ||a - b||^2 / (2 sigma^2) when both are one image (a bank of two copies of a against a prior of b)."""
+    gen = torch.Generator().manual_seed(6)
+    images = torch.rand(4, 3, 8, 8, generator=gen) * 2 - 1
+    p = SyntheticPrior(images, ["a"], torch.zeros(4), torch.device("cpu"))
+    args = ({"exact": Exact(p, images)}, p, torch.tensor([0]), images[:2], torch.randn(2, 16, generator=gen))
+    same = psi_errors(*args, images, (200, 700), torch.Generator().manual_seed(7), 1.0, prior_images=images)
+    assert all(row["kl_marginal_upper"] == pytest.approx(0.0, abs=1e-9) for row in same)
+    a, b = images[:1], images[1:2]
+    one = psi_errors(*args, torch.cat([a, a]), (200, 700), torch.Generator().manual_seed(7), 1.0, prior_images=b)
+    for row in one:
+        abar = float(p.alphas_cumprod[row["t"]])
+        exact = abar * float((a - b).double().square().sum()) / (2 * (1 - abar))
+        for key in ("kl_marginal_lower", "kl_marginal_upper", "kl_conditional"):
+            assert row[key] == pytest.approx(exact, rel=1e-6), key
+    without = psi_errors(*args, images, (200,), torch.Generator().manual_seed(7), 1.0)
+    assert "kl_marginal_upper" not in without[0]  # a prior without exact images: no objective

@@ -20,6 +20,11 @@ scores (phi's plain prediction, without text guidance, which cancels from the nu
 difference between two close scores, so an estimate with a small error in the score can still have an update
 error near 1: a psi equal to phi (Algorithm 1's initialisation) has exactly 1 at lambda = 1, pushing nothing.
 
+With the exact synthetic prior the diagnostic also measures what the update should descend: Theorem 1's KL
+terms of the bank against the prior's images (``evaluation.objective``), the marginal one bracketed. A run whose
+KL at the t it trains at rises is being moved by its estimator's error, not by the objective (BENCHMARKS.md
+Finding 13). With the diagnostic's bank of 128 renders the bracket is tight at high t only.
+
 The mixture's posterior collapses onto the nearest bank image at small t, so there the "exact" null value is
 itself a finite-bank estimate: read the small-t errors with that in mind.
 """
@@ -35,10 +40,11 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_path
-from ..diffusion import mixture_eps
+from ..diffusion import alpha_sigma, mixture_eps
 from ..errors import ConfigError
 from ..estimators import ParticleEstimator, ScoreEstimator
-from ..priors import Prior
+from ..priors import Prior, SyntheticPrior
+from .objective import kl_terms
 
 
 @dataclass
@@ -88,13 +94,17 @@ def psi_errors(
     timesteps: tuple[int, ...],
     generator: torch.Generator,
     entropy_weight: float = 1.0,
+    prior_images: Tensor | None = None,
 ) -> list[dict]:
     """One row per timestep: ``{"t", "<name>_null", "<name>_camera", "<name>_entropy", "<name>_update"}`` relative
     errors of each estimator (``entropy``: of eps_psi(x_t, t, c) - eps_psi(x_t, t, null), the direction of ESD's
     entropy term; ``update``: of the whole bracket of eq. 9 at lambda = ``entropy_weight``, see module docstring).
 
     ``latents`` [B, C, h, w] and ``cameras`` [B, 16] are held-out renders; ``bank`` [M, C, h, w] fresh renders of the
-    same scene (its mixture score is the exact null score); ``text`` psi's plain text condition."""
+    same scene (its mixture score is the exact null score); ``text`` psi's plain text condition. With the prior's
+    images (``prior_images``: an exact-density prior, in latent space) each row also has the objective the update
+    should descend, Theorem 1's KL terms over the bank (``evaluation.objective.kl_terms``): ``kl_marginal_lower``,
+    ``kl_marginal_upper`` (the bracket of KL(q_t || p_t)) and ``kl_conditional``."""
     rows = []
     for t in timesteps:
         steps = torch.full((latents.shape[0],), int(t), dtype=torch.long, device=latents.device)
@@ -112,6 +122,15 @@ def psi_errors(
             # what ESD adds to VSD (eq. 9): the camera-minus-null difference, the entropy term's direction
             row[f"{name}_entropy"] = relative_error(camera - null, noise - exact_null)
             row[f"{name}_update"] = relative_error(phi - lam * null - (1.0 - lam) * camera, exact_update)
+        if prior_images is not None and bank.shape[0] >= 2:
+            alpha, sigma = alpha_sigma(prior.alphas_cumprod, steps[:1])
+            same_noise = torch.Generator().manual_seed(int(t))  # the same at every measurement; the errors' untouched
+            kl = kl_terms(bank.cpu(), prior_images.cpu(), float(alpha), float(sigma), same_noise)
+            row.update(
+                kl_marginal_lower=kl.marginal_lower,
+                kl_marginal_upper=kl.marginal_upper,
+                kl_conditional=kl.conditional,
+            )
         rows.append(row)
     return rows
 
@@ -142,15 +161,25 @@ class PsiDiagnostic:
         else:
             self.particle.refresh(render_latents(self.particle.bank_size, self.camera_gen)[0])
             estimators = {"psi": psi, "particle": self.particle}
+        exact_images = self.prior.images if isinstance(self.prior, SyntheticPrior) else None
         return psi_errors(
-            estimators, self.prior, text, latents, cameras, bank, cfg.timesteps, self.noise_gen, self.entropy_weight
+            estimators,
+            self.prior,
+            text,
+            latents,
+            cameras,
+            bank,
+            cfg.timesteps,
+            self.noise_gen,
+            self.entropy_weight,
+            exact_images,
         )
 
 
 def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
     """psi_error.png from a run's metrics.jsonl: relative error over the run, one panel each for the null-camera
     score, the camera-conditional score, their difference and the update, a line per timestep (psi solid, the
-    particle baseline dashed).
+    particle baseline dashed); with an exact prior, a fifth panel with the objective's KL(q_t || p_t).
     Without matplotlib (``pip install esd-gs[plots]``) it says so in one line and returns None."""
     try:
         import matplotlib
@@ -167,7 +196,10 @@ def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
         return None
     steps = [row["step"] for row in series]
     timesteps = [entry["t"] for entry in series[0]["psi_error"]]
-    figure, axes = plt.subplots(1, 4, figsize=(19, 3.6), sharey=True)
+    with_kl = "kl_marginal_upper" in series[0]["psi_error"][0]
+    figure = plt.figure(figsize=(19 + 4.8 * with_kl, 3.6))
+    first = figure.add_subplot(1, 4 + with_kl, 1)
+    axes = [first] + [figure.add_subplot(1, 4 + with_kl, i, sharey=first) for i in range(2, 5)]
     colours = plt.cm.viridis([i / max(1, len(timesteps) - 1) for i in range(len(timesteps))])
     titles = {
         "null": "eps_psi(x_t, t, null) vs exact",
@@ -188,6 +220,18 @@ def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
     axes[0].set_ylabel("relative error")
     axes[0].set_ylim(bottom=0)
     axes[-1].legend(fontsize=7, ncol=2)
+    if with_kl:  # the objective, from the exact prior: one band (lower to upper estimate) per timestep
+        ax = figure.add_subplot(1, 5, 5)
+        for i, t in enumerate(timesteps):
+            lower = [row["psi_error"][i]["kl_marginal_lower"] for row in series]
+            upper = [row["psi_error"][i]["kl_marginal_upper"] for row in series]
+            ax.fill_between(steps, lower, upper, color=colours[i], alpha=0.4, label=f"t={t}")
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_title("KL(q_t || p_t), exact prior (bracket)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("nats per image")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     figure.tight_layout()
     with atomic_path(out) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
