@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--p-null-camera", type=float, default=None, help="psi's camera dropout (default 0.1)")
+    parser.add_argument("--adam-eps", type=float, default=None, help="the scene optimiser's eps (default 1e-15)")
     parser.add_argument("--psi-steps", type=int, default=None, help="psi updates per 3D step (default 1)")
     parser.add_argument(
         "--azimuth-only", action="store_true", help="train and build the prior with cameras at one elevation and fov"
@@ -107,6 +108,10 @@ def main() -> None:
             trainer = Trainer(config, Path("/tmp/esd-gs-fixed-point"), torch.device("cpu"), prior=prior)
             trainer.scene = GaussianScene(truth.raw())  # a fresh copy of the object, and optimisers for it
             trainer.optimizers = trainer._make_optimizers()
+            if args.adam_eps is not None:  # the scene's Adam (3DGS's eps 1e-15 by default)
+                for optimizer in trainer.optimizers.values():
+                    for group in optimizer.param_groups:
+                        group["eps"] = args.adam_eps
             start = time.perf_counter()
             trace = [{"step": 0, **score(trainer.scene)}]
             while trainer.step < config.steps:

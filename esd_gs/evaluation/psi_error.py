@@ -49,7 +49,8 @@ from .objective import kl_terms
 
 @dataclass
 class PsiDiagnosticConfig:
-    """Measure psi against the exact scores during a run (written to metrics.jsonl and psi_error.png)."""
+    """Measure psi against the exact scores during a run, and with the exact synthetic prior the objective ESD
+    descends, KL(q_t || p_t) (written to metrics.jsonl and psi_error.png)."""
 
     enabled: bool = False
     """Measure psi's error every ``every`` of the run (off by default: each measurement renders a fresh bank)."""
@@ -58,7 +59,7 @@ class PsiDiagnosticConfig:
     holdout: int = 16
     """Held-out renders the errors are measured on."""
     bank_size: int = 128
-    """Fresh renders whose mixture score is the exact null-camera score."""
+    """Fresh renders whose mixture score is the exact null-camera score (and over which the KL is measured)."""
     timesteps: tuple[int, ...] = (100, 300, 500, 700, 900)
     """Timesteps the errors are measured at."""
     seed: int = 12345
