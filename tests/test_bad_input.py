@@ -164,6 +164,7 @@ def test_render_and_bench_do_not_reuse_an_output_directory(capsys, tmp_path):
         (["--methods", "esd", "--lambdas", ""], "ESD needs at least one --estimators value and one --lambdas value"),
         (["--psi-lr", "0"], "--psi-lr must be a number > 0, got 0"),
         (["--psi-lr", "nan"], "--psi-lr must be a number > 0, got nan"),
+        (["--psi-steps", "0"], "--psi-steps must be at least 1, got 0"),
     ],
 )
 def test_bad_bench_options(capsys, tmp_path, flags, expected):

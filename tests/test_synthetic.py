@@ -173,6 +173,8 @@ def test_bench_janus_end_to_end(tmp_path):
         "prediction",
         "--psi-lr",
         "0.002",
+        "--psi-steps",
+        "2",
         "--out",
         str(out),
     ]
@@ -192,6 +194,9 @@ def test_bench_janus_end_to_end(tmp_path):
     assert "loss_weighting: prediction" in (out / "runs" / "esd-l1-particle-s0" / "config.yaml").read_text()
     assert {r["psi_lr"] for r in runs} == {0.002} and "lr: 0.002" in (
         out / "runs" / "sds-l0---s0" / "config.yaml"
+    ).read_text()
+    assert {r["psi_steps"] for r in runs} == {2} and "train_steps_per_iter: 2" in (
+        out / "runs" / "esd-l1-particle-s0" / "config.yaml"
     ).read_text()
     assert data["reference"]["face_count"] == 1  # the ground truth has one face
     assert (
@@ -320,7 +325,9 @@ def test_results_header_names_the_learned_psi_s_settings_only_where_a_run_has_on
     }
     runs = [BenchRun("sds"), BenchRun("esd", 1.0, "learned")]
     # The header takes psi's settings from a learned run, not from the SDS run listed first.
-    assert "loss weighting prediction and learning rate 0.002" in results_markdown([sds, learned], runs, reference)
+    text = results_markdown([sds, learned], runs, reference)
+    assert "loss weighting prediction, learning rate 0.002 and 1 update per 3D step" in text
+    assert "4 updates per 3D step" in results_markdown([sds, learned | {"psi_steps": 4}], runs, reference)
     assert "no learned psi" in results_markdown([sds], runs[:1], reference)
     older = {k: v for k, v in learned.items() if k != "psi_lr"}  # a record made before --psi-lr existed
     assert "learning rate not recorded" in results_markdown([sds, older], runs, reference)

@@ -51,6 +51,8 @@ class BenchArgs:
     psi_lr: float | None = None
     """AdamW learning rate of the learned psi (generate's --psi.lr). Default: generate's, 1e-3 with either prior
     (BENCHMARKS.md Finding 11 measures 3e-3)."""
+    psi_steps: int | None = None
+    """Learned psi updates per 3D step (generate's --psi.train-steps-per-iter). Default: generate's."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"
@@ -105,6 +107,8 @@ def run_bench(args: BenchArgs) -> Path:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     if args.psi_lr is not None and not (math.isfinite(args.psi_lr) and args.psi_lr > 0):
         raise UserError(f"--psi-lr must be a number > 0, got {args.psi_lr:g}")
+    if args.psi_steps is not None and args.psi_steps < 1:
+        raise UserError(f"--psi-steps must be at least 1, got {args.psi_steps}")
     runs = bench_configs(args)
     device = pick_device(args.device)
     if (args.out / RESULTS).exists() and not args.overwrite:
@@ -123,6 +127,7 @@ def run_bench(args: BenchArgs) -> Path:
             args.timesteps,
             args.psi_loss_weighting,
             args.psi_lr,
+            args.psi_steps,
         )
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None
