@@ -81,3 +81,34 @@ def test_scene_objective_is_zero_when_the_prior_is_the_scenes_own_renders():
     assert curve.value(0.0) == pytest.approx(j0)
     assert curve.value(0.25) == pytest.approx(0.75 * j0)
     assert curve.to_dict()["J_lambda1"][1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_bracket_holds_in_expectation_over_banks():
+    """Banks drawn from q = 1/4 a + 3/4 b (far apart) against p = 1/2 a + 1/2 b: over many banks the mean upper
+    estimate is above KL(q || p) = 1/4 log(1/2) + 3/4 log(3/2) and the mean lower one below it; the upper one
+    approaches it as the bank grows."""
+    gen = torch.Generator().manual_seed(8)
+    a, b = torch.full((1, 3, 2, 2), -1.0), torch.full((1, 3, 2, 2), 1.0)
+    exact = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    means = {}
+    for size in (8, 64):
+        uppers, lowers = [], []
+        for _ in range(200):
+            pick = torch.rand(size, generator=gen) < 0.25
+            bank = torch.where(pick[:, None, None, None], a, b)
+            est = kl_terms(bank, torch.cat([a, b]), 0.9, 0.05, gen)
+            uppers.append(est.marginal_upper)
+            lowers.append(max(est.marginal_lower, -50.0))  # a lone image has no neighbour: a huge negative value
+        means[size] = (sum(uppers) / 200, sum(lowers) / 200)
+        assert means[size][1] < exact < means[size][0]
+    assert means[64][0] - exact < means[8][0] - exact < 0.2
+    assert means[64][0] - exact < 0.03
+
+
+def test_leave_one_out_uses_each_sample_s_own_render_across_batches():
+    gen = torch.Generator().manual_seed(9)
+    renders, prior_images = torch.randn(6, 3, 4, 4, generator=gen), torch.randn(5, 3, 4, 4, generator=gen)
+    whole = kl_terms(renders, prior_images, 0.8, 0.5, torch.Generator().manual_seed(1), batch=256)
+    pieces = kl_terms(renders, prior_images, 0.8, 0.5, torch.Generator().manual_seed(1), batch=2)
+    for key in ("marginal_upper", "marginal_lower", "conditional"):
+        assert getattr(pieces, key) == pytest.approx(getattr(whole, key), rel=1e-9), key

@@ -9,7 +9,7 @@ from small_runs import small_synthetic_config
 
 from esd_gs.diffusion import mixture_eps
 from esd_gs.estimators import ParticleEstimator, ScoreEstimator
-from esd_gs.evaluation.psi_error import psi_errors, relative_error
+from esd_gs.evaluation.psi_error import PsiDiagnostic, PsiDiagnosticConfig, psi_errors, relative_error
 from esd_gs.priors import SyntheticPrior
 from esd_gs.training.trainer import Trainer
 
@@ -197,3 +197,18 @@ def test_the_diagnostic_measures_the_objective_against_the_exact_prior():
             assert row[key] == pytest.approx(exact, rel=1e-6), key
     without = psi_errors(*args, images, (200,), torch.Generator().manual_seed(7), 1.0)
     assert "kl_marginal_upper" not in without[0]  # a prior without exact images: no objective
+
+
+def test_the_objective_is_measured_against_the_prompt_s_own_reference():
+    """A prior of two references: the run's KL is against its prompt's images, not the union of both (against the
+    union, a bank equal to one reference's images would have KL log 2)."""
+    gen = torch.Generator().manual_seed(8)
+    first, second = torch.rand(4, 3, 8, 8, generator=gen) * 2 - 1, torch.rand(4, 3, 8, 8, generator=gen) * 2 - 1
+    p = SyntheticPrior(torch.cat([first, second]), ["a", "b"], torch.zeros(8), torch.device("cpu"))
+    config = PsiDiagnosticConfig(enabled=True, holdout=2, bank_size=4, timesteps=(300, 800))
+    for index, images in ((0, first), (1, second)):
+        diagnostic = PsiDiagnostic(config, p, particle_bank_size=4)
+        psi = ParticleEstimator(p, bank_size=4)
+        psi.refresh(images)
+        rows = diagnostic.measure(psi, torch.tensor([index]), lambda n, g, x=images: (x[:n], torch.zeros(n, 16)))
+        assert all(row["kl_marginal_upper"] == pytest.approx(0.0, abs=1e-9) for row in rows)

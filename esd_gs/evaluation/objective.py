@@ -17,8 +17,8 @@ with antithetic noise (eps and -eps, which makes the estimate exact when q and p
 - marginal: log q_t(x) is itself estimated from the bank. Counting each sample's own render (``marginal_upper``)
   over-estimates E[log q_t] (the contrastive bound: Poole et al., 2019), leaving it out (``marginal_lower``)
   under-estimates it (Jensen's inequality on the leave-one-out density), so the true marginal KL lies between the
-  two in expectation. When one scene's upper value is below another's lower value, the objective prefers the first
-  whatever the bank's size.
+  two in expectation. When one scene's upper value is below another's lower value by more than the Monte Carlo
+  noise of the cameras and noise drawn (``seed``: compare several), the objective prefers the first.
 
 Gaussian normalisers cancel between the log-densities (``diffusion.mixture_log_kernel``). Values are in nats per
 image (not per pixel).
@@ -103,6 +103,8 @@ class ObjectiveCurve:
     def value(self, lambda_entropy: float = 1.0, bound: str = "upper") -> float:
         """J(theta, lambda) of eq. 7 by Theorem 1 (constant dropped), E_t as the mean over the grid; the marginal
         term's ``upper`` or ``lower`` estimate."""
+        if bound not in ("upper", "lower"):
+            raise ValueError(f"bound must be 'upper' or 'lower', got {bound!r}")
         total = 0.0
         for w, term in zip(self.weights, self.terms, strict=True):
             marginal = term.marginal_upper if bound == "upper" else term.marginal_lower
@@ -134,7 +136,8 @@ def scene_objective(
 ) -> ObjectiveCurve:
     """Theorem 1's terms for ``scene`` against the prior's images [K, 3, H, W] in [-1, 1] (``SyntheticPrior``), over
     ``num_renders`` renders at cameras from the training ``sampler`` (seeded: every scene sees the same cameras and
-    noise)."""
+    noise). The renders are clamped to [0, 1] as the prior's images are (a render of opaque colours on the white
+    background barely leaves it)."""
     generator = torch.Generator().manual_seed(seed)
     cameras = sampler.sample(num_renders, generator=generator).to(scene.device)
     renders = torch.cat(

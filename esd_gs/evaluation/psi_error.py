@@ -22,8 +22,9 @@ error near 1: a psi equal to phi (Algorithm 1's initialisation) has exactly 1 at
 
 With the exact synthetic prior the diagnostic also measures what the update should descend: Theorem 1's KL
 terms of the bank against the prior's images (``evaluation.objective``), the marginal one bracketed. A run whose
-KL at the t it trains at rises is being moved by its estimator's error, not by the objective (BENCHMARKS.md
-Finding 13). With the diagnostic's bank of 128 renders the bracket is tight at high t only.
+KL at the t it trains at rises by more than the bank's noise is not descending its objective there: its update
+(the estimator's error, or a step too large for the gradient) moves the scene (BENCHMARKS.md Finding 13). With the
+diagnostic's bank of 128 renders the bracket is tight at high t only.
 
 The mixture's posterior collapses onto the nearest bank image at small t, so there the "exact" null value is
 itself a finite-bank estimate: read the small-t errors with that in mind.
@@ -162,7 +163,9 @@ class PsiDiagnostic:
         else:
             self.particle.refresh(render_latents(self.particle.bank_size, self.camera_gen)[0])
             estimators = {"psi": psi, "particle": self.particle}
-        exact_images = self.prior.images if isinstance(self.prior, SyntheticPrior) else None
+        exact_images = None
+        if isinstance(self.prior, SyntheticPrior):  # the prompt's own reference: p(x | y), not the union of all
+            exact_images = self.prior.reference_images(int(text.flatten()[0])) * 2.0 - 1.0
         return psi_errors(
             estimators,
             self.prior,
