@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -73,6 +74,12 @@ def main() -> None:
         parser.error("--every and --steps must be at least 1")
     if not all(0.0 <= p <= 1.0 for p in args.p_front):
         parser.error("--p-front values must be in [0, 1]")
+    if args.p_null_camera is not None and not 0.0 <= args.p_null_camera <= 1.0:
+        parser.error("--p-null-camera must be in [0, 1]")
+    if args.psi_steps is not None and args.psi_steps < 1:
+        parser.error("--psi-steps must be at least 1")
+    if args.adam_eps is not None and not (math.isfinite(args.adam_eps) and args.adam_eps > 0):
+        parser.error("--adam-eps must be a number > 0")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
     psi_overrides = {}

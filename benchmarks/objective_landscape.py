@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=Path, nargs="*", default=[], help="more scenes (.ply) to score")
     parser.add_argument("--num-renders", type=int, default=1024)
     parser.add_argument("--azimuth-only", action="store_true", help="cameras at one elevation and field of view")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the cameras and noise (every scene the same)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     for path in [args.reference, *args.scenes]:
@@ -65,6 +66,9 @@ def main() -> None:
     if args.num_renders < 2 or not all(0.0 <= p <= 1.0 for p in args.p_front):
         parser.error("--num-renders must be at least 2 and --p-front values in [0, 1]")
     truth = read_ply(args.reference) if args.reference is not None else builtin_head()
+    names = [path.stem for path in args.scenes]
+    if len(set(names)) != len(names) or {"reference", "two-faced twin"} & set(names):
+        parser.error("--scenes need distinct file names, other than reference.ply")
     scenes = {"reference": truth, "two-faced twin": two_faced(truth)}
     scenes.update({path.stem: read_ply(path) for path in args.scenes})
     rows = []
@@ -82,9 +86,16 @@ def main() -> None:
         for name, scene in scenes.items():
             start = time.perf_counter()
             curve = scene_objective(
-                scene, prior.images, prior.alphas_cumprod, base.cameras, base.resolution, num_renders=args.num_renders
+                scene,
+                prior.images,
+                prior.alphas_cumprod,
+                base.cameras,
+                base.resolution,
+                num_renders=args.num_renders,
+                seed=args.seed,
             )
-            record = {"p_front": p_front, "scene": name, "azimuth_only": args.azimuth_only, **curve.to_dict()}
+            record = {"p_front": p_front, "scene": name, "azimuth_only": args.azimuth_only, "seed": args.seed}
+            record.update(curve.to_dict())
             record["limit"] = limit
             rows.append(record)
             lo, hi = record["J_lambda1"]
