@@ -13,6 +13,7 @@ import numpy as np
 import plyfile
 import pytest
 import yaml
+from cli_process import start_cli
 
 from esd_gs.io import read_ply
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
@@ -49,15 +50,7 @@ def esd_gs(*args, cwd=ROOT):
 
 
 def start(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="120", OMP_NUM_THREADS="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "esd_gs", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
+    return start_cli(*args, env=dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="120", OMP_NUM_THREADS="1"))
 
 
 def test_generate_writes_every_output(tiny_model, tmp_path):

@@ -21,6 +21,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from cli_process import start_cli
 
 from esd_gs.cameras import turntable
 from esd_gs.example import builtin_head
@@ -185,14 +186,7 @@ def free_port() -> int:
 
 
 def start(*args) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "esd_gs", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-    )
+    return start_cli(*args, env=ENV)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
