@@ -52,18 +52,11 @@ def mixture_eps(x_t: Tensor, data: Tensor, alphas_cumprod: Tensor, timesteps: Te
     return (x_t.float() - alpha * mean) / sigma
 
 
-def mixture_log_kernel(
-    x_t: Tensor, data: Tensor, alpha: Tensor, sigma: Tensor, exclude: Tensor | None = None
-) -> Tensor:
-    """log p_t(x_t) + (D/2) log(2 pi sigma_t^2) for the noised empirical distribution of ``data``: [B], i.e.
-    log (1/K) sum_k exp(-||x_t - alpha_t x_k||^2 / (2 sigma_t^2)) (the Gaussian's normaliser left out: it is the
-    same for every distribution noised to the same t, so it cancels from their log ratios).
-
-    x_t [B, ...], data [K, ...], alpha and sigma [B]; float64 out. ``exclude`` [B] (optional) names one data index
-    per sample to leave out of its sum (the mean is then over K - 1): the leave-one-out estimate of
-    ``evaluation.objective``.
-    Unlike ``posterior_mean`` the squared distances come from the |a|^2 - 2ab + |b|^2 expansion (one matrix
-    product), in float64: its rounding error (~1e-16 |x|^2) is negligible against sigma_t^2 for t >= 1."""
+def mixture_logits(x_t: Tensor, data: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """-||x_t - alpha_t x_k||^2 / (2 sigma_t^2) for every sample and data point: [B, K], float64. x_t [B, ...],
+    data [K, ...], alpha and sigma [B]. Unlike ``posterior_mean`` the squared distances come from the
+    |a|^2 - 2ab + |b|^2 expansion (one matrix product), in float64: its rounding error (~1e-16 |x|^2) is negligible
+    against sigma_t^2 for t >= 1."""
     batch = x_t.shape[0]
     flat_x = x_t.reshape(batch, -1).double()
     flat_data = data.reshape(data.shape[0], -1).double()
@@ -72,10 +65,29 @@ def mixture_log_kernel(
         flat_x.square().sum(1, keepdim=True)
         - 2.0 * alpha * (flat_x @ flat_data.T)
         + alpha.square() * flat_data.square().sum(1)[None, :]
-    ).clamp_min(0.0)  # [B, K]
-    logits = -dist2 / (2.0 * sigma.double().view(batch, 1) ** 2)
-    count = flat_data.shape[0]
+    ).clamp_min(0.0)
+    return -dist2 / (2.0 * sigma.double().view(batch, 1) ** 2)
+
+
+def log_mean_exp(logits: Tensor, exclude: Tensor | None = None) -> Tensor:
+    """log of the mean of exp(logits) over the last dim ([B, K] -> [B]); ``exclude`` [B] (optional) names one column
+    per row to leave out (the mean is then over K - 1)."""
+    count = logits.shape[1]
     if exclude is not None:
-        logits[torch.arange(batch, device=logits.device), exclude.to(logits.device)] = -float("inf")
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        logits = logits.index_put((rows, exclude.to(logits.device)), torch.tensor(-float("inf"), dtype=logits.dtype))
         count -= 1
-    return torch.logsumexp(logits, dim=1) - math.log(count)  # float64
+    return torch.logsumexp(logits, dim=1) - math.log(count)
+
+
+def mixture_log_kernel(
+    x_t: Tensor, data: Tensor, alpha: Tensor, sigma: Tensor, exclude: Tensor | None = None
+) -> Tensor:
+    """log p_t(x_t) + (D/2) log(2 pi sigma_t^2) for the noised empirical distribution of ``data``: [B], i.e.
+    log (1/K) sum_k exp(-||x_t - alpha_t x_k||^2 / (2 sigma_t^2)) (the Gaussian's normaliser left out: it is the
+    same for every distribution noised to the same t, so it cancels from their log ratios).
+
+    x_t [B, ...], data [K, ...], alpha and sigma [B]; float64 out (``mixture_logits``). ``exclude`` [B] (optional)
+    names one data index per sample to leave out of its sum (the mean is then over K - 1): the leave-one-out
+    estimate of ``evaluation.objective``."""
+    return log_mean_exp(mixture_logits(x_t, data, alpha, sigma), exclude)

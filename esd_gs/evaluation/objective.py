@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..cameras import OrbitSampler
-from ..diffusion import alpha_sigma, mixture_log_kernel
+from ..diffusion import alpha_sigma, log_mean_exp, mixture_log_kernel, mixture_logits
 from ..distillation.rule import weight_of_t
 from ..render.views import render_batches
 from ..scene import GaussianScene
@@ -81,8 +81,9 @@ def kl_terms(
                 a = torch.full((len(index),), alpha, dtype=torch.float64)
                 s = torch.full((len(index),), sigma, dtype=torch.float64)
                 log_p = mixture_log_kernel(x_t, prior_images, a, s)
-                log_q = mixture_log_kernel(x_t, renders, a, s)
-                log_q_loo = mixture_log_kernel(x_t, renders, a, s, exclude=index)
+                to_bank = mixture_logits(x_t, renders, a, s)  # once, for both estimates of log q_t
+                log_q = log_mean_exp(to_bank)
+                log_q_loo = log_mean_exp(to_bank, exclude=index)
                 log_q_given_c = -0.5 * eps.flatten(1).square().sum(1)  # log N(x; alpha r_i, sigma^2 I) + normaliser
                 upper += float((log_q - log_p).sum())
                 lower += float((log_q_loo - log_p).sum())
