@@ -82,6 +82,8 @@ def main() -> None:
         parser.error("--adam-eps must be a number > 0")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.scenes is not None:
+        args.scenes.mkdir(parents=True, exist_ok=True)
     psi_overrides = {}
     if args.p_null_camera is not None:
         psi_overrides["p_null_camera"] = args.p_null_camera
@@ -126,7 +128,6 @@ def main() -> None:
                 if trainer.step % args.every == 0 or trainer.step == config.steps:
                     trace.append({"step": trainer.step, **score(trainer.scene)})
                     if args.scenes is not None and trainer.step < config.steps:
-                        args.scenes.mkdir(parents=True, exist_ok=True)
                         write_ply(trainer.scene, args.scenes / f"{name}-p{p_front:g}-step{trainer.step}.ply")
                     m = trace[-1]
                     print(
@@ -147,7 +148,6 @@ def main() -> None:
                 }
             )
             if args.scenes is not None:
-                args.scenes.mkdir(parents=True, exist_ok=True)
                 write_ply(trainer.scene, args.scenes / f"{name}-p{p_front:g}.ply")
             if args.json is not None:  # after every run: a stopped study keeps what it measured
                 args.json.write_text(json.dumps({"reference": str(args.reference), "rows": rows}, indent=1))
