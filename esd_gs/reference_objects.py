@@ -1,4 +1,4 @@
-"""Procedural reference objects for the Janus benchmark besides the head: a toy car, a house and a mug.
+"""Procedural reference objects for the Janus benchmark besides the head: a toy car, a house, a mug and an armchair.
 
 Each has a clearly distinct front (+X) and back (-X) and a different shape, so that the benchmark's metrics and
 methods are measured on more than one kind of object:
@@ -8,7 +8,10 @@ methods are measured on more than one kind of object:
   at the back; black wheels on the sides;
 - **house**: a box with a pitched red roof; a brown door between two blue windows at the front, an ivy-covered back
   wall with a chimney on the back slope, one window on each side;
-- **mug**: a white cylinder; a red round logo at the front, the handle at the back, coffee on top.
+- **mug**: a white cylinder; a red round logo at the front, the handle at the back, coffee on top;
+- **chair**: an armchair, concave where the others are convex: a red cushion on the seat and on the front of a tall
+  backrest (three gold buttons), dark wooden legs and armrests, and a light wooden panel with a dark frame across the
+  back of the backrest.
 
 Like the head (``example.py``), every surface is a set of flat, opaque Gaussians (disks) tangent to it, with a soft
 diffuse light baked into the colours; axes are esd-gs's world (+Z up, front +X). ``scripts/make_reference_assets.py``
@@ -257,10 +260,60 @@ def make_mug_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
     return _finish(_mug_body(int(0.88 * num_gaussians), g) + [_handle(int(0.12 * num_gaussians), g)])
 
 
+# -------------------------------------------------------------------------------------------------------- chair
+CUSHION, CHAIR_WOOD, BACK_PANEL, BUTTON = (0.75, 0.12, 0.15), (0.40, 0.24, 0.10), (0.85, 0.68, 0.42), (1.0, 0.8, 0.2)
+SEAT_X, SEAT_Z, BACK_X, CHAIR_Y, BACK_TOP = (-0.22, 0.32), (-0.22, -0.08), (-0.34, -0.22), 0.30, 0.45
+CHAIR_TWIN_PLANE = sum(BACK_X) / 2
+"""The chair's front meets its back in the middle of the backrest: ``two_faced``'s mirror plane for it."""
+
+
+def _paint_seat(pts: Tensor) -> Tensor:
+    colours = _plain(CUSHION)(pts)
+    side_or_under = (pts[:, 1].abs() > CHAIR_Y - 1e-3) | (pts[:, 2] < SEAT_Z[0] + 1e-3)
+    colours[side_or_under] = torch.tensor(CHAIR_WOOD)
+    return colours
+
+
+def _paint_backrest(pts: Tensor) -> Tensor:
+    colours = _plain(CHAIR_WOOD)(pts)
+    front = pts[:, 0] > BACK_X[1] - 1e-3
+    colours[front] = torch.tensor(CUSHION)
+    for y in (-0.15, 0.0, 0.15):
+        colours[front & _disks_in(pts, (y, 0.22), 0.035, (1, 2))] = torch.tensor(BUTTON)
+    back = pts[:, 0] < BACK_X[0] + 1e-3
+    colours[back & _in_box(pts, (-1, -CHAIR_Y + 0.06, SEAT_Z[0] + 0.06), (0, CHAIR_Y - 0.06, BACK_TOP - 0.06))] = (
+        torch.tensor(BACK_PANEL)
+    )
+    return colours
+
+
+def _paint_armrest(pts: Tensor) -> Tensor:
+    colours = _plain(CHAIR_WOOD)(pts)
+    colours[pts[:, 2] > 0.119] = torch.tensor(CUSHION)  # a padded top
+    return colours
+
+
+def make_chair_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
+    """An armchair, seat and cushioned backrest facing the front (+X) (module docstring), deterministic for
+    ``seed``, within radius 0.68."""
+    g = torch.Generator().manual_seed(seed)
+    (x0, x1), (z0, z1), (b0, b1), y = SEAT_X, SEAT_Z, BACK_X, CHAIR_Y
+    parts = _box((x0, -y, z0), (x1, y, z1), int(0.30 * num_gaussians), _paint_seat, g)
+    parts += _box((b0, -y, z0), (b1, y, BACK_TOP), int(0.40 * num_gaussians), _paint_backrest, g)
+    for side in (1, -1):
+        lo, hi = sorted((side * (y - 0.08), side * (y + 0.02)))
+        parts += _box((x0, lo, z1), (x1 - 0.02, hi, 0.12), int(0.09 * num_gaussians), _paint_armrest, g, skip=("-z",))
+        for x in (x1 - 0.04, b0 + 0.04):
+            parts += _box((x - 0.03, side * (y - 0.04) - 0.03, -0.45), (x + 0.03, side * (y - 0.04) + 0.03, z0),
+                          int(0.03 * num_gaussians), _plain(CHAIR_WOOD), g, skip=("+z",))  # fmt: skip
+    return _finish(parts)
+
+
 REFERENCE_OBJECTS: dict[str, Callable[..., GaussianScene]] = {
     "car": make_car_scene,
     "house": make_house_scene,
     "mug": make_mug_scene,
+    "chair": make_chair_scene,
 }
 """The procedural reference objects by name (the head is ``example.make_head_scene``)."""
 
@@ -276,22 +329,28 @@ _SH_ODD_IN_X = (2, 3, 6, 9, 12, 14)
 x(4z^2 - x^2 - y^2), x(x^2 - 3y^2). A reflection x -> -x flips their sign."""
 
 
-def mirror_x(scene: GaussianScene) -> GaussianScene:
-    """The scene reflected through the plane x = 0 (front <-> back): means x -> -x, each Gaussian's rotation R ->
-    M R M with M = diag(-1, 1, 1) (quaternion (w, x, y, z) -> (w, x, -y, -z)), and the view-dependent colour
-    reflected with it. Its render from azimuth 180 - a is the left-right flip of the scene's from azimuth a."""
+def mirror_x(scene: GaussianScene, plane_x: float = 0.0) -> GaussianScene:
+    """The scene reflected through the plane x = ``plane_x`` (front <-> back): means x -> 2 plane_x - x, each
+    Gaussian's rotation R -> M R M with M = diag(-1, 1, 1) (quaternion (w, x, y, z) -> (w, x, -y, -z)), and the
+    view-dependent colour reflected with it. With ``plane_x`` 0 its render from azimuth 180 - a is the left-right flip
+    of the scene's from azimuth a."""
     params = {key: value.detach().clone() for key, value in scene.params.items()}
-    params["means"][:, 0] *= -1.0
+    params["means"][:, 0] = 2.0 * plane_x - params["means"][:, 0]
     params["quats"][:, 2:] *= -1.0
     columns = [c for c in _SH_ODD_IN_X if c < params["shN"].shape[1]]
     params["shN"][:, columns] *= -1.0
     return GaussianScene(params)
 
 
-def two_faced(scene: GaussianScene) -> GaussianScene:
-    """The Janus twin of a reference object (front +X): its front half (x >= 0) kept, and its back half replaced by
-    the front half reflected through x = 0, so that it shows its front from azimuth 0 and from azimuth 180. Used
-    by ``benchmarks/objective_landscape.py`` to ask whether ESD's objective prefers a two-faced object."""
-    front = GaussianScene({k: v.detach()[scene.params["means"][:, 0] >= 0.0] for k, v in scene.params.items()})
-    mirrored = mirror_x(front)
-    return GaussianScene({k: torch.cat([front.params[k], mirrored.params[k]]).detach() for k in front.params})
+def two_faced(scene: GaussianScene, plane_x: float = 0.0) -> GaussianScene:
+    """The Janus twin of a reference object (front +X): its front part (x >= ``plane_x``) kept, and its back part
+    replaced by the front part reflected through x = ``plane_x``, so that it shows its front from azimuth 0 and from
+    azimuth 180. ``plane_x`` is where the object's front meets its back: 0 for the head, the car, the house and the
+    mug, the middle of the backrest (``CHAIR_TWIN_PLANE``) for the chair, whose front faces forward from behind x = 0.
+    The twin is moved by -``plane_x`` along x, so that its mirror plane lies at x = 0, the centre of the cameras'
+    orbit. Used by ``benchmarks/objective_landscape.py`` to ask whether ESD's objective prefers a two-faced object."""
+    front = GaussianScene({k: v.detach()[scene.params["means"][:, 0] >= plane_x] for k, v in scene.params.items()})
+    mirrored = mirror_x(front, plane_x)
+    twin = {k: torch.cat([front.params[k], mirrored.params[k]]).detach() for k in front.params}
+    twin["means"][:, 0] -= plane_x
+    return GaussianScene(twin)

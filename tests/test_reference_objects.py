@@ -1,6 +1,6 @@
-"""The procedural reference objects (car, house, mug) beside the head: the shipped files are what the code builds,
-and on each shape the Janus metrics read the reference's own views as one face, find a turned copy at its offset,
-and call a copy with a second front Janus."""
+"""The procedural reference objects (car, house, mug, chair) beside the head: the shipped files are what the code
+builds, and on each shape the Janus metrics read the reference's own views as one face, find a turned copy at its
+offset, and call a copy with a second front Janus."""
 
 from pathlib import Path
 
@@ -12,12 +12,13 @@ from esd_gs.evaluation.janus import janus_metrics
 from esd_gs.example import make_head_scene
 from esd_gs.io import read_ply
 from esd_gs.priors.synthetic import biased_cameras
-from esd_gs.reference_objects import REFERENCE_OBJECTS, mirror_x, reference_path, two_faced
+from esd_gs.reference_objects import CHAIR_TWIN_PLANE, REFERENCE_OBJECTS, mirror_x, reference_path, two_faced
 from esd_gs.render.views import render_images
 from esd_gs.scene import GaussianScene
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {"head": lambda: make_head_scene(), **{name: make for name, make in REFERENCE_OBJECTS.items()}}
+TWIN_PLANE = {"chair": CHAIR_TWIN_PLANE}  # where each object's front meets its back; 0 where not listed
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_OBJECTS))
@@ -39,8 +40,8 @@ def test_janus_metrics_on_each_reference_shape(name):
     assert 0.1 < own.frontal_fraction < 0.5  # a front, not a face all round
     turned = janus_metrics(torch.roll(views, 30, dims=0), views, prior_images, cams.azimuth)
     assert turned.best_offset_deg == pytest.approx(270.0) and turned.excess_faces == 0 and turned.side_accuracy == 1.0
-    janus = janus_metrics(render_images(two_faced(scene), turntable(120, elevation=15.0), 16), views, prior_images,
-                          cams.azimuth)  # fmt: skip
+    twin = two_faced(scene, TWIN_PLANE.get(name, 0.0))
+    janus = janus_metrics(render_images(twin, turntable(120, elevation=15.0), 16), views, prior_images, cams.azimuth)
     assert janus.excess_faces >= 1 and janus.frontal_share_gap > 0.1 and janus.side_accuracy < 0.9, janus
 
 
@@ -70,3 +71,16 @@ def test_two_faced_shows_its_front_from_behind():
     assert twin.raw()["means"][:, 0].ge(0).float().mean() == pytest.approx(0.5, abs=0.01)
     front, back = (render_images(twin, turntable(1, start_azimuth=a), 24) for a in (0.0, 180.0))
     assert torch.allclose(back, front.flip(-1), atol=2e-3)
+
+
+def test_two_faced_mirrors_through_the_given_plane():
+    chair = REFERENCE_OBJECTS["chair"](num_gaussians=600)
+    x = chair.raw()["means"][:, 0]
+    mirrored = mirror_x(chair, CHAIR_TWIN_PLANE)
+    assert torch.allclose(mirrored.raw()["means"][:, 0], 2 * CHAIR_TWIN_PLANE - x)
+    assert torch.allclose(mirror_x(mirrored, CHAIR_TWIN_PLANE).raw()["means"], chair.raw()["means"], atol=1e-6)
+    twin_x = two_faced(chair, CHAIR_TWIN_PLANE).raw()["means"][:, 0]
+    kept = int((x >= CHAIR_TWIN_PLANE).sum())
+    assert twin_x.numel() == 2 * kept  # the backrest's front half, the seat and the armrests' fronts, twice
+    assert torch.allclose(twin_x.sort().values, (-twin_x).sort().values, atol=1e-6)  # symmetric about x = 0
+    assert twin_x.max() == pytest.approx(float(x.max()) - CHAIR_TWIN_PLANE, abs=1e-6)  # the seat's front edge
