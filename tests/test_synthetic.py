@@ -85,6 +85,9 @@ def test_prior_cfg_with_two_references_is_union_based(tmp_path):
     eps_b = mixture_eps(x_t, prior.images[8:], prior.alphas_cumprod, t)
     eps_all = mixture_eps(x_t, prior.images, prior.alphas_cumprod, t)
     assert torch.allclose(prior.eps(x_t, t, cond, text.negative, 3.0), eps_all + 3.0 * (eps_b - eps_all), atol=1e-5)
+    assert torch.equal(prior.reference_latents(1), prior.images[8:])  # each prompt's own images, as latents
+    assert torch.allclose(prior.reference_images(1), (prior.images[8:] + 1) / 2)
+    assert not torch.allclose(prior.reference_latents(0), prior.reference_latents(1))
     with pytest.raises(Exception, match="knows the prompts"):
         SyntheticPrior.build(config, "a cat", 16, OrbitSampler(), torch.device("cpu"))
 

@@ -165,7 +165,7 @@ class PsiDiagnostic:
             estimators = {"psi": psi, "particle": self.particle}
         exact_images = None
         if isinstance(self.prior, SyntheticPrior):  # the prompt's own reference: p(x | y), not the union of all
-            exact_images = self.prior.reference_images(int(text.flatten()[0])) * 2.0 - 1.0
+            exact_images = self.prior.reference_latents(int(text.flatten()[0]))
         return psi_errors(
             estimators,
             self.prior,

@@ -134,6 +134,10 @@ class SyntheticPrior(Prior):
         """The K images of one reference, in [0, 1]."""
         return (self._data(index) + 1.0) / 2.0
 
+    def reference_latents(self, index: int = 0) -> Tensor:
+        """The K images of one reference as this prior's latents (pixels in [-1, 1]): the support of p(x | y)."""
+        return self._data(index)
+
     # ------------------------------------------------------------------ images -> "latents" (pixels in [-1, 1])
     def encode(self, images: Tensor, approximate: bool = False) -> Tensor:
         """The pixels mapped to [-1, 1] (exact: there is no cheaper encoder to approximate)."""
