@@ -31,7 +31,6 @@ from esd_gs.example import builtin_head
 from esd_gs.io import read_ply, write_ply
 from esd_gs.priors import SyntheticPrior
 from esd_gs.render.views import render_images
-from esd_gs.scene import GaussianScene
 from esd_gs.training.trainer import Trainer
 
 METHODS = {  # name: (method, lambda, psi settings)
@@ -115,8 +114,7 @@ def main() -> None:
                 seed=args.seed,
             )
             trainer = Trainer(config, Path("/tmp/esd-gs-fixed-point"), torch.device("cpu"), prior=prior)
-            trainer.scene = GaussianScene(truth.raw())  # a fresh copy of the object, and optimisers for it
-            trainer.optimizers = trainer._make_optimizers()
+            trainer.start_from(truth)  # a fresh copy of the object, and optimisers for it
             if args.adam_eps is not None:  # the scene's Adam (3DGS's eps 1e-15 by default)
                 for optimizer in trainer.optimizers.values():
                     for group in optimizer.param_groups:

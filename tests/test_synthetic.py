@@ -415,3 +415,30 @@ def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_pat
         else:
             with pytest.raises(UserError, match="holds a run of other settings"):
                 finished_record(run, cfg)
+
+
+def test_trainer_start_from_trains_the_given_object_with_its_own_optimisers(tmp_path):
+    """fixed_point.py's start: the run begins at a copy of the object (not the ball), and the optimisers step it."""
+    from dataclasses import replace
+
+    from esd_gs.configs.generate import synthetic_defaults
+    from esd_gs.example import make_head_scene
+    from esd_gs.training.trainer import Trainer
+
+    base = synthetic_defaults()
+    config = replace(base, prompt="a head", steps=4, batch_size=1, init=replace(base.init, num_points=100),
+                     synthetic=replace(base.synthetic, num_images=8), psi=replace(base.psi, bank_size=2))  # fmt: skip
+    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    head = make_head_scene(400, seed=0)
+    trainer.start_from(head)
+    assert trainer.scene.num_gaussians == 400
+    assert all(torch.equal(trainer.scene.params[k].detach(), v.detach()) for k, v in head.params.items())
+    assert trainer.scene.params["means"] is not head.params["means"]  # a copy: training leaves the object alone
+    for key, optimizer in trainer.optimizers.items():
+        assert optimizer.param_groups[0]["params"][0] is trainer.scene.params[key]
+    before = trainer.scene.raw()
+    trainer.train_step()
+    assert not torch.allclose(trainer.scene.params["sh0"].detach(), before["sh0"])  # the new scene is what trains
+    assert torch.equal(head.params["sh0"].detach(), before["sh0"])
+    with pytest.raises(RuntimeError, match="before the first step"):
+        trainer.start_from(head)

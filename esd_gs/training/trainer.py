@@ -133,6 +133,15 @@ class Trainer:
         self._finishing = False
         self.live_view = None  # generate --viewer: started by run(), so that building a Trainer serves nothing
 
+    def start_from(self, scene: GaussianScene) -> None:
+        """Start the run at ``scene`` (a copy) instead of the random ball, with fresh optimisers for it: how
+        ``benchmarks/fixed_point.py`` asks whether a method keeps a known object. Call it before the first step."""
+        if self.step != 0:
+            raise RuntimeError("start_from() must be called before the first step")
+        self.scene = GaussianScene(scene.raw()).to(self.device)
+        self.optimizers = self._make_optimizers()
+        self.densifier.check(self.scene.params, self.optimizers)
+
     # ------------------------------------------------------------------ optimisation pieces
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         rates = self.cfg.optim
