@@ -49,6 +49,7 @@ def refused(argv, capsys, expected):
         (["--optim.scales", "-1e-3"], "--optim.scales must be a positive learning rate"),
         (["--psi.lora-rank", "0"], "--psi.lora-rank must be >= 1"),
         (["--psi.lr", "0"], "--psi.lr must be > 0"),
+        (["--psi.timestep-window", "-5"], "--psi.timestep-window must be >= 0"),
         (["--guidance-scale", "nan"], "--guidance-scale must be a finite number"),
         (["--cameras.fovy", "0", "0"], "--cameras.fovy must be a range"),
         (["--cameras.radius", "3", "2"], "--cameras.radius must be a range"),

@@ -442,3 +442,33 @@ def test_trainer_start_from_trains_the_given_object_with_its_own_optimisers(tmp_
     assert torch.equal(head.params["sh0"].detach(), before["sh0"])
     with pytest.raises(RuntimeError, match="before the first step"):
         trainer.start_from(head)
+
+
+@pytest.mark.parametrize("window", [None, 10])
+def test_psi_timestep_window_trains_psi_around_the_step_s_distillation_t(tmp_path, window):
+    """--psi.timestep-window w: the learned psi's training t lie within w of the t the step distilled at (DreamTime:
+    one t per step); without it they are drawn from [0, T) as in Alg. 1."""
+    from dataclasses import replace
+
+    from esd_gs.configs.generate import synthetic_defaults
+    from esd_gs.training.trainer import Trainer
+
+    base = synthetic_defaults()
+    psi = replace(base.psi, estimator="learned", train_steps_per_iter=2, timestep_window=window)
+    schedule, synthetic = replace(base.timesteps, name="dreamtime"), replace(base.synthetic, num_images=8)
+    config = replace(base, prompt="a head", steps=6, batch_size=4, init=replace(base.init, num_points=100), psi=psi,
+                     synthetic=synthetic, timesteps=schedule)  # fmt: skip
+    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    drawn = []
+    draw = trainer.psi.draw_timesteps
+    trainer.psi.draw_timesteps = lambda *args: drawn.append(draw(*args)) or drawn[-1]
+    distilled = []
+    for _ in range(config.steps):
+        distilled.append(trainer.train_step()["t"])
+    assert len(drawn) == 2 * config.steps and all(d.shape == (4,) for d in drawn)
+    offsets = torch.stack([d.float() - t for d, t in zip(drawn, [t for t in distilled for _ in range(2)])])
+    assert len(set(distilled)) > 1  # DreamTime's t moves, and the window with it
+    if window is None:
+        assert offsets.abs().max() > 100  # U[0, T)
+    else:
+        assert offsets.abs().max() <= window and len(torch.unique(offsets)) > 1

@@ -56,6 +56,7 @@ LEARNED_PSI_SETTINGS = (
     "weight_decay",
     "p_null_camera",
     "train_steps_per_iter",
+    "timestep_window",
     "loss_weighting",
     "shared_unet",
     "base_model",

@@ -128,12 +128,19 @@ class ScoreDistillation:
         loss, grad = distillation_loss(latents, grad, cfg.grad_clip)
         return DistillationOutput(loss=loss, latents=latents.detach(), timesteps=timesteps, grad=grad)
 
-    def update_psi(self, latents: Tensor, cameras: Cameras, generator: torch.Generator | None = None) -> float | None:
-        """psi's training on the detached latents (``ScoreEstimator.update``); None for SDS and for an estimator that
-        does not train. Returns the last loss."""
+    def update_psi(
+        self,
+        latents: Tensor,
+        cameras: Cameras,
+        generator: torch.Generator | None = None,
+        timesteps: Tensor | None = None,
+    ) -> float | None:
+        """psi's training on the detached latents (``ScoreEstimator.update``), told this step's distillation
+        ``timesteps``; None for SDS and for an estimator that does not train. Returns the last loss."""
         if self.psi is None or not self.psi.trains:
             return None
-        return self.psi.update(latents, self.text.plain, cameras.embedding().to(latents.device), generator)
+        embedding = cameras.embedding().to(latents.device)
+        return self.psi.update(latents, self.text.plain, embedding, generator, timesteps)
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

@@ -51,6 +51,10 @@ class PsiConfig:
     """Probability of training a batch with the null camera (classifier-free camera dropout)."""
     train_steps_per_iter: int = 1
     """psi updates per 3D step."""
+    timestep_window: int | None = None
+    """Which t psi trains at: None = t ~ U[0, T) (Alg. 1, ProlificDreamer); w = t ~ U[t_d - w, t_d + w] (clipped to
+    [0, T)) around each sample's distillation timestep t_d of this step, so that psi is trained where the update
+    reads it (BENCHMARKS.md, Finding 15)."""
     loss_weighting: LossWeighting = "prediction"
     """omega(t) of psi's denoising loss (eq. 3): prediction (the MSE to the network's own target, eps or v, as
     ProlificDreamer trains its LoRA) or x0 (the MSE of the clean image psi implies: the same weight at every t, so the
@@ -77,6 +81,8 @@ class PsiConfig:
             )
         if not (math.isfinite(self.lr) and self.lr > 0) or self.train_steps_per_iter < 1:
             raise ConfigError("--psi.lr must be > 0 and --psi.train-steps-per-iter at least 1")
+        if self.timestep_window is not None and self.timestep_window < 0:
+            raise ConfigError(f"--psi.timestep-window must be >= 0 (or None), got {self.timestep_window}")
         if not all(0 <= b < 1 for b in self.betas) or self.weight_decay < 0:
             raise ConfigError(
                 f"--psi.betas must be in [0, 1) and --psi.weight-decay >= 0, got {self.betas}, {self.weight_decay}"
@@ -116,10 +122,16 @@ class ScoreEstimator(ABC):
         """Called by the loop before each 3D step's render, with a way to render fresh latents of the scene."""
 
     def update(
-        self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None
+        self,
+        latents: Tensor,
+        text: Tensor,
+        cameras: Tensor,
+        generator: torch.Generator | None = None,
+        timesteps: Tensor | None = None,
     ) -> float | None:
         """psi's training on this step's detached latents [B, C, h, w] and camera embeddings [B, 16], after theta's
-        update (Alg. 1); returns the last loss, or None when it does not train."""
+        update (Alg. 1), with the step's distillation timesteps [B] (``PsiConfig.timestep_window``); returns the last
+        loss, or None when it does not train."""
         return None
 
     @abstractmethod

@@ -1,7 +1,8 @@
 """What every learned psi shares: camera dropout, the noise-prediction loss (eq. 3) and AdamW, run online on the
 renders of each step (ESD Algorithm 1).
 
-Training step: on detached rendered latents z, t ~ U[0, T), x_t = alpha_t z + sigma_t eps, the MSE between the
+Training step: on detached rendered latents z, t ~ U[0, T) (or within ``timestep_window`` of the step's distillation
+t, ``draw_timesteps``), x_t = alpha_t z + sigma_t eps, the MSE between the
 network's output and its target (eps, or v = alpha_t eps - sigma_t z for a v-prediction network,
 ``diffusion.prediction_target``), each sample weighted by eq. 3's omega(t) of ``loss_weighting``
 (``diffusion.loss_weight``: 1, or the MSE of the implied clean image). The whole batch's camera is replaced by the
@@ -99,23 +100,47 @@ class OnlineEstimator(ScoreEstimator):
         return eps[:batch], eps[batch:]
 
     # ------------------------------------------------------------------ training
-    def update(self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None) -> float:
+    def update(
+        self,
+        latents: Tensor,
+        text: Tensor,
+        cameras: Tensor,
+        generator: torch.Generator | None = None,
+        timesteps: Tensor | None = None,
+    ) -> float:
         """``config.train_steps_per_iter`` training steps on this step's renders; returns the last loss."""
         loss = None
         for _ in range(self.config.train_steps_per_iter):
-            loss = self.train_step(latents, text, cameras, generator)
+            loss = self.train_step(latents, text, cameras, generator, timesteps)
         return loss
 
+    def draw_timesteps(
+        self, batch: int, around: Tensor | None, generator: torch.Generator | None, device: torch.device
+    ) -> Tensor:
+        """psi's training timesteps [batch] on ``device``: U[0, T), or with ``config.timestep_window`` w and the
+        step's distillation timesteps ``around`` [batch], U[t_d - w, t_d + w] clipped to [0, T)."""
+        gen_device = generator.device if generator is not None else device
+        num_train, window = self.prior.num_train_timesteps, self.config.timestep_window
+        if window is None or around is None:
+            timesteps = torch.randint(0, num_train, (batch,), generator=generator, device=gen_device)
+            return timesteps.to(device)
+        offset = torch.randint(-window, window + 1, (batch,), generator=generator, device=gen_device)
+        return (around.to(gen_device).long() + offset).clamp(0, num_train - 1).to(device)
+
     def train_step(
-        self, latents: Tensor, text: Tensor, cameras: Tensor, generator: torch.Generator | None = None
+        self,
+        latents: Tensor,
+        text: Tensor,
+        cameras: Tensor,
+        generator: torch.Generator | None = None,
+        around: Tensor | None = None,
     ) -> float:
-        """One update (module docstring) on detached latents [B, C, h, w] with camera embeddings [B, 16]; returns
-        the loss."""
+        """One update (module docstring) on detached latents [B, C, h, w] with camera embeddings [B, 16] (and the
+        step's distillation timesteps ``around``, which only ``config.timestep_window`` reads); returns the loss."""
         latents = latents.detach().float()
         batch = latents.shape[0]
         gen_device = generator.device if generator is not None else latents.device
-        timesteps = torch.randint(0, self.prior.num_train_timesteps, (batch,), generator=generator, device=gen_device)
-        timesteps = timesteps.to(latents.device)
+        timesteps = self.draw_timesteps(batch, around, generator, latents.device)
         noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(latents.device)
         drop = bool(torch.rand((), generator=generator, device=gen_device) < self.config.p_null_camera)
         self.null_rate_counter[0] += int(drop)

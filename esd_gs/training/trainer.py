@@ -205,7 +205,7 @@ class Trainer:
             for optimizer in self.optimizers.values():
                 optimizer.step()
             self.densifier.post_backward(self.scene.params, self.optimizers, self.step, out.info)
-            psi_loss = self.distill.update_psi(result.latents, cams, generator=self.noise_gen)
+            psi_loss = self.distill.update_psi(result.latents, cams, self.noise_gen, result.timesteps)
         else:
             self.skipped += 1
             self.bad_in_a_row += 1
