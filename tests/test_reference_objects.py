@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from esd_gs.cameras import OrbitSampler, orbit_cameras, turntable
-from esd_gs.evaluation.janus import janus_metrics
-from esd_gs.example import make_head_scene
+from esd_gs.bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS, bench_base_config
+from esd_gs.cameras import OrbitSampler, orbit_cameras, turntable, wrap_azimuth
+from esd_gs.evaluation.janus import frontal_flags, janus_metrics, nearest_prior_distances
+from esd_gs.example import builtin_head, make_head_scene
 from esd_gs.io import read_ply
-from esd_gs.priors.synthetic import biased_cameras
+from esd_gs.priors.synthetic import SyntheticPrior, biased_cameras
 from esd_gs.reference_objects import CHAIR_TWIN_PLANE, REFERENCE_OBJECTS, mirror_x, reference_path, two_faced
 from esd_gs.render.views import render_images
 from esd_gs.scene import GaussianScene
@@ -42,7 +43,9 @@ def test_janus_metrics_on_each_reference_shape(name):
     assert turned.best_offset_deg == pytest.approx(270.0) and turned.excess_faces == 0 and turned.side_accuracy == 1.0
     twin = two_faced(scene, TWIN_PLANE.get(name, 0.0))
     janus = janus_metrics(render_images(twin, turntable(120, elevation=15.0), 16), views, prior_images, cams.azimuth)
-    assert janus.excess_faces >= 1 and janus.frontal_share_gap > 0.1 and janus.side_accuracy < 0.9, janus
+    # a second front, or (the chair's twin, a two-seater) a front seen all round: either way the share is too high
+    assert janus.excess_faces >= 1 or janus.frontal_fraction == 1.0, janus
+    assert janus.frontal_share_gap > 0.1 and janus.side_accuracy < 0.9, janus
 
 
 def test_mirror_x_renders_the_left_right_flip_from_the_mirrored_azimuth():
@@ -84,3 +87,22 @@ def test_two_faced_mirrors_through_the_given_plane():
     assert twin_x.numel() == 2 * kept  # the backrest's front half, the seat and the armrests' fronts, twice
     assert torch.allclose(twin_x.sort().values, (-twin_x).sort().values, atol=1e-6)  # symmetric about x = 0
     assert twin_x.max() == pytest.approx(float(x.max()) - CHAIR_TWIN_PLANE, abs=1e-6)  # the seat's front edge
+
+
+@pytest.mark.parametrize("name,stray", [("head", 0), ("house", 0), ("mug", 0), ("chair", 2), ("car", 23)])
+def test_in_the_benchmark_s_own_setting_the_back_does_not_look_frontal(name, stray):
+    """Under the prior ``bench janus`` builds (256 images at 32 px, elevations -10 to 60, p_front 0.5), the
+    reference's turntable views are labelled frontal near its front, and beyond 60 degrees from it in at most
+    ``stray`` of 120 views: none for the head, the house and the mug; two for the chair (at 129 and 132 degrees);
+    23 for the car, whose back (141 to 210 degrees) looks frontal at 32 px (BENCHMARKS.md, "More reference
+    objects"), so that a second front at the car's back is scored against a reference that has one there too."""
+    reference = None if name == "head" else reference_path(name)
+    base = bench_base_config(reference=reference, p_front=0.5)
+    prior = SyntheticPrior.from_config(base, torch.device("cpu"))
+    scene = builtin_head() if name == "head" else read_ply(reference)  # what bench janus scores against
+    views = render_images(scene, turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION), base.resolution,
+                          background=1.0)  # fmt: skip
+    flags = frontal_flags(nearest_prior_distances(views, prior.reference_images(0)), prior.azimuths)
+    azimuths = wrap_azimuth(torch.arange(TURNTABLE_VIEWS) * 360.0 / TURNTABLE_VIEWS).abs()
+    assert flags[azimuths < 20].all()
+    assert int(flags[azimuths > 60].sum()) == stray
