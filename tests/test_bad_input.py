@@ -166,6 +166,7 @@ def test_render_and_bench_do_not_reuse_an_output_directory(capsys, tmp_path):
         (["--psi-lr", "0"], "--psi-lr must be a number > 0, got 0"),
         (["--psi-lr", "nan"], "--psi-lr must be a number > 0, got nan"),
         (["--psi-steps", "0"], "--psi-steps must be at least 1, got 0"),
+        (["--psi-t-window", "-1"], "--psi-t-window must be at least 0, got -1"),
     ],
 )
 def test_bad_bench_options(capsys, tmp_path, flags, expected):

@@ -178,6 +178,8 @@ def test_bench_janus_end_to_end(tmp_path):
         "0.002",
         "--psi-steps",
         "2",
+        "--psi-t-window",
+        "50",
         "--out",
         str(out),
     ]
@@ -199,6 +201,9 @@ def test_bench_janus_end_to_end(tmp_path):
         out / "runs" / "sds-l0---s0" / "config.yaml"
     ).read_text()
     assert {r["psi_steps"] for r in runs} == {2} and "train_steps_per_iter: 2" in (
+        out / "runs" / "esd-l1-particle-s0" / "config.yaml"
+    ).read_text()
+    assert {r["psi_t_window"] for r in runs} == {50} and "timestep_window: 50" in (
         out / "runs" / "esd-l1-particle-s0" / "config.yaml"
     ).read_text()
     assert data["reference"]["face_count"] == 1  # the ground truth has one face
@@ -331,6 +336,9 @@ def test_results_header_names_the_learned_psi_s_settings_only_where_a_run_has_on
     text = results_markdown([sds, learned], runs, reference)
     assert "loss weighting prediction, learning rate 0.002 and 1 update per 3D step" in text
     assert "4 updates per 3D step" in results_markdown([sds, learned | {"psi_steps": 4}], runs, reference)
+    assert "trained at t within" not in text  # t ~ U[0, T): nothing to say
+    windowed = results_markdown([sds, learned | {"psi_t_window": 100}], runs, reference)
+    assert "trained at t within 100 of each step's distillation t" in windowed
     assert "no learned psi" in results_markdown([sds], runs[:1], reference)
     older = {k: v for k, v in learned.items() if k != "psi_lr"}  # a record made before --psi-lr existed
     assert "learning rate not recorded" in results_markdown([sds, older], runs, reference)

@@ -79,12 +79,14 @@ def bench_base_config(
     psi_loss_weighting: str | None = None,
     psi_lr: float | None = None,
     psi_steps: int | None = None,
+    psi_t_window: int | None = None,
 ) -> GenerateConfig:
     """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``,
     ``reference``, ``p_front``, the timestep schedule's name (``timesteps``: uniform, linear or dreamtime) and the
     learned psi's loss weighting (``psi_loss_weighting``: prediction or x0, eq. 3's omega(t)), learning rate
-    (``psi_lr``) and updates per 3D step (``psi_steps``) when given; with ``diagnose``, psi measured against the exact
-    scores; ``prior`` synthetic (exact) or synthetic-unet (fitted)."""
+    (``psi_lr``), updates per 3D step (``psi_steps``) and training timesteps' window (``psi_t_window``) when
+    given; with ``diagnose``, psi measured against the exact scores; ``prior`` synthetic (exact) or synthetic-unet
+    (fitted)."""
     base = synthetic_defaults(prior)
     if timesteps is not None:
         base = replace(base, timesteps=replace(base.timesteps, name=timesteps))
@@ -94,6 +96,8 @@ def bench_base_config(
         base = replace(base, psi=replace(base.psi, lr=psi_lr))
     if psi_steps is not None:
         base = replace(base, psi=replace(base.psi, train_steps_per_iter=psi_steps))
+    if psi_t_window is not None:
+        base = replace(base, psi=replace(base.psi, timestep_window=psi_t_window))
     synthetic = base.synthetic
     if reference is not None:
         synthetic = replace(synthetic, reference=(reference,))
@@ -202,6 +206,7 @@ def run_janus_benchmark(
                     "psi_loss_weighting": base.psi.loss_weighting,
                     "psi_lr": base.psi.lr,
                     "psi_steps": base.psi.train_steps_per_iter,
+                    "psi_t_window": base.psi.timestep_window,
                 }
                 with atomic_path(run_dir / RUN_RECORD) as tmp:
                     tmp.write_text(json.dumps({"config": run_settings(config), "record": record}, indent=1))
@@ -305,6 +310,8 @@ def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> st
         updates = learned.get("psi_steps", 1)  # records made before --psi-steps ran with one
         psi = f"learned psi's loss weighting {weighting}, learning rate {lr} and {updates} update"
         psi += "s per 3D step" if updates != 1 else " per 3D step"
+        if learned.get("psi_t_window") is not None:  # records made before --psi-t-window drew t from [0, T)
+            psi += f", trained at t within {learned['psi_t_window']} of each step's distillation t"
     lines = [
         f"Janus benchmark: {records[0]['steps']} steps per run, phi = {phi}, prior frontal share p_front = "
         f"{records[0]['p_front']}, {records[0].get('timesteps', 'uniform')} timestep schedule, "

@@ -53,6 +53,9 @@ class BenchArgs:
     (BENCHMARKS.md Finding 11 measures 3e-3)."""
     psi_steps: int | None = None
     """Learned psi updates per 3D step (generate's --psi.train-steps-per-iter). Default: generate's."""
+    psi_t_window: int | None = None
+    """Train the learned psi at t within this many timesteps of each step's distillation t (generate's
+    --psi.timestep-window). Default: generate's, t ~ U[0, T) as in the paper's Alg. 1."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"
@@ -109,6 +112,8 @@ def run_bench(args: BenchArgs) -> Path:
         raise UserError(f"--psi-lr must be a number > 0, got {args.psi_lr:g}")
     if args.psi_steps is not None and args.psi_steps < 1:
         raise UserError(f"--psi-steps must be at least 1, got {args.psi_steps}")
+    if args.psi_t_window is not None and args.psi_t_window < 0:
+        raise UserError(f"--psi-t-window must be at least 0, got {args.psi_t_window}")
     runs = bench_configs(args)
     device = pick_device(args.device)
     if (args.out / RESULTS).exists() and not args.overwrite:
@@ -128,6 +133,7 @@ def run_bench(args: BenchArgs) -> Path:
             args.psi_loss_weighting,
             args.psi_lr,
             args.psi_steps,
+            args.psi_t_window,
         )
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None
