@@ -31,7 +31,7 @@ from esd_gs.evaluation.objective import AZIMUTH_ONLY, scene_objective
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply
 from esd_gs.priors import SyntheticPrior
-from esd_gs.reference_objects import two_faced
+from esd_gs.reference_objects import TWIN_PLANES, two_faced
 
 
 def azimuth_limit(p_front: float, front_std: float) -> dict:
@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--azimuth-only", action="store_true", help="cameras at one elevation and field of view")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cameras and noise (every scene the same)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--twin-plane", type=float, default=None,
+                        help="x where the reference's front meets its back, the two-faced twin's mirror plane "
+                        "(default: reference_objects.TWIN_PLANES by the file's name, else 0)")  # fmt: skip
     args = parser.parse_args()
     for path in [args.reference, *args.scenes]:
         if path is not None and not path.is_file():
@@ -69,7 +72,10 @@ def main() -> None:
     names = [path.stem for path in args.scenes]
     if len(set(names)) != len(names) or {"reference", "two-faced twin"} & set(names):
         parser.error("--scenes need distinct file names, other than reference.ply")
-    scenes = {"reference": truth, "two-faced twin": two_faced(truth)}
+    plane = args.twin_plane
+    if plane is None:
+        plane = TWIN_PLANES.get(args.reference.stem, 0.0) if args.reference is not None else 0.0
+    scenes = {"reference": truth, "two-faced twin": two_faced(truth, plane)}
     scenes.update({path.stem: read_ply(path) for path in args.scenes})
     rows = []
     for p_front in args.p_front:

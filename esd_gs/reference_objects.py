@@ -262,7 +262,7 @@ def make_mug_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
 
 # -------------------------------------------------------------------------------------------------------- chair
 CUSHION, CHAIR_WOOD, CHAIR_BACK, BUTTON = (0.75, 0.12, 0.15), (0.40, 0.24, 0.10), (0.20, 0.55, 0.75), (1.0, 0.8, 0.2)
-SEAT_X, SEAT_Z, BACK_X, CHAIR_Y, BACK_TOP = (-0.22, 0.32), (-0.22, -0.08), (-0.34, -0.22), 0.30, 0.45
+SEAT_X, SEAT_Z, BACK_X, CHAIR_Y, BACK_TOP, ARM_TOP = (-0.22, 0.32), (-0.22, -0.08), (-0.34, -0.22), 0.30, 0.45, 0.12
 CHAIR_TWIN_PLANE = sum(BACK_X) / 2
 """The chair's front meets its back in the middle of the backrest: ``two_faced``'s mirror plane for it."""
 
@@ -286,7 +286,7 @@ def _paint_backrest(pts: Tensor) -> Tensor:
 
 def _paint_armrest(pts: Tensor) -> Tensor:
     colours = _plain(CHAIR_WOOD)(pts)
-    colours[pts[:, 2] > 0.119] = torch.tensor(CUSHION)  # a padded top
+    colours[pts[:, 2] > ARM_TOP - 1e-3] = torch.tensor(CUSHION)  # a padded top
     return colours
 
 
@@ -299,7 +299,8 @@ def make_chair_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
     parts += _box((b0, -y, z0), (b1, y, BACK_TOP), int(0.40 * num_gaussians), _paint_backrest, g)
     for side in (1, -1):
         lo, hi = sorted((side * (y - 0.08), side * (y + 0.02)))
-        parts += _box((x0, lo, z1), (x1 - 0.02, hi, 0.12), int(0.09 * num_gaussians), _paint_armrest, g, skip=("-z",))
+        parts += _box((x0, lo, z1), (x1 - 0.02, hi, ARM_TOP), int(0.09 * num_gaussians), _paint_armrest, g,
+                      skip=("-z",))  # fmt: skip
         for x in (x1 - 0.04, b0 + 0.04):
             parts += _box((x - 0.03, side * (y - 0.04) - 0.03, -0.45), (x + 0.03, side * (y - 0.04) + 0.03, z0),
                           int(0.03 * num_gaussians), _plain(CHAIR_WOOD), g, skip=("+z",))  # fmt: skip
@@ -313,6 +314,9 @@ REFERENCE_OBJECTS: dict[str, Callable[..., GaussianScene]] = {
     "chair": make_chair_scene,
 }
 """The procedural reference objects by name (the head is ``example.make_head_scene``)."""
+
+TWIN_PLANES: dict[str, float] = {"chair": CHAIR_TWIN_PLANE}
+"""Where each object's front meets its back, ``two_faced``'s ``plane_x``, by name; 0 for the others."""
 
 
 def reference_path(name: str) -> Path:
@@ -342,8 +346,8 @@ def mirror_x(scene: GaussianScene, plane_x: float = 0.0) -> GaussianScene:
 def two_faced(scene: GaussianScene, plane_x: float = 0.0) -> GaussianScene:
     """The Janus twin of a reference object (front +X): its front part (x >= ``plane_x``) kept, and its back part
     replaced by the front part reflected through x = ``plane_x``, so that it shows its front from azimuth 0 and from
-    azimuth 180. ``plane_x`` is where the object's front meets its back: 0 for the head, the car, the house and the
-    mug, the middle of the backrest (``CHAIR_TWIN_PLANE``) for the chair, whose front faces forward from behind x = 0.
+    azimuth 180. ``plane_x`` is where the object's front meets its back (``TWIN_PLANES``): 0 for the head, the car,
+    the house and the mug, the middle of the backrest for the chair, whose front faces forward from behind x = 0.
     The twin is moved by -``plane_x`` along x, so that its mirror plane lies at x = 0, the centre of the cameras'
     orbit. Used by ``benchmarks/objective_landscape.py`` to ask whether ESD's objective prefers a two-faced object."""
     front = GaussianScene({k: v.detach()[scene.params["means"][:, 0] >= plane_x] for k, v in scene.params.items()})

@@ -1,6 +1,6 @@
 """The procedural reference objects (car, house, mug, chair) beside the head: the shipped files are what the code
 builds, and on each shape the Janus metrics read the reference's own views as one face, find a turned copy at its
-offset, and call a copy with a second front Janus."""
+offset, and fail a copy with a second front (the chair's looks frontal all round)."""
 
 from pathlib import Path
 
@@ -13,13 +13,19 @@ from esd_gs.evaluation.janus import frontal_flags, janus_metrics, nearest_prior_
 from esd_gs.example import builtin_head, make_head_scene
 from esd_gs.io import read_ply
 from esd_gs.priors.synthetic import SyntheticPrior, biased_cameras
-from esd_gs.reference_objects import CHAIR_TWIN_PLANE, REFERENCE_OBJECTS, mirror_x, reference_path, two_faced
+from esd_gs.reference_objects import (
+    CHAIR_TWIN_PLANE,
+    REFERENCE_OBJECTS,
+    TWIN_PLANES,
+    mirror_x,
+    reference_path,
+    two_faced,
+)
 from esd_gs.render.views import render_images
 from esd_gs.scene import GaussianScene
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {"head": lambda: make_head_scene(), **{name: make for name, make in REFERENCE_OBJECTS.items()}}
-TWIN_PLANE = {"chair": CHAIR_TWIN_PLANE}  # where each object's front meets its back; 0 where not listed
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_OBJECTS))
@@ -41,10 +47,12 @@ def test_janus_metrics_on_each_reference_shape(name):
     assert 0.1 < own.frontal_fraction < 0.5  # a front, not a face all round
     turned = janus_metrics(torch.roll(views, 30, dims=0), views, prior_images, cams.azimuth)
     assert turned.best_offset_deg == pytest.approx(270.0) and turned.excess_faces == 0 and turned.side_accuracy == 1.0
-    twin = two_faced(scene, TWIN_PLANE.get(name, 0.0))
+    twin = two_faced(scene, TWIN_PLANES.get(name, 0.0))
     janus = janus_metrics(render_images(twin, turntable(120, elevation=15.0), 16), views, prior_images, cams.azimuth)
-    # a second front, or (the chair's twin, a two-seater) a front seen all round: either way the share is too high
-    assert janus.excess_faces >= 1 or janus.frontal_fraction == 1.0, janus
+    if name == "chair":  # its twin, a two-seater, looks frontal from every side: one front all round, not two
+        assert janus.frontal_fraction == 1.0, janus
+    else:
+        assert janus.excess_faces >= 1, janus
     assert janus.frontal_share_gap > 0.1 and janus.side_accuracy < 0.9, janus
 
 
@@ -105,4 +113,4 @@ def test_in_the_benchmark_s_own_setting_the_back_does_not_look_frontal(name, str
     flags = frontal_flags(nearest_prior_distances(views, prior.reference_images(0)), prior.azimuths)
     azimuths = wrap_azimuth(torch.arange(TURNTABLE_VIEWS) * 360.0 / TURNTABLE_VIEWS).abs()
     assert flags[azimuths < 20].all()
-    assert int(flags[azimuths > 60].sum()) == stray
+    assert int(flags[azimuths > 60].sum()) <= stray

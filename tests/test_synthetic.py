@@ -480,3 +480,30 @@ def test_psi_timestep_window_trains_psi_around_the_step_s_distillation_t(tmp_pat
         assert offsets.abs().max() > 100  # U[0, T)
     else:
         assert offsets.abs().max() <= window and len(torch.unique(offsets)) > 1
+
+
+def test_psi_draw_timesteps_default_and_window():
+    """draw_timesteps: without a window exactly Alg. 1's t ~ U[0, T) draw (the same numbers as before the option);
+    with one, each sample uniform in its own window around its distillation t, clipped to [0, T) without piling
+    up at the ends; w = 0 trains at t_d itself."""
+    from dataclasses import replace
+
+    from esd_gs.estimators import PsiConfig, build_estimator
+
+    prior = SyntheticPrior(torch.rand(4, 3, 8, 8) * 2 - 1, ["a head"], torch.zeros(4), torch.device("cpu"))
+    psi = build_estimator("synthetic", prior, PsiConfig(lr=1e-3))
+    drawn = psi.draw_timesteps(6, torch.full((6,), 500), torch.Generator().manual_seed(3), torch.device("cpu"))
+    assert torch.equal(drawn, torch.randint(0, 1000, (6,), generator=torch.Generator().manual_seed(3)))
+    centres = torch.tensor([0, 3, 500, 999]).repeat_interleave(5000)
+    psi.config = replace(psi.config, timestep_window=100)
+    t = psi.draw_timesteps(centres.numel(), centres, torch.Generator().manual_seed(0), torch.device("cpu"))
+    for centre in (0, 3, 500, 999):
+        own = t[centres == centre]
+        lo, hi = max(centre - 100, 0), min(centre + 100, 999)
+        assert own.min() == lo and own.max() == hi  # the whole clipped window, nothing outside it
+        assert float((own == lo).float().mean()) < 3.0 / (hi - lo + 1)  # uniform: no pile-up at a clipped end
+    psi.config = replace(psi.config, timestep_window=0)
+    assert torch.equal(psi.draw_timesteps(4, torch.tensor([7, 70, 700, 999]), None, torch.device("cpu")),
+                       torch.tensor([7, 70, 700, 999]))  # fmt: skip
+    with pytest.raises(ValueError, match="distillation timesteps"):
+        psi.draw_timesteps(4, None, None, torch.device("cpu"))

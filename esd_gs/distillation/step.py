@@ -133,14 +133,14 @@ class ScoreDistillation:
         latents: Tensor,
         cameras: Cameras,
         generator: torch.Generator | None = None,
-        timesteps: Tensor | None = None,
+        distill_t: Tensor | None = None,
     ) -> float | None:
         """psi's training on the detached latents (``ScoreEstimator.update``), told this step's distillation
-        ``timesteps``; None for SDS and for an estimator that does not train. Returns the last loss."""
+        timesteps ``distill_t``; None for SDS and for an estimator that does not train. Returns the last loss."""
         if self.psi is None or not self.psi.trains:
             return None
         embedding = cameras.embedding().to(latents.device)
-        return self.psi.update(latents, self.text.plain, embedding, generator, timesteps)
+        return self.psi.update(latents, self.text.plain, embedding, generator, distill_t)
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

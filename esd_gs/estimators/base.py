@@ -52,9 +52,9 @@ class PsiConfig:
     train_steps_per_iter: int = 1
     """psi updates per 3D step."""
     timestep_window: int | None = None
-    """Which t psi trains at: None = t ~ U[0, T) (Alg. 1, ProlificDreamer); w = t ~ U[t_d - w, t_d + w] (clipped to
-    [0, T)) around each sample's distillation timestep t_d of this step, so that psi is trained where the update
-    reads it (BENCHMARKS.md, Finding 15)."""
+    """Which t psi trains at: None = t ~ U[0, T) (Alg. 1, ProlificDreamer); w = t uniform in [t_d - w, t_d + w]
+    clipped to [0, T), around each sample's distillation timestep t_d of this step, so that psi is trained where the
+    update reads it (BENCHMARKS.md, Finding 15)."""
     loss_weighting: LossWeighting = "prediction"
     """omega(t) of psi's denoising loss (eq. 3): prediction (the MSE to the network's own target, eps or v, as
     ProlificDreamer trains its LoRA) or x0 (the MSE of the clean image psi implies: the same weight at every t, so the
@@ -127,11 +127,11 @@ class ScoreEstimator(ABC):
         text: Tensor,
         cameras: Tensor,
         generator: torch.Generator | None = None,
-        timesteps: Tensor | None = None,
+        distill_t: Tensor | None = None,
     ) -> float | None:
         """psi's training on this step's detached latents [B, C, h, w] and camera embeddings [B, 16], after theta's
-        update (Alg. 1), with the step's distillation timesteps [B] (``PsiConfig.timestep_window``); returns the last
-        loss, or None when it does not train."""
+        update (Alg. 1), told the step's distillation timesteps ``distill_t`` [B] (``PsiConfig.timestep_window``);
+        returns the last loss, or None when it does not train."""
         return None
 
     @abstractmethod

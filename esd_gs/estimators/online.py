@@ -106,26 +106,31 @@ class OnlineEstimator(ScoreEstimator):
         text: Tensor,
         cameras: Tensor,
         generator: torch.Generator | None = None,
-        timesteps: Tensor | None = None,
+        distill_t: Tensor | None = None,
     ) -> float:
         """``config.train_steps_per_iter`` training steps on this step's renders; returns the last loss."""
         loss = None
         for _ in range(self.config.train_steps_per_iter):
-            loss = self.train_step(latents, text, cameras, generator, timesteps)
+            loss = self.train_step(latents, text, cameras, generator, distill_t)
         return loss
 
     def draw_timesteps(
-        self, batch: int, around: Tensor | None, generator: torch.Generator | None, device: torch.device
+        self, batch: int, distill_t: Tensor | None, generator: torch.Generator | None, device: torch.device
     ) -> Tensor:
-        """psi's training timesteps [batch] on ``device``: U[0, T), or with ``config.timestep_window`` w and the
-        step's distillation timesteps ``around`` [batch], U[t_d - w, t_d + w] clipped to [0, T)."""
+        """psi's training timesteps [batch] on ``device``: t ~ U[0, T) (Alg. 1); or, with ``config.timestep_window``
+        w, each sample's t ~ U[max(t_d - w, 0), min(t_d + w, T - 1)] around its distillation timestep t_d
+        (``distill_t`` [batch]), uniform inside the window clipped to [0, T)."""
         gen_device = generator.device if generator is not None else device
         num_train, window = self.prior.num_train_timesteps, self.config.timestep_window
-        if window is None or around is None:
+        if window is None:
             timesteps = torch.randint(0, num_train, (batch,), generator=generator, device=gen_device)
             return timesteps.to(device)
-        offset = torch.randint(-window, window + 1, (batch,), generator=generator, device=gen_device)
-        return (around.to(gen_device).long() + offset).clamp(0, num_train - 1).to(device)
+        if distill_t is None:
+            raise ValueError("psi.timestep_window needs the step's distillation timesteps (distill_t)")
+        centre = distill_t.to(gen_device).long()
+        lo, hi = (centre - window).clamp(min=0), (centre + window).clamp(max=num_train - 1)
+        u = torch.rand((batch,), generator=generator, device=gen_device)
+        return (lo + (u * (hi - lo + 1).float()).long().clamp(max=hi - lo)).to(device)
 
     def train_step(
         self,
@@ -133,14 +138,15 @@ class OnlineEstimator(ScoreEstimator):
         text: Tensor,
         cameras: Tensor,
         generator: torch.Generator | None = None,
-        around: Tensor | None = None,
+        distill_t: Tensor | None = None,
     ) -> float:
         """One update (module docstring) on detached latents [B, C, h, w] with camera embeddings [B, 16] (and the
-        step's distillation timesteps ``around``, which only ``config.timestep_window`` reads); returns the loss."""
+        step's distillation timesteps ``distill_t`` [B], which only ``config.timestep_window`` reads); returns the
+        loss."""
         latents = latents.detach().float()
         batch = latents.shape[0]
         gen_device = generator.device if generator is not None else latents.device
-        timesteps = self.draw_timesteps(batch, around, generator, latents.device)
+        timesteps = self.draw_timesteps(batch, distill_t, generator, latents.device)
         noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(latents.device)
         drop = bool(torch.rand((), generator=generator, device=gen_device) < self.config.p_null_camera)
         self.null_rate_counter[0] += int(drop)
