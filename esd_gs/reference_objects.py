@@ -1,4 +1,5 @@
-"""Procedural reference objects for the Janus benchmark besides the head: a toy car, a house, a mug and an armchair.
+"""Procedural reference objects for the Janus benchmark besides the head: a toy car, a house, a mug, an armchair and
+a penguin.
 
 Each has a clearly distinct front (+X) and back (-X) and a different shape, so that the benchmark's metrics and
 methods are measured on more than one kind of object:
@@ -11,7 +12,9 @@ methods are measured on more than one kind of object:
 - **mug**: a white cylinder; a red round logo at the front, the handle at the back, coffee on top;
 - **chair**: an armchair, concave where the others are convex: a red cushion on the seat and on the front of a tall
   backrest (three gold buttons), dark wooden legs and armrests, and blue fabric across the back of the backrest
-  (a colour no other view shows, so that the benchmark's nearest-image classifier tells the back from the front).
+  (a colour no other view shows, so that the benchmark's nearest-image classifier tells the back from the front);
+- **penguin**: a tall egg-shaped body and a round head, black at the back and sides, a white belly and face at the
+  front, an orange beak and feet, black flippers.
 
 Like the head (``example.py``), every surface is a set of flat, opaque Gaussians (disks) tangent to it, with a soft
 diffuse light baked into the colours; axes are esd-gs's world (+Z up, front +X). ``scripts/make_reference_assets.py``
@@ -28,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .example import LIGHT, Part, _disk_quats
+from .example import LIGHT, Part, _blob, _disk_quats, _ellipsoid_area, _ellipsoid_shell, _spacing
 from .scene import GaussianScene
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "references"
@@ -307,11 +310,41 @@ def make_chair_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
     return _finish(parts)
 
 
+# ------------------------------------------------------------------------------------------------------ penguin
+PENGUIN_BLACK, PENGUIN_WHITE, PENGUIN_ORANGE = (0.08, 0.08, 0.12), (0.95, 0.95, 0.95), (0.95, 0.55, 0.10)
+BODY_CENTRE, BODY_AXES = (0.0, 0.0, -0.12), (0.26, 0.28, 0.36)
+PENGUIN_HEAD_CENTRE, PENGUIN_HEAD_AXES = (0.02, 0.0, 0.33), (0.17, 0.17, 0.16)
+
+
+def _penguin_shell(n: int, centre, axes, belly: Callable[[Tensor], Tensor], g: torch.Generator) -> Part:
+    """An ellipsoid, black but where ``belly(u)`` (unit-sphere coordinates [n, 3]) marks it white."""
+    pts, normals, u = _ellipsoid_shell(n, centre, axes, g)
+    colours = torch.where(belly(u)[:, None], torch.tensor(PENGUIN_WHITE), torch.tensor(PENGUIN_BLACK))
+    return pts, normals, colours, torch.full((n,), _spacing(_ellipsoid_area(axes), n))
+
+
+def make_penguin_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
+    """A penguin, belly, face, beak and feet at the front (+X) (module docstring), deterministic for ``seed``,
+    within radius 0.5."""
+    g = torch.Generator().manual_seed(seed)
+    n = num_gaussians
+    body = _penguin_shell(int(0.47 * n), BODY_CENTRE, BODY_AXES, lambda u: (u[:, 0] > 0.35) & (u[:, 2] < 0.8), g)
+    face = lambda u: (u[:, 0] > 0.3) & (u[:, 2] < 0.55)  # noqa: E731 (the white of the face, under the crown)
+    head = _penguin_shell(int(0.25 * n), PENGUIN_HEAD_CENTRE, PENGUIN_HEAD_AXES, face, g)
+    parts = [body, head, _blob(int(0.04 * n), (0.20, 0.0, 0.30), (0.07, 0.035, 0.03), PENGUIN_ORANGE, g)]
+    for side in (1, -1):
+        parts.append(_blob(int(0.015 * n), (0.15, side * 0.07, 0.37), (0.012, 0.025, 0.025), PENGUIN_BLACK, g))
+        parts.append(_blob(int(0.045 * n), (0.08, side * 0.11, -0.47), (0.10, 0.06, 0.02), PENGUIN_ORANGE, g))
+        parts.append(_blob(int(0.06 * n), (-0.02, side * 0.29, -0.10), (0.07, 0.025, 0.20), PENGUIN_BLACK, g))
+    return _finish(parts)
+
+
 REFERENCE_OBJECTS: dict[str, Callable[..., GaussianScene]] = {
     "car": make_car_scene,
     "house": make_house_scene,
     "mug": make_mug_scene,
     "chair": make_chair_scene,
+    "penguin": make_penguin_scene,
 }
 """The procedural reference objects by name (the head is ``example.make_head_scene``)."""
 
