@@ -1,7 +1,7 @@
 """Plot ESD's objective along runs started at the reference object: KL(q_t || p_t) at each t against the training
 step, the bracket (leave-one-out to contrastive estimate) as a band, one panel per run.
 
-    .venv/bin/python benchmarks/plot_objective.py benchmarks/results/finding13/objective_mug_trace_learned.json \
+    .venv/bin/python research/scripts/plot_objective.py research/results/finding13/objective_mug_trace_learned.json \
         --labels "learned psi" --out /tmp/objective_trace.png
 
 Reads ``objective_landscape.py``'s JSON for scenes named ``reference`` and ``*-step<k>`` (``fixed_point.py

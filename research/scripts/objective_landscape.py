@@ -1,7 +1,7 @@
 """Which scene does ESD's objective prefer? Theorem 1's KL terms, with exact densities, for a reference object, its
 two-faced twin and any other scenes (e.g. where runs ended), under the synthetic prior at several biases.
 
-    .venv/bin/python benchmarks/objective_landscape.py --reference assets/references/house.ply --p-front 0.5 0.0 \
+    .venv/bin/python research/scripts/objective_landscape.py --reference assets/references/house.ply --p-front 0.5 0.0 \
         --scenes /tmp/scenes/esd-learned-p0.5.ply --json objective_house.json
 
 Each scene's J(theta, 1) (the marginal KL, bracketed by its lower and upper estimates) and J(theta, 0) (SDS's

@@ -8,7 +8,7 @@ rendered-image marginal q and the prior p, Theorem 1; its optimum is q = p, not 
 its estimator's error: ``objective_landscape.py`` tells which, by measuring that objective at the scenes the run
 passed through (BENCHMARKS.md Finding 13).
 
-    .venv/bin/python benchmarks/fixed_point.py --reference assets/references/house.ply --p-front 0.5 0.0 \
+    .venv/bin/python research/scripts/fixed_point.py --reference assets/references/house.ply --p-front 0.5 0.0 \
         --methods sds esd-particle esd-learned --json fixed_point_house.json
 """
 

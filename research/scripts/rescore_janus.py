@@ -4,8 +4,8 @@ for runs of ``generate``. Takes .ply files (keyed by file name, read with -Y up)
 name: their ``scene.ply``, read with the run's ``--output.up``); prints the scores as JSON. The reference is not read
 from a run folder: pass the one it ran with.
 
-    .venv/bin/python benchmarks/rescore_janus.py benchmarks/results/janus-p0.5-after-renovation/scenes/*.ply
-    .venv/bin/python benchmarks/rescore_janus.py runs/car-s0 runs/car-s1 --reference assets/references/car.ply
+    .venv/bin/python research/scripts/rescore_janus.py research/results/janus-p0.5-after-renovation/scenes/*.ply
+    .venv/bin/python research/scripts/rescore_janus.py runs/car-s0 runs/car-s1 --reference assets/references/car.ply
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 loads it from the cache), then reports its noise prediction's error against the exact prior's over t, and draws
 samples of both side by side (DDIM, 50 steps) with the share of samples whose nearest prior image is frontal.
 
-    .venv/bin/python benchmarks/synthetic_unet_fit.py --json benchmarks/results/synthetic-unet/fit.json \
-        --png benchmarks/results/synthetic-unet/samples.png
+    .venv/bin/python research/scripts/synthetic_unet_fit.py --json research/results/synthetic-unet/fit.json \
+        --png research/results/synthetic-unet/samples.png
 """
 
 from __future__ import annotations

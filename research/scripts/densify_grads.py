@@ -10,9 +10,9 @@ actually thresholds: each Gaussian's mean norm over the steps it was visible, wi
 candidate thresholds (the share that one refinement would clone or split).
 
     # the synthetic prior (CPU, a minute):
-    .venv/bin/python benchmarks/densify_grads.py --prior synthetic --steps 60
+    .venv/bin/python research/scripts/densify_grads.py --prior synthetic --steps 60
     # any diffusers Stable Diffusion folder, e.g. the full-size random-weight one gpu_acceptance.py builds:
-    .venv/bin/python benchmarks/densify_grads.py --model DIR --method esd --steps 8 --out grads.json
+    .venv/bin/python research/scripts/densify_grads.py --model DIR --method esd --steps 8 --out grads.json
 
 Every other ``esd-gs generate`` option can follow as ``--set KEY=VALUE`` pairs (e.g. ``--set resolution=256``).
 """

@@ -2,8 +2,8 @@
 reference object's own share and the share of the prior's images that look at the front (what ESD with lambda = 1
 matches when it matches the marginal q = p).
 
-    .venv/bin/python benchmarks/plot_fixed_point.py benchmarks/results/finding12/fixed_point_*.json \
-        --out benchmarks/results/finding12/fixed_point.png
+    .venv/bin/python research/scripts/plot_fixed_point.py research/results/finding12/fixed_point_*.json \
+        --out research/results/finding12/fixed_point.png
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ measures, on fresh renders of saved scenes at the training cameras, for t = 100 
 - ``ratio``: phi_error / bracket (above 1: the particle bracket on the UNet is mostly phi's error);
 - ``cosine``: between the particle bracket on the UNet (eps_unet - eps_bank) and the wanted one.
 
-    R=benchmarks/results/janus-synthetic-unet
-    .venv/bin/python benchmarks/phi_error_vs_bracket.py ball assets/head.ply $R/scenes/*.ply \
+    R=research/results/janus-synthetic-unet
+    .venv/bin/python research/scripts/phi_error_vs_bracket.py ball assets/head.ply $R/scenes/*.ply \
         --json $R/phi_error_vs_bracket.json
 """
 

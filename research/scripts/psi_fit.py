@@ -5,7 +5,7 @@ exactly as the generate loop does (``ScoreDistillation.update_psi``: same batch,
 measures its error against the exact scores every ``--every`` updates. Separates what psi can learn (capacity,
 learning rate, dropout, timestep sampling) from the lag behind a moving scene.
 
-    .venv/bin/python benchmarks/psi_fit.py --scene runs/demo/scene.ply --updates 1200 --set psi.lr=1e-3
+    .venv/bin/python research/scripts/psi_fit.py --scene runs/demo/scene.ply --updates 1200 --set psi.lr=1e-3
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ front mirrored onto the back). A run whose back views are closer to the referenc
 front there. Used for the car, whose back looks frontal to the benchmark's 32 px classifier (BENCHMARKS.md,
 Finding 15).
 
-    .venv/bin/python benchmarks/twin_check.py --reference assets/references/car.ply RUN_DIR [RUN_DIR ...]
+    .venv/bin/python research/scripts/twin_check.py --reference assets/references/car.ply RUN_DIR [RUN_DIR ...]
 """
 
 import argparse
