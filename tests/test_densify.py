@@ -66,7 +66,8 @@ def test_cap_removes_the_least_opaque_and_degenerate_ones_go():
 
 
 def test_growth_threshold_defaults_by_method_and_an_explicit_one_is_kept(tmp_path):
-    """SDS's CFG-100 gradients are ~10x VSD/ESD's (BENCHMARKS.md), so the unset threshold follows the method."""
+    """SDS's CFG-100 gradients are ~10x VSD/ESD's (research/janus.md, Appendix B): the unset threshold follows
+    the method."""
     from esd_gs.cli.main import parse_args
     from esd_gs.training.densify import GRAD_THRESHOLD
     from esd_gs.training.trainer import Trainer

@@ -107,7 +107,7 @@ def test_in_the_benchmark_s_own_setting_the_metrics_see_a_second_front(name, str
     reference's turntable views are labelled frontal near its front, and beyond 60 degrees from it in at most
     ``stray`` of 120 views; and its two-faced twin fails the target (an excess face, or a share more than 0.1 above
     the reference's). The car is the exception: its back (141 to 210 degrees) looks frontal at 32 px, and its twin
-    passes as one-faced (BENCHMARKS.md, Finding 15), so a car run's "one face" is not evidence against Janus."""
+    passes as one-faced (research/janus.md, Finding 15), so a car run's "one face" is not evidence against Janus."""
     reference = None if name == "head" else reference_path(name)
     base = bench_base_config(reference=reference, p_front=0.5)
     prior = SyntheticPrior.from_config(base, torch.device("cpu"))

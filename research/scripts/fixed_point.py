@@ -6,7 +6,7 @@ keeps the scene at each of those steps, for ``objective_landscape.py``). A run t
 truth is pulled away either by the objective (with lambda = 1, ESD minimises E_t KL(q_t || p_t) between the
 rendered-image marginal q and the prior p, Theorem 1; its optimum is q = p, not the object when p_front > 0) or by
 its estimator's error: ``objective_landscape.py`` tells which, by measuring that objective at the scenes the run
-passed through (BENCHMARKS.md Finding 13).
+passed through (research/janus.md, Finding 13).
 
     .venv/bin/python research/scripts/fixed_point.py --reference assets/references/house.ply --p-front 0.5 0.0 \
         --methods sds esd-particle esd-learned --json fixed_point_house.json

@@ -3,7 +3,7 @@
 For each turntable view within 45 degrees of the back (azimuth 135 to 225, after the run's aligned offset), compare
 the run's render with the reference's view there and with its two-faced twin's (``reference_objects.two_faced``: the
 front mirrored onto the back). A run whose back views are closer to the reference's than to the twin's has no second
-front there. Used for the car, whose back looks frontal to the benchmark's 32 px classifier (BENCHMARKS.md,
+front there. Used for the car, whose back looks frontal to the benchmark's 32 px classifier (research/janus.md,
 Finding 15).
 
     .venv/bin/python research/scripts/twin_check.py --reference assets/references/car.ply RUN_DIR [RUN_DIR ...]
