@@ -11,7 +11,7 @@ Conventions (one of each, used everywhere in esd-gs):
 - **Pixels**: pinhole intrinsics ``K = [[f, 0, W/2], [0, f, H/2], [0, 0, 1]]`` with ``f = H / (2 tan(fovy / 2))``;
   pixel (i, j) has its centre at (j + 0.5, i + 0.5), as in gsplat.
 - **Camera embedding** (the condition of the LoRA estimator psi): the 4x4 ``c2w`` above flattened row-major to
-  ``EMBEDDING_SIZE`` = 16 numbers, no normalisation; the null camera is the zero vector (``null_embedding``, DESIGN.md).
+  ``EMBEDDING_SIZE`` = 16 numbers, no normalisation; the null camera is the zero vector (``null_embedding``).
 - **Azimuths** are reported in [-180, 180) (``wrap_azimuth``).
 """
 
@@ -103,7 +103,7 @@ class Cameras:
         return K
 
     def embedding(self) -> Tensor:
-        """[B, 16] camera condition for psi: ``c2w`` flattened row-major (DESIGN.md)."""
+        """[B, 16] camera condition for psi: ``c2w`` flattened row-major (see the module docstring)."""
         return self.c2w.reshape(len(self), EMBEDDING_SIZE)
 
 

@@ -66,7 +66,7 @@ def nearest_neighbour_distance(points: Tensor, chunk: int = 2048) -> Tensor:
 
 @dataclass
 class BallInit:
-    """Random points in a ball: the usual start for text-to-3D with Gaussians (DESIGN.md)."""
+    """The initial Gaussians: random points in a ball at the origin (the usual start for text-to-3D)."""
 
     num_points: int = 4096
     """Number of Gaussians."""

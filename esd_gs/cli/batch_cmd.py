@@ -17,30 +17,36 @@ from .common import ensure_writable_dir
 
 @dataclass
 class BatchArgs:
-    """Run many generate jobs (prompts x methods x seeds) on Ray: locally (all GPUs, or CPUs) or on a cluster.
-    Each job gets its own run directory under --out; re-running the same command skips finished jobs and resumes
-    interrupted ones; a failing job is recorded with its reason and the others go on; Ctrl-C lets running jobs
-    save a checkpoint. Writes batch.json, index.md and index.html (a gallery)."""
+    """Run many generate jobs (prompts x methods x seeds) on Ray, here or on a cluster.
 
+    Running it again skips finished jobs and resumes interrupted ones.
+
+    Writes one run directory per job, batch.json and a gallery (index.html).
+
+    For example:
+      esd-gs batch prompts.txt --out runs/library --methods sds,vsd,esd --seeds 3
+      esd-gs batch prompts.txt --out runs/library --address auto
+    """
+
+    # A YAML / JSON job is a prompt, or a mapping of prompt and any generate setting, as in a preset.
     jobs: tyro.conf.Positional[Path]
-    """Job file: text (one prompt a line, # comments) or YAML / JSON (a list of prompts or of mappings with prompt
-    and any generate setting, as in a preset)."""
+    """Job file: text (one prompt a line, # comments) or a YAML / JSON list of prompts or of generate settings."""
     out: Path = Path("runs/batch")
     """Output directory: one run directory per job, batch.json, index.md, index.html."""
     config: Path | None = None
     """A generate preset (configs/*.yaml) every job starts from."""
     prior: Literal["sd", "synthetic", "synthetic-unet"] | None = None
-    """The prior of every job that does not set its own (default: generate's, Stable Diffusion)."""
+    """The prior of every job that does not set its own; None = generate's (Stable Diffusion)."""
     methods: tuple[str, ...] = ()
     """Run each job with each of these methods (space- or comma-separated: sds, vsd, esd); empty: each job's own."""
     seeds: int | None = None
-    """Run each job with seeds 0 .. N-1; default: each job's own seed, once."""
+    """Run each job with seeds 0 .. N-1; None = each job's own seed, once."""
     steps: int | None = None
-    """Steps of every job (default: each job's own)."""
+    """Steps of every job; None = each job's own."""
     address: str | None = None
-    """Ray cluster to join ('auto', 'ray://host:10001' or 'host:6379'); default: start Ray on this machine."""
+    """Ray cluster to join ('auto', 'ray://host:10001' or 'host:6379'); None = start Ray on this machine."""
     workers: int | None = None
-    """Workers: default one per GPU, or 1 on CPUs (each gets an equal share of the cores)."""
+    """Workers; None = one per GPU, or 1 on CPUs (each gets an equal share of the cores)."""
     evaluate: bool = False
     """Evaluate every finished job (esd-gs evaluate; the --eval.* options) and put its metrics in the gallery."""
     eval: EvalConfig = field(default_factory=EvalConfig)

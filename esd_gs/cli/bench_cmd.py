@@ -19,7 +19,14 @@ from .common import ensure_writable_dir, pick_device
 
 @dataclass
 class BenchArgs:
-    """Measure the Janus problem: SDS vs VSD vs ESD on the offline synthetic prior (known ground truth)."""
+    """Measure the Janus problem: SDS vs VSD vs ESD on the offline synthetic prior.
+
+    The prior is made of renders of a known object, so each run has a ground truth.
+
+    For example:
+      esd-gs bench janus --seeds 3
+      esd-gs bench janus --methods sds,esd --lambdas 1.0 --timesteps dreamtime
+    """
 
     which: tyro.conf.Positional[Literal["janus"]]
     """The benchmark to run (janus)."""
@@ -32,40 +39,36 @@ class BenchArgs:
     seeds: int = 3
     """Number of seeds (0 .. seeds-1) per configuration."""
     steps: int | None = None
-    """Steps per run (default: generate's synthetic default)."""
+    """Steps per run; None = generate's default for the synthetic prior."""
     reference: Path | None = None
-    """Reference 3DGS .ply (-Y up); default the built-in head."""
+    """Reference 3DGS .ply (-Y up); None = the built-in head."""
     p_front: float | None = None
-    """Share of frontal images in the prior (default: the default of generate's --synthetic.p-front)."""
+    """Share of frontal images in the prior; None = the default of generate's --synthetic.p-front."""
+    # synthetic-unet's learned psi is the LoRA + camera MLP of Stable Diffusion runs.
     prior: Literal["synthetic", "synthetic-unet"] = "synthetic"
-    """phi: the exact-score prior, or a small UNet fitted to its images (fitted once and cached; its learned psi is
-    the LoRA + camera MLP of Stable Diffusion runs). Every run is scored against the exact prior's images."""
+    """phi: the exact prior, or a UNet fitted to its images (cached); every run is scored against the exact one."""
+    # uniform: t ~ U[t_min, t_max], t_max lowered after a fifth of the run; dreamtime: DreamTime's deterministic,
+    # decreasing t (the paper's Fig. 3).
     timesteps: ScheduleName = "uniform"
-    """Timestep schedule of every run: uniform (generate's default: t ~ U[t_min, t_max], t_max lowered after a fifth
-    of the run), linear (t_max lowered linearly) or dreamtime (DreamTime's deterministic, decreasing t; the paper's
-    Fig. 3)."""
+    """Timestep schedule: uniform (generate's default), linear (t_max lowered linearly) or dreamtime."""
+    # generate's: x0 with the exact prior, prediction with the fitted UNet (configs.generate.synthetic_defaults).
     psi_loss_weighting: LossWeighting | None = None
-    """omega(t) of the learned psi's denoising loss (eq. 3; generate's --psi.loss-weighting): prediction (the MSE to
-    the network's own target) or x0 (the MSE of the clean image psi implies; BENCHMARKS.md Finding 10). Default:
-    generate's, x0 with the exact prior, prediction with the fitted UNet."""
+    """omega(t) of the learned psi's loss (as generate's --psi.loss-weighting); None = generate's for the prior."""
     psi_lr: float | None = None
-    """AdamW learning rate of the learned psi (generate's --psi.lr). Default: generate's, 1e-3 with either prior
-    (BENCHMARKS.md Finding 11 measures 3e-3)."""
+    """AdamW learning rate of the learned psi (as generate's --psi.lr); None = generate's, 1e-3 with either prior."""
     psi_steps: int | None = None
-    """Learned psi updates per 3D step (generate's --psi.train-steps-per-iter). Default: generate's."""
+    """Learned psi updates per 3D step (as generate's --psi.train-steps-per-iter); None = generate's."""
     psi_t_window: int | None = None
-    """Train the learned psi at t within this many timesteps of each step's distillation t (generate's
-    --psi.timestep-window). Default: generate's, t ~ U[0, T) as in the paper's Alg. 1."""
+    """Train the learned psi within this many timesteps of each distillation t; None = generate's, t ~ U[0, T)."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"
     """auto, cpu or cuda."""
+    # Without it, an interrupted benchmark continues: the runs it finished with the same settings are kept.
     overwrite: bool = False
-    """Replace the results and runs of an earlier benchmark in --out. Without it, an interrupted benchmark
-    continues: the runs it finished with the same settings are kept."""
+    """Replace the results and runs of an earlier benchmark in --out (else an interrupted one continues)."""
     diagnose: bool = False
-    """Measure each run's psi against the exact scores (psi_error.png in the directory of each run that has a psi,
-    not SDS; slower)."""
+    """Measure each run's psi against the exact scores (psi_error.png in each run that has a psi; slower)."""
 
 
 def _split(values: tuple[str, ...]) -> list[str]:

@@ -15,16 +15,23 @@ from ..evaluation.models import EvalModels
 from ..render import UserBackend, resolve_backend
 from .common import ensure_writable_dir, pick_device
 from .evaluate_cmd import targets_of
+from .help import PATHS
 
 
 @dataclass
 class CompareArgs:
-    """Put runs side by side (e.g. SDS vs VSD vs ESD on one prompt and seed): compare.md (a markdown table of every
-    metric of ``esd-gs evaluate``), compare.png (one turntable strip per run, its metrics beside it) and
-    compare.json. Runs already evaluated with the same settings are reused; the others are evaluated first (their
-    eval.json lands in their own directory)."""
+    """Put runs side by side: a table of their metrics and a figure of their views.
 
-    runs: tyro.conf.Positional[tuple[Path, ...]]
+    Writes compare.md, compare.png and compare.json to --out.
+
+    Runs not yet evaluated with these settings are evaluated first.
+
+    For example:
+      esd-gs compare runs/sds runs/vsd runs/esd --out runs/compare
+      esd-gs compare a.ply b.ply --prompt "a head" --out runs/compare-heads
+    """
+
+    runs: Annotated[tuple[Path, ...], tyro.conf.Positional, PATHS]
     """Run directories and/or 3DGS .ply files, in the order of the table."""
     out: Path
     """Directory for compare.md, compare.png and compare.json."""

@@ -28,21 +28,28 @@ RUN_DISK_GIB = 1.0
 """Disk a run directory needs at most with the default cap (checkpoint of 200k Gaussians with Adam state, videos)."""
 WORKING_GIB_PER_512_VIEW = 4.0
 """Rough activation memory per 512-px view in a VSD/ESD step (VAE encode with gradient, the UNet passes, psi's
-training pass), on top of the weights. An estimate, not yet measured on a GPU (BENCHMARKS.md)."""
+training pass), on top of the weights. A rough estimate, not a measurement."""
 
 
 @dataclass
 class DoctorArgs:
-    """Check what `esd-gs generate` would use on this machine and what is wrong, one line each (no downloads of
-    weights). Exit code 0 when a run can start, 1 otherwise."""
+    """Check what esd-gs generate would use on this machine, and what is wrong.
+
+    One line per check, no downloads; exit code 0 when a run can start, 1 otherwise.
+
+    For example:
+      esd-gs doctor
+      esd-gs doctor --config configs/vsd.yaml
+      esd-gs doctor --prior synthetic-unet
+    """
 
     model: str | None = None
-    """phi's model to check: a family (sd2.1-base, sd2.1, sd1.5), a Hub id or a folder (default: the preset's)."""
+    """phi's model to check: a family (sd2.1-base, sd2.1, sd1.5), a Hub id or a folder; None = the preset's."""
     config: Path | None = None
     """A generate preset (e.g. configs/esd.yaml) whose model, precision, size and psi mode the checks are sized for."""
+    # synthetic-unet's UNet is fitted on the first run and cached.
     prior: Literal["sd", "synthetic", "synthetic-unet"] = "sd"
-    """The prior the run would use: sd, synthetic (needs no model) or synthetic-unet (needs no download; its UNet is
-    fitted on the first run and cached)."""
+    """The prior the run would use: sd, synthetic (needs no model) or synthetic-unet (needs no download)."""
     out: Path = Path("runs")
     """Where run directories would be written (its free disk space is checked)."""
 
@@ -199,7 +206,7 @@ def check_fitted_unets(report: Report, cache: Path) -> None:
             "ok",
             "phi",
             f"the fitted synthetic UNet needs no download: none fitted in {cache} yet, the first run fits one "
-            "(about 15 minutes on 2 CPU cores, BENCHMARKS.md)",
+            "(about 15 minutes on 2 CPU cores)",
         )
 
 

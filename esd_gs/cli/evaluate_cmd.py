@@ -24,21 +24,29 @@ from ..evaluation.report import summary_lines
 from ..progress import make_progress
 from ..render import UserBackend, resolve_backend
 from .common import ensure_writable_dir, pick_device
+from .help import PATHS
 
 
 @dataclass
 class EvaluateArgs:
-    """Score runs or 3DGS .ply scenes over 120 turntable views: CLIP similarity to the prompt, FID against the
-    prior's own samples, IQ / IV (paper eq. 10) and an automatic Janus measure (frontal share and frontal arcs);
-    synthetic-prior runs also get the Janus benchmark's ground truth. Writes eval.json and eval.png per target."""
+    """Score runs or 3DGS .ply scenes over turntable views.
 
-    targets: tyro.conf.Positional[tuple[Path, ...]]
+    Metrics: CLIP similarity, FID, IQ / IV (paper eq. 10) and a Janus measure.
+
+    Writes eval.json and eval.png; synthetic-prior runs get a ground truth too.
+
+    For example:
+      esd-gs evaluate runs/a-plush-dragon-toy-esd
+      esd-gs evaluate scene.ply --prompt "a head"
+    """
+
+    targets: Annotated[tuple[Path, ...], tyro.conf.Positional, PATHS]
     """Run directories (their scene.ply and config.yaml) and/or 3DGS .ply files."""
     prompt: str | None = None
     """What the scenes show: needed for a .ply; when given, it replaces every run's own prompt too."""
+    # With several targets, --out gets one sub-folder per target.
     out: Path | None = None
-    """Output directory. Default: each run directory itself, or <stem>-eval/ beside a .ply. With several targets,
-    one sub-folder per target inside it."""
+    """Output directory; None = each run directory itself, or <stem>-eval/ beside a .ply."""
     eval: Annotated[EvalConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=EvalConfig)
     device: str = "auto"
     """auto (CUDA if available), cpu or cuda."""

@@ -16,15 +16,24 @@ from ..progress import console
 
 @dataclass
 class ExportArgs:
-    """Convert a 3DGS .ply to a viewer-ready .ply (chosen up axis, optional SH padding), an antimatter15 .splat, a
-    standalone .html page that shows the splats in a browser offline (viser's client and the scene in one file), or a
-    mesh for engines (.glb / .obj; vertex colours, or a baked texture in the .glb)."""
+    """Convert a 3DGS .ply to another splat file, a web page or a mesh.
+
+    The extension of --to picks the format: .ply, .splat, .html, .glb or .obj.
+
+    A mesh has vertex colours, or a baked texture in a .glb (--texture).
+
+    For example:
+      esd-gs export scene.ply --to scene.splat
+      esd-gs export scene.ply --to unity.ply --sh-degree 3
+      esd-gs export scene.ply --to scene.glb --texture 1024
+    """
 
     scene: tyro.conf.Positional[Path]
     """The 3DGS .ply file to read."""
+    # .splat: antimatter15's, 32 bytes per Gaussian; .html: viser's client and the scene in one file, one colour per
+    # Gaussian; .glb: glTF binary.
     to: Path
-    """Output file; its extension picks the format: .ply (standard 3DGS), .splat (32 bytes per Gaussian), .html
-    (a page viewing the splats, one colour per Gaussian), or a mesh: .glb (glTF binary) or .obj."""
+    """Output file; its extension picks the format: .ply (3DGS), .splat, .html (a web viewer), .glb or .obj (a mesh)."""
     up: UpAxis = "-y"
     """Up axis of the written file: -y (viewers: SuperSplat, antimatter15, 3DGS), y, or z (esd-gs world)."""
     input_up: UpAxis = "-y"
@@ -37,9 +46,9 @@ class ExportArgs:
     """.glb / .obj: most triangles kept."""
     level: float = 0.5
     """.glb / .obj: opacity level of the surface."""
+    # The UVs come from xatlas; baking is slower than vertex colours.
     texture: int = 0
-    """.glb: bake a UV texture of this many pixels per side (e.g. 1024) from rendered views instead of vertex colours
-    (xatlas UVs; slower); 0 = vertex colours."""
+    """.glb: bake a UV texture of this many pixels per side (e.g. 1024) from rendered views; 0 = vertex colours."""
     overwrite: bool = False
     """Replace the output file if it exists."""
 

@@ -14,7 +14,7 @@ import io
 import re
 import signal
 import sys
-from typing import Annotated, Union
+from typing import Union
 
 import tyro
 
@@ -28,10 +28,9 @@ from .doctor_cmd import DoctorArgs, run_doctor
 from .evaluate_cmd import EvaluateArgs, run_evaluate
 from .export_cmd import ExportArgs, run_export
 from .generate_cmd import generate_defaults, run_generate
+from .help import DESCRIPTION, optional_metavars, subcommand
 from .render_cmd import RenderArgs, run_render
 from .view_cmd import ViewArgs, run_view
-
-DESCRIPTION = "esd-gs: text to 3D Gaussians with Entropic Score Distillation, exported as 3DGS .ply splats."
 
 
 def _error(message: str, code: int) -> int:
@@ -62,7 +61,7 @@ def _parse(commands, argv: list[str]):
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stderr(buffer):
-            return tyro.cli(commands, args=argv, description=DESCRIPTION)
+            return tyro.cli(commands, args=argv, description=DESCRIPTION, registry=optional_metavars())
     except SystemExit as exit_:
         captured = buffer.getvalue()
         if exit_.code in (0, None) or not captured.strip():
@@ -89,16 +88,17 @@ def parse_args(
 ):
     """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
     defaults = generate_defaults(argv[1:]) if argv[:1] == ["generate"] else GenerateConfig()
+    chosen = argv[0] if argv else None
     commands = Union[
-        Annotated[GenerateConfig, tyro.conf.subcommand("generate", default=defaults)],
-        Annotated[RenderArgs, tyro.conf.subcommand("render")],
-        Annotated[ExportArgs, tyro.conf.subcommand("export")],
-        Annotated[BenchArgs, tyro.conf.subcommand("bench")],
-        Annotated[EvaluateArgs, tyro.conf.subcommand("evaluate")],
-        Annotated[BatchArgs, tyro.conf.subcommand("batch")],
-        Annotated[ViewArgs, tyro.conf.subcommand("view")],
-        Annotated[CompareArgs, tyro.conf.subcommand("compare")],
-        Annotated[DoctorArgs, tyro.conf.subcommand("doctor")],
+        subcommand("generate", GenerateConfig, chosen, default=defaults),
+        subcommand("render", RenderArgs, chosen),
+        subcommand("export", ExportArgs, chosen),
+        subcommand("bench", BenchArgs, chosen),
+        subcommand("evaluate", EvaluateArgs, chosen),
+        subcommand("batch", BatchArgs, chosen),
+        subcommand("view", ViewArgs, chosen),
+        subcommand("compare", CompareArgs, chosen),
+        subcommand("doctor", DoctorArgs, chosen),
     ]
     return _parse(commands, argv)
 

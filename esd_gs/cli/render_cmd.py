@@ -21,7 +21,14 @@ from .common import ensure_writable_dir, pick_device
 
 @dataclass
 class RenderArgs:
-    """Render a 3DGS .ply as a turntable: a video (mp4 and/or gif) and a PNG contact sheet."""
+    """Render a 3DGS .ply as a turntable: a video (mp4 and/or gif) and a contact sheet.
+
+    The views circle the scene from its front, at a fixed elevation and distance.
+
+    For example:
+      esd-gs render runs/a-plush-dragon-toy-esd/scene.ply --out runs/dragon-turn
+      esd-gs render scene.ply --out turn --views 60 --formats gif
+    """
 
     scene: tyro.conf.Positional[Path]
     """The 3DGS .ply file to render."""

@@ -16,8 +16,14 @@ from ..progress import console
 
 @dataclass
 class ViewArgs:
-    """Serve an interactive 3D view of a 3DGS .ply (or a run's scene.ply) in the browser, with viser: upright, the
-    camera starting at the front, the file's stats in the side panel. Stop it with Ctrl-C."""
+    """Show a 3DGS .ply, or a run's scene.ply, in the browser (viser).
+
+    The scene stands upright, seen from its front; stop the server with Ctrl-C.
+
+    For example:
+      esd-gs view runs/a-plush-dragon-toy-esd
+      esd-gs view scene.ply --up z --port 8081
+    """
 
     scene: tyro.conf.Positional[Path]
     """A 3DGS .ply file, or a run directory (its scene.ply)."""
@@ -28,7 +34,7 @@ class ViewArgs:
     up: UpAxis = "-y"
     """Up axis of the file: -y for standard 3DGS/viewer files (what esd-gs writes), z for +Z-up files."""
     seconds: float | None = None
-    """Stop by itself after this many seconds (default: serve until Ctrl-C)."""
+    """Stop by itself after this many seconds; None = serve until Ctrl-C."""
 
 
 def scene_path(path: Path) -> Path:

@@ -45,18 +45,27 @@ def flat(factory):
 
 @dataclass
 class GenerateConfig:
-    """Turn a text prompt into 3D Gaussians with score distillation (ESD by default) and export a 3DGS .ply."""
+    """Turn a text prompt into 3D Gaussians with score distillation (ESD by default).
 
-    prompt: tyro.conf.Positional[str] = ""
+    The run directory gets scene.ply (3DGS), scene.splat and a turntable video.
+
+    For example:
+      esd-gs generate "a plush dragon toy"
+      esd-gs generate "a head" --prior synthetic
+      esd-gs generate --resume runs/a-plush-dragon-toy-esd
+    """
+
+    prompt: Annotated[str, tyro.conf.Positional, tyro.conf.PositionalMetavarFromFieldName] = ""
     """The text prompt (for example "a plush dragon toy"). Not needed with --resume."""
     config: Path | None = None
     """A YAML preset (e.g. configs/preview.yaml); flags given on the command line override its values."""
+    # synthetic: the exact score of renders of reference objects; synthetic-unet: a small UNet fitted to those images
+    # (once, then cached), with the LoRA psi of SD runs.
     prior: Literal["sd", "synthetic", "synthetic-unet"] = "sd"
-    """The 2D prior: sd (Stable Diffusion), synthetic (offline exact-score prior) or synthetic-unet (a small UNet
-    fitted to the synthetic prior's images, with the LoRA psi of SD runs; fitted once and cached)."""
+    """The 2D prior: sd (Stable Diffusion), synthetic (exact, offline) or synthetic-unet (a small UNet fitted to it)."""
+    # A family's known Hub mirrors are tried in turn; an id names a diffusers SD 1.x/2.x pipeline.
     model: str = DEFAULT_MODEL
-    """Stable Diffusion for phi: a family (sd2.1-base, sd2.1 or sd1.5: its known Hub mirrors are tried in turn), a
-    Hugging Face id of a diffusers SD 1.x/2.x pipeline, or a local diffusers folder."""
+    """Stable Diffusion for phi: a family (sd2.1-base, sd2.1, sd1.5), a Hugging Face id or a local diffusers folder."""
     distill: Annotated[DistillationConfig, tyro.conf.OmitArgPrefixes] = flat(DistillationConfig)
     negative_prompt: str = ""
     """Negative prompt for classifier-free guidance."""
@@ -72,15 +81,15 @@ class GenerateConfig:
     """Render size before resolution_switch, capped at resolution (None = always resolution)."""
     resolution_switch: float = 0.3
     """Fraction of the run at which rendering switches from resolution_start to resolution."""
+    # So the UNet always sees the latent size it was trained on, whatever the render size.
     resize_to_native: bool = True
-    """Resize renders to the model's native size before encoding (512 px for SD 2.1-base), so the UNet always sees
-    the latent size it was trained on, whatever the render size."""
+    """Resize renders to the model's native size (512 px for SD 2.1-base) before encoding them."""
     background: Literal["random", "white", "black"] = "random"
     """Background behind the Gaussians: random (white, black or a random colour per view), white or black."""
     seed: int = 0
     """Random seed (runs on CPU are deterministic for a seed)."""
     out: Path | None = None
-    """Run directory (default runs/<prompt>-<method>)."""
+    """Run directory; None = runs/<prompt>-<method>."""
     resume: Path | None = None
     """Continue the run in this directory from its last checkpoint (its saved config is used)."""
     overwrite: bool = False
@@ -162,10 +171,9 @@ class GenerateConfig:
 
 
 def synthetic_defaults(prior: str = "synthetic") -> GenerateConfig:
-    """The defaults of ``--prior synthetic`` and ``synthetic-unet`` (offline, CPU, about a minute with the exact
-    prior): 32 px renders of 1,500 Gaussians on a white background, as the prior's reference renders; no view
-    suffixes (the prior has no text per view). ESD with lambda 1 and the particle psi: the best-measured setting at
-    the default prior bias (BENCHMARKS.md)."""
+    """The defaults of ``--prior synthetic`` and ``synthetic-unet`` (offline, small enough for a CPU): 32 px renders
+    of 1,500 Gaussians on a white background, as the prior's reference renders; no view suffixes (the prior has no
+    text per view). ESD with lambda 1 and the particle psi (see research/janus.md for why)."""
     return GenerateConfig(
         prior=prior,
         distill=DistillationConfig(lambda_entropy=1.0, guidance_scale=1.0),
@@ -177,8 +185,8 @@ def synthetic_defaults(prior: str = "synthetic") -> GenerateConfig:
         view_dependent_prompt=False,
         init=BallInit(num_points=1500, radius=0.6, opacity=0.1),
         densify=DensifyConfig(enabled=False),
-        # lr: the learned residual psi starts at zero (3e-3 was no better, BENCHMARKS.md Finding 11). Its loss is the
-        # x0 MSE (Finding 10); the fitted UNet's LoRA psi keeps the plain eps loss it was measured with.
+        # For --psi.estimator learned: its residual network starts at zero; with the exact prior it trains on the x0
+        # MSE, the fitted UNet's LoRA psi on its plain prediction loss (see research/janus.md).
         psi=PsiConfig(lr=1e-3, estimator="particle", loss_weighting="x0" if prior == "synthetic" else "prediction"),
         output=OutputConfig(
             preview_every=0.25,

@@ -41,9 +41,9 @@ class DistillationConfig:
     """w(t): sigma2 = 1 - alphabar_t, or uniform."""
     grad_clip: float | None = None
     """Clamp each entry of w(t) * bracket to [-grad_clip, grad_clip]; None = no clipping."""
+    # vae renders at 8x the latent size; linear renders at the latent size itself (much cheaper, approximate).
     encoder: Literal["vae", "linear"] = "vae"
-    """vae: encode renders with the VAE (renders 8x the latent size); linear: renders are made at latent size and
-    mapped to latents by a fitted per-pixel affine map (much cheaper, approximate)."""
+    """vae: encode renders with the VAE; linear: map renders to latents with a fitted per-pixel affine map."""
 
     def __post_init__(self) -> None:
         if self.method not in ("sds", "vsd", "esd"):

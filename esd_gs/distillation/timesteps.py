@@ -1,6 +1,6 @@
 """Timestep schedules for score distillation, all functions of the run's progress p = step / steps in [0, 1].
 
-Expressing every schedule as a fraction of the run means changing ``--steps`` never breaks it (DESIGN.md).
+Expressing every schedule as a fraction of the run means changing ``--steps`` never breaks it.
 Timesteps are integers in [0, T) with T = 1000 (SD's training schedule); ``t_min``/``t_max`` are fractions of T.
 
 - ``uniform`` (DreamFusion / ProlificDreamer / threestudio): t ~ U[t_min, t_max], where t_max drops from

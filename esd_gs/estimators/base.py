@@ -51,22 +51,23 @@ class PsiConfig:
     """Probability of training a batch with the null camera (classifier-free camera dropout)."""
     train_steps_per_iter: int = 1
     """psi updates per 3D step."""
+    # A window w draws t uniformly from [t_d - w, t_d + w], clipped to [0, T), around each sample's distillation
+    # timestep t_d of the step: psi is trained where the update reads it (see research/janus.md).
     timestep_window: int | None = None
-    """Which t psi trains at: None = t ~ U[0, T) (Alg. 1, ProlificDreamer); w = t uniform in [t_d - w, t_d + w]
-    clipped to [0, T), around each sample's distillation timestep t_d of this step, so that psi is trained where the
-    update reads it (BENCHMARKS.md, Finding 15)."""
+    """Which t psi trains at: None = t ~ U[0, T) (Alg. 1); w = within w of each sample's distillation t."""
+    # prediction is how ProlificDreamer trains its LoRA (eps or v, the network's own target); x0 weighs every t the
+    # same, so the noisy low-t samples do not drown the high-t ones.
     loss_weighting: LossWeighting = "prediction"
-    """omega(t) of psi's denoising loss (eq. 3): prediction (the MSE to the network's own target, eps or v, as
-    ProlificDreamer trains its LoRA) or x0 (the MSE of the clean image psi implies: the same weight at every t, so the
-    noisy low-t samples do not drown the high-t ones; the synthetic prior's default, BENCHMARKS.md Finding 10)."""
+    """omega(t) of psi's loss (eq. 3): prediction (MSE to the network's target) or x0 (MSE of the clean image)."""
     shared_unet: bool = True
     """Put psi's LoRA into phi's UNet (half the memory); phi's passes switch it off."""
+    # A family name such as sd2.1 (ProlificDreamer's SD 2.1, v-prediction), a Hub id or a folder.
     base_model: str | None = None
-    """Separate base model for psi: a family name (sd2.1: ProlificDreamer's SD 2.1, v-prediction), a Hub id or a
-    folder; None = a copy of phi's model. Ignored when shared_unet is on."""
+    """Separate base model for psi (e.g. sd2.1); None = a copy of phi's model. Ignored when shared_unet is on."""
+    # learned: the LoRA with SD, a residual network with the synthetic prior. particle: training-free; its
+    # camera-conditional score is the noise itself.
     estimator: Literal["learned", "particle"] = "learned"
-    """learned: psi trained online (the LoRA with SD; a residual network with the synthetic prior); particle: the
-    exact score of a bank of renders of the current scene (training-free; camera-conditional score = the noise)."""
+    """learned: psi trained during the run; particle: the exact score of a bank of renders of the current scene."""
     bank_size: int = 32
     """Particle estimator: number of renders in the bank."""
     bank_refresh_every: int = 10

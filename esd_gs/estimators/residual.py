@@ -6,9 +6,8 @@
 psi is a v-prediction network (``diffusion.process``: v = alpha_t eps - sigma_t x_0, eps = sigma_t x_t + alpha_t v),
 trained on the v target, as ProlificDreamer trains its LoRA on SD 2.1 (v-prediction). At large t the difference
 between psi and phi that ESD needs is small in eps (the images' part of eps is alpha_t / sigma_t x_0), and the v
-parametrization scales r by alpha_t there: on a frozen scene (``benchmarks/psi_fit.py``, BENCHMARKS.md "The learned
-psi") the null error at t = 900 after 1,200 updates fell from 0.028 (eps) to 0.017, and the Janus benchmark's learned
-rows gained 0.4 to 0.8 dB (seed 0).
+parametrization scales r by alpha_t there, so r itself need not be small (``research/scripts/psi_fit.py`` compares
+the two parametrizations on a frozen scene; see research/janus.md).
 
 phi here is the exact score of the prompt's reference images (no CFG: psi always sees the plain prompt). The
 residual r is a small convolutional network whose blocks are modulated (FiLM) by a sinusoidal time embedding plus
@@ -18,9 +17,7 @@ Training, camera dropout (p_null) and AdamW come from ``online.OnlineEstimator``
 
 r reads phi's prediction as well as x_t (``ARCHITECTURE``). phi is an exact mixture score: at small t it snaps to
 the nearest reference image, a global, non-smooth function of x_t that a small convolutional network cannot undo
-from x_t alone. On a frozen scene (``benchmarks/psi_fit.py``, BENCHMARKS.md "The learned psi"), the x_t-only
-residual of esd-gs 0.1 did not reduce psi's error in 1,200 updates. With phi's prediction as input, the null error
-at t = 100 falls from 0.50 to 0.22 on the same scene, against 0.24 for the particle estimator.
+from x_t alone; with phi's prediction as an input it does not have to (see research/janus.md).
 """
 
 from __future__ import annotations
@@ -115,7 +112,7 @@ class SyntheticResidualEstimator(OnlineEstimator):
         if meta.get("architecture") != ARCHITECTURE:
             raise UserError(
                 "this checkpoint's synthetic psi is an earlier residual network (an eps prediction, or one that read "
-                "x_t only); this version's predicts v (BENCHMARKS.md): start the run again with --overwrite"
+                "x_t only); this version's predicts v: start the run again with --overwrite"
             )
         super().load_checkpoint_state(tensors, meta)
 

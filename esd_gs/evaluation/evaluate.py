@@ -61,11 +61,9 @@ class EvalConfig:
     classifier: str = DEFAULT_CLASSIFIER
     """ImageNet classifier of IQ / IV: Hugging Face id or local folder (any AutoModelForImageClassification)."""
     sides: Literal["clip", "reference"] = "clip"
-    """Side classifier of the Janus measure: clip (zero-shot, any prompt) or reference (the synthetic prior's ground
-    truth; runs of --prior synthetic only)."""
+    """Side classifier of the Janus measure: clip (zero-shot) or reference (the ground truth of --prior synthetic)."""
     fid_features: FidFeatures = "clip"
-    """Features of the Fréchet distance: clip (the CLIP model's embeddings, offline) or inception (standard FID;
-    needs torch-fidelity and its downloaded weights)."""
+    """Features of the Fréchet distance: clip (offline) or inception (standard FID; needs torch-fidelity's weights)."""
     fid_samples: int = 1000
     """Number of prior samples FID compares the views with (the paper: 1000); cached and reused."""
     fid_steps: int = 50
@@ -75,7 +73,7 @@ class EvalConfig:
     fid_seed: int = 0
     """Seed of the first sample (sample i uses seed + i)."""
     model: str | None = None
-    """Stable Diffusion model of the FID samples (default: the run's --model; for a .ply, sd2.1-base)."""
+    """Stable Diffusion model of the FID samples; None = the run's --model (for a .ply, sd2.1-base)."""
     cache_dir: Path = field(default_factory=default_cache_dir)
     """Where the prior's samples are cached ($ESD_GS_CACHE or ~/.cache/esd-gs)."""
 

@@ -1,4 +1,4 @@
-"""How far psi is from the scores it is meant to learn, measured against exact values (issue: the learned psi).
+"""How far psi is from the scores it is meant to learn, measured against exact values.
 
 For a deterministic renderer both targets of psi are known in closed form:
 
@@ -23,7 +23,7 @@ error near 1: a psi equal to phi (Algorithm 1's initialisation) has exactly 1 at
 With the exact synthetic prior the diagnostic also measures what the update should descend: Theorem 1's KL
 terms of the bank against the prior's images (``evaluation.objective``), the marginal one bracketed. A run whose
 KL at the t it trains at rises by more than the bank's noise is not descending its objective there: its update
-(the estimator's error, or a step too large for the gradient) moves the scene (BENCHMARKS.md Finding 13). With the
+(the estimator's error, or a step too large for the gradient) moves the scene (see research/janus.md). With the
 diagnostic's bank of 128 renders the bracket is tight at high t only.
 
 The mixture's posterior collapses onto the nearest bank image at small t, so there the "exact" null value is
@@ -54,7 +54,7 @@ class PsiDiagnosticConfig:
     descends, KL(q_t || p_t) (written to metrics.jsonl and psi_error.png)."""
 
     enabled: bool = False
-    """Measure psi's error every ``every`` of the run (off by default: each measurement renders a fresh bank)."""
+    """Measure psi's error every --diagnose.every of the run (off by default: each one renders a fresh bank)."""
     every: float = 0.1
     """Fraction of the run between two measurements."""
     holdout: int = 16

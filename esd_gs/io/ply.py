@@ -1,4 +1,4 @@
-"""Read and write the 3DGS ``.ply`` that every Gaussian-splat viewer expects (DESIGN.md).
+"""Read and write the 3DGS ``.ply`` that every Gaussian-splat viewer expects: the original 3DGS layout.
 
 Layout written: one ``vertex`` element, ``binary_little_endian``, float32 properties in this order::
 

@@ -2,7 +2,7 @@
 
 Camera azimuth 0 is the object's front (``cameras.py``). A view is
 ``overhead`` when its elevation is above 60 deg, else ``front`` within 30 deg of azimuth 0, ``back`` within
-30 deg of azimuth 180, otherwise ``side`` (DESIGN.md). The prompt becomes "<prompt>, <direction> view".
+30 deg of azimuth 180, otherwise ``side``. The prompt becomes "<prompt>, <direction> view".
 """
 
 from __future__ import annotations

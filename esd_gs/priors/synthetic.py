@@ -43,9 +43,9 @@ class SyntheticPriorConfig:
     """Prompt of each reference (same order); empty = the generate prompt names the only reference."""
     num_images: int = 256
     """K: renders per reference in the prior's image distribution."""
+    # The default 0.5 is a moderate bias, the Janus benchmark's default (see research/janus.md for why).
     p_front: float = 0.5
-    """Share of the prior's images whose azimuth is drawn around the front (the bias of real 2D priors). 0.5
-    (moderate) is where the Janus benchmark separates the methods best; see BENCHMARKS.md for 0, 0.5 and 0.8."""
+    """Share of the prior's images whose azimuth is drawn around the front (the bias of real 2D priors)."""
     front_std: float = 26.0
     """Standard deviation (degrees) of the frontal azimuths."""
     seed: int = 1234

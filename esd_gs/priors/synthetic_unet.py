@@ -71,7 +71,7 @@ class SyntheticUNetConfig:
     seed: int = 0
     """Seed of the fit and of the prompt embeddings."""
     cache: Path | None = None
-    """Where fitted UNets are kept (default: $ESD_GS_CACHE or ~/.cache/esd-gs, then synthetic-unet)."""
+    """Where fitted UNets are kept; None = $ESD_GS_CACHE or ~/.cache/esd-gs, then synthetic-unet."""
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or any(w < 8 or w % 8 for w in self.widths):

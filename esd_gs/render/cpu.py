@@ -34,7 +34,7 @@ TRANSMITTANCE_STOP = 1e-4
 
 
 BYTES_PER_PAIR = 256
-"""Memory of one (pixel, Gaussian) pair through a forward and backward pass (measured: 170-200 bytes)."""
+"""Memory budgeted for one (pixel, Gaussian) pair through a forward and backward pass, with headroom."""
 
 
 def available_memory(device: torch.device) -> int | None:

@@ -10,11 +10,11 @@
 All step numbers are derived from fractions of the run.
 
 The growth threshold is in gsplat's units: the mean over the steps a Gaussian was visible of the norm of its
-means2d gradient in pixels of a [-1, 1] image, times the views per step. With our sum-reduced score-distillation
-loss the measured values (BENCHMARKS.md, ``benchmarks/densify_grads.py``, full-size SD 2.1-base shapes at 512 px)
-sit near 0.06 (median) for VSD/ESD at CFG 7.5 and about ten times that for SDS at CFG 100, so 3DGS's 2e-4 (from a
+means2d gradient in pixels of a [-1, 1] image, times the views per step. Our score-distillation loss is summed over
+latent entries, and SDS's CFG 100 scales its gradients far above VSD/ESD's at CFG 7.5, so 3DGS's 2e-4 (from a
 mean-reduced photometric loss) would select every Gaussian at every refinement. ``GRAD_THRESHOLD`` is the default
-per method: about the top fifth of the initial Gaussians grow at a refinement.
+per method, set so that about the top fifth of the initial Gaussians grow at a refinement (see research/janus.md;
+``research/scripts/densify_grads.py`` accumulates these gradients in a real run).
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ class DensifyConfig:
     """Fraction of the run after which densification stops."""
     every: float = 0.04
     """Densify every this fraction of the run (at least every step)."""
+    # The gradient as gsplat accumulates it: pixels of a [-1, 1] image, times the views per step. None takes
+    # GRAD_THRESHOLD (see the module docstring).
     grad_threshold: float | None = None
-    """Split/clone Gaussians whose mean screen-space gradient (as gsplat accumulates it: pixels of a [-1, 1] image,
-    times the views per step) exceeds this. None: by method, 0.1 for VSD/ESD and 1.0 for SDS, set from the
-    gradients measured at 512 px (BENCHMARKS.md)."""
+    """Split/clone Gaussians whose mean screen-space gradient exceeds this; None = by method, 0.1 VSD/ESD, 1.0 SDS."""
     prune_opacity: float = 0.005
     """Remove Gaussians whose opacity falls below this."""
     opacity_reset_every: float = 0.3

@@ -135,7 +135,8 @@ class Trainer:
 
     def start_from(self, scene: GaussianScene) -> None:
         """Start the run at ``scene`` (a copy) instead of the random ball, with fresh optimisers for it: how
-        ``benchmarks/fixed_point.py`` asks whether a method keeps a known object. Call it before the first step."""
+        ``research/scripts/fixed_point.py`` asks whether a method keeps a known object. Call it before the first
+        step."""
         if self.step != 0:
             raise RuntimeError("start_from() must be called before the first step")
         self.scene = GaussianScene(scene.raw()).to(self.device)
