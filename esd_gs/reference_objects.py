@@ -382,8 +382,7 @@ def two_faced(scene: GaussianScene, plane_x: float = 0.0) -> GaussianScene:
     azimuth 180. ``plane_x`` is where the object's front meets its back (``TWIN_PLANES``): 0 for the head, the car,
     the house and the mug, the middle of the backrest for the chair, whose front faces forward from behind x = 0.
     The twin is moved by -``plane_x`` along x, so that its mirror plane lies at x = 0, the centre of the cameras'
-    orbit. Used by ``research/scripts/objective_landscape.py`` to ask whether ESD's objective prefers a two-faced
-    object."""
+    orbit. Comparing a run's back views with the object's and with its twin's tells a second front from a back."""
     front = GaussianScene({k: v.detach()[scene.params["means"][:, 0] >= plane_x] for k, v in scene.params.items()})
     mirrored = mirror_x(front, plane_x)
     twin = {k: torch.cat([front.params[k], mirrored.params[k]]).detach() for k in front.params}

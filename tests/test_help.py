@@ -166,6 +166,7 @@ def test_no_backticks_or_bad_metavars(helps, command, width):
     text = helps[command, width]
     assert "``" not in text, f"{describe(command)}: reST double backticks"
     assert "{None}|" not in text, f"{describe(command)}: a {{None}}|TYPE metavar"
+    assert "{None," not in text, f"{describe(command)}: None among the choices of a metavar"
     assert "[STR]" not in text, f"{describe(command)}: a [STR] positional"
 
 

@@ -46,7 +46,7 @@ class EvaluateArgs:
     """What the scenes show: needed for a .ply; when given, it replaces every run's own prompt too."""
     # With several targets, --out gets one sub-folder per target.
     out: Path | None = None
-    """Output directory; None = each run directory itself, or <stem>-eval/ beside a .ply."""
+    """Output directory (one sub-folder per target); None = each run directory, or <stem>-eval/ beside a .ply."""
     eval: Annotated[EvalConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=EvalConfig)
     device: str = "auto"
     """auto (CUDA if available), cpu or cuda."""

@@ -64,11 +64,12 @@ def optional_metavars() -> ConstructorRegistry:
         if len(members) != 2 or len(values) != 1:
             return None
         inner = ConstructorRegistry.get_primitive_spec(PrimitiveTypeInfo.make(values[0], info.markers))
-        if isinstance(inner, UnsupportedTypeAnnotationError) or inner.choices is not None or inner.nargs != 1:
-            return None  # choices ({None,sd,synthetic}) and sequences keep tyro's own metavar
+        if isinstance(inner, UnsupportedTypeAnnotationError) or inner.nargs != 1:
+            return None  # sequences keep tyro's own metavar
         return PrimitiveConstructorSpec(
             nargs=1,
-            metavar=inner.metavar,
+            metavar=inner.metavar,  # {sd,synthetic} rather than {None,sd,synthetic}: the help says what None means
+            choices=None if inner.choices is None else (*inner.choices, "None"),
             instance_from_str=lambda args: None if args == ["None"] else inner.instance_from_str(args),
             is_instance=lambda value: value is None or inner.is_instance(value),
             str_from_instance=lambda value: ["None"] if value is None else inner.str_from_instance(value),

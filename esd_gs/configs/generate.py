@@ -62,7 +62,7 @@ class GenerateConfig:
     # synthetic: the exact score of renders of reference objects; synthetic-unet: a small UNet fitted to those images
     # (once, then cached), with the LoRA psi of SD runs.
     prior: Literal["sd", "synthetic", "synthetic-unet"] = "sd"
-    """The 2D prior: sd (Stable Diffusion), synthetic (exact, offline) or synthetic-unet (a small UNet fitted to it)."""
+    """sd (Stable Diffusion), synthetic (exact, offline; own defaults) or synthetic-unet (a small UNet fitted to it)."""
     # A family's known Hub mirrors are tried in turn; an id names a diffusers SD 1.x/2.x pipeline.
     model: str = DEFAULT_MODEL
     """Stable Diffusion for phi: a family (sd2.1-base, sd2.1, sd1.5), a Hugging Face id or a local diffusers folder."""

@@ -43,7 +43,7 @@ class DistillationConfig:
     """Clamp each entry of w(t) * bracket to [-grad_clip, grad_clip]; None = no clipping."""
     # vae renders at 8x the latent size; linear renders at the latent size itself (much cheaper, approximate).
     encoder: Literal["vae", "linear"] = "vae"
-    """vae: encode renders with the VAE; linear: map renders to latents with a fitted per-pixel affine map."""
+    """vae: render at 8x latent size, then encode; linear: render at latent size, affine map (cheap, approximate)."""
 
     def __post_init__(self) -> None:
         if self.method not in ("sds", "vsd", "esd"):

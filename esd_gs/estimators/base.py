@@ -58,7 +58,7 @@ class PsiConfig:
     # prediction is how ProlificDreamer trains its LoRA (eps or v, the network's own target); x0 weighs every t the
     # same, so the noisy low-t samples do not drown the high-t ones.
     loss_weighting: LossWeighting = "prediction"
-    """omega(t) of psi's loss (eq. 3): prediction (MSE to the network's target) or x0 (MSE of the clean image)."""
+    """omega(t) of psi's loss (eq. 3): prediction (MSE to eps or v) or x0 (clean image's MSE; synthetic default)."""
     shared_unet: bool = True
     """Put psi's LoRA into phi's UNet (half the memory); phi's passes switch it off."""
     # A family name such as sd2.1 (ProlificDreamer's SD 2.1, v-prediction), a Hub id or a folder.

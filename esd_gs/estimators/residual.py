@@ -6,8 +6,7 @@
 psi is a v-prediction network (``diffusion.process``: v = alpha_t eps - sigma_t x_0, eps = sigma_t x_t + alpha_t v),
 trained on the v target, as ProlificDreamer trains its LoRA on SD 2.1 (v-prediction). At large t the difference
 between psi and phi that ESD needs is small in eps (the images' part of eps is alpha_t / sigma_t x_0), and the v
-parametrization scales r by alpha_t there, so r itself need not be small (``research/scripts/psi_fit.py`` compares
-the two parametrizations on a frozen scene; see research/janus.md).
+parametrization scales r by alpha_t there, so r itself need not be small (see research/janus.md).
 
 phi here is the exact score of the prompt's reference images (no CFG: psi always sees the plain prompt). The
 residual r is a small convolutional network whose blocks are modulated (FiLM) by a sinusoidal time embedding plus
