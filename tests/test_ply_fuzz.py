@@ -1,12 +1,17 @@
 """read_ply against hostile files: seeded mutations of valid binary and ascii 3DGS files, and the known bad cases.
 
-Every outcome must be a scene with finite parameters or a one-line PlyFormatError; no other exception, no hang
-(an alarm per file) and no large allocation (peak resident memory may grow only a little over the whole run).
+Every outcome must be a scene with finite parameters or a one-line PlyFormatError; no other exception, no warning,
+no hang (an alarm per file) and no large allocation (peak resident memory may grow only a little over the whole run).
+Two seeded streams per format: byte-level mutations, and structural ones (list elements before and after the vertex
+element, ascii rows cut short, a second format line, doubles beyond float32, and paths that are FIFOs, folders,
+dangling symlinks or symlink loops).
 """
 
+import os
 import random
 import resource
 import signal
+import warnings
 
 import numpy as np
 import plyfile
@@ -17,6 +22,7 @@ from esd_gs.io import PlyFormatError, read_ply, write_ply
 from esd_gs.scene import BallInit, GaussianScene
 
 CASES_PER_FORMAT = 200
+STRUCTURE_CASES_PER_FORMAT = 100
 
 
 def scene(n=40, degree=1, seed=0):
@@ -100,35 +106,130 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
     return b"\n".join(lines) + b"\n" + body
 
 
+def list_rows(rng: random.Random, rows: int, ascii: bool, count_type: str = "uchar") -> bytes:
+    """``rows`` rows of ``property uchar flag`` and ``property list COUNT_TYPE int vertex_indices``."""
+    if ascii:
+        return b"".join(
+            f"{rng.randrange(4)} {k} {' '.join(str(rng.randrange(40)) for _ in range(k))}\n".encode()
+            for k in (rng.randrange(6) for _ in range(rows))
+        )
+    count = {"uchar": "u1", "char": "i1", "ushort": "<u2", "int": "<i4", "uint": "<u4"}[count_type]
+    out = []
+    for _ in range(rows):
+        k = rng.randrange(6)
+        out.append(bytes([rng.randrange(4)]) + np.array([k], count).tobytes() + np.arange(k, dtype="<i4").tobytes())
+    return b"".join(out)
+
+
+def mutate_structure(blob: bytes, rng: random.Random) -> bytes | str:
+    """A structural mutation: new bytes, or the name of a path that is not a regular file ("fifo", "folder",
+    "dangling", "loop")."""
+    lines, body = header_and_body(blob)
+    ascii = b"ascii" in lines[1]
+    vertex_at = next(i for i, line in enumerate(lines) if line.startswith(b"element vertex"))
+    kind = rng.randrange(7)
+    if kind == 0:  # a list element before the vertex element: well formed, or with a bad count, length or type
+        rows = rng.choice([1, 3, 50, 2000, 100_001])
+        count_type = rng.choice(["uchar", "char", "ushort", "int", "uint"])
+        data = list_rows(rng, min(rows, 2000), ascii, count_type)
+        declared = rows
+        flaw = rng.randrange(6)
+        if flaw == 1:  # more rows declared than written
+            declared = rows + rng.randint(1, 5)
+        elif flaw == 2 and not ascii:  # a length byte of 0xff: -1 for a char, 255 ints otherwise
+            data = data[:1] + b"\xff" + data[2:]
+        elif flaw == 3:  # a float length type
+            count_type = rng.choice(["float", "double"])
+        elif flaw == 4:  # the rows cut short
+            data = data[: rng.randrange(len(data) + 1)]
+        element = [b"element face %d" % declared, b"property uchar flag"]
+        element.append(b"property list " + count_type.encode() + b" int vertex_indices")
+        lines[vertex_at:vertex_at] = element
+        body = data + body
+    elif kind == 1:  # a list element after the vertex element, never parsed: up to 2 M rows, or an absurd count
+        rows = rng.choice([3, 1000, 2_000_000, 10**12])
+        lines[-1:-1] = [b"element tail %d" % rows, b"property list uchar uchar q"]
+        body = body + (list_rows(rng, 3, ascii) if rows == 3 else bytes(min(rows, 2_000_000)))
+    elif kind == 2:  # the last row cut short: its final newline, part of its last number, or more
+        trimmed = body.rstrip(b"\n")
+        body = trimmed[: len(trimmed) - rng.choice([0, 1, 2, 5, 40])]
+    elif kind == 3:  # a second format line, the same or another
+        fmt = rng.choice([b"ascii", b"binary_little_endian", b"binary_big_endian"])
+        lines.insert(rng.randint(2, len(lines) - 1), b"format " + fmt + b" 1.0")
+    elif kind == 4:  # a property turned into a double holding a value beyond float32 (binary; ascii: the value)
+        props = [i for i, line in enumerate(lines) if line.startswith(b"property")]
+        i = rng.choice(props)
+        column = props.index(i)
+        value = rng.choice([1e300, -1e39, 3.5e38, 1e-300])
+        if ascii:
+            rows = body.split(b"\n")
+            r = rng.randrange(len(rows) - 1)
+            tokens = rows[r].split()
+            tokens[column] = repr(value).encode()
+            rows[r] = b" ".join(tokens)
+            body = b"\n".join(rows)
+        else:
+            table = np.frombuffer(body, "<f4").reshape(-1, len(props))
+            wide = [table[:, :column], table[:, column : column + 1].astype("<f8"), table[:, column + 1 :]]
+            wide[1][rng.randrange(len(table))] = value
+            body = b"".join(b"".join(part[r].tobytes() for part in wide) for r in range(len(table)))
+            lines[i] = b"property double " + lines[i].split()[-1]
+    elif kind == 5:  # a path that is not a regular file
+        return rng.choice(["fifo", "folder", "dangling", "loop"])
+    else:  # blank lines or stray bytes after the last element
+        body = body + rng.choice([b"\n\n", b"  \n", b"0 0\n", b"\x00" * 7])
+    return b"\n".join(lines) + b"\n" + body
+
+
+def make_path(path, mutated: bytes | str) -> None:
+    if mutated == "fifo":
+        os.mkfifo(path)
+    elif mutated == "folder":
+        path.mkdir()
+    elif mutated == "dangling":
+        path.symlink_to(path.with_name("nowhere.ply"))
+    elif mutated == "loop":
+        path.symlink_to(path)
+    else:
+        path.write_bytes(mutated)
+
+
 def test_seeded_mutations_give_a_scene_or_a_ply_format_error(originals, tmp_path):
     def alarm(signum, frame):
         raise TimeoutError("read_ply hung")
 
     previous = signal.signal(signal.SIGALRM, alarm)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 40 Gaussians a file: more threads only contend (10x slower on a busy machine)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     outcomes = {"ok": 0, "refused": 0}
+    streams = [("", CASES_PER_FORMAT, mutate), ("-structure", STRUCTURE_CASES_PER_FORMAT, mutate_structure)]
     try:
-        for fmt, blob in originals.items():
-            rng = random.Random(f"esd-gs-{fmt}")
-            for case in range(CASES_PER_FORMAT):
-                path = tmp_path / f"{fmt}-{case}.ply"
-                path.write_bytes(mutate(blob, rng))
-                signal.alarm(5)
-                try:
-                    for up in ("-y", "z"):
-                        loaded = read_ply(path, up=up)
-                        assert all(torch.isfinite(v).all() for v in loaded.params.values()), (fmt, case)
-                    outcomes["ok"] += 1
-                except PlyFormatError as error:
-                    assert "\n" not in str(error) and str(error).startswith(str(path)), (fmt, case, str(error))
-                    outcomes["refused"] += 1
-                finally:
-                    signal.alarm(0)
-                path.unlink()
+        for stream, cases, mutation in streams:
+            for fmt, blob in originals.items():
+                rng = random.Random(f"esd-gs-{fmt}{stream}")
+                for case in range(cases):
+                    path = tmp_path / f"{fmt}{stream}-{case}.ply"
+                    make_path(path, mutation(blob, rng))
+                    signal.alarm(5)
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("error")  # nothing may be printed besides the error
+                            for up in ("-y", "z"):
+                                loaded = read_ply(path, up=up)
+                                assert all(torch.isfinite(v).all() for v in loaded.params.values()), (fmt, case)
+                        outcomes["ok"] += 1
+                    except PlyFormatError as error:
+                        assert "\n" not in str(error) and str(error).startswith(str(path)), (fmt, case, str(error))
+                        outcomes["refused"] += 1
+                    finally:
+                        signal.alarm(0)
+                    path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
     finally:
         signal.signal(signal.SIGALRM, previous)
+        torch.set_num_threads(threads)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-    assert outcomes["ok"] > 20 and outcomes["refused"] > 100, outcomes  # both branches are exercised
+    assert outcomes["ok"] > 40 and outcomes["refused"] > 200, outcomes  # both branches are exercised
     assert grown_mb < 300, f"peak memory grew by {grown_mb:.0f} MB"
 
 

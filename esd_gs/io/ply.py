@@ -10,22 +10,29 @@ Layout written: one ``vertex`` element, ``binary_little_endian``, float32 proper
 - ``opacity`` is the raw logit, ``scale_i`` raw logs, ``rot_*`` the raw quaternion w, x, y, z (not normalised).
 
 The reader looks properties up by name (any order, extra properties ignored, normals optional), accepts ascii and
-binary of either endianness (reading only the vertex rows: binary ones memory-mapped, other elements never parsed),
-infers the SH degree from the number of ``f_rest_*`` (0, 9, 24, 45 -> 0..3), and turns every malformed file into a
-one-line :class:`PlyFormatError`. The header is parsed here and the size it implies is checked against the file size
-before any body is parsed, so a truncated file or an absurd vertex count is reported without a large allocation.
+binary of either endianness (reading only the vertex rows: binary ones memory-mapped, ascii ones parsed in chunks;
+elements after the vertex element are never parsed, list rows before it are walked within a bound), infers the SH
+degree from the number of ``f_rest_*`` (0, 9, 24, 45 -> 0..3), and turns every malformed file, and every path that
+is not a regular file (a folder, a FIFO, a missing path, a dangling symlink, a symlink loop), into a one-line
+:class:`PlyFormatError`. The header is parsed here and the size it implies is checked against the file size before
+any body is parsed, so a truncated file or an absurd vertex count is reported without a large allocation.
 """
 
 from __future__ import annotations
 
-import itertools
+import errno
+import functools
+import io
+import mmap
 import os
 import re
+import stat
+import struct
+import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Union
+from typing import BinaryIO, Iterable, Union
 
 import numpy as np
-import plyfile
 import torch
 from torch import Tensor
 
@@ -41,8 +48,13 @@ SceneOrParams = Union[GaussianScene, dict[str, Tensor]]
 
 MAX_HEADER_BYTES = 1 << 20
 """A header longer than this is rejected (a real 3DGS header is ~1.5 KB)."""
-MAX_LIST_ROWS_BEFORE_VERTEX = 100_000
-"""Rows of list-property elements (faces) accepted before the vertex element: they must be walked one by one."""
+MAX_LISTS_BEFORE_VERTEX = 100_000
+"""Lists (rows times list properties) accepted before the vertex element: its offset is known only after walking
+them one by one (a binary body); elements after the vertex element are never read."""
+ASCII_CHUNK_BYTES = 1 << 20
+"""An ascii body is read and parsed this many bytes at a time (whole rows), so memory stays bounded."""
+MAX_ASCII_ROW_BYTES = 1 << 22
+"""An ascii vertex row longer than this (or than 256 bytes a property, if more) is refused: no number needs it."""
 
 
 _NUMPY_TYPES = {
@@ -63,7 +75,11 @@ _NUMPY_TYPES = {
     "double": "f8",
     "float64": "f8",
 }
+_STRUCT_CODES = {"i1": "b", "u1": "B", "i2": "h", "u2": "H", "i4": "i", "u4": "I", "f4": "f", "f8": "d"}
 _ASCII_NUMBER = re.compile(rb"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)", re.IGNORECASE)
+_ASCII_PLAIN = b"0123456789.+-eE \t\r\n"
+"""What most ascii bodies hold: those are parsed by numpy's loadtxt (which refuses any malformed number); others
+(nan, inf, vertical tabs, form feeds, a lone carriage return) are checked by a regular expression first."""
 _TYPE_SIZES = {
     "char": 1,
     "int8": 1,
@@ -115,7 +131,8 @@ class _Property:
     name: str
     size: int  # bytes of the scalar, or of the count of a list property
     is_list: bool = False
-    type: str = "float"  # the scalar type's PLY name
+    type: str = "float"  # the scalar type's PLY name (the count's, for a list)
+    item_size: int = 0  # bytes of one item of a list property
 
 
 @dataclass
@@ -162,6 +179,8 @@ def _parse_header(path: PathLike, head: bytes) -> _Header:
         if tokens[0] == "format":
             if len(tokens) != 3 or tokens[1] not in _FORMATS:
                 raise _fail(path, f"{bad} (format must be one of {', '.join(_FORMATS)})")
+            if fmt is not None:  # which one would win is a guess: plyfile refuses it too
+                raise _fail(path, f"{bad} (a second 'format' line; the header may have only one)")
             fmt = tokens[1]
         elif tokens[0] == "element":
             if len(tokens) != 3 or not tokens[2].isascii() or not tokens[2].isdigit():
@@ -171,7 +190,9 @@ def _parse_header(path: PathLike, head: bytes) -> _Header:
             if not elements:
                 raise _fail(path, f"{bad} (property before any element)")
             if len(tokens) == 5 and tokens[1] == "list" and tokens[2] in _TYPE_SIZES and tokens[3] in _TYPE_SIZES:
-                elements[-1].properties.append(_Property(tokens[4], _TYPE_SIZES[tokens[2]], is_list=True))
+                elements[-1].properties.append(
+                    _Property(tokens[4], _TYPE_SIZES[tokens[2]], True, tokens[2], _TYPE_SIZES[tokens[3]])
+                )
             elif len(tokens) == 3 and tokens[1] in _TYPE_SIZES:
                 elements[-1].properties.append(_Property(tokens[2], _TYPE_SIZES[tokens[1]], type=tokens[1]))
             else:
@@ -232,65 +253,284 @@ def _check_vertex_element(path: PathLike, header: _Header) -> tuple[_Element, in
     return vertex, _F_REST_DEGREE[n_rest]
 
 
-def _float_columns(rows: np.ndarray, vertex: _Element) -> np.ndarray:
+Overflow = dict[int, tuple[int, float]]
+"""Property index -> (row, value) of the first value in that column beyond float32's range (read as a double)."""
+
+
+def _narrow(values: np.ndarray, first_row: int, columns: list[int], overflow: Overflow) -> np.ndarray:
+    """Doubles [R, C] -> float32 without numpy's overflow warning; the first finite value beyond float32's range of
+    each column (``columns`` are their property indices) is noted in ``overflow``, for :func:`read_ply` to refuse
+    when the property is used."""
+    with np.errstate(over="ignore"):
+        narrow = values.astype(np.float32)
+    beyond = np.isinf(narrow) & np.isfinite(values)
+    for c in np.flatnonzero(beyond.any(axis=0)):
+        row = int(np.argmax(beyond[:, c]))
+        overflow.setdefault(columns[c], (first_row + row, float(values[row, c])))
+    return narrow
+
+
+def _float_columns(rows: np.ndarray, vertex: _Element, overflow: Overflow) -> np.ndarray:
     """A structured array of vertex rows -> [N, P] float32 in the header's property order (a copy)."""
-    return np.stack([np.asarray(rows[p.name], dtype=np.float32) for p in vertex.properties], axis=1)
+    columns = []
+    for i, p in enumerate(vertex.properties):
+        column = np.asarray(rows[p.name])
+        if column.dtype.kind == "f" and column.dtype.itemsize == 8:
+            columns.append(_narrow(column[:, None], 0, [i], overflow)[:, 0])
+        else:
+            columns.append(column.astype(np.float32))
+    return np.stack(columns, axis=1)
 
 
-def _read_vertex_table(path: PathLike, header: _Header, vertex: _Element) -> np.ndarray:
-    """The vertex rows as [N, P] float32 (a copy), reading nothing but them.
+def _truncated_ascii(path: PathLike, vertex: _Element) -> PlyFormatError:
+    return _fail(path, f"truncated ascii body: it has fewer than {vertex.count} vertex rows")
 
-    Binary: the vertex block is memory-mapped at its offset, so elements after it (faces, with list properties
-    that would have to be parsed row by row) are never read; elements before it must have fixed-size rows.
-    Ascii: one line per row, one number per property; a truncated, ragged or non-numeric body is refused."""
-    before = header.elements[: header.elements.index(vertex)]
-    if header.format == "ascii":
-        start = sum(e.count for e in before)
-        with open(path, "rb") as f:  # read up to the last vertex row only: later elements are never read
-            f.seek(header.body_offset)
-            rows = [line.rstrip(b"\n") for line in itertools.islice(f, start, start + vertex.count)]
-            trailing = header.elements[-1] is vertex and any(line.strip() for line in f)
-        if len(rows) < vertex.count or not all(row.strip() for row in rows):
-            raise _fail(path, f"truncated ascii body: it has fewer than {vertex.count} vertex rows")
-        values = [row.split() for row in rows]
-        bad = next((i for i, row in enumerate(values) if len(row) != len(vertex.properties)), None)
-        if bad is not None:
-            raise _fail(
-                path, f"ascii vertex row {bad + 1} has {len(values[bad])} values, expected {len(vertex.properties)}"
-            )
-        tokens = [token for row in values for token in row]
-        if not all(_ASCII_NUMBER.fullmatch(t) for t in tokens):
-            word = next(t for t in tokens if not _ASCII_NUMBER.fullmatch(t))
-            raise _fail(path, f"ascii vertex value {word[:20].decode('ascii', 'replace')!r} is not a number")
-        if trailing:
-            raise _fail(path, "ascii body has rows after the last element")
-        with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below as non-finite
-            return np.array(tokens, dtype=np.float64).reshape(vertex.count, -1).astype(np.float32)
-    listed = [e for e in before if any(p.is_list for p in e.properties)]
-    if listed:  # the vertex offset is known only after walking those rows: plyfile does it, for small elements only
-        rows_before = sum(e.count for e in listed)
-        if rows_before > MAX_LIST_ROWS_BEFORE_VERTEX:
-            raise _fail(
-                path,
-                f"element {listed[0].name} has {rows_before} rows of list properties before the vertex "
-                f"element (at most {MAX_LIST_ROWS_BEFORE_VERTEX} are read)",
-            )
+
+def _after_newlines(data: bytes, count: int) -> int:
+    """The offset in ``data`` just after its ``count``-th newline (there are at least that many)."""
+    return int(np.flatnonzero(np.frombuffer(data, np.uint8) == 10)[count - 1]) + 1
+
+
+@functools.lru_cache(maxsize=8)
+def _ascii_rows_pattern(width: int) -> re.Pattern:
+    """Whole ascii rows of ``width`` numbers each, every row ending with a newline (whitespace as bytes.split)."""
+    number, blank = _ASCII_NUMBER.pattern, rb"[ \t\r\x0b\x0c]"
+    row = rb"(?>%s*%s(?:%s+%s){%d}%s*\n)" % (blank, number, blank, number, width - 1, blank)
+    return re.compile(rb"(?:%s)*" % row, re.IGNORECASE)
+
+
+def _diagnose_ascii_rows(path: PathLike, block: bytes, first_row: int, vertex: _Element) -> None:
+    """Raise the error that says what is wrong with these rows (the careful, slow reading of a bad block)."""
+    rows = block.split(b"\n")[:-1]
+    if not all(row.strip() for row in rows):
+        raise _truncated_ascii(path, vertex)
+    values = [row.split() for row in rows]
+    width = len(vertex.properties)
+    bad = next((i for i, row in enumerate(values) if len(row) != width), None)
+    if bad is not None:
+        raise _fail(path, f"ascii vertex row {first_row + bad + 1} has {len(values[bad])} values, expected {width}")
+    word = next((t for row in values for t in row if not _ASCII_NUMBER.fullmatch(t)), None)
+    if word is not None:
+        raise _fail(path, f"ascii vertex value {word[:20].decode('ascii', 'replace')!r} is not a number")
+
+
+def _parse_ascii_rows(path: PathLike, block: bytes, rows: int, first_row: int, vertex: _Element) -> np.ndarray:
+    """``rows`` whole ascii rows (each ending with a newline) -> [rows, P] doubles, or the error that says why not.
+
+    Plain rows (digits, signs, points, exponents, blanks) go to numpy's loadtxt, which refuses any malformed number
+    and any ragged row; others are first matched as a whole against the strict number syntax."""
+    width = len(vertex.properties)
+    values = None
+    if not block.translate(None, _ASCII_PLAIN) and block.count(b"\r") == block.count(b"\r\n"):
         try:
-            data = plyfile.PlyData.read(os.fspath(path), mmap=True)["vertex"].data
-        except Exception as error:  # plyfile / numpy parse errors on a body the header check could not rule out
-            first = (str(error).strip().splitlines() or [""])[0][:200]
-            raise _fail(path, f"could not parse the PLY body: {type(error).__name__}: {first}") from None
-        return _float_columns(data, vertex)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "input contained no data" for blank rows, refused below
+                values = np.loadtxt(io.BytesIO(block), dtype=np.float64, comments=None, ndmin=2)
+        except ValueError:
+            values = None
+    elif _ascii_rows_pattern(width).fullmatch(block):
+        values = np.array(block.split(), dtype=np.float64).reshape(-1, width)
+    if values is not None and values.shape == (rows, width):
+        return values
+    _diagnose_ascii_rows(path, block, first_row, vertex)
+    raise _fail(path, f"ascii vertex rows {first_row + 1}..{first_row + rows} could not be parsed")
+
+
+def _skip_ascii_rows(path: PathLike, f: BinaryIO, offset: int, rows: int, vertex: _Element) -> int:
+    """The offset just after ``rows`` more lines (the rows of elements before the vertex element), chunk by chunk."""
+    f.seek(offset)
+    while rows:
+        data = f.read(ASCII_CHUNK_BYTES)
+        if not data:
+            raise _truncated_ascii(path, vertex)
+        found = data.count(b"\n")
+        if found >= rows:
+            return offset + _after_newlines(data, rows)
+        rows -= found
+        offset += len(data)
+    return offset
+
+
+def _read_ascii_vertices(
+    path: PathLike, f: BinaryIO, offset: int, vertex: _Element, last: bool, overflow: Overflow
+) -> np.ndarray:
+    """The ascii vertex rows from ``offset`` as [N, P] float32, read and parsed a chunk of whole rows at a time.
+
+    Every row must end with a newline (a file cut inside its last number is refused, not read with a shorter
+    number); when the vertex element is the ``last`` one, nothing but blanks may follow its rows."""
+    n, width = vertex.count, len(vertex.properties)
+    longest = max(MAX_ASCII_ROW_BYTES, 256 * width)
+    table = np.empty((n, width), np.float32)
+    columns = list(range(width))
+    f.seek(offset)
+    done, pending = 0, b""
+    while done < n:
+        data = f.read(ASCII_CHUNK_BYTES)
+        if not data:
+            if pending.strip() and done == n - 1:
+                _diagnose_ascii_rows(path, pending + b"\n", done, vertex)  # a bad row is named as such first
+                raise _fail(
+                    path,
+                    f"ascii vertex row {n} does not end with a newline: the file is cut short (inside its last "
+                    f"number, perhaps)",
+                )
+            raise _truncated_ascii(path, vertex)
+        buffer = pending + data if pending else data
+        end = buffer.rfind(b"\n") + 1
+        block, pending = buffer[:end], buffer[end:]
+        if len(pending) > longest:
+            raise _fail(path, f"ascii vertex row {done + 1} is longer than {longest} bytes")
+        if not block:
+            continue
+        rows = block.count(b"\n")
+        if rows > n - done:  # the vertex rows end here: what follows is for the trailing check
+            cut = _after_newlines(block, n - done)
+            block, pending, rows = block[:cut], block[cut:] + pending, n - done
+        table[done : done + rows] = _narrow(_parse_ascii_rows(path, block, rows, done, vertex), done, columns, overflow)
+        done += rows
+    while last:
+        if pending.strip():
+            raise _fail(path, "ascii body has rows after the last element")
+        pending = f.read(ASCII_CHUNK_BYTES)
+        if not pending:
+            break
+    return table
+
+
+def _walk_lists(path: PathLike, view: mmap.mmap, offset: int, file_size: int, element: _Element, endian: str) -> int:
+    """The offset just after ``element``'s rows from ``offset``, reading nothing but each list's length."""
+    steps, fixed = [], 0  # (bytes before the list, its length's struct, bytes of an item, its name)
+    for p in element.properties:
+        if not p.is_list:
+            fixed += p.size
+            continue
+        if _NUMPY_TYPES[p.type][0] == "f":
+            raise _fail(path, f"list property {p.name} has the count type {p.type}, not an integer type")
+        steps.append((fixed, struct.Struct(endian + _STRUCT_CODES[_NUMPY_TYPES[p.type]]), p.item_size, p.name))
+        fixed = 0
+    for row in range(element.count):
+        for skip, length, item_size, name in steps:
+            offset += skip
+            if offset + length.size > file_size:
+                break
+            (items,) = length.unpack_from(view, offset)
+            if items < 0:
+                raise _fail(path, f"element {element.name} row {row + 1}: list {name} has a negative length ({items})")
+            offset += length.size + items * item_size
+        else:
+            offset += fixed
+            if offset <= file_size:
+                continue
+        raise _fail(path, f"element {element.name} row {row + 1} runs past the end of the file (truncated or corrupt)")
+    return offset
+
+
+def _binary_vertex_offset(path: PathLike, f: BinaryIO, file_size: int, header: _Header, vertex: _Element) -> int:
+    """Where the binary vertex rows start: the elements before them are skipped, fixed-size ones by arithmetic and
+    ones with list properties by walking their lists (at most :data:`MAX_LISTS_BEFORE_VERTEX`) in a read-only map of
+    the file."""
+    before = header.elements[: header.elements.index(vertex)]
+    walked = [e for e in before if e.count and any(p.is_list for p in e.properties)]
+    lists = sum(e.count * sum(p.is_list for p in e.properties) for e in walked)
+    if lists > MAX_LISTS_BEFORE_VERTEX:
+        raise _fail(
+            path,
+            f"element {walked[0].name} has {lists} lists before the vertex element, whose start is known only after "
+            f"walking them (at most {MAX_LISTS_BEFORE_VERTEX} are walked)",
+        )
+    endian = "<" if header.format == "binary_little_endian" else ">"
+    offset = header.body_offset
+    view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if walked else None
+    try:
+        for element in before:
+            if element in walked:
+                offset = _walk_lists(path, view, offset, file_size, element, endian)
+            else:
+                offset += element.count * sum(p.size for p in element.properties)
+    finally:
+        if view is not None:
+            view.close()
+    return offset
+
+
+def _read_vertex_table(
+    path: PathLike, f: BinaryIO, file_size: int, header: _Header, vertex: _Element, overflow: Overflow
+) -> np.ndarray:
+    """The vertex rows as [N, P] float32 (a copy), reading nothing but them and what locates them.
+
+    Binary: the vertex block is memory-mapped at its offset; elements after it are never read. Ascii: the rows
+    before it are skipped line by line and its rows parsed in chunks; a truncated, ragged, unterminated or
+    non-numeric body is refused."""
+    index = header.elements.index(vertex)
+    if header.format == "ascii":
+        offset = _skip_ascii_rows(path, f, header.body_offset, sum(e.count for e in header.elements[:index]), vertex)
+        return _read_ascii_vertices(path, f, offset, vertex, header.elements[-1] is vertex, overflow)
+    offset = _binary_vertex_offset(path, f, file_size, header, vertex)
     endian = "<" if header.format == "binary_little_endian" else ">"
     dtype = np.dtype([(p.name, endian + _NUMPY_TYPES[p.type]) for p in vertex.properties])
-    offset = header.body_offset + sum(e.count * sum(p.size for p in e.properties) for e in before)
-    rows = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(vertex.count,))
+    if offset + vertex.count * dtype.itemsize > file_size:
+        raise _fail(
+            path,
+            f"truncated or corrupt: the {vertex.count} vertex rows need {vertex.count * dtype.itemsize} bytes from "
+            f"offset {offset}, but the file has {file_size} bytes",
+        )
+    rows = np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=(vertex.count,))
     try:
         if all(dtype.fields[p.name][0] == np.dtype("<f4") for p in vertex.properties):  # the usual file: one copy
             return np.array(rows.view("<f4").reshape(vertex.count, len(vertex.properties)))
-        return _float_columns(rows, vertex)
+        return _float_columns(rows, vertex, overflow)
     finally:
         del rows
+
+
+def _path_problem(error: OSError) -> str:
+    """What is wrong with a path that ``stat`` or ``open`` refused, in words."""
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "does not exist"
+    if error.errno == errno.ELOOP:
+        return "is a symbolic link loop (too many levels of symbolic links)"
+    if error.errno == errno.EISDIR:
+        return "is a folder, not a .ply file"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "cannot be read: permission denied"
+    return f"cannot be read: {error.strerror or error}"
+
+
+def _check_regular(path: PathLike, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise _fail(path, "is a folder, not a .ply file")
+    if not stat.S_ISREG(mode):
+        kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"))
+        kind = next((name for test, name in kinds if test(mode)), "device or special file")
+        raise _fail(path, f"is not a regular file (it is a {kind}); give a .ply file")
+
+
+def _open_regular_file(path: PathLike) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file; a PlyFormatError naming it otherwise. Checked with
+    ``stat`` before the open, and the open does not block (a FIFO swapped in meanwhile is refused by ``fstat``)."""
+    name = os.fspath(path)
+    try:
+        info = os.stat(name)
+    except FileNotFoundError:
+        if os.path.islink(name):
+            raise _fail(path, "is a dangling symbolic link (its target does not exist)") from None
+        raise _fail(path, "does not exist") from None
+    except OSError as error:
+        raise _fail(path, _path_problem(error)) from None
+    except ValueError:  # an embedded NUL byte
+        raise _fail(path, "is not a valid path") from None
+    _check_regular(path, info.st_mode)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(name, flags)
+    except OSError as error:
+        raise _fail(path, _path_problem(error)) from None
+    try:
+        _check_regular(path, os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 # ---------------------------------------------------------------------------------------------------- read
@@ -303,15 +543,20 @@ def read_ply(path: PathLike, up: UpAxis = "-y", device: torch.device | str = "cp
     :class:`PlyFormatError` for any file that is not a readable, finite, non-empty 3DGS splat file.
     """
     up_rotation(up)  # validate before touching the file
-    with open(path, "rb") as f:
+    overflow: Overflow = {}
+    with _open_regular_file(path) as f:
         head = f.read(MAX_HEADER_BYTES)
         file_size = os.fstat(f.fileno()).st_size
-    header = _parse_header(path, head)
-    _check_body_size(path, header, file_size)
-    vertex, degree = _check_vertex_element(path, header)
-
-    table = _read_vertex_table(path, header, vertex)  # [N, P] float32, a copy of the file's values
+        header = _parse_header(path, head)
+        _check_body_size(path, header, file_size)
+        vertex, degree = _check_vertex_element(path, header)
+        table = _read_vertex_table(path, f, file_size, header, vertex, overflow)  # [N, P] float32, a copy
     names_in_file = [p.name for p in vertex.properties]
+    used = set(_REQUIRED) | {n for n in names_in_file if re.fullmatch(r"f_rest_\d+", n)}
+    beyond = sorted((row, names_in_file[c], value) for c, (row, value) in overflow.items() if names_in_file[c] in used)
+    if beyond:  # a double too large for float32 (unused properties, such as normals, may overflow unseen)
+        row, name, value = beyond[0]
+        raise _fail(path, f"vertex row {row + 1}: {name} = {value:g} is beyond float32's range (+-3.4e38)")
 
     def columns(names: Iterable[str]) -> np.ndarray:
         return table[:, [names_in_file.index(name) for name in names]]

@@ -37,7 +37,8 @@ def write_splat(scene_or_params: SceneOrParams, path: PathLike, up: UpAxis = "-y
     """Write a scene as an antimatter15 ``.splat`` file (layout in the module docstring), atomically.
 
     ``up`` is the file's up axis (default ``"-y"``, what the antimatter15 viewer expects). Only the DC colour is
-    kept. Raises ``ValueError`` for empty scenes or NaN/Inf parameters.
+    kept. Raises ``ValueError`` for empty scenes, NaN/Inf parameters or log scales whose exp overflows float32 (above
+    about 88.7), naming the first such Gaussian, before anything is written.
     """
     up_rotation(up)  # validate
     params = to_file_axes(prepare_params(scene_or_params), up)
@@ -47,15 +48,34 @@ def write_splat(scene_or_params: SceneOrParams, path: PathLike, up: UpAxis = "-y
     quats = params["quats"]
     unit = quats / torch.linalg.norm(quats, dim=1, keepdim=True).clamp_min(1e-12)
 
+    scales = torch.exp(params["scales"])
+    refuse_overflowing_scales(params["scales"], torch.isfinite(scales), "exp(scale)", "88.7")
+
     records = np.zeros(n, dtype=SPLAT_RECORD)
     records["position"] = params["means"].numpy()
-    records["scale"] = torch.exp(params["scales"]).numpy()
+    records["scale"] = scales.numpy()
     records["rgba"] = (rgba * 255).clamp(0, 255).to(torch.uint8).numpy()
     records["rotation"] = (unit * 128 + 128).clamp(0, 255).to(torch.uint8).numpy()
 
     importance = torch.exp(params["scales"].double().sum(dim=1)) * alpha.double()
     order = torch.argsort(importance, descending=True, stable=True).numpy()
     atomic_write_bytes(path, [memoryview(records[order]).cast("B")])
+
+
+def refuse_overflowing_scales(
+    log_scales: torch.Tensor, finite: torch.Tensor, what: str, limit: str, action: str = "write"
+) -> None:
+    """ValueError naming the first Gaussian (1-based, the row of the .ply it was read from) whose log scales
+    ``log_scales`` [N, 3] give a non-finite ``what`` (``finite``: [N, 3] or [N] bool) in float32."""
+    bad = ~(finite if finite.dim() == 1 else finite.all(dim=1))
+    if bad.any():
+        row = int(torch.nonzero(bad)[0, 0])
+        axis = int(torch.argmax(log_scales[row]))
+        raise ValueError(
+            f"refusing to {action}: {int(bad.sum())} of {len(bad)} Gaussians have scales whose {what} overflows "
+            f"float32; the first, Gaussian {row + 1}, has scale_{axis} = {float(log_scales[row, axis]):g} (a log "
+            f"scale must stay below {limit})"
+        )
 
 
 def read_splat(path: PathLike) -> dict[str, np.ndarray]:

@@ -7,11 +7,15 @@ server and no network."""
 from __future__ import annotations
 
 from .server import SplatViewer
+from .splats import refuse_nonfinite_splats
 
 
 def scene_html(scene, title: str = "esd-gs") -> str:
-    """The standalone page of ``scene`` (a ``GaussianScene``)."""
+    """The standalone page of ``scene`` (a ``GaussianScene``); ValueError, before the recording server starts, when
+    the page would hold non-finite values (:func:`refuse_nonfinite_splats`)."""
     import socket
+
+    refuse_nonfinite_splats(scene)
 
     with socket.socket() as probe:  # a free port for the short-lived recording server
         probe.bind(("127.0.0.1", 0))
