@@ -2,7 +2,8 @@
 
 Everything esd-gs writes for users (.ply, .splat, videos, images, configs, checkpoints) goes through
 ``atomic_path``: the content is written to a hidden temporary file in the same directory (same suffix, so format
-detection by extension still works), flushed to disk, then renamed onto the target in one step.
+detection by extension still works), flushed to disk, then renamed onto the target in one step, and the folder is
+flushed after the rename (``fsync_directory``), so that the new name survives a power loss too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:  # make sure the bytes are on disk before the rename
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+        fsync_directory(target.parent)
     except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -38,3 +40,18 @@ def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes | memoryv
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         for chunk in chunks:
             fh.write(chunk)
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (names created, renamed or removed in it) to disk. Best effort: a no-op where folders
+    cannot be opened (Windows) or flushed (some network file systems), since what it follows has already happened."""
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

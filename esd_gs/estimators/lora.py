@@ -81,6 +81,26 @@ def _check_text_width(prior: UNetPrior, psi_width: int) -> None:
         )
 
 
+def _check_target_modules(unet, targets) -> None:
+    """Each of ``--psi.target-modules`` must name a module of the UNet as peft matches them (the full name, or its
+    last dotted parts): a name that matches nothing is refused in one line, with examples of names that exist."""
+    names = [name for name, _ in unet.named_modules() if name]
+    unknown = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if not unknown:
+        return
+    examples: list[str] = []
+    for name, module in unet.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            parts = name.split(".")
+            short = ".".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]
+            if short not in examples:
+                examples.append(short)
+    raise UserError(
+        f"--psi.target-modules {', '.join(unknown)}: no such module in the UNet; its layers include "
+        f"{', '.join(examples[:10])}"
+    )
+
+
 class CameraLoRAEstimator(OnlineEstimator):
     """eps_psi(x_t, t, c, y) and its online training (see module docstring)."""
 
@@ -95,14 +115,19 @@ class CameraLoRAEstimator(OnlineEstimator):
         if not torch.allclose(scheduler.alphas_cumprod.float().cpu(), prior.alphas_cumprod.float().cpu(), atol=1e-6):
             raise UserError("psi's base model must use the same noise (beta) schedule as phi's")
         _check_text_width(prior, self.unet.config.cross_attention_dim)
-        self.unet.add_adapter(
-            LoraConfig(
-                r=config.lora_rank,
-                lora_alpha=config.lora_alpha,
-                target_modules=list(config.target_modules),
-                init_lora_weights=True,  # B = 0: psi starts equal to its base
+        _check_target_modules(self.unet, config.target_modules)
+        try:
+            self.unet.add_adapter(
+                LoraConfig(
+                    r=config.lora_rank,
+                    lora_alpha=config.lora_alpha,
+                    target_modules=list(config.target_modules),
+                    init_lora_weights=True,  # B = 0: psi starts equal to its base
+                )
             )
-        )
+        except ValueError as exc:  # peft: a target it cannot wrap (a whole block, a norm layer)
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"--psi.target-modules cannot take a LoRA: {detail}") from None
         width = self.unet.time_embedding.linear_2.out_features
         self.camera_embedding = CameraEmbedding(width).to(prior.device)
         for param in self.unet.parameters():

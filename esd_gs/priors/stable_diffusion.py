@@ -105,7 +105,6 @@ class StableDiffusionPrior(UNetPrior):
         dtype = resolve_dtype(precision, device)
         quiet_loading()
         model, checks = resolve_model(model, role="phi")
-        _announce(announce, f"phi: Stable Diffusion from {model} ({checks[-1].reason})")
         try:
             kwargs = {"torch_dtype": dtype}
             unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **kwargs)
@@ -115,6 +114,7 @@ class StableDiffusionPrior(UNetPrior):
             scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
         except Exception as exc:  # OSError, ValueError, and the Hub client's own transport errors mid-download
             raise UserError(load_failure_message(model, exc)) from None
+        _announce(announce, f"phi: Stable Diffusion from {model} ({checks[-1].reason})")  # once it has loaded
         return cls(
             unet.to(device),
             vae.to(device),

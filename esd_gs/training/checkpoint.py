@@ -10,7 +10,9 @@ A checkpoint directory ``RUN/checkpoint/`` holds
   settings (``psi``), and ``tensors``: the name of the tensor file it belongs to.
 
 Saving never destroys the previous checkpoint: the new tensors go to a new file beside the old one, then
-``meta.json`` is replaced atomically (the switch), and only then are older tensor files removed. A crash, a full disk
+``meta.json`` is replaced atomically (the switch), and only then are older tensor files removed. Every rename is
+followed by a flush of the folder (``atomic.fsync_directory``), and so is the checkpoint folder's creation, so that
+a power loss also leaves a complete checkpoint. A crash, a full disk
 or a second signal at any moment leaves either the old or the new checkpoint complete. A checkpoint of the first
 layout (``tensors.safetensors`` with a ``meta.json`` that names no file) still loads, and so does one written by
 esd-gs 0.1, whose psi kept its optimiser under ``psi_optim.*`` and its settings beside the scene's
@@ -29,9 +31,9 @@ from safetensors.torch import load_file
 from safetensors.torch import save as serialize
 from torch import Tensor
 
-from ..atomic import atomic_path, atomic_write_bytes
+from ..atomic import atomic_path, atomic_write_bytes, fsync_directory
 from ..errors import UserError
-from ..scene import PARAM_KEYS
+from ..scene import PARAM_KEYS, GaussianScene
 
 TENSORS = "tensors.safetensors"
 META = "meta.json"
@@ -43,7 +45,9 @@ def rng_tensor(state: Tensor) -> Tensor:
 
 def save_checkpoint(directory: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
     """Write a new checkpoint beside the current one and switch to it atomically (see the module docstring)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        fsync_directory(directory.parent)  # the new folder's name, before anything in it counts
     for leftover in directory.glob(".*.tmp*"):  # half-written files of a save that was killed
         leftover.unlink(missing_ok=True)
     name = f"tensors-{int(meta.get('step', 0)):08d}-{secrets.token_hex(4)}.safetensors"
@@ -55,6 +59,7 @@ def save_checkpoint(directory: Path, tensors: dict[str, Tensor], meta: dict[str,
     for old in directory.glob("tensors*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
+    fsync_directory(directory)
 
 
 def checkpoint_tensor_file(directory: Path) -> Path | None:
@@ -102,8 +107,11 @@ def psi_checkpoint_state(tensors: dict[str, Tensor], meta: dict) -> tuple[dict[s
 
 
 def check_checkpoint(tensors: dict, meta: dict, steps: int) -> None:
-    """Refuse a parseable but wrong checkpoint before anything is restored (KeyError/TypeError/ValueError, which
-    the command turns into one line): counters, optimiser settings and the scene tensors' types."""
+    """Refuse a parseable but wrong checkpoint before anything is restored, and before any model loads
+    (KeyError/TypeError/ValueError, which the command turns into one line): counters, optimiser settings, the scene
+    (types, shapes, at least one Gaussian, finite values), each scene optimiser's Adam state (complete, shaped like
+    its parameter, finite), the densification statistics and the generator states. Everything that restoring theta
+    reads is checked here, so that a checkpoint that passes cannot fail at the first step."""
 
     def count(name: str, high: int | None = None) -> int:
         value = meta.get(name)
@@ -138,3 +146,60 @@ def check_checkpoint(tensors: dict, meta: dict, steps: int) -> None:
         tensor = tensors.get(f"scene.{key}")
         if tensor is None or tensor.dtype != torch.float32:
             raise ValueError(f"scene.{key} is missing or not float32")
+    scene = {key: tensors[f"scene.{key}"] for key in PARAM_KEYS}
+    GaussianScene(scene)  # the shapes ([N, 3], [N, 4], ...): ValueError naming the tensor
+    rows = scene["means"].shape[0]
+    if rows == 0:
+        raise ValueError("the scene has no Gaussians (0 rows)")
+    for key, tensor in scene.items():
+        bad = int((~torch.isfinite(tensor.reshape(rows, -1))).any(dim=1).sum())
+        if bad:
+            raise ValueError(f"scene.{key} holds NaN or infinite values in {bad} of its {rows} rows")
+    for key in PARAM_KEYS:
+        _check_optimizer_state(key, tensors, optimizers.get(key), scene[key])
+    for name, tensor in tensors.items():  # gsplat's running statistics: one entry per Gaussian
+        if name.startswith("densify.") and (tensor.dim() != 1 or tensor.shape[0] != rows):
+            raise ValueError(f"{name} has shape {list(tensor.shape)}, not [{rows}] like the scene")
+    for name in ("rng.global", "rng.camera", "rng.noise"):
+        state = tensors.get(name)
+        if state is None or state.dtype != torch.uint8 or state.dim() != 1:
+            raise KeyError(f"{name} is missing or not a generator state")
+
+
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
+"""What Adam keeps per parameter once it has stepped (an optimiser that never stepped keeps nothing)."""
+
+
+def _check_optimizer_state(key: str, tensors: dict, entry, param: Tensor) -> None:
+    """The Adam state of scene parameter ``key``: one param group holding the one parameter, and either no state
+    (it never stepped) or all of ``ADAM_STATE``, its moments shaped like the parameter and finite."""
+    where = f"the optimiser of scene.{key}"
+    if not isinstance(entry, dict):
+        raise KeyError(f"meta.json has no optimiser for scene.{key}")
+    groups = entry["groups"]
+    if len(groups) != 1 or groups[0].get("params") != [0]:
+        raise ValueError(f"{where} does not hold exactly one parameter")
+    prefix = f"optim.{key}."
+    state: dict[str, Any] = {}
+    for name, value in [*tensors.items(), *((f"{prefix}{k}", v) for k, v in entry["scalars"].items())]:
+        if name.startswith(prefix):
+            index, _, state_key = name[len(prefix) :].partition(".")
+            if index != "0" or not state_key:
+                raise ValueError(f"{where} has state for a parameter it does not hold ({name})")
+            state[state_key] = value
+    if not state:
+        return
+    missing = [name for name in ADAM_STATE if name not in state]
+    if missing:
+        raise ValueError(f"{where} lacks its {', '.join(missing)}")
+    step = state["step"]
+    step = step.item() if isinstance(step, Tensor) and step.numel() == 1 else step
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 <= step < float("inf"):
+        raise ValueError(f"{where} has a step count that is not a count")
+    for name in ("exp_avg", "exp_avg_sq"):
+        moment = state[name]
+        if not isinstance(moment, Tensor) or moment.dtype != torch.float32 or moment.shape != param.shape:
+            shape = list(moment.shape) if isinstance(moment, Tensor) else type(moment).__name__
+            raise ValueError(f"{where} has {name} of shape {shape}, not {list(param.shape)} like the parameter")
+        if not bool(torch.isfinite(moment).all()):
+            raise ValueError(f"{where} holds NaN or infinite values in its {name}")

@@ -2,7 +2,8 @@
 
 - gsplat's ``DefaultStrategy`` clones / splits Gaussians with a large accumulated screen-space gradient and prunes
   transparent or huge ones. It only needs the render ``info`` (``means2d`` with its gradient, ``radii`` [C, N, 2],
-  ``width``, ``height``, ``n_cameras``, ``gaussian_ids``), which both our backends provide, and it runs on CPU tensors.
+  ``width``, ``height``, ``n_cameras``, ``gaussian_ids``), which both our backends provide, and it runs on CPU
+  tensors. A refinement that prunes every Gaussian ends the run (the trainer says so in one line).
 - Its periodic opacity reset never fires in gsplat 1.5.3 (``step % every == 0 & step > 0`` parses as
   ``step % every == (0 & step) > 0``), so it is done here with gsplat's own ``reset_opa``.
 - Gaussians with a non-finite parameter or an exploding scale are removed before they can blow up memory, and the
@@ -64,14 +65,21 @@ class DensifyConfig:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f"--densify.{name.replace('_', '-')} must be a fraction of the run, got {value}")
+        if not self.start < self.stop:
+            raise ConfigError(f"--densify.start ({self.start}) must be before --densify.stop ({self.stop})")
+        if not 0 <= self.prune_opacity < 1:
+            raise ConfigError(
+                f"--densify.prune-opacity must be in [0, 1) (an opacity; 1 would remove every Gaussian), "
+                f"got {self.prune_opacity}"
+            )
         if self.grad_threshold is not None and not self.grad_threshold > 0:
             raise ConfigError(f"--densify.grad-threshold must be > 0, got {self.grad_threshold}")
         if self.max_gaussians < 1:
             raise ConfigError(f"--densify.max-gaussians must be at least 1, got {self.max_gaussians}")
         if self.max_gaussians > MAX_GAUSSIANS:
             raise ConfigError(f"--densify.max-gaussians must be at most {MAX_GAUSSIANS:,}")
-        if not self.prune_opacity >= 0 or not self.max_scale > 0:
-            raise ConfigError("--densify.prune-opacity must be >= 0 and --densify.max-scale > 0")
+        if not self.max_scale > 0:
+            raise ConfigError(f"--densify.max-scale must be > 0, got {self.max_scale}")
 
 
 GRAD_THRESHOLD: dict[str, float] = {"vsd": 0.1, "esd": 0.1, "sds": 1.0}
@@ -83,6 +91,12 @@ def resolve_grad_threshold(config: DensifyConfig, method: str) -> DensifyConfig:
     if config.grad_threshold is not None:
         return config
     return dataclasses.replace(config, grad_threshold=GRAD_THRESHOLD[method])
+
+
+def reset_value(prune_opacity: float) -> float:
+    """The opacity the periodic reset lowers every Gaussian to: twice the pruning threshold, as in 3DGS (0.01 for
+    0.005), or halfway between the threshold and 1 where twice would reach 1."""
+    return 2.0 * prune_opacity if 2.0 * prune_opacity < 1 else (1.0 + prune_opacity) / 2.0
 
 
 class Densifier:
@@ -119,15 +133,18 @@ class Densifier:
             return
         self.strategy.step_post_backward(params, optimizers, self.state, step, info, packed=False)
         if 0 < step < self.stop_step and step % self.reset_every == 0:
-            reset_opa(params, optimizers, self.state, value=self.config.prune_opacity * 2.0)
+            reset_opa(params, optimizers, self.state, value=reset_value(self.config.prune_opacity))
         self.enforce_cap(params, optimizers)
 
     @torch.no_grad()
     def remove_degenerate(self, params, optimizers) -> int:
-        """Remove Gaussians with any non-finite parameter or a scale above ``max_scale``; returns how many."""
+        """Remove Gaussians with any non-finite parameter or a scale above ``max_scale``; returns how many, or -1
+        (removing nothing) when that would be every one of them: the caller stops the run."""
         bad = nonfinite_rows(params)
         bad |= (params["scales"] > math.log(self.config.max_scale)).any(dim=1)
         count = int(bad.sum())
+        if count and count == bad.numel():
+            return -1
         if count:
             self._remove(params, optimizers, bad)
         return count

@@ -4,6 +4,8 @@ workers (which pass the prior they keep loaded)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 from dataclasses import replace
@@ -14,6 +16,7 @@ from ..configs.presets import load_yaml_config
 from ..environment import ensure_writable_dir, pick_device
 from ..errors import UserError
 from ..progress import console
+from .checkpoint import check_checkpoint, load_checkpoint
 from .run_dir import REPLACED, RunDir, signals_held
 from .trainer import Trainer
 
@@ -21,6 +24,42 @@ from .trainer import Trainer
 def default_run_dir(config: GenerateConfig) -> Path:
     slug = re.sub(r"[^a-z0-9]+", "-", config.prompt.lower()).strip("-")[:48] or "run"
     return Path("runs") / f"{slug}-{config.distill.method}"
+
+
+def refuse_a_live_run(files: RunDir) -> None:
+    """A run directory that a live process is running (its run.json names it) is not touched by another."""
+    pid = files.running_process()
+    if pid is not None and pid != os.getpid():
+        raise UserError(f"{files.path} is being run now by process {pid}: wait for it or stop it (Ctrl-C) first")
+
+
+@contextlib.contextmanager
+def checkpoint_errors(files: RunDir):
+    """A parseable but wrong checkpoint as one ``UserError`` line: missing or mis-shaped tensors, meta.json without
+    its fields, incomplete optimiser state, a foreign model."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+        detail = (str(exc).strip().strip("'\"").splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(
+            f"the checkpoint in {files.checkpoint} does not fit this run ({type(exc).__name__}: {detail}); "
+            "start again with --overwrite"
+        ) from None
+
+
+@contextlib.contextmanager
+def announced_once_ready(config: GenerateConfig, prior):
+    """Hold back what loading Stable Diffusion prints (the ``phi: Stable Diffusion from ...`` line, psi's base, the
+    renderer's notice) until the run is ready to start, so that an error found on the way (psi's LoRA targets, a
+    checkpoint that does not fit psi) is the only line on stderr. Only for Stable Diffusion, whose loading draws no
+    progress bars (the fitted synthetic UNet's training does)."""
+    if prior is not None or config.prior != "sd":
+        yield
+        return
+    with console.capture() as held:
+        yield  # an error leaves the block here: what was held is dropped
+    console.file.write(held.get())
+    console.file.flush()
 
 
 def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
@@ -33,19 +72,19 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
             raise UserError(f"{files.path} is not an esd-gs run directory (no config.yaml)")
         if files.read_status() == "finished":
             raise UserError(f"the run in {files.path} is already finished: its scene is {files.scene_ply}")
+        refuse_a_live_run(files)
         saved = replace(load_yaml_config(files.config), viewer=config.viewer, viewer_port=config.viewer_port)
         saved.validate()
+        # The checkpoint is read and checked before any model loads: a bad one costs nothing and prints one line.
+        checkpoint = load_checkpoint(files.checkpoint)
+        with checkpoint_errors(files):
+            check_checkpoint(*checkpoint, saved.steps)
         device = pick_device(config.device if config.device != "auto" else saved.device)
-        trainer = Trainer(saved, files.path, device, prior=prior)
-        try:
-            trainer.restore()
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
-            # parseable but wrong: missing or mis-shaped tensors, meta.json without its fields, a foreign model
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise UserError(
-                f"the checkpoint in {files.checkpoint} does not fit this run ({type(exc).__name__}: "
-                f"{detail}); start again with --overwrite"
-            ) from None
+        with announced_once_ready(saved, prior):
+            trainer = Trainer(saved, files.path, device, prior=prior)
+            with checkpoint_errors(files):
+                trainer.restore(checkpoint)
+        del checkpoint
         console.print(f"resuming {files.path} at step {trainer.step} of {saved.steps}")
     else:
         config.validate()
@@ -55,6 +94,8 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
             raise UserError(
                 f"{files.path} keeps a replaced run in {REPLACED}/: pass --overwrite or choose another --out"
             )
+        if existing:
+            refuse_a_live_run(files)
         if existing and not config.overwrite:
             status = files.read_status()
             if status == "finished" or (status is None and files.scene_ply.name in existing):
@@ -64,7 +105,8 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
             )
         device = pick_device(config.device)
         ensure_writable_dir(files.path)
-        trainer = Trainer(config, files.path, device, prior=prior)  # loads the models: fail before touching old outputs
+        with announced_once_ready(config, prior):  # loads the models: fail before touching old outputs
+            trainer = Trainer(config, files.path, device, prior=prior)
     try:
         if config.resume is None:
             if existing:  # --overwrite: the old run is moved aside, and removed only once the new one has finished

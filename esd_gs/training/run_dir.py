@@ -1,7 +1,8 @@
 """The run directory of ``esd-gs generate``: its layout, its status file, and the rules that protect finished work.
 
     config.yaml            the resolved configuration (what --resume reads back)
-    run.json               status: running | interrupted | finished | failed, and the step reached
+    run.json               status: running | interrupted | finished | failed, and the step reached (and while
+                           running, the process: a killed run's "running" is read as interrupted or failed)
     metrics.jsonl          one line per step: loss, t, Gaussians, it/s, psi loss, skipped steps
     previews/step_*.png    4-view preview grids during training (a turntable of 4: azimuth 0, 90, 180, 270)
     checkpoint/            the last checkpoint (``checkpoint.py``)
@@ -17,9 +18,12 @@ Everything is written atomically (``atomic.py``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
 import shutil
 import signal
+import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -103,19 +107,91 @@ class RunDir:
         return [p.name for p in self.outputs() if p.exists()]
 
     # ------------------------------------------------------------------ status
+    def read_record(self) -> dict | None:
+        """run.json as written: None without one (or when it cannot be read or is not a mapping)."""
+        try:
+            record = json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
     def read_status(self) -> str | None:
-        """The status in run.json: None without one, "unknown" when it cannot be read."""
+        """The status in run.json: None without one, "unknown" when it cannot be read. A "running" run whose process
+        is gone (killed: SIGKILL, a power loss) is reported as what it now is: "interrupted" when a checkpoint can be
+        resumed, else "failed"."""
         if not self.status_file.is_file():
             return None
-        try:
-            status = json.loads(self.status_file.read_text())
-        except (OSError, ValueError):
+        record = self.read_record()
+        if record is None:
             return "unknown"
-        return status.get("status", "unknown") if isinstance(status, dict) else "unknown"
+        status = record.get("status", "unknown")
+        if status == "running" and process_gone(record):
+            from .checkpoint import has_checkpoint
+
+            return "interrupted" if has_checkpoint(self.checkpoint) else "failed"
+        return status
+
+    def running_process(self) -> int | None:
+        """The id of the process that is running this run now (on this machine), or None."""
+        record = self.read_record()
+        if record is None or record.get("status") != "running" or process_gone(record) is not False:
+            return None
+        return record["pid"]
 
     def write_status(self, status: str, step: int, steps: int) -> None:
-        with atomic_path(self.status_file) as tmp:
-            tmp.write_text(json.dumps({"status": status, "step": step, "steps": steps}, indent=1))
+        """run.json, atomically. It always takes ``STATUS_BYTES`` bytes, so that when the disk is full (the
+        atomic write needs a second file) the status is still recorded by rewriting those bytes in place."""
+        record = {"status": status, "step": step, "steps": steps}
+        if status == "running":  # who runs it: a later command can tell a killed run from a live one
+            record.update(this_process())
+        data = json.dumps(record, indent=1).encode()
+        data = data + b" " * max(0, STATUS_BYTES - 1 - len(data)) + b"\n"
+        try:
+            with atomic_path(self.status_file) as tmp:
+                tmp.write_bytes(data)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._rewrite_status_in_place(data):
+                raise
+
+    def _rewrite_status_in_place(self, data: bytes) -> bool:
+        """Overwrite run.json's bytes with ``data`` (no new space needed when it is not longer); False if it cannot."""
+        try:
+            with open(self.status_file, "r+b") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if len(data) > size:
+                    return False
+                fh.write(data[:-1] + b" " * (size - len(data)) + data[-1:])
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ metrics
+    def truncate_metrics(self, step: int) -> None:
+        """Keep metrics.jsonl's rows up to ``step`` (one per step), dropping the later ones and any torn line: a run
+        resumed from an earlier checkpoint writes those steps again. Cut in place (no new space needed) when the
+        rows kept are the file's first lines; rewritten atomically otherwise."""
+        if not self.metrics.is_file():
+            return
+        data = self.metrics.read_bytes()
+        lines = data.splitlines(keepends=True)
+        rows: dict[int, bytes] = {}
+        for line in lines:
+            try:
+                row_step = json.loads(line)["step"] if line.endswith(b"\n") else None
+            except (ValueError, TypeError, KeyError):
+                row_step = None
+            if isinstance(row_step, int) and not isinstance(row_step, bool) and 0 < row_step <= step:
+                rows[row_step] = line  # the last row of a step is the one its run went on from
+        keep = [rows[key] for key in sorted(rows)]
+        if keep == lines:
+            return
+        if keep == lines[: len(keep)]:
+            os.truncate(self.metrics, sum(len(line) for line in keep))
+        else:
+            with atomic_path(self.metrics) as tmp:
+                tmp.write_bytes(b"".join(keep))
 
     def write_config(self, config) -> None:
         """config.yaml: the resolved ``GenerateConfig``, without the options that only steer this invocation."""
@@ -151,6 +227,43 @@ class RunDir:
         aside.mkdir()
         for name in existing:
             (self.path / name).rename(aside / name)
+
+
+STATUS_BYTES = 512
+"""The size run.json is padded to (with spaces, which JSON readers ignore): room for every status, so that it can be
+rewritten in place on a full disk."""
+
+
+def this_process() -> dict:
+    """What identifies this process in run.json: its id, the machine's name and the process's start time."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": process_start_time(os.getpid())}
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (Linux's /proc); None where that is not known."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_gone(record: dict) -> bool | None:
+    """Whether the process a "running" run.json names has ended: True or False on the machine that ran it, None
+    where that cannot be told (another machine, a run.json that names no process)."""
+    pid = record.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0 or record.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, run by someone else
+        pass
+    started = record.get("started")
+    if started is not None and process_start_time(pid) not in (None, started):
+        return True  # the id now belongs to another process
+    return False
 
 
 @contextlib.contextmanager

@@ -80,9 +80,13 @@ class TrainingError(RuntimeError):
 
 
 class Interrupted(Exception):
-    def __init__(self, signum: int):
+    """SIGINT / SIGTERM stopped the run, after it saved what it could. ``resumable``: whether a complete checkpoint
+    exists for ``--resume`` (None until the run has tried to save one)."""
+
+    def __init__(self, signum: int, resumable: bool | None = None):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.resumable = resumable
 
 
 LIVE_REFRESH_S = 3.0
@@ -131,6 +135,8 @@ class Trainer:
         self.bad_in_a_row = 0
         self._stop_signal: int | None = None
         self._finishing = False
+        self._settling = False
+        self._hurrying = False
         self.live_view = None  # generate --viewer: started by run(), so that building a Trainer serves nothing
 
     def start_from(self, scene: GaussianScene) -> None:
@@ -179,7 +185,11 @@ class Trainer:
         progress = self.step / cfg.steps
         for group in self.optimizers["means"].param_groups:
             group["lr"] = self._means_lr(progress)
-        self.densifier.remove_degenerate(self.scene.params, self.optimizers)
+        if self.densifier.remove_degenerate(self.scene.params, self.optimizers) < 0:
+            raise TrainingError(
+                f"every Gaussian has a NaN/Inf parameter or a scale above --densify.max-scale at step {self.step}: "
+                "try --precision fp32, a smaller --optim.means or a larger --densify.max-scale"
+            )
         size = self.resolution(progress)
         if self.psi is not None:
             self.psi.before_step(self.step, lambda count: self.render_latents(count, size)[0])
@@ -206,6 +216,11 @@ class Trainer:
             for optimizer in self.optimizers.values():
                 optimizer.step()
             self.densifier.post_backward(self.scene.params, self.optimizers, self.step, out.info)
+            if self.scene.num_gaussians == 0:
+                raise TrainingError(
+                    f"densification pruned every Gaussian at step {self.step} (opacity under "
+                    f"--densify.prune-opacity {cfg.densify.prune_opacity}, or too large): lower --densify.prune-opacity"
+                )
             psi_loss = self.distill.update_psi(result.latents, cams, self.noise_gen, result.timesteps)
         else:
             self.skipped += 1
@@ -259,6 +274,7 @@ class Trainer:
         )
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self.files.truncate_metrics(self.step)  # a resume from an earlier checkpoint repeats the later steps
             if cfg.viewer:
                 from ..viewer.server import LiveView  # imported only with --viewer
 
@@ -301,21 +317,28 @@ class Trainer:
             self._write_status("finished")
         except Interrupted as stop:
             console.print(f"[yellow]{stop}: saving a checkpoint and the scene at step {self.step}[/yellow]")
-            saved = self._attempt(self.save, "save a checkpoint")
-            self._attempt(lambda: self.export(final=False), "export the scene")
+            saved = False
+            try:
+                saved = self._attempt(self.save, "save a checkpoint")
+                self._attempt(lambda: self.export(final=False), "export the scene")
+            except KeyboardInterrupt:  # a second signal: stop saving (every file is written atomically)
+                console.print("[yellow]stopped saving at a second signal[/yellow]")
             # Truthful: "interrupted" only when a complete checkpoint (this one or an earlier one) can be resumed.
-            resumable = saved or has_checkpoint(self.files.checkpoint)
-            self._attempt(lambda: self._write_status("interrupted" if resumable else "failed"), "update run.json")
+            stop.resumable = saved or has_checkpoint(self.files.checkpoint)
+            self._settle("interrupted" if stop.resumable else "failed")
             raise
         except TrainingError:
-            self._attempt(lambda: self.export(final=False), "export the scene")
-            self._attempt(lambda: self._write_status("failed"), "update run.json")
+            try:
+                self._attempt(lambda: self.export(final=False), "export the scene")
+            finally:
+                self._settle("failed")
             raise
         except BaseException as error:  # a full disk, a vanished folder, a second Ctrl-C: say so in run.json
             resumable = isinstance(error, KeyboardInterrupt) and has_checkpoint(self.files.checkpoint)
-            self._attempt(lambda: self._write_status("interrupted" if resumable else "failed"), "update run.json")
+            self._settle("interrupted" if resumable else "failed")
             raise
         finally:
+            self._settling = False
             self._finishing = False
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
@@ -344,9 +367,20 @@ class Trainer:
             return False
         return True
 
+    def _settle(self, status: str) -> None:
+        """Write the run's closing status in run.json; signals are ignored meanwhile, so that a further Ctrl-C
+        cannot leave it saying "running"."""
+        self._settling = True
+        self._attempt(lambda: self._write_status(status), "update run.json")
+
     def _on_signal(self, signum, frame) -> None:
-        if self._stop_signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
+        if self._settling:  # the closing status is being written: it is one small file, let it finish
+            return
+        if self._stop_signal is not None:  # a second Ctrl-C: stop now (once: a third changes nothing)
+            if not self._hurrying:
+                self._hurrying = True
+                raise KeyboardInterrupt
+            return
         self._stop_signal = signum
         if self._finishing:  # the final save and export: stop them now (every file is written atomically)
             raise Interrupted(signum)
@@ -396,8 +430,10 @@ class Trainer:
             tensors["rng.cuda"] = rng_tensor(torch.cuda.get_rng_state(self.device))
         save_checkpoint(self.files.checkpoint, tensors, meta)
 
-    def restore(self) -> None:
-        tensors, meta = load_checkpoint(self.files.checkpoint)
+    def restore(self, checkpoint: tuple[dict, dict] | None = None) -> None:
+        """Continue from the run directory's checkpoint (or from ``checkpoint``, its (tensors, meta) as
+        ``load_checkpoint`` read them), after ``check_checkpoint``."""
+        tensors, meta = checkpoint if checkpoint is not None else load_checkpoint(self.files.checkpoint)
         check_checkpoint(tensors, meta, self.cfg.steps)
         params = {k: tensors[f"scene.{k}"] for k in PARAM_KEYS}
         self.scene = GaussianScene(params).to(self.device)
