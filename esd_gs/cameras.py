@@ -162,7 +162,8 @@ class OrbitSampler:
         ):
             lo, hi = getattr(self, name)
             if (
-                not (bounds[0] <= lo <= hi <= bounds[1])
+                not (math.isfinite(lo) and math.isfinite(hi))
+                or not (bounds[0] <= lo <= hi <= bounds[1])
                 or (name in ("radius", "fovy") and not lo > bounds[0])
                 or (name == "fovy" and not hi < 180)
             ):

@@ -15,15 +15,19 @@ method and the seed. Every config is checked before anything runs; a bad one is 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
 from ..configs.generate import SYNTHETIC_PRIORS, GenerateConfig, synthetic_defaults
-from ..configs.presets import config_from_dict, config_to_dict, load_yaml_config
+from ..configs.presets import (
+    config_from_dict,
+    config_to_dict,
+    load_yaml_config,
+    parse_text,
+    read_text_file,
+    shown_value,
+)
 from ..errors import UserError
 
 METHODS = ("sds", "vsd", "esd")
@@ -41,22 +45,13 @@ class Job:
 
 
 def read_job_file(path: Path) -> list[dict]:
-    """The job file -> one mapping per job (``prompt`` and settings), in file order."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"job file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"job file {path} is a directory") from None
-    except UnicodeDecodeError:
-        raise UserError(f"job file {path} is not UTF-8 text") from None
+    """The job file -> one mapping per job (``prompt`` and settings), in file order. A file that is not a regular
+    one (a FIFO), or YAML / JSON nested too deeply, is refused in one line (``presets.read_text_file``,
+    ``presets.parse_text``)."""
+    text = read_text_file(path, "job file")
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        try:
-            items = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError) as exc:
-            raise UserError(
-                f"job file {path} is not valid {path.suffix[1:].upper()}: {str(exc).splitlines()[0]}"
-            ) from None
+        syntax = "json" if path.suffix.lower() == ".json" else "yaml"
+        items = parse_text(text, syntax, f"job file {path}")
         if not isinstance(items, list):
             raise UserError(f"job file {path}: expected a list of jobs, got {type(items).__name__}")
         jobs = []
@@ -119,7 +114,7 @@ def expand_jobs(
             raise UserError(f"unknown method '{method}' in --methods: use {', '.join(METHODS)}")
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
-    base_preset = load_yaml_config(preset) if preset is not None else None
+    base_preset = load_yaml_config(preset, "config preset") if preset is not None else None
     out = out.resolve()  # the workers may run in another folder (a cluster's): every path is absolute
     jobs, first_of_slug, taken = [], {}, set()
     for index, item in enumerate(items, 1):
@@ -131,7 +126,7 @@ def expand_jobs(
         else:
             prior_name = settings.get("prior")
             base = synthetic_defaults(prior_name) if prior_name in SYNTHETIC_PRIORS else GenerateConfig()
-        label = f"{where}, job {index} ({item['prompt']!r})"
+        label = f"{where}, job {index} ({shown_value(item['prompt'])})"
         for key in ("out", "resume", "overwrite", "config", "viewer", "viewer_port"):
             if key in settings:
                 raise UserError(f"{label}: '{key}' is set by the batch, not per job")

@@ -77,9 +77,9 @@ def _free_memory(exc: BaseException) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    from ..errors import UserError
+    from ..errors import UserError, public_names
 
-    text = (str(exc).strip().splitlines() or [""])[0][:300]
+    text = public_names((str(exc).strip().splitlines() or [""])[0])[:300]
     if isinstance(exc, UserError):
         return text
     if "out of memory" in text.lower():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -12,7 +13,6 @@ import tyro
 from ..batch.jobs import expand_jobs, read_job_file
 from ..errors import UserError
 from ..evaluation.evaluate import EvalConfig
-from .common import ensure_writable_dir
 
 
 @dataclass
@@ -53,12 +53,13 @@ class BatchArgs:
 
 
 def run_batch_command(args: BatchArgs) -> int:
-    from ..batch.runner import import_ray, run_batch
+    from ..batch.runner import check_address, import_ray, run_batch
 
     methods = tuple(m.strip() for item in args.methods for m in item.split(",") if m.strip())
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
-    if args.config is not None and not args.config.is_file():
+    check_address(args.address)  # a form Ray would wait on without end: refused before anything is read
+    if args.config is not None and not os.path.lexists(args.config):
         raise UserError(f"config preset {args.config} does not exist")
     items = read_job_file(args.jobs)
     jobs = expand_jobs(items, args.out, args.config, args.prior, methods, args.seeds, args.steps, where=str(args.jobs))
@@ -67,5 +68,19 @@ def run_batch_command(args: BatchArgs) -> int:
         from ..evaluation.evaluate import check_dependencies
 
         check_dependencies(args.eval)
-    ensure_writable_dir(args.out)
+    check_out_dir(args.out)  # made once Ray has started or joined (run_batch): a cluster that fails leaves nothing
     return run_batch(jobs, args.out, args.address, args.workers, args.eval if args.evaluate else None)
+
+
+def check_out_dir(out: Path) -> None:
+    """--out can be used: a folder, or one that can be made (the nearest existing path above it a writable folder).
+    Nothing is created."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a directory")
+    probe = Path(os.path.abspath(out))
+    while not os.path.lexists(probe) and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"cannot create output directory {out}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"output directory {out} cannot be made: {probe} is not writable")

@@ -211,7 +211,7 @@ def check_fitted_unets(report: Report, cache: Path) -> None:
 
 
 def run_doctor(args: DoctorArgs) -> int:
-    config = load_yaml_config(args.config) if args.config is not None else GenerateConfig()
+    config = load_yaml_config(args.config, "config preset") if args.config is not None else GenerateConfig()
     model = args.model or config.model or DEFAULT_MODEL
     report = Report()
     device = check_torch(report)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,11 +26,12 @@ def generate_defaults(argv: list[str]) -> GenerateConfig:
     except argparse.ArgumentError:  # e.g. --config without a value: tyro reports it, with the usage
         return GenerateConfig()
     if known.config is not None:
-        if not known.config.is_file():
+        if not os.path.lexists(known.config):
             raise UserError(
                 f"config preset {known.config} does not exist (presets live in configs/, e.g. configs/preview.yaml)"
             )
-        return replace(load_yaml_config(known.config), config=known.config)
+        # a folder, a FIFO, a device or an unreadable file: refused by the reader, in its own words
+        return replace(load_yaml_config(known.config, "config preset"), config=known.config)
     return synthetic_defaults(known.prior) if known.prior in SYNTHETIC_PRIORS else GenerateConfig()
 
 

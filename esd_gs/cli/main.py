@@ -5,36 +5,61 @@ one line on stderr and exit code 2 (a permission problem counts as one); a train
 file system failure while running (a full disk, a vanished folder) exits 1, also with one line; Ctrl-C / SIGTERM
 during ``generate`` saves a checkpoint and the scene (or says in one line why it could not), then exits 130 / 143.
 Programming errors keep their traceback.
+
+This module is the console entry point (``esd-gs = "esd_gs.cli.main:main"``) and imports nothing heavy itself: the
+subcommands, tyro and torch are imported inside ``main``, once Ctrl-C and SIGTERM are handled, so that a signal at
+any point of start-up (``import torch`` takes seconds) ends as one line, ``esd-gs: interrupted``, exit code 130 /
+143, never as a traceback. The subcommands' config classes are still importable from here (``__getattr__``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import re
 import signal
 import sys
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-import tyro
+from ..errors import Stopped, UserError, public_names
 
-from ..configs.generate import GenerateConfig
-from ..errors import UserError
-from ..io import PlyFormatError
-from .batch_cmd import BatchArgs, run_batch_command
-from .bench_cmd import BenchArgs, run_bench
-from .compare_cmd import CompareArgs, run_compare
-from .doctor_cmd import DoctorArgs, run_doctor
-from .evaluate_cmd import EvaluateArgs, run_evaluate
-from .export_cmd import ExportArgs, run_export
-from .generate_cmd import generate_defaults, run_generate
-from .help import DESCRIPTION, optional_metavars, subcommand
-from .render_cmd import RenderArgs, run_render
-from .view_cmd import ViewArgs, run_view
+if TYPE_CHECKING:
+    from ..configs.generate import GenerateConfig
+    from .batch_cmd import BatchArgs
+    from .bench_cmd import BenchArgs
+    from .compare_cmd import CompareArgs
+    from .doctor_cmd import DoctorArgs
+    from .evaluate_cmd import EvaluateArgs
+    from .export_cmd import ExportArgs
+    from .render_cmd import RenderArgs
+    from .view_cmd import ViewArgs
+
+_LAZY = {
+    "GenerateConfig": "..configs.generate",
+    "BatchArgs": ".batch_cmd",
+    "BenchArgs": ".bench_cmd",
+    "CompareArgs": ".compare_cmd",
+    "DoctorArgs": ".doctor_cmd",
+    "EvaluateArgs": ".evaluate_cmd",
+    "ExportArgs": ".export_cmd",
+    "RenderArgs": ".render_cmd",
+    "ViewArgs": ".view_cmd",
+}
+"""The subcommands' config classes, imported from their modules when first asked for."""
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __package__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _error(message: str, code: int) -> int:
-    print(f"esd-gs: error: {message}", file=sys.stderr)
+    """One line on stderr; a hidden temporary file is named as the file it was to become (``public_names``)."""
+    print(f"esd-gs: error: {public_names(message)}", file=sys.stderr)
     return code
 
 
@@ -58,6 +83,10 @@ def _panel_message(text: str) -> str:
 
 def _parse(commands, argv: list[str]):
     """tyro.cli, with its boxed usage errors turned into one UserError line (help still prints normally)."""
+    import tyro
+
+    from .help import DESCRIPTION, optional_metavars
+
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stderr(buffer):
@@ -87,6 +116,18 @@ def parse_args(
     | DoctorArgs
 ):
     """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
+    from ..configs.generate import GenerateConfig
+    from .batch_cmd import BatchArgs
+    from .bench_cmd import BenchArgs
+    from .compare_cmd import CompareArgs
+    from .doctor_cmd import DoctorArgs
+    from .evaluate_cmd import EvaluateArgs
+    from .export_cmd import ExportArgs
+    from .generate_cmd import generate_defaults
+    from .help import subcommand
+    from .render_cmd import RenderArgs
+    from .view_cmd import ViewArgs
+
     defaults = generate_defaults(argv[1:]) if argv[:1] == ["generate"] else GenerateConfig()
     chosen = argv[0] if argv else None
     commands = Union[
@@ -103,10 +144,52 @@ def parse_args(
     return _parse(commands, argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..training.trainer import Interrupted, TrainingError
+def _stop(signum: int, _frame) -> None:
+    raise Stopped(signum)
 
+
+def main(argv: list[str] | None = None) -> int:
+    """``esd-gs``: parse, run the subcommand, map its failure to one line and an exit code. SIGTERM raises ``Stopped``
+    (SIGINT: ``KeyboardInterrupt``) wherever no stage has installed its own handling (``generate``'s training and
+    ``batch``'s scheduling save their work first); both end here as ``esd-gs: interrupted``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    handlers = {}
+    try:
+        with contextlib.suppress(ValueError):  # main called outside the main thread: signals stay as they are
+            handlers = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+            handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _stop)
+        return _run(argv)
+    except KeyboardInterrupt:
+        return _interrupted(signal.SIGINT)
+    except Stopped as stop:
+        return _interrupted(stop.signum)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _interrupted(signum: int) -> int:
+    with contextlib.suppress(ValueError):  # a second signal while saying so: ignored, the command is ending
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("esd-gs: interrupted", file=sys.stderr)
+    return 128 + signum
+
+
+def _run(argv: list[str]) -> int:
+    from ..configs.generate import GenerateConfig
+    from ..io import PlyFormatError
+    from ..training.trainer import Interrupted, TrainingError
+    from .batch_cmd import BatchArgs, run_batch_command
+    from .bench_cmd import run_bench
+    from .compare_cmd import CompareArgs, run_compare
+    from .doctor_cmd import DoctorArgs, run_doctor
+    from .evaluate_cmd import EvaluateArgs, run_evaluate
+    from .export_cmd import ExportArgs, run_export
+    from .generate_cmd import run_generate
+    from .render_cmd import RenderArgs, run_render
+    from .view_cmd import ViewArgs, run_view
+
     try:
         args = parse_args(argv)
         if isinstance(args, GenerateConfig):
@@ -140,9 +223,6 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"esd-gs: interrupted ({exc}); resume with --resume", file=sys.stderr)
         return 128 + exc.signum
-    except KeyboardInterrupt:
-        print("esd-gs: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ def scene_path(path: Path) -> Path:
 def run_view(args: ViewArgs) -> int:
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise UserError(f"--seconds must be a positive number of seconds (or None: until Ctrl-C), got {args.seconds}")
     path = scene_path(args.scene)
     scene = read_ply(path, up=args.up)
     from ..viewer.server import SplatViewer

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import os
+import reprlib
+import stat
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tyro
 import yaml
@@ -82,12 +86,23 @@ def run_settings(config: GenerateConfig) -> dict:
     return settings_of(config_to_dict(config))
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 2, 4, 4, 80, 80
+
+
+def shown_value(value: Any) -> str:
+    """A value in an error message: its repr, cut short (a YAML value may be nested deep, or share one huge list
+    many times over through anchors)."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _checked(value: Any, annotation: Any, where: str) -> Any:
     """``value`` from YAML as the field's declared type, or one UserError naming the setting and what it takes."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Literal:
         if value not in args or isinstance(value, bool) != isinstance(args[0], bool):
-            raise UserError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
+            raise UserError(f"{where}: {shown_value(value)} is not one of {', '.join(repr(a) for a in args)}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -99,12 +114,12 @@ def _checked(value: Any, annotation: Any, where: str) -> Any:
                 return _checked(value, option, where)
             except UserError as exc:
                 errors.append(str(exc))
-        raise errors[-1] if len(errors) == 1 else UserError(f"{where}: {value!r} is not a valid value")
+        raise errors[-1] if len(errors) == 1 else UserError(f"{where}: {shown_value(value)} is not a valid value")
     if origin is tyro.conf.Positional or (origin is typing.Annotated):
         return _checked(value, args[0], where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{where}: expected a list, got {value!r}")
+            raise UserError(f"{where}: expected a list, got {shown_value(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_checked(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
@@ -112,26 +127,26 @@ def _checked(value: Any, annotation: Any, where: str) -> Any:
         return tuple(_checked(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if annotation is bool:
         if not isinstance(value, bool):
-            raise UserError(f"{where}: expected true or false, got {value!r}")
+            raise UserError(f"{where}: expected true or false, got {shown_value(value)}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{where}: expected a whole number, got {value!r}")
+            raise UserError(f"{where}: expected a whole number, got {shown_value(value)}")
         return value
     if annotation is float:
         if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as text
             with contextlib.suppress(ValueError):
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where}: expected a number, got {value!r}")
+            raise UserError(f"{where}: expected a number, got {shown_value(value)}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
-            raise UserError(f"{where}: expected text, got {value!r}")
+            raise UserError(f"{where}: expected text, got {shown_value(value)}")
         return value
     if annotation is Path:
         if not isinstance(value, str):
-            raise UserError(f"{where}: expected a path, got {value!r}")
+            raise UserError(f"{where}: expected a path, got {shown_value(value)}")
         return Path(value)
     if dataclasses.is_dataclass(annotation):
         return _from_plain(annotation, value, where)
@@ -157,7 +172,8 @@ def _from_plain(cls, data: dict, where: str):
             kwargs[f.name] = _from_plain(nested, {k: v for k, v in data.items() if k in names}, where)
     unknown = sorted(set(map(str, data)) - known)
     if unknown:
-        raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise UserError(f"{where}: unknown setting(s) {', '.join(shown_value(k)[1:-1] for k in unknown[:5])}{more}")
     kwargs.update(
         {name: _checked(value, hints[name], f"{where}.{name}") for name, value in data.items() if name in fields}
     )
@@ -171,17 +187,88 @@ def config_from_dict(data: dict, where: str = "config") -> GenerateConfig:
     return _from_plain(GenerateConfig, data, where)
 
 
-def load_yaml_config(path: Path) -> GenerateConfig:
-    """Read a preset or a run's saved config.yaml."""
+MAX_NESTING = 32
+"""Deepest nesting of lists and mappings a config or job file may have (a preset needs 3, a job file 4)."""
+
+_NOT_REGULAR = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def read_text_file(path: Path, what: str = "config") -> str:
+    """The UTF-8 text of a file the user names (a preset, a run's config.yaml, a job file), or one ``UserError``
+    (``what`` names the file in it): missing, a folder, unreadable, not UTF-8, or not a regular file. The file is
+    opened without waiting (``O_NONBLOCK``) and checked on the open descriptor before anything is read, so a FIFO
+    or a device is refused at once instead of blocking the command forever."""
+    path = Path(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a directory") from None
     except OSError as exc:
-        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise UserError(f"{what} {path} is a directory")
+        if not stat.S_ISREG(mode):
+            kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "a special file")
+            raise UserError(f"{what} {path} is not a regular file ({kind})")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return config_from_dict(data, where=str(path))
+        raise UserError(f"{what} {path} is not UTF-8 text") from None
+
+
+def parse_text(text: str, syntax: Literal["yaml", "json"], label: str) -> Any:
+    """YAML or JSON text -> plain data, or one ``UserError`` starting with ``label`` (which file): invalid, or nested
+    deeper than ``MAX_NESTING`` (the parsers recurse: far deeper text would end in a RecursionError)."""
+    try:
+        data = json.loads(text) if syntax == "json" else yaml.safe_load(text)
+    except RecursionError:
+        raise UserError(f"{label} is nested too deeply (more than {MAX_NESTING} levels of lists or mappings)") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{label} is not valid {syntax.upper()}: {first}") from None
+    check_nesting(data, label)
+    return data
+
+
+def check_nesting(data: Any, label: str, limit: int = MAX_NESTING) -> None:
+    """One ``UserError`` when ``data`` nests lists / mappings more than ``limit`` deep, counted along the longest
+    path (YAML anchors can share a node, or make it contain itself: a cycle is too deep too). Iterative: a depth
+    the interpreter could not recurse into is reported, not hit."""
+    deepest: dict[int, int] = {}
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (dict, list, tuple)):
+            continue
+        if depth > limit:
+            raise UserError(f"{label} is nested too deeply (more than {limit} levels of lists or mappings)")
+        if deepest.get(id(node), 0) >= depth:
+            continue  # a shared node already seen at least this deep
+        deepest[id(node)] = depth
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children)
+
+
+def load_yaml_config(path: Path, what: str = "config") -> GenerateConfig:
+    """Read a preset or a run's saved config.yaml (``what`` names it in errors)."""
+    data = parse_text(read_text_file(path, what), "yaml", f"{what} {path}")
+    return config_from_dict(data or {}, where=str(path))
 
 
 def dump_yaml_config(config: GenerateConfig) -> str:

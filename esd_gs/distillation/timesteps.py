@@ -55,6 +55,18 @@ class TimestepSchedule:
             raise ConfigError(f"need 0 <= t_min < t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}")
         if not self.t_min < self.t_max_end <= 1.0:
             raise ConfigError(f"need t_min < t_max_end <= 1, got t_max_end={self.t_max_end}")
+        if not 0.0 <= self.anneal_at <= 1.0:
+            raise ConfigError(f"--timesteps.anneal-at must be a fraction of the run in [0, 1], got {self.anneal_at}")
+        for name in ("dreamtime_m1", "dreamtime_m2", "dreamtime_s1", "dreamtime_s2"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or (name.endswith(("s1", "s2")) and not value > 0):
+                what = "a finite timestep" if name.endswith(("m1", "m2")) else "a finite width > 0"
+                raise ConfigError(f"--timesteps.{name.replace('_', '-')} must be {what}, got {value}")
+        if not self.dreamtime_m2 <= self.dreamtime_m1:
+            raise ConfigError(
+                f"--timesteps.dreamtime-m2 ({self.dreamtime_m2}) must be at most --timesteps.dreamtime-m1 "
+                f"({self.dreamtime_m1}): they are the ends of DreamTime's flat top"
+            )
 
     def max_fraction(self, progress: float) -> float:
         """The upper bound of t (fraction of T) at ``progress``."""

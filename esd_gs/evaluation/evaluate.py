@@ -363,8 +363,12 @@ def write_evaluation(target: EvalTarget, result: dict, views: Tensor) -> list[Pa
 
 
 def check_dependencies(config: EvalConfig) -> None:
-    """One line before any work when a package the chosen metrics need is missing."""
+    """One line before any work when a package the chosen metrics need is missing, or when FID's sample cache
+    (``--cache-dir``) could not be used (``check_cache_dir``)."""
     import importlib.util
+
+    if "fid" in config.metrics:
+        check_cache_dir(config.cache_dir)
 
     if importlib.util.find_spec("matplotlib") is None:
         raise UserError("esd-gs evaluate draws its figures with matplotlib: pip install 'esd-gs[eval]'")
@@ -375,3 +379,19 @@ def check_dependencies(config: EvalConfig) -> None:
             from .fid import INCEPTION_HINT
 
             raise UserError(INCEPTION_HINT)
+
+
+def check_cache_dir(path: Path) -> None:
+    """The prior-sample cache must be a folder, or one that can be made: the nearest existing path at or above it
+    must be a writable folder. Checked before any model loads or view renders; nothing is created here."""
+    import os
+
+    probe = Path(os.path.abspath(path))
+    while not os.path.lexists(probe) and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        if probe == Path(os.path.abspath(path)):
+            raise UserError(f"--cache-dir {path} is not a folder")
+        raise UserError(f"--cache-dir {path} cannot be made: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--cache-dir {path} cannot be used: {probe} is not writable")
