@@ -178,6 +178,8 @@ def cli(tmp_path_factory):
         "missing": ["render", root / "missing.ply", "--out", out / "missing", "--device", "cpu"],
         "dangling": ["render", root / "dangling.ply", "--out", out / "dangling", "--device", "cpu"],
         "loop": ["render", root / "loop.ply", "--out", out / "loop", "--device", "cpu"],
+        "export loop": ["export", root / "loop.ply", "--to", out / "loop.splat"],
+        "view big scale": ["view", root / "big-scale.ply", "--seconds", "1", "--port", "8765"],
     }
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="120", OMP_NUM_THREADS="1")
     argv = json.dumps({name: [str(a) for a in args] for name, args in cases.items()})
@@ -315,6 +317,19 @@ def test_paths_that_are_not_files_give_one_error_type(tmp_path, name, expected):
 def test_cli_refuses_paths_that_are_not_files_with_exit_2(cli, name):
     root, out, results = cli
     refused_in_one_line(results[name], str(root / f"{name}.ply"))
+
+
+def test_export_of_a_symlink_loop_is_refused_in_one_line(cli):
+    """export compared its input and output paths with Path.resolve, which raises on a symlink loop (a traceback)."""
+    root, out, results = cli
+    refused_in_one_line(results["export loop"], str(root / "loop.ply"))
+    assert not (out / "loop.splat").exists()
+
+
+def test_view_refuses_overflowing_scales_before_serving(cli):
+    """Issue 33.6, in the viewer: scale_0 = 100 gave viser NaN covariances (exit 0); now refused before serving."""
+    _, _, results = cli
+    refused_in_one_line(results["view big scale"], "scale_0 = 100")
 
 
 # ---------------------------------------------------------------------------------------------------- 6: export

@@ -215,6 +215,20 @@ def test_a_checkpoint_that_would_fail_at_the_first_step_is_refused_in_one_line(
     assert {p.name: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("fifo", ["run.json", "checkpoint/meta.json"])
+def test_a_fifo_in_place_of_a_run_file_does_not_hang(checkpointed_run, tmp_path, capsys, fifo):
+    """Issue 33.2, in a run directory: a FIFO run.json hung ``generate --out DIR`` and a FIFO meta.json hung
+    ``--resume``; both are now read without blocking (files.read_text_file) and refused in one line."""
+    copy = tmp_path / "copy"
+    shutil.copytree(checkpointed_run, copy)
+    (copy / fifo).unlink()
+    os.mkfifo(copy / fifo)
+    args = ("generate", "a head", "--prior", "synthetic", "--out", copy) if fifo == "run.json" else ("generate",)
+    args = args if fifo == "run.json" else (*args, "--resume", copy)
+    result = esd_gs(*args, timeout=60)
+    one_error_line(result, str(copy))
+
+
 def test_a_damaged_checkpoint_of_a_stable_diffusion_run_is_refused_before_phi_loads(
     checkpointed_run, tiny_model, tmp_path
 ):

@@ -91,6 +91,7 @@ def test_sigterm_on_a_full_disk_still_exits_143_with_a_truthful_status(tmp_path)
         assert "Traceback" not in stderr
         assert "could not save a checkpoint: No space left on device" in " ".join(stderr.split())
         assert status(run) == "failed"  # no complete checkpoint exists, so it does not claim to be resumable
+        assert "resume with --resume" not in stderr and "nothing was saved that --resume could continue" in stderr
 
 
 def test_a_full_disk_at_the_final_save_is_one_line_naming_the_file(tmp_path):

@@ -9,22 +9,22 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..errors import UserError
+from ..files import read_json_or_none, read_text_file
 from .jobs import Job
 
 
 def _last_metrics(run: Path) -> dict:
     try:
-        lines = (run / "metrics.jsonl").read_text().strip().splitlines()
+        lines = read_text_file(run / "metrics.jsonl", "metrics").strip().splitlines()
         return json.loads(lines[-1]) if lines else {}
-    except (OSError, ValueError):
+    except (UserError, ValueError, RecursionError):
         return {}
 
 
 def _evaluation(run: Path) -> dict:
-    try:
-        return json.loads((run / "eval.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    saved = read_json_or_none(run / "eval.json")
+    return saved if isinstance(saved, dict) else {}
 
 
 def job_rows(out: Path, jobs: list[Job], state: dict) -> list[dict]:

@@ -25,10 +25,10 @@ from ..configs.presets import (
     config_to_dict,
     load_yaml_config,
     parse_text,
-    read_text_file,
     shown_value,
 )
 from ..errors import UserError
+from ..files import read_text_file
 
 METHODS = ("sds", "vsd", "esd")
 
@@ -46,7 +46,7 @@ class Job:
 
 def read_job_file(path: Path) -> list[dict]:
     """The job file -> one mapping per job (``prompt`` and settings), in file order. A file that is not a regular
-    one (a FIFO), or YAML / JSON nested too deeply, is refused in one line (``presets.read_text_file``,
+    one (a FIFO), or YAML / JSON nested too deeply, is refused in one line (``files.read_text_file``,
     ``presets.parse_text``)."""
     text = read_text_file(path, "job file")
     if path.suffix.lower() in (".yaml", ".yml", ".json"):

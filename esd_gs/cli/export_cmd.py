@@ -3,6 +3,7 @@ make a standalone page or a mesh."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -59,7 +60,7 @@ def run_export(args: ExportArgs) -> Path:
         raise UserError(f"--to must end in .ply, .splat, .html, .glb or .obj, got '{args.to.name}'")
     if args.to.exists() and not args.overwrite:
         raise UserError(f"{args.to} already exists: pass --overwrite to replace it")
-    if args.to.resolve() == args.scene.resolve():
+    if os.path.realpath(args.to) == os.path.realpath(args.scene):  # Path.resolve raises on a symlink loop
         raise UserError("--to must differ from the input file")
     if not args.to.parent.is_dir():
         raise UserError(f"directory {args.to.parent} does not exist")

@@ -221,7 +221,10 @@ def _run(argv: list[str]) -> int:
     except TrainingError as exc:
         return _error(str(exc), 1)
     except Interrupted as exc:
-        print(f"esd-gs: interrupted ({exc}); resume with --resume", file=sys.stderr)
+        hint = (
+            "resume with --resume" if exc.resumable is not False else "nothing was saved that --resume could continue"
+        )
+        print(f"esd-gs: interrupted ({exc}); {hint}", file=sys.stderr)
         return 128 + exc.signum
     return 0
 

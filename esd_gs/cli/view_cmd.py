@@ -53,6 +53,12 @@ def run_view(args: ViewArgs) -> int:
         raise UserError(f"--seconds must be a positive number of seconds (or None: until Ctrl-C), got {args.seconds}")
     path = scene_path(args.scene)
     scene = read_ply(path, up=args.up)
+    from ..viewer.splats import refuse_nonfinite_splats
+
+    try:
+        refuse_nonfinite_splats(scene, action="show")
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
     from ..viewer.server import SplatViewer
 
     viewer = SplatViewer(args.host, args.port, title=path.name)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import reprlib
-import stat
 import types
 import typing
 from pathlib import Path
@@ -22,6 +20,7 @@ import tyro
 import yaml
 
 from ..errors import UserError
+from ..files import read_text_file
 from .generate import GenerateConfig
 
 
@@ -189,47 +188,6 @@ def config_from_dict(data: dict, where: str = "config") -> GenerateConfig:
 
 MAX_NESTING = 32
 """Deepest nesting of lists and mappings a config or job file may have (a preset needs 3, a job file 4)."""
-
-_NOT_REGULAR = {
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
-def read_text_file(path: Path, what: str = "config") -> str:
-    """The UTF-8 text of a file the user names (a preset, a run's config.yaml, a job file), or one ``UserError``
-    (``what`` names the file in it): missing, a folder, unreadable, not UTF-8, or not a regular file. The file is
-    opened without waiting (``O_NONBLOCK``) and checked on the open descriptor before anything is read, so a FIFO
-    or a device is refused at once instead of blocking the command forever."""
-    path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"{what} {path} is a directory") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise UserError(f"{what} {path} is a directory")
-        if not stat.S_ISREG(mode):
-            kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "a special file")
-            raise UserError(f"{what} {path} is not a regular file ({kind})")
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {path} is not UTF-8 text") from None
 
 
 def parse_text(text: str, syntax: Literal["yaml", "json"], label: str) -> Any:

@@ -29,6 +29,7 @@ from torch import Tensor
 from ..cameras import MAX_VIEWS, turntable
 from ..configs.generate import GenerateConfig
 from ..errors import ConfigError, UserError
+from ..files import read_json_or_none
 from .fid import FidFeatures, frechet_distance
 from .models import DEFAULT_CLASSIFIER, DEFAULT_CLIP, EvalModels
 from .quality import inception_quality_variety
@@ -337,12 +338,7 @@ def _synthetic_reference(run: GenerateConfig, device: torch.device) -> tuple[Ten
 # ---------------------------------------------------------------------------------------------- files
 def saved_evaluation(target: EvalTarget, config: EvalConfig) -> dict | None:
     """The eval.json already in ``target.out`` when it measured this very scene with these settings, else None."""
-    import json
-
-    try:
-        saved = json.loads((target.out / EVAL_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    saved = read_json_or_none(target.out / EVAL_FILE)
     if not isinstance(saved, dict) or saved.get("settings") != config.settings():
         return None
     return saved if saved.get("scene_sha256") == scene_digest(target.scene) else None

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_path
+from ..files import read_json_or_none
 from ..priors.sources import looks_like_path
 
 
@@ -74,12 +75,13 @@ def _pipeline(prior):
 
 def cached_samples(folder: Path, settings: SampleSettings) -> np.ndarray:
     """The pictures [n, H, W, 3] uint8 cached in ``folder`` for ``settings`` (none when absent or of other settings)."""
+    if read_json_or_none(folder / "settings.json") != asdict(settings):
+        return np.zeros((0, settings.size, settings.size, 3), np.uint8)
     try:
-        saved = json.loads((folder / "settings.json").read_text())
         images = np.load(folder / "images.npy")
     except (OSError, ValueError):
         return np.zeros((0, settings.size, settings.size, 3), np.uint8)
-    if saved != asdict(settings) or images.ndim != 4 or images.dtype != np.uint8:
+    if images.ndim != 4 or images.dtype != np.uint8:
         return np.zeros((0, settings.size, settings.size, 3), np.uint8)
     return images
 

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..atomic import atomic_path, atomic_write_bytes, fsync_directory
 from ..errors import UserError
+from ..files import read_json_or_none, read_text_file
 from ..scene import PARAM_KEYS, GaussianScene
 
 TENSORS = "tensors.safetensors"
@@ -64,10 +65,7 @@ def save_checkpoint(directory: Path, tensors: dict[str, Tensor], meta: dict[str,
 
 def checkpoint_tensor_file(directory: Path) -> Path | None:
     """The tensor file the current ``meta.json`` names (None without a readable meta.json)."""
-    try:
-        meta = json.loads((directory / META).read_text())
-    except (OSError, ValueError):
-        return None
+    meta = read_json_or_none(directory / META)
     name = meta.get("tensors", TENSORS) if isinstance(meta, dict) else None
     if not isinstance(name, str) or "/" in name or not name.endswith(".safetensors"):
         return None
@@ -85,7 +83,7 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any]]
     if not has_checkpoint(directory):
         raise UserError(f"{directory.parent} has no complete checkpoint to resume from")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(read_text_file(meta_path, "checkpoint file"))
         tensors = load_file(str(tensor_path))
     except Exception as exc:  # OSError, JSON errors, and safetensors' own error type on corrupt files
         raise UserError(f"checkpoint in {directory} is unreadable ({type(exc).__name__})") from None

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..files import read_json_or_none
 
 REPLACED = "replaced-run"
 """Where ``--overwrite`` keeps the previous run until the new one has finished."""
@@ -109,10 +110,7 @@ class RunDir:
     # ------------------------------------------------------------------ status
     def read_record(self) -> dict | None:
         """run.json as written: None without one (or when it cannot be read or is not a mapping)."""
-        try:
-            record = json.loads(self.status_file.read_text())
-        except (OSError, ValueError):
-            return None
+        record = read_json_or_none(self.status_file)
         return record if isinstance(record, dict) else None
 
     def read_status(self) -> str | None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..distillation import ScoreDistillation
-from ..errors import ConfigError
+from ..errors import ConfigError, public_names
 from ..estimators import build_estimator
 from ..evaluation.psi_error import PsiDiagnostic, plot_psi_errors
 from ..optim_state import optimizer_from_flat, optimizer_to_flat
@@ -313,7 +313,9 @@ class Trainer:
                 try:  # a picture of the measurements: it never fails a finished run
                     plot_psi_errors(self.files.metrics, self.files.psi_error_plot)
                 except Exception as exc:  # noqa: BLE001 (matplotlib's own errors, a truncated metrics line)
-                    console.print(f"[yellow]could not plot psi_error.png: {type(exc).__name__}: {exc}[/yellow]")
+                    console.print(
+                        f"[yellow]could not plot psi_error.png: {type(exc).__name__}: {public_names(str(exc))}[/yellow]"
+                    )
             self._write_status("finished")
         except Interrupted as stop:
             console.print(f"[yellow]{stop}: saving a checkpoint and the scene at step {self.step}[/yellow]")
@@ -353,7 +355,9 @@ class Trainer:
                 self.live_view.preview = _read_png(self.files.preview(self.step))
             self.live_view.update(self.scene, self.step, self.cfg.steps, loss, force=self.step == self.cfg.steps)
         except Exception as exc:  # noqa: BLE001 (whatever viser or a browser connection raises)
-            console.print(f"[yellow]live view stopped: {type(exc).__name__}: {exc}; training goes on[/yellow]")
+            console.print(
+                f"[yellow]live view stopped: {type(exc).__name__}: {public_names(str(exc))}; training goes on[/yellow]"
+            )
             self._attempt(self.live_view.close, "close the live view")
             self.live_view = None
 
