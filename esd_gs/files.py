@@ -12,6 +12,10 @@ from typing import Any
 
 from .errors import UserError
 
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+"""Read only, without waiting for a writer (a FIFO opens at once), binary, not inherited by child processes (each
+where the platform has it)."""
+
 _NOT_REGULAR = {
     stat.S_IFIFO: "a FIFO",
     stat.S_IFCHR: "a character device",
@@ -27,7 +31,7 @@ def read_text_file(path: Path, what: str = "config") -> str:
     or a device is refused at once instead of blocking the command forever."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, OPEN_FLAGS)
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist") from None
     except IsADirectoryError:
@@ -41,7 +45,8 @@ def read_text_file(path: Path, what: str = "config") -> str:
         if not stat.S_ISREG(mode):
             kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "a special file")
             raise UserError(f"{what} {path} is not a regular file ({kind})")
-        os.set_blocking(fd, True)
+        if hasattr(os, "O_NONBLOCK"):  # POSIX: the regular file is read with blocking calls again
+            os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as handle:
             data = handle.read()
     except OSError as exc:

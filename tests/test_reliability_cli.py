@@ -233,16 +233,23 @@ def test_view_refuses_a_time_that_is_not_a_positive_number(capsys, seconds):
 
 # ---------------------------------------------------------------------------------------------- 11: --cache-dir
 def test_evaluate_refuses_a_cache_dir_that_is_a_file_before_any_work(tmp_path):
-    scene = tmp_path / "head.ply"
-    scene.write_bytes(HEAD.read_bytes())
+    """The issue's case: with every model there (a tiny CLIP, a synthetic run whose prior needs no download), evaluate
+    loaded CLIP and rendered its 120 views (progress bars) before finding that --cache-dir is a file."""
+    from esd_gs.testing.tiny_eval import build_tiny_clip
+
+    clip = build_tiny_clip(tmp_path / "clip")
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / "tests" / "data" / "janus-runs" / "esd", run)
     cache = tmp_path / "cache"
     cache.write_text("a file")
+    before = sorted(p.name for p in run.iterdir())
     done = cli(
-        "evaluate", scene, "--prompt", "a head", "--metrics", "fid", "--cache-dir", cache / "sub",
-        "--model", tmp_path / "no-model",
+        "evaluate", run, "--metrics", "fid", "--fid-features", "clip", "--clip-model", clip,
+        "--cache-dir", cache / "sub", "--device", "cpu",
     )  # fmt: skip
     refused_by_cli(done, "--cache-dir")
-    assert not (tmp_path / "head-eval").exists()
+    assert "━" not in done.stderr + done.stdout  # no progress bar ran
+    assert sorted(p.name for p in run.iterdir()) == before  # no eval.json / eval.png
 
 
 # ---------------------------------------------------------------------------------------------- 10: Ray's banner
@@ -390,3 +397,13 @@ def test_no_nan_in_a_yaml_number(tmp_path, capsys):
     preset = tmp_path / "preset.yaml"
     preset.write_text(SMALL_PRESET + "timesteps: {dreamtime_m1: .nan}\n")
     refused(["generate", "a head", "--config", preset, "--out", tmp_path / "out"], capsys, "dreamtime-m1 must be")
+
+
+def test_the_ray_hook_batch_relies_on_still_exists():
+    """batch keeps Ray from installing its SIGTERM handler during ``ray.init`` through Ray's private
+    ``ray._private.utils.set_sigterm_handler`` (runner._start_ray); without it a SIGTERM during the start would exit
+    mid-start again. A Ray upgrade that renames it must fail here, not silently."""
+    ray = pytest.importorskip("ray")
+    import ray._private.utils as utils
+
+    assert callable(getattr(utils, "set_sigterm_handler", None)), ray.__version__

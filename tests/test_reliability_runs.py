@@ -166,6 +166,26 @@ def checkpointed_run(tmp_path_factory, prior):
     return run
 
 
+def test_every_checkpoint_esd_gs_writes_passes_its_own_checks(tmp_path, prior):
+    """The checks refuse NaN rows and NaN Adam moments: a step that leaves a NaN row (removed only when the next step
+    starts) or an exp_avg_sq overflowed to +inf (which Adam copes with) must not make the run's own checkpoint one
+    that --resume refuses."""
+    from esd_gs.training.checkpoint import check_checkpoint, load_checkpoint
+
+    config = small_synthetic_config(4)
+    trainer = Trainer(config, tmp_path / "run", torch.device("cpu"), prior=prior)
+    trainer.train_step()
+    count = trainer.scene.num_gaussians
+    with torch.no_grad():
+        trainer.scene.params["means"][5] = float("nan")
+    state = trainer.optimizers["scales"].state[trainer.scene.params["scales"]]
+    state["exp_avg_sq"][0, 0] = float("inf")
+    trainer.save()
+    tensors, meta = load_checkpoint(tmp_path / "run" / "checkpoint")
+    check_checkpoint(tensors, meta, config.steps)  # raises on a checkpoint --resume would refuse
+    assert tensors["scene.means"].shape[0] == count - 1
+
+
 def damaged(run: Path, tmp_path: Path, edit) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)

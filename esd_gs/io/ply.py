@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_write_bytes
+from ..files import OPEN_FLAGS
 from ..scene import GaussianScene, nonfinite_rows
 from ..sh import num_sh_bases, sh_degree_of
 from .axes import UpAxis, transform_scene_params, up_rotation
@@ -520,9 +521,8 @@ def _open_regular_file(path: PathLike) -> BinaryIO:
     except ValueError:  # an embedded NUL byte
         raise _fail(path, "is not a valid path") from None
     _check_regular(path, info.st_mode)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(name, flags)
+        fd = os.open(name, OPEN_FLAGS)
     except OSError as error:
         raise _fail(path, _path_problem(error)) from None
     try:

@@ -199,5 +199,7 @@ def _check_optimizer_state(key: str, tensors: dict, entry, param: Tensor) -> Non
         if not isinstance(moment, Tensor) or moment.dtype != torch.float32 or moment.shape != param.shape:
             shape = list(moment.shape) if isinstance(moment, Tensor) else type(moment).__name__
             raise ValueError(f"{where} has {name} of shape {shape}, not {list(param.shape)} like the parameter")
-        if not bool(torch.isfinite(moment).all()):
+        # NaN never comes from a step esd-gs takes (steps with a non-finite gradient are skipped); +inf can, where a
+        # huge gradient's square overflows exp_avg_sq, and Adam copes with it (that entry's update is 0).
+        if bool(torch.isnan(moment).any()) or (name == "exp_avg" and not bool(torch.isfinite(moment).all())):
             raise ValueError(f"{where} holds NaN or infinite values in its {name}")

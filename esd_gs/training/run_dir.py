@@ -248,7 +248,7 @@ def process_start_time(pid: int) -> int | None:
 
 def process_gone(record: dict) -> bool | None:
     """Whether the process a "running" run.json names has ended: True or False on the machine that ran it, None
-    where that cannot be told (another machine, a run.json that names no process)."""
+    where that cannot be told (another machine, a run.json that names no process, no process start times)."""
     pid = record.get("pid")
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0 or record.get("host") != socket.gethostname():
         return None
@@ -258,10 +258,10 @@ def process_gone(record: dict) -> bool | None:
         return True
     except OSError:  # PermissionError: it exists, run by someone else
         pass
-    started = record.get("started")
-    if started is not None and process_start_time(pid) not in (None, started):
-        return True  # the id now belongs to another process
-    return False
+    started, now = record.get("started"), process_start_time(pid)
+    if started is None or now is None:
+        return None  # no start time to compare (no /proc): the id may have been reused, so nothing is claimed
+    return now != started  # a different start time: the id now belongs to another process
 
 
 @contextlib.contextmanager

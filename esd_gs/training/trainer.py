@@ -406,6 +406,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
+        # The next step would remove Gaussians with a non-finite parameter first thing; removing them now keeps every
+        # checkpoint esd-gs writes one that check_checkpoint accepts (a step's result is unchanged).
+        self.densifier.remove_degenerate(self.scene.params, self.optimizers)
         tensors = {f"scene.{k}": v.detach() for k, v in self.scene.params.items()}
         optim_meta = {}
         for key, optimizer in self.optimizers.items():
