@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_process import run_cli
 
 from esd_gs.cli.main import main
 from esd_gs.testing.small_jobs import SMALL_SYNTHETIC
@@ -35,15 +36,7 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="150", RAY_USAGE_STATS_ENABLE
 
 
 def cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m esd_gs ARGS``; a command that hangs fails the test at ``timeout`` (and is killed)."""
-    return subprocess.run(
-        [sys.executable, "-m", "esd_gs", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-        timeout=timeout,
-    )
+    return run_cli(*args, env=ENV, timeout=timeout)
 
 
 def one_line(stderr: str, expected: str, start: str = "esd-gs: error: ") -> str:

@@ -9,14 +9,13 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from cli_process import start_cli
+from cli_process import run_cli, start_cli
 from safetensors.torch import load_file, save_file
 from small_disk import small_disk
 from small_runs import small_synthetic_config
@@ -49,14 +48,7 @@ TINY_SD = ["--resolution", "64", "--init.num-points", "100", "--output.turntable
 
 
 def esd_gs(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "esd_gs", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-        timeout=timeout,
-    )
+    return run_cli(*args, env=ENV, timeout=timeout)
 
 
 def in_process(capsys, *args):
