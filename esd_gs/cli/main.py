@@ -20,40 +20,47 @@ import io
 import re
 import signal
 import sys
-from typing import TYPE_CHECKING, Union
+from typing import Any, NamedTuple, Union
 
 from ..errors import Stopped, UserError, public_names
 
-if TYPE_CHECKING:
-    from ..configs.generate import GenerateConfig
-    from .batch_cmd import BatchArgs
-    from .bench_cmd import BenchArgs
-    from .compare_cmd import CompareArgs
-    from .doctor_cmd import DoctorArgs
-    from .evaluate_cmd import EvaluateArgs
-    from .export_cmd import ExportArgs
-    from .render_cmd import RenderArgs
-    from .view_cmd import ViewArgs
 
-_LAZY = {
-    "GenerateConfig": "..configs.generate",
-    "BatchArgs": ".batch_cmd",
-    "BenchArgs": ".bench_cmd",
-    "CompareArgs": ".compare_cmd",
-    "DoctorArgs": ".doctor_cmd",
-    "EvaluateArgs": ".evaluate_cmd",
-    "ExportArgs": ".export_cmd",
-    "RenderArgs": ".render_cmd",
-    "ViewArgs": ".view_cmd",
+class Subcommand(NamedTuple):
+    """One ``esd-gs`` subcommand, by reference (``"module:name"``, imported only when used): its options' config class
+    and the function that runs it."""
+
+    config: str
+    run: str
+    returns_exit_code: bool = False
+    """Whether ``run`` returns the exit code (doctor, batch, view); the others exit 0 when they return."""
+
+
+SUBCOMMANDS = {
+    "generate": Subcommand("..configs.generate:GenerateConfig", ".generate_cmd:run_generate"),
+    "render": Subcommand(".render_cmd:RenderArgs", ".render_cmd:run_render"),
+    "export": Subcommand(".export_cmd:ExportArgs", ".export_cmd:run_export"),
+    "bench": Subcommand(".bench_cmd:BenchArgs", ".bench_cmd:run_bench"),
+    "evaluate": Subcommand(".evaluate_cmd:EvaluateArgs", ".evaluate_cmd:run_evaluate"),
+    "batch": Subcommand(".batch_cmd:BatchArgs", ".batch_cmd:run_batch_command", returns_exit_code=True),
+    "view": Subcommand(".view_cmd:ViewArgs", ".view_cmd:run_view", returns_exit_code=True),
+    "compare": Subcommand(".compare_cmd:CompareArgs", ".compare_cmd:run_compare"),
+    "doctor": Subcommand(".doctor_cmd:DoctorArgs", ".doctor_cmd:run_doctor", returns_exit_code=True),
 }
-"""The subcommands' config classes, imported from their modules when first asked for."""
+"""The subcommands, in the order ``esd-gs --help`` lists them."""
+
+
+def _load(reference: str) -> Any:
+    module, name = reference.split(":")
+    return getattr(importlib.import_module(module, __package__), name)
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __package__), name)
-        globals()[name] = value
-        return value
+    """The subcommands' config classes (``from esd_gs.cli.main import GenerateConfig``), imported when first asked
+    for."""
+    for command in SUBCOMMANDS.values():
+        if command.config.endswith(f":{name}"):
+            value = globals()[name] = _load(command.config)
+            return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -102,46 +109,21 @@ def _parse(commands, argv: list[str]):
         raise UserError(str(exc)) from None
 
 
-def parse_args(
-    argv: list[str],
-) -> (
-    GenerateConfig
-    | RenderArgs
-    | ExportArgs
-    | BenchArgs
-    | EvaluateArgs
-    | CompareArgs
-    | BatchArgs
-    | ViewArgs
-    | DoctorArgs
-):
+def parse_args(argv: list[str]) -> Any:
     """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
-    from ..configs.generate import GenerateConfig
-    from .batch_cmd import BatchArgs
-    from .bench_cmd import BenchArgs
-    from .compare_cmd import CompareArgs
-    from .doctor_cmd import DoctorArgs
-    from .evaluate_cmd import EvaluateArgs
-    from .export_cmd import ExportArgs
     from .generate_cmd import generate_defaults
     from .help import subcommand
-    from .render_cmd import RenderArgs
-    from .view_cmd import ViewArgs
 
-    defaults = generate_defaults(argv[1:]) if argv[:1] == ["generate"] else GenerateConfig()
     chosen = argv[0] if argv else None
-    commands = Union[
-        subcommand("generate", GenerateConfig, chosen, default=defaults),
-        subcommand("render", RenderArgs, chosen),
-        subcommand("export", ExportArgs, chosen),
-        subcommand("bench", BenchArgs, chosen),
-        subcommand("evaluate", EvaluateArgs, chosen),
-        subcommand("batch", BatchArgs, chosen),
-        subcommand("view", ViewArgs, chosen),
-        subcommand("compare", CompareArgs, chosen),
-        subcommand("doctor", DoctorArgs, chosen),
-    ]
-    return _parse(commands, argv)
+    commands = []
+    for name, command in SUBCOMMANDS.items():
+        config = _load(command.config)
+        if name == "generate":
+            defaults = generate_defaults(argv[1:]) if chosen == "generate" else config()
+            commands.append(subcommand(name, config, chosen, default=defaults))
+        else:
+            commands.append(subcommand(name, config, chosen))
+    return _parse(Union[tuple(commands)], argv)
 
 
 def _stop(signum: int, _frame) -> None:
@@ -177,39 +159,15 @@ def _interrupted(signum: int) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    from ..configs.generate import GenerateConfig
     from ..io import PlyFormatError
     from ..training.trainer import Interrupted, TrainingError
-    from .batch_cmd import BatchArgs, run_batch_command
-    from .bench_cmd import run_bench
-    from .compare_cmd import CompareArgs, run_compare
-    from .doctor_cmd import DoctorArgs, run_doctor
-    from .evaluate_cmd import EvaluateArgs, run_evaluate
-    from .export_cmd import ExportArgs, run_export
-    from .generate_cmd import run_generate
-    from .render_cmd import RenderArgs, run_render
-    from .view_cmd import ViewArgs, run_view
 
     try:
         args = parse_args(argv)
-        if isinstance(args, GenerateConfig):
-            run_generate(args)
-        elif isinstance(args, RenderArgs):
-            run_render(args)
-        elif isinstance(args, ExportArgs):
-            run_export(args)
-        elif isinstance(args, DoctorArgs):
-            return run_doctor(args)
-        elif isinstance(args, EvaluateArgs):
-            run_evaluate(args)
-        elif isinstance(args, CompareArgs):
-            run_compare(args)
-        elif isinstance(args, BatchArgs):
-            return run_batch_command(args)
-        elif isinstance(args, ViewArgs):
-            return run_view(args)
-        else:
-            run_bench(args)
+        (command,) = [c for c in SUBCOMMANDS.values() if type(args) is _load(c.config)]
+        code = _load(command.run)(args)
+        if command.returns_exit_code:
+            return code
     except (UserError, PlyFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         message = str(exc)
         if isinstance(exc, OSError) and exc.filename:
