@@ -24,35 +24,61 @@ _NOT_REGULAR = {
 }
 
 
+def special_kind(mode: int) -> str:
+    """What a file whose ``st_mode`` is ``mode`` is, when it is not a regular file: "a folder", "a FIFO", ..."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return _NOT_REGULAR.get(stat.S_IFMT(mode), "a special file")
+
+
+class NotRegularFile(Exception):
+    """``open_regular`` found something else than a regular file: ``kind`` says what (``special_kind``)."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+def open_regular(path: os.PathLike | str) -> int:
+    """A descriptor of ``path`` for reading, checked on the open descriptor to be a regular file. The open does not
+    wait for a writer (``O_NONBLOCK``), so a FIFO is refused at once instead of blocking the command forever; the
+    checked file is then read with blocking calls as usual. ``NotRegularFile`` (the descriptor closed) for anything
+    else; the open's own ``OSError`` as it is."""
+    fd = os.open(path, OPEN_FLAGS)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(special_kind(mode))
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_text_file(path: Path, what: str = "config") -> str:
     """The UTF-8 text of a file the user names (a preset, a run's config.yaml, a job file), or one ``UserError``
-    (``what`` names the file in it): missing, a folder, unreadable, not UTF-8, or not a regular file. The file is
-    opened without waiting (``O_NONBLOCK``) and checked on the open descriptor before anything is read, so a FIFO
-    or a device is refused at once instead of blocking the command forever."""
+    (``what`` names the file in it): missing, a folder, unreadable, not UTF-8, or not a regular file (``open_regular``:
+    a FIFO or a device is refused at once)."""
     path = Path(path)
     try:
-        fd = os.open(path, OPEN_FLAGS)
+        fd = open_regular(path)
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist") from None
     except IsADirectoryError:
         raise UserError(f"{what} {path} is a directory") from None
+    except NotRegularFile as exc:
+        if exc.kind == "a folder":
+            raise UserError(f"{what} {path} is a directory") from None
+        raise UserError(f"{what} {path} is not a regular file ({exc.kind})") from None
     except OSError as exc:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise UserError(f"{what} {path} is a directory")
-        if not stat.S_ISREG(mode):
-            kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "a special file")
-            raise UserError(f"{what} {path} is not a regular file ({kind})")
-        if hasattr(os, "O_NONBLOCK"):  # POSIX: the regular file is read with blocking calls again
-            os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as handle:
+        with os.fdopen(fd, "rb") as handle:
             data = handle.read()
     except OSError as exc:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

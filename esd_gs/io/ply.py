@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_write_bytes
-from ..files import OPEN_FLAGS
+from ..files import NotRegularFile, open_regular, special_kind
 from ..scene import GaussianScene, nonfinite_rows
 from ..sh import num_sh_bases, sh_degree_of
 from .axes import UpAxis, transform_scene_params, up_rotation
@@ -501,14 +501,13 @@ def _check_regular(path: PathLike, mode: int) -> None:
     if stat.S_ISDIR(mode):
         raise _fail(path, "is a folder, not a .ply file")
     if not stat.S_ISREG(mode):
-        kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"))
-        kind = next((name for test, name in kinds if test(mode)), "device or special file")
-        raise _fail(path, f"is not a regular file (it is a {kind}); give a .ply file")
+        raise _fail(path, f"is not a regular file (it is {special_kind(mode)}); give a .ply file")
 
 
 def _open_regular_file(path: PathLike) -> BinaryIO:
     """Open ``path`` for reading if it is a regular file; a PlyFormatError naming it otherwise. Checked with
-    ``stat`` before the open, and the open does not block (a FIFO swapped in meanwhile is refused by ``fstat``)."""
+    ``stat`` before the open (to name a dangling link or a loop), and again on the open descriptor
+    (``files.open_regular``: a FIFO swapped in meanwhile is refused without blocking)."""
     name = os.fspath(path)
     try:
         info = os.stat(name)
@@ -522,14 +521,11 @@ def _open_regular_file(path: PathLike) -> BinaryIO:
         raise _fail(path, "is not a valid path") from None
     _check_regular(path, info.st_mode)
     try:
-        fd = os.open(name, OPEN_FLAGS)
+        fd = open_regular(name)
     except OSError as error:
         raise _fail(path, _path_problem(error)) from None
-    try:
-        _check_regular(path, os.fstat(fd).st_mode)
-    except BaseException:
-        os.close(fd)
-        raise
+    except NotRegularFile as exc:
+        raise _fail(path, f"is not a regular file (it is {exc.kind}); give a .ply file") from None
     return os.fdopen(fd, "rb")
 
 
