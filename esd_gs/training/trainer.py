@@ -438,10 +438,13 @@ class Trainer:
         save_checkpoint(self.files.checkpoint, tensors, meta)
 
     def restore(self, checkpoint: tuple[dict, dict] | None = None) -> None:
-        """Continue from the run directory's checkpoint (or from ``checkpoint``, its (tensors, meta) as
-        ``load_checkpoint`` read them), after ``check_checkpoint``."""
-        tensors, meta = checkpoint if checkpoint is not None else load_checkpoint(self.files.checkpoint)
-        check_checkpoint(tensors, meta, self.cfg.steps)
+        """Continue from the run directory's checkpoint, read and checked here (``check_checkpoint``), or from
+        ``checkpoint``: its (tensors, meta), which the caller has already read and checked (``generate`` does so before
+        any model loads)."""
+        if checkpoint is None:
+            checkpoint = load_checkpoint(self.files.checkpoint)
+            check_checkpoint(*checkpoint, self.cfg.steps)
+        tensors, meta = checkpoint
         params = {k: tensors[f"scene.{k}"] for k in PARAM_KEYS}
         self.scene = GaussianScene(params).to(self.device)
         self.optimizers = self._make_optimizers()
