@@ -93,7 +93,7 @@ def test_bad_yaml_presets(text, expected, capsys, tmp_path):
 
 
 def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
-    from esd_gs.configs.presets import load_yaml_config
+    from esd_gs.configs.yaml_io import load_yaml_config
 
     preset = tmp_path / "preset.yaml"
     preset.write_text("psi:\n  lr: 1e-3\noptim:\n  means: 2e-4\n")  # PyYAML reads these as text

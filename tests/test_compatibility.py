@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from esd_gs.configs.presets import dump_yaml_config, load_yaml_config
+from esd_gs.configs.yaml_io import dump_yaml_config, load_yaml_config
 from esd_gs.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from fake_hub import run_cli
 
-from esd_gs.configs.presets import dump_yaml_config, load_yaml_config
+from esd_gs.configs.yaml_io import dump_yaml_config, load_yaml_config
 from esd_gs.errors import UserError
 from esd_gs.evaluation import samples as samples_module
 from esd_gs.evaluation.compare import compare

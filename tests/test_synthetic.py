@@ -349,7 +349,7 @@ def test_learned_psi_settings_and_the_particle_s_cover_psi_config():
     without one are compared) or by the particle estimator; a new field must be sorted into one of them."""
     from dataclasses import fields
 
-    from esd_gs.configs.presets import LEARNED_PSI_SETTINGS, settings_of
+    from esd_gs.configs.yaml_io import LEARNED_PSI_SETTINGS, settings_of
     from esd_gs.estimators import PsiConfig
 
     particle = {"estimator", "bank_size", "bank_refresh_every"}
@@ -369,7 +369,7 @@ def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_pat
     from dataclasses import replace
 
     from esd_gs.bench.janus import METRICS, RUN_RECORD, bench_base_config, finished_record
-    from esd_gs.configs.presets import config_to_dict, run_settings
+    from esd_gs.configs.yaml_io import config_to_dict, run_settings
     from esd_gs.errors import UserError
 
     config = replace(bench_base_config(steps=10), out=tmp_path / "run", seed=0)

@@ -5,12 +5,13 @@ A job file is either
 
 - text: one prompt a line (blank lines and lines starting with ``#`` are skipped), or
 - YAML / JSON (``.yaml``, ``.yml``, ``.json``): a list whose items are a prompt string or a mapping with ``prompt``
-  and any generate setting, written as in a preset (``steps: 600``, ``prior: synthetic``, ``synthetic: {p_front:
+  and any generate setting, written as in a config file (``steps: 600``, ``preset: synthetic``, ``prior: {p_front:
   0.8}``).
 
-Each job's config is the base (the ``--config`` preset; else generate's defaults, or the synthetic prior's defaults
-when the job or ``--prior`` says ``synthetic``) with the job's settings on top (nested mappings merged), then the
-method and the seed. Every config is checked before anything runs; a bad one is one line naming its job.
+Each job's config is the base (the job's ``preset``, else ``--preset``, else esd; with ``--config``'s file over it)
+with the job's settings on top (nested mappings merged), then the method and the seed. (A job of esd-gs 0.1 that says
+``prior: synthetic`` starts from the synthetic preset.) Every config is checked before anything runs; a bad one is
+one line naming its job.
 """
 
 from __future__ import annotations
@@ -19,15 +20,11 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..configs.generate import SYNTHETIC_PRIORS, GenerateConfig, synthetic_defaults
-from ..configs.presets import (
-    config_from_dict,
-    config_to_dict,
-    load_yaml_config,
-    parse_text,
-    shown_value,
-)
+from ..configs.generate import GenerateConfig
+from ..configs.presets import PRESETS, preset
+from ..configs.yaml_io import config_from_dict, load_yaml_config, parse_text, shown_value
 from ..errors import UserError
+from ..estimators import ESTIMATORS
 from ..files import read_text_file
 
 METHODS = ("sds", "vsd", "esd")
@@ -70,27 +67,25 @@ def read_job_file(path: Path) -> list[dict]:
     return jobs
 
 
-def _merge(base: dict, changes: dict) -> dict:
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def _absolute_paths(config: GenerateConfig) -> GenerateConfig:
     """Local model folders and reference files as absolute paths (Hub ids and family names stay as they are)."""
 
     def absolute(value):
         return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
 
-    return replace(
-        config,
-        model=absolute(config.model),
-        psi=replace(config.psi, base_model=absolute(config.psi.base_model)),
-        synthetic=replace(
-            config.synthetic, reference=tuple(Path(p).expanduser().resolve() for p in config.synthetic.reference)
-        ),
-    )
+    def references(images):
+        return replace(images, reference=tuple(Path(p).expanduser().resolve() for p in images.reference))
+
+    prior, psi = config.prior, config.psi
+    if hasattr(prior, "model"):
+        prior = replace(prior, model=absolute(prior.model))
+    if hasattr(prior, "reference"):
+        prior = references(prior)
+    if hasattr(prior, "images"):
+        prior = replace(prior, images=references(prior.images))
+    if hasattr(psi, "base_model"):
+        psi = replace(psi, base_model=absolute(psi.base_model))
+    return replace(config, prior=prior, psi=psi)
 
 
 def slug(prompt: str) -> str:
@@ -100,8 +95,8 @@ def slug(prompt: str) -> str:
 def expand_jobs(
     items: list[dict],
     out: Path,
-    preset: Path | None = None,
-    prior: str | None = None,
+    config_file: Path | None = None,
+    preset_name: str | None = None,
     methods: tuple[str, ...] = (),
     seeds: int | None = None,
     steps: int | None = None,
@@ -114,23 +109,30 @@ def expand_jobs(
             raise UserError(f"unknown method '{method}' in --methods: use {', '.join(METHODS)}")
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
-    base_preset = load_yaml_config(preset, "config preset") if preset is not None else None
+    if preset_name is not None:
+        preset(preset_name)  # an unknown one: one line before any job is read
     out = out.resolve()  # the workers may run in another folder (a cluster's): every path is absolute
     jobs, first_of_slug, taken = [], {}, set()
     for index, item in enumerate(items, 1):
         settings = {k: v for k, v in item.items()}
-        if prior is not None and "prior" not in settings:
-            settings["prior"] = prior
-        if base_preset is not None:
-            base = base_preset
-        else:
-            prior_name = settings.get("prior")
-            base = synthetic_defaults(prior_name) if prior_name in SYNTHETIC_PRIORS else GenerateConfig()
         label = f"{where}, job {index} ({shown_value(item['prompt'])})"
+        name = settings.pop("preset", None)
+        if isinstance(settings.get("prior"), str):  # esd-gs 0.1: the prior's name chose the synthetic defaults
+            old = settings.pop("prior")
+            name = name or (old if old in PRESETS else "esd")
+        if name is not None and name not in PRESETS:
+            raise UserError(f"{label}: unknown preset {shown_value(name)}: use {', '.join(PRESETS)}")
+        psi = settings.get("psi")
+        chosen = preset(name or preset_name or "esd")
+        base = (
+            chosen.with_psi(psi["name"]) if isinstance(psi, dict) and psi.get("name") in ESTIMATORS else chosen.config
+        )
+        if config_file is not None:
+            base = load_yaml_config(config_file, "config file", base=base)
         for key in ("out", "resume", "overwrite", "config", "viewer", "viewer_port"):
             if key in settings:
                 raise UserError(f"{label}: '{key}' is set by the batch, not per job")
-        config = config_from_dict(_merge(config_to_dict(base), settings), where=label)
+        config = config_from_dict(settings, where=label, base=base)
         if steps is not None:
             config = replace(config, steps=steps)
         if config.device.startswith("cuda:") and config.device != "cuda:0":

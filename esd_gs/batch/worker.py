@@ -20,7 +20,7 @@ import traceback
 from dataclasses import asdict, dataclass, replace
 
 from ..configs.generate import GenerateConfig
-from ..configs.presets import load_yaml_config, run_settings
+from ..configs.yaml_io import load_yaml_config, run_settings
 from ..training.checkpoint import has_checkpoint
 from ..training.run_dir import RunDir
 

@@ -21,13 +21,15 @@ from rich.table import Table
 
 from ..atomic import atomic_path
 from ..cameras import turntable
-from ..configs.generate import GenerateConfig, synthetic_defaults
-from ..configs.presets import config_from_dict, run_settings
+from ..configs.generate import GenerateConfig
+from ..configs.presets import preset
+from ..configs.yaml_io import config_from_dict, run_settings
 from ..errors import UserError
+from ..estimators import ParticlePsiConfig
 from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
 from ..example import builtin_head
 from ..io import read_ply
-from ..priors import SyntheticPrior, SyntheticUNetPrior
+from ..priors import SyntheticUNetConfig, SyntheticUNetPrior, synthetic_images
 from ..progress import console, make_progress
 from ..render.views import render_images
 from ..training.run_dir import RunDir
@@ -86,31 +88,37 @@ def bench_base_config(
     learned psi's loss weighting (``psi_loss_weighting``: prediction or x0, eq. 3's omega(t)), learning rate
     (``psi_lr``), updates per 3D step (``psi_steps``) and training timesteps' window (``psi_t_window``) when
     given; with ``diagnose``, psi measured against the exact scores; ``prior`` synthetic (exact) or synthetic-unet
-    (fitted)."""
-    base = synthetic_defaults(prior)
+    (fitted). Its psi is the prior's learned one (``psi_config`` gives each run's)."""
+    chosen = preset(prior)
+    base = chosen.with_psi(chosen.config.prior.learned_estimator)
     if timesteps is not None:
         base = replace(base, timesteps=replace(base.timesteps, name=timesteps))
-    if psi_loss_weighting is not None:
-        base = replace(base, psi=replace(base.psi, loss_weighting=psi_loss_weighting))
-    if psi_lr is not None:
-        base = replace(base, psi=replace(base.psi, lr=psi_lr))
-    if psi_steps is not None:
-        base = replace(base, psi=replace(base.psi, train_steps_per_iter=psi_steps))
-    if psi_t_window is not None:
-        base = replace(base, psi=replace(base.psi, timestep_window=psi_t_window))
-    synthetic = base.synthetic
+    changes = {
+        "loss_weighting": psi_loss_weighting,
+        "lr": psi_lr,
+        "train_steps_per_iter": psi_steps,
+        "timestep_window": psi_t_window,
+    }
+    base = replace(base, psi=replace(base.psi, **{k: v for k, v in changes.items() if v is not None}))
+    images = synthetic_images(base.prior)
     if reference is not None:
-        synthetic = replace(synthetic, reference=(reference,))
+        images = replace(images, reference=(reference,))
     if p_front is not None:
-        synthetic = replace(synthetic, p_front=p_front)
+        images = replace(images, p_front=p_front)
+    prior_config = replace(base.prior, images=images) if hasattr(base.prior, "images") else images
     return replace(
         base,
         prompt="a head",
         steps=base.steps if steps is None else steps,
-        synthetic=synthetic,
+        prior=prior_config,
         output=replace(base.output, preview_every=0.0, checkpoint_every=0.0, video_formats=("mp4",)),
         diagnose=replace(base.diagnose, enabled=diagnose),
     )
+
+
+def psi_config(base: GenerateConfig, estimator: str):
+    """A run's psi: the base's learned psi ("learned", and SDS's "-", which reads none) or the particle one."""
+    return ParticlePsiConfig() if estimator == "particle" else base.psi
 
 
 def _saved_settings(plain) -> dict | None:
@@ -144,13 +152,14 @@ def run_janus_benchmark(
     """Run every configuration of ``runs`` for seeds 0 .. seeds-1 from ``base`` (``bench_base_config``), score
     them, and write results.json, results.md and janus.png into ``out`` (a writable directory)."""
     base.validate()
-    reference = base.synthetic.reference[0] if base.synthetic.reference else None
+    images = synthetic_images(base.prior)
+    reference = images.reference[0] if images.reference else None
     if reference is not None and not Path(reference).is_file():
         raise UserError(f"reference {reference} does not exist")
-    prior = SyntheticPrior.from_config(base, device)  # the exact prior: the oracle every run is scored against
+    prior = images.build(device, base.run_context)  # the exact prior: the oracle every run is scored against
     phi = prior  # one phi, shared by every run: the exact prior, or the UNet fitted to its images
-    if base.prior == "synthetic-unet":
-        phi = SyntheticUNetPrior.from_oracle(prior, base.resolution, base.synthetic_unet, device)
+    if isinstance(base.prior, SyntheticUNetConfig):
+        phi = SyntheticUNetPrior.from_oracle(prior, base.resolution, base.prior, device)
     reference_scene = (read_ply(reference) if reference is not None else builtin_head()).to(device)
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     size = base.resolution
@@ -174,7 +183,7 @@ def run_janus_benchmark(
                 distill=distill,
                 seed=seed,
                 out=run_dir,
-                psi=replace(base.psi, estimator="learned" if run.estimator == "-" else run.estimator),
+                psi=psi_config(base, run.estimator),
             )
             record = finished_record(run_dir, config)
             if record is not None:  # a finished run of the same settings (an interrupted benchmark, re-run)
@@ -200,8 +209,8 @@ def run_janus_benchmark(
                     "seed": seed,
                     **metrics.as_dict(),
                     "steps": config.steps,
-                    "p_front": base.synthetic.p_front,
-                    "prior": base.prior,
+                    "p_front": images.p_front,
+                    "prior": base.prior.name,
                     "timesteps": base.timesteps.name,
                     "psi_loss_weighting": base.psi.loss_weighting,
                     "psi_lr": base.psi.lr,

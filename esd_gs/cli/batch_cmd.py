@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import tyro
 
 from ..batch.jobs import expand_jobs, read_job_file
+from ..configs.generate import PresetName
 from ..errors import UserError
 from ..evaluation.evaluate import EvalConfig
 
@@ -33,10 +33,10 @@ class BatchArgs:
     """Job file: text (one prompt a line, # comments) or a YAML / JSON list of prompts or of generate settings."""
     out: Path = Path("runs/batch")
     """Output directory: one run directory per job, batch.json, index.md, index.html."""
+    preset: PresetName | None = None
+    """The generate preset every job starts from unless it names its own (as generate's --preset); None = esd."""
     config: Path | None = None
-    """A generate preset (configs/*.yaml) every job starts from."""
-    prior: Literal["sd", "synthetic", "synthetic-unet"] | None = None
-    """The prior of every job that does not set its own; None = generate's (Stable Diffusion)."""
+    """A YAML file of generate settings applied over each job's preset (as generate's --config)."""
     methods: tuple[str, ...] = ()
     """Run each job with each of these methods (space- or comma-separated: sds, vsd, esd); empty: each job's own."""
     seeds: int | None = None
@@ -60,9 +60,9 @@ def run_batch_command(args: BatchArgs) -> int:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     check_address(args.address)  # a form Ray would wait on without end: refused before anything is read
     if args.config is not None and not os.path.lexists(args.config):
-        raise UserError(f"config preset {args.config} does not exist")
+        raise UserError(f"config file {args.config} does not exist")
     items = read_job_file(args.jobs)
-    jobs = expand_jobs(items, args.out, args.config, args.prior, methods, args.seeds, args.steps, where=str(args.jobs))
+    jobs = expand_jobs(items, args.out, args.config, args.preset, methods, args.seeds, args.steps, where=str(args.jobs))
     import_ray()  # before any folder is made: one line when Ray is missing
     if args.evaluate:
         from ..evaluation.evaluate import check_dependencies

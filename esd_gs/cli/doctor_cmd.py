@@ -18,9 +18,11 @@ from typing import Literal
 import torch
 from rich.console import Console
 
-from ..configs.generate import GenerateConfig
-from ..configs.presets import load_yaml_config
-from ..priors.sources import DEFAULT_MODEL, KNOWN_SOURCES, check_candidates
+from ..configs.generate import GenerateConfig, PresetName
+from ..configs.presets import preset
+from ..configs.yaml_io import load_yaml_config
+from ..priors import SyntheticPriorConfig, SyntheticUNetConfig
+from ..priors.sources import KNOWN_SOURCES, check_candidates
 from ..priors.synthetic_unet import cached_fits, default_cache
 from ..render.gsplat_backend import find_nvcc, gsplat_build_state, jit_build_dir
 
@@ -40,16 +42,16 @@ class DoctorArgs:
     For example:
       esd-gs doctor
       esd-gs doctor --config configs/vsd.yaml
-      esd-gs doctor --prior synthetic-unet
+      esd-gs doctor --preset synthetic-unet
     """
 
     model: str | None = None
     """phi's model to check: a family (sd2.1-base, sd2.1, sd1.5), a Hub id or a folder; None = the preset's."""
+    # synthetic needs no model; synthetic-unet's UNet is fitted on the first run and cached.
+    preset: PresetName = "esd"
+    """The generate preset the run would use (as generate's --preset): its prior, model, size and psi are checked."""
     config: Path | None = None
-    """A generate preset (e.g. configs/esd.yaml) whose model, precision, size and psi mode the checks are sized for."""
-    # synthetic-unet's UNet is fitted on the first run and cached.
-    prior: Literal["sd", "synthetic", "synthetic-unet"] = "sd"
-    """The prior the run would use: sd, synthetic (needs no model) or synthetic-unet (needs no download)."""
+    """A YAML file of generate settings over the preset (as generate's --config), checked the same way."""
     out: Path = Path("runs")
     """Where run directories would be written (its free disk space is checked)."""
 
@@ -151,11 +153,12 @@ def weights_gib(
 
 
 def check_gpu_memory(report: Report, config: GenerateConfig, phi_source: str | None, psi_source: str | None) -> None:
-    dtype_bytes = 4 if config.precision == "fp32" else 2
+    dtype_bytes = 4 if getattr(config.prior, "precision", "auto") == "fp32" else 2
     needed = None
     if phi_source is not None:
         needed = weights_gib(phi_source, dtype_bytes)
-        if needed is not None and not config.psi.shared_unet and config.distill.method != "sds":
+        separate_psi = not getattr(config.psi, "shared_unet", True)
+        if needed is not None and separate_psi and config.distill.method != "sds":
             extra = weights_gib(psi_source or phi_source, dtype_bytes, ("unet",))
             needed = None if extra is None else needed + extra
     if needed is not None:
@@ -211,20 +214,22 @@ def check_fitted_unets(report: Report, cache: Path) -> None:
 
 
 def run_doctor(args: DoctorArgs) -> int:
-    config = load_yaml_config(args.config, "config preset") if args.config is not None else GenerateConfig()
-    model = args.model or config.model or DEFAULT_MODEL
+    config = preset(args.preset).config
+    if args.config is not None:
+        config = load_yaml_config(args.config, "config file", base=config)
     report = Report()
     device = check_torch(report)
     check_gsplat(report)
     phi_source = psi_source = None
-    if args.prior == "synthetic":
+    if isinstance(config.prior, SyntheticPriorConfig):
         report.line("ok", "phi", "the synthetic prior needs no model")
-    elif args.prior == "synthetic-unet":
-        check_fitted_unets(report, config.synthetic_unet.cache or default_cache())
+    elif isinstance(config.prior, SyntheticUNetConfig):
+        check_fitted_unets(report, config.prior.cache or default_cache())
     else:
-        phi_source = check_model(report, "phi", model)
-        if not config.psi.shared_unet and config.psi.base_model and config.distill.method != "sds":
-            psi_source = check_model(report, "psi base", config.psi.base_model)
+        phi_source = check_model(report, "phi", args.model or config.prior.model)
+        base_model = getattr(config.psi, "base_model", None)
+        if not getattr(config.psi, "shared_unet", True) and base_model and config.distill.method != "sds":
+            psi_source = check_model(report, "psi base", base_model)
     if device.type == "cuda":
         check_gpu_memory(report, config, phi_source, psi_source)
     check_disk(report, args.out)

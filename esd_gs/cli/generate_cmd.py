@@ -1,43 +1,86 @@
 """``esd-gs generate "prompt"``: the main command. Picks the run directory (new, resumed or replaced) and runs the
-``Trainer`` in it; the directory's layout and rules live in ``training/run_dir.py``."""
+``Trainer`` in it; the directory's layout and rules live in ``training/run_dir.py``.
+
+Defaults come from a named preset (``--preset``, ``configs.presets.PRESETS``) and, over it, a YAML file of settings
+(``--config``); flags given on the command line override both. tyro parses the command line against the plain
+defaults to learn which preset and file it names, then against their defaults (``generate_defaults``), so that the
+flags override them and ``--help`` shows them.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from ..configs.generate import SYNTHETIC_PRIORS, GenerateConfig, synthetic_defaults
-from ..configs.presets import load_yaml_config
+from ..configs.generate import GenerateConfig
+from ..configs.presets import preset
+from ..configs.yaml_io import load_yaml_config
 from ..errors import UserError
 from ..training.generate import default_run_dir, generate
 
+OLD_SPELLINGS = {
+    "--prior": "--preset synthetic (or synthetic-unet) for the synthetic priors' defaults; prior:NAME picks a prior",
+    "--model": "--prior.model",
+    "--precision": "--prior.precision",
+    "--resize-to-native": "--prior.resize-to-native",
+    "--no-resize-to-native": "--prior.no-resize-to-native",
+    "--encoder": "--prior.encoder",
+    "--negative-prompt": "--prior.negative-prompt",
+    "--view-dependent-prompt": "--prior.view-dependent-prompt",
+    "--no-view-dependent-prompt": "--prior.no-view-dependent-prompt",
+    "--synthetic.": "--prior.* (with --preset synthetic)",
+    "--synthetic-unet.": "--prior.* (with --preset synthetic-unet; the images' settings are --prior.images.*)",
+    "--psi.estimator": "psi:lora, psi:residual or psi:particle",
+}
+"""Options of esd-gs 0.1 that are spelled differently now, and their new spelling (``old_spelling``)."""
 
-def generate_defaults(argv: list[str]) -> GenerateConfig:
-    """The defaults that generate's flags override: the ``--config`` preset if one is named, else the synthetic
-    prior's defaults with ``--prior synthetic``, else ``GenerateConfig()``. (Only these two options are read here,
-    by argparse; tyro then parses the whole command line against the chosen defaults.)"""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--prior")
-    try:
-        known, _ = parser.parse_known_args(argv)
-    except argparse.ArgumentError:  # e.g. --config without a value: tyro reports it, with the usage
-        return GenerateConfig()
-    if known.config is not None:
-        if not os.path.lexists(known.config):
-            raise UserError(
-                f"config preset {known.config} does not exist (presets live in configs/, e.g. configs/preview.yaml)"
-            )
-        # a folder, a FIFO, a device or an unreadable file: refused by the reader, in its own words
-        return replace(load_yaml_config(known.config, "config preset"), config=known.config)
-    return synthetic_defaults(known.prior) if known.prior in SYNTHETIC_PRIORS else GenerateConfig()
+
+OLD_PRESET_SPELLING = {"--prior": "--preset synthetic (or synthetic-unet; the default esd uses Stable Diffusion)"}
+"""``esd-gs batch`` and ``esd-gs doctor`` of esd-gs 0.1 chose the synthetic defaults with ``--prior``."""
+
+
+def old_spelling(command: str, argv: list[str]) -> str | None:
+    """One line for the first option of ``argv`` that esd-gs 0.1's ``command`` spelled this way (called when tyro
+    refuses the command line), or None."""
+    table = OLD_SPELLINGS if command == "generate" else OLD_PRESET_SPELLING if command in ("batch", "doctor") else {}
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        for old, new in table.items():
+            if name == old or (old.endswith(".") and name.startswith(old)):
+                return f"{name} is no longer an option of esd-gs {command}: use {new}"
+    return None
+
+
+def defaults_for(name: str, config: Path | None, psi: str | None = None) -> GenerateConfig:
+    """The preset ``name`` (with the estimator ``psi``: the preset's own settings for it, ``Preset.with_psi``) and
+    the YAML file ``config`` over it."""
+    chosen = preset(name)
+    base = chosen.config if psi is None else chosen.with_psi(psi)
+    if config is None:
+        return base
+    if not os.path.lexists(config):
+        raise UserError(f"config file {config} does not exist (an example: configs/preview.yaml)")
+    # a folder, a FIFO, a device or an unreadable file: refused by the reader, in its own words
+    return replace(load_yaml_config(config, "config file", base=base), config=config)
+
+
+def generate_defaults(parse: Callable[[GenerateConfig | None], GenerateConfig]) -> GenerateConfig:
+    """The defaults generate's flags override. ``parse(defaults)`` parses the command line (without --help) against
+    ``defaults`` (None: the plain ones): once to learn the preset and the file, once against their defaults to learn
+    whether it picks another estimator than theirs (``psi:NAME``), whose defaults the preset may have too."""
+    first = parse(None)
+    defaults = defaults_for(first.preset, first.config)
+    second = parse(defaults)
+    if second.psi.name != defaults.psi.name:
+        defaults = defaults_for(first.preset, first.config, psi=second.psi.name)
+    return defaults
 
 
 def run_generate(config: GenerateConfig) -> Path:
-    """``esd-gs generate``: one run (``training.generate``)."""
+    """``esd-gs generate``: one run (``pipeline.generate``)."""
     return generate(config)
 
 
-__all__ = ["default_run_dir", "generate_defaults", "run_generate"]
+__all__ = ["OLD_SPELLINGS", "default_run_dir", "defaults_for", "generate_defaults", "old_spelling", "run_generate"]

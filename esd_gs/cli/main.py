@@ -88,8 +88,10 @@ def _panel_message(text: str) -> str:
     return " ".join(lines) or text.strip().splitlines()[0]
 
 
-def _parse(commands, argv: list[str]):
-    """tyro.cli, with its boxed usage errors turned into one UserError line (help still prints normally)."""
+def _parse(commands, argv: list[str], lenient: bool = False):
+    """tyro.cli, with its boxed usage errors turned into one UserError line (help still prints normally; an option
+    esd-gs 0.1 spelled differently gets its new spelling). ``lenient``: options these defaults do not have are left
+    for a later parse (an option of the prior a preset chooses, parsed before the preset is known)."""
     import tyro
 
     from .help import DESCRIPTION, optional_metavars
@@ -97,33 +99,54 @@ def _parse(commands, argv: list[str]):
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stderr(buffer):
-            return tyro.cli(commands, args=argv, description=DESCRIPTION, registry=optional_metavars())
+            parsed = tyro.cli(
+                commands,
+                args=argv,
+                description=DESCRIPTION,
+                registry=optional_metavars(),
+                config=(tyro.conf.CascadeSubcommandArgs,),  # options may follow prior:NAME and psi:NAME
+                return_unknown_args=lenient,
+            )
+            return parsed[0] if lenient else parsed
     except SystemExit as exit_:
         captured = buffer.getvalue()
         if exit_.code in (0, None) or not captured.strip():
             sys.stderr.write(captured)
             raise
         message = re.sub(r"^Error parsing [^:]*: ", "", _panel_message(captured))  # a config's own check: its words
+        if argv and "nrecognized" in message:
+            from .generate_cmd import old_spelling
+
+            message = old_spelling(argv[0], argv[1:]) or message
         raise UserError(message + " (see --help)") from None
     except ValueError as exc:  # a nested config refused a value in its __post_init__
         raise UserError(str(exc)) from None
 
 
+HELP_FLAGS = ("-h", "--help")
+
+
 def parse_args(argv: list[str]) -> Any:
-    """Command line -> the chosen subcommand's config (``generate`` starts from its ``--config`` preset, if any)."""
-    from .generate_cmd import generate_defaults
+    """Command line -> the chosen subcommand's config. ``generate``'s is parsed against the defaults of the preset and
+    file it names (``generate_cmd.generate_defaults``), so that its flags override them and ``--help`` shows them."""
     from .help import subcommand
 
     chosen = argv[0] if argv else None
-    commands = []
-    for name, command in SUBCOMMANDS.items():
-        config = _load(command.config)
-        if name == "generate":
-            defaults = generate_defaults(argv[1:]) if chosen == "generate" else config()
-            commands.append(subcommand(name, config, chosen, default=defaults))
-        else:
-            commands.append(subcommand(name, config, chosen))
-    return _parse(Union[tuple(commands)], argv)
+
+    def parse(generate_defaults, line: list[str], lenient: bool = False):
+        commands = []
+        for name, command in SUBCOMMANDS.items():
+            config = _load(command.config)
+            given = {"default": generate_defaults} if name == "generate" and generate_defaults is not None else {}
+            commands.append(subcommand(name, config, chosen, **given))
+        return _parse(Union[tuple(commands)], line, lenient)
+
+    if chosen != "generate":
+        return parse(None, argv)
+    from .generate_cmd import generate_defaults
+
+    without_help = [arg for arg in argv if arg not in HELP_FLAGS]  # help waits for the preset's defaults
+    return parse(generate_defaults(lambda defaults: parse(defaults, without_help, lenient=True)), argv)
 
 
 def _stop(signum: int, _frame) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -41,9 +40,6 @@ class DistillationConfig:
     """w(t): sigma2 = 1 - alphabar_t, or uniform."""
     grad_clip: float | None = None
     """Clamp each entry of w(t) * bracket to [-grad_clip, grad_clip]; None = no clipping."""
-    # vae renders at 8x the latent size; linear renders at the latent size itself (much cheaper, approximate).
-    encoder: Literal["vae", "linear"] = "vae"
-    """vae: render at 8x latent size, then encode; linear: render at latent size, affine map (cheap, approximate)."""
 
     def __post_init__(self) -> None:
         if self.method not in ("sds", "vsd", "esd"):
@@ -53,8 +49,6 @@ class DistillationConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
         if not 0.0 <= self.lambda_entropy <= 1.0:
             raise ConfigError(f"--lambda-entropy must be in [0, 1], got {self.lambda_entropy}")
-        if self.encoder not in ("vae", "linear"):
-            raise ConfigError(f"unknown encoder '{self.encoder}': use vae or linear")
         if self.guidance_scale < 0:
             raise ConfigError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -103,7 +97,7 @@ class ScoreDistillation:
     ) -> DistillationOutput:
         """Rendered images [B, 3, H, W] in [0, 1] (with gradient) -> loss and what psi trains on."""
         prior, cfg = self.prior, self.config
-        latents = prior.encode(images, approximate=cfg.encoder == "linear")
+        latents = prior.encode(images, approximate=prior.approximate_encoder)
         batch = latents.shape[0]
         gen_device = generator.device if generator is not None else latents.device
         timesteps = self.schedule.sample(progress, batch, prior.alphas_cumprod.cpu(), generator=_cpu(generator))

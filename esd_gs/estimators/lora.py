@@ -28,17 +28,18 @@ overflow check) because its gradients otherwise sit at fp16's smallest normal nu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..atomic import atomic_write_bytes
-from ..errors import UserError
-from ..priors import UNetPrior
+from ..errors import ConfigError, UserError
+from ..priors import Prior, UNetPrior
 from ..priors.sources import load_failure_message, resolve_model
-from .base import PsiConfig
-from .online import CameraEmbedding, OnlineEstimator
+from .online import CameraEmbedding, OnlineEstimator, OnlineTrainingConfig
 
 
 class SharedUNetRoles:
@@ -104,7 +105,7 @@ def _check_target_modules(unet, targets) -> None:
 class CameraLoRAEstimator(OnlineEstimator):
     """eps_psi(x_t, t, c, y) and its online training (see module docstring)."""
 
-    def __init__(self, prior: UNetPrior, config: PsiConfig, unet=None, scheduler=None):
+    def __init__(self, prior: UNetPrior, config: LoRAPsiConfig, unet=None, scheduler=None):
         from peft import LoraConfig
 
         self.prior, self.config = prior, config
@@ -145,7 +146,7 @@ class CameraLoRAEstimator(OnlineEstimator):
         self._init_training()
 
     @classmethod
-    def create(cls, prior: UNetPrior, config: PsiConfig) -> CameraLoRAEstimator:
+    def create(cls, prior: UNetPrior, config: LoRAPsiConfig) -> CameraLoRAEstimator:
         """Shared UNet, or a separate copy from ``config.base_model`` (default: phi's own model)."""
         if config.shared_unet:
             return cls(prior, config)
@@ -229,3 +230,37 @@ class CameraLoRAEstimator(OnlineEstimator):
         except Exception as exc:  # OSError, and safetensors' own error types for bad files
             raise UserError(f"cannot read psi weights from {path}: {exc}") from None
         self.load_state_dict(state)
+
+
+@dataclass
+class LoRAPsiConfig(OnlineTrainingConfig):
+    """``psi:lora``: the paper's learned psi on a UNet prior (Stable Diffusion, the fitted synthetic UNet): a LoRA
+    copy of the UNet with a camera MLP, trained online (``--psi.lr`` etc., ``OnlineTrainingConfig``)."""
+
+    name: ClassVar[str] = "lora"
+
+    lora_rank: int = 4
+    """LoRA rank r."""
+    lora_alpha: float = 4.0
+    """LoRA scaling numerator (update scaled by alpha / r)."""
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    """UNet attention projections that get LoRA."""
+    shared_unet: bool = True
+    """Put psi's LoRA into phi's UNet (half the memory); phi's passes switch it off."""
+    # A family name such as sd2.1 (ProlificDreamer's SD 2.1, v-prediction), a Hub id or a folder.
+    base_model: str | None = None
+    """Separate base model for psi (e.g. sd2.1); None = a copy of phi's model. Ignored when shared_unet is on."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lora_rank < 1 or not self.lora_alpha > 0:
+            raise ConfigError(
+                f"--psi.lora-rank must be >= 1 and --psi.lora-alpha > 0, got {self.lora_rank}, {self.lora_alpha}"
+            )
+
+    def build(self, prior: Prior) -> CameraLoRAEstimator:
+        if not isinstance(prior, UNetPrior):
+            raise UserError(
+                f"psi:lora needs a UNet prior (Stable Diffusion or synthetic-unet), not {type(prior).__name__}"
+            )
+        return CameraLoRAEstimator.create(prior, self)

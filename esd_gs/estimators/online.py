@@ -13,16 +13,57 @@ underflow.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..cameras import EMBEDDING_SIZE, null_embedding
-from ..diffusion import PredictionType, eps_from_prediction, loss_weight, prediction_target
+from ..diffusion import LossWeighting, PredictionType, eps_from_prediction, loss_weight, prediction_target
+from ..errors import ConfigError
 from ..optim_state import optimizer_from_flat, optimizer_to_flat
 from ..priors import Prior
-from .base import PsiConfig, ScoreEstimator
+from .base import EstimatorConfig, ScoreEstimator
+
+
+@dataclass
+class OnlineTrainingConfig(EstimatorConfig):
+    """How a learned psi trains online on the renders (Alg. 1): the settings every learned estimator shares. The
+    learned estimators' configs (``LoRAPsiConfig``, ``ResidualPsiConfig``) extend it, so these read ``--psi.lr`` etc.
+    whichever one is chosen."""
+
+    lr: float = 1e-4
+    """AdamW learning rate for psi's trained weights and its camera MLP."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    """AdamW betas."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    p_null_camera: float = 0.1
+    """Probability of training a batch with the null camera (classifier-free camera dropout)."""
+    train_steps_per_iter: int = 1
+    """psi updates per 3D step."""
+    # A window w draws t uniformly from [t_d - w, t_d + w], clipped to [0, T), around each sample's distillation
+    # timestep t_d of the step: psi is trained where the update reads it (see research/janus.md).
+    timestep_window: int | None = None
+    """Which t psi trains at: None = t ~ U[0, T) (Alg. 1); w = within w of each sample's distillation t."""
+    # prediction is how ProlificDreamer trains its LoRA (eps or v, the network's own target); x0 weighs every t the
+    # same, so the noisy low-t samples do not drown the high-t ones.
+    loss_weighting: LossWeighting = "prediction"
+    """omega(t) of psi's loss (eq. 3): prediction (MSE to eps or v) or x0 (clean image's MSE; synthetic default)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p_null_camera <= 1.0:
+            raise ConfigError(f"--psi.p-null-camera must be in [0, 1], got {self.p_null_camera}")
+        if not (math.isfinite(self.lr) and self.lr > 0) or self.train_steps_per_iter < 1:
+            raise ConfigError("--psi.lr must be > 0 and --psi.train-steps-per-iter at least 1")
+        if self.timestep_window is not None and self.timestep_window < 0:
+            raise ConfigError(f"--psi.timestep-window must be >= 0 (or None), got {self.timestep_window}")
+        if not all(0 <= b < 1 for b in self.betas) or self.weight_decay < 0:
+            raise ConfigError(
+                f"--psi.betas must be in [0, 1) and --psi.weight-decay >= 0, got {self.betas}, {self.weight_decay}"
+            )
 
 
 class CameraEmbedding(nn.Module):
@@ -50,7 +91,7 @@ class OnlineEstimator(ScoreEstimator):
 
     trains: ClassVar[bool] = True
     prior: Prior
-    config: PsiConfig
+    config: OnlineTrainingConfig
     prediction_type: PredictionType
     trainable_parameters: list[nn.Parameter]
 

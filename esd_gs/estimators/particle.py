@@ -12,13 +12,15 @@ VSD (lambda = 0) reduces to SDS, and ESD becomes SDS plus lambda times the entro
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor
 
 from ..diffusion import mixture_eps
+from ..errors import ConfigError
 from ..priors import Prior
-from .base import PsiConfig, RenderLatents, ScoreEstimator
+from .base import EstimatorConfig, RenderLatents, ScoreEstimator
 
 
 class ParticleEstimator(ScoreEstimator):
@@ -31,10 +33,6 @@ class ParticleEstimator(ScoreEstimator):
             raise ValueError("the particle bank needs bank_size >= 1 and bank_refresh_every >= 1")
         self.prior, self.bank_size, self.refresh_every = prior, bank_size, refresh_every
         self.bank: Tensor | None = None
-
-    @classmethod
-    def from_config(cls, prior: Prior, config: PsiConfig) -> ParticleEstimator:
-        return cls(prior, config.bank_size, config.bank_refresh_every)
 
     def needs_refresh(self, step: int) -> bool:
         return self.bank is None or step % self.refresh_every == 0
@@ -67,3 +65,23 @@ class ParticleEstimator(ScoreEstimator):
     def load_checkpoint_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
         if "bank" in tensors:
             self.bank = tensors["bank"].to(self.prior.device)
+
+
+@dataclass
+class ParticlePsiConfig(EstimatorConfig):
+    """``psi:particle``: training-free; the exact score of a bank of renders of the current scene (any prior). Its
+    camera-conditional score is the noise itself."""
+
+    name: ClassVar[str] = "particle"
+
+    bank_size: int = 32
+    """Number of renders in the bank."""
+    bank_refresh_every: int = 10
+    """Re-render the bank every this many steps."""
+
+    def __post_init__(self) -> None:
+        if self.bank_size < 1 or self.bank_refresh_every < 1:
+            raise ConfigError("--psi.bank-size and --psi.bank-refresh-every must be at least 1")
+
+    def build(self, prior: Prior) -> ParticleEstimator:
+        return ParticleEstimator(prior, self.bank_size, self.bank_refresh_every)

@@ -22,15 +22,17 @@ from x_t alone; with phi's prediction as an input it does not have to (see resea
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from ..diffusion import LossWeighting
 from ..diffusion.process import alpha_sigma
 from ..errors import UserError
-from ..priors import SyntheticPrior
-from .base import PsiConfig
-from .online import CameraEmbedding, OnlineEstimator
+from ..priors import Prior, SyntheticPrior
+from .online import CameraEmbedding, OnlineEstimator, OnlineTrainingConfig
 
 
 def timestep_embedding(timesteps: Tensor, dim: int) -> Tensor:
@@ -85,7 +87,7 @@ class SyntheticResidualEstimator(OnlineEstimator):
 
     prediction_type = "v_prediction"
 
-    def __init__(self, prior: SyntheticPrior, config: PsiConfig, width: int = 32):
+    def __init__(self, prior: SyntheticPrior, config: ResidualPsiConfig, width: int = 32):
         self.prior, self.config = prior, config
         self.net = ResidualNet(width=width).to(prior.device)
         self.camera_embedding = self.net.camera
@@ -119,3 +121,24 @@ class SyntheticResidualEstimator(OnlineEstimator):
         self.net.load_state_dict(
             {k[len("net.") :]: v.to(self.prior.device) for k, v in state.items() if k.startswith("net.")}
         )
+
+
+@dataclass
+class ResidualPsiConfig(OnlineTrainingConfig):
+    """``psi:residual``: the learned psi of the exact synthetic prior, a residual network on top of phi trained online
+    (``--psi.lr`` etc., ``OnlineTrainingConfig``)."""
+
+    name: ClassVar[str] = "residual"
+
+    # The values chosen for the synthetic prior on the Janus benchmark's development object (see research/janus.md):
+    # a network that starts at zero learns faster, and the x0 weighting keeps the noisy low-t samples from drowning
+    # the high-t ones the update reads most.
+    lr: float = 1e-3
+    """AdamW learning rate for psi's trained weights and its camera MLP."""
+    loss_weighting: LossWeighting = "x0"
+    """omega(t) of psi's loss (eq. 3): prediction (MSE to eps or v) or x0 (clean image's MSE)."""
+
+    def build(self, prior: Prior) -> SyntheticResidualEstimator:
+        if not isinstance(prior, SyntheticPrior):
+            raise UserError(f"psi:residual needs the exact synthetic prior, not {type(prior).__name__}")
+        return SyntheticResidualEstimator(prior, self)

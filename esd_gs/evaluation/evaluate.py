@@ -30,6 +30,8 @@ from ..cameras import MAX_VIEWS, turntable
 from ..configs.generate import GenerateConfig
 from ..errors import ConfigError, UserError
 from ..files import read_json_or_none
+from ..priors import synthetic_images
+from ..priors.sources import DEFAULT_MODEL
 from .fid import FidFeatures, frechet_distance
 from .models import DEFAULT_CLASSIFIER, DEFAULT_CLIP, EvalModels
 from .quality import inception_quality_variety
@@ -111,7 +113,7 @@ class EvalTarget:
 def resolve_target(path: Path, prompt: str | None = None, out: Path | None = None) -> EvalTarget:
     """A run directory (its scene.ply and config.yaml) or a .ply (then ``prompt`` is needed) -> the target.
     Default output: the run directory itself, or ``<stem>-eval/`` beside the .ply."""
-    from ..configs.presets import load_yaml_config
+    from ..configs.yaml_io import load_yaml_config
     from ..training.run_dir import RunDir
 
     if path.is_dir():
@@ -157,9 +159,9 @@ def evaluate(
     from ..io import read_ply
 
     run = target.run_config
-    synthetic = run is not None and run.pixel_prior
+    synthetic = run is not None and synthetic_images(run.prior) is not None
     if config.sides == "reference" and "janus" in config.metrics and not synthetic:
-        raise UserError(f"--sides reference needs a run of --prior synthetic; {target.name} is not one")
+        raise UserError(f"--sides reference needs a run of a synthetic prior; {target.name} is not one")
     up = run.output.up if run is not None else "-y"
     scene = read_ply(target.scene, up=up).to(models.device)
     stages = ["render", *config.metrics, *(["ground truth"] if synthetic else [])]
@@ -176,8 +178,8 @@ def evaluate(
         result["run"] = {
             "method": run.distill.method,
             "lambda_entropy": run.distill.lambda_entropy,
-            "estimator": run.psi.estimator if run.distill.method != "sds" else "-",
-            "prior": run.prior,
+            "estimator": run.psi.name if run.distill.method != "sds" else "-",
+            "prior": run.prior.name,
             "steps": run.steps,
             "seed": run.seed,
         }
@@ -222,9 +224,9 @@ def evaluate(
             fake = prior_size_views()
             source = f"synthetic prior ({run.resolution} px)"
         else:
-            model = config.model or (run.model if run is not None else "sd2.1-base")
+            model = config.model or getattr(run.prior if run is not None else None, "model", DEFAULT_MODEL)
             prior = models.stable_diffusion(model)
-            negative = run.negative_prompt if run is not None else ""
+            negative = getattr(run.prior if run is not None else None, "negative_prompt", "")
             settings = SampleSettings.of(
                 model,
                 prompt=target.prompt,
@@ -285,15 +287,15 @@ def evaluate(
 
 def _synthetic_key(run: GenerateConfig) -> str:
     """What the synthetic prior and reference of a run depend on (runs of one benchmark share them)."""
-    return repr((run.synthetic, run.prompt, run.resolution, run.cameras, run.background))
+    return repr((synthetic_images(run.prior), run.prompt, run.resolution, run.cameras, run.background))
 
 
 def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -> None:
     """Load every model the targets need before any work, so that a missing one fails at once, in one line."""
     if config.sides == "reference" and "janus" in config.metrics:
         for target in targets:
-            if target.run_config is None or not target.run_config.pixel_prior:
-                raise UserError(f"--sides reference needs a run of --prior synthetic; {target.name} is not one")
+            if target.run_config is None or synthetic_images(target.run_config.prior) is None:
+                raise UserError(f"--sides reference needs a run of a synthetic prior; {target.name} is not one")
     metrics = set(config.metrics)
     clip_sides = "janus" in metrics and config.sides == "clip"
     if "clip" in metrics or clip_sides or ("fid" in metrics and config.fid_features == "clip"):
@@ -305,8 +307,10 @@ def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -
             fid_metric("inception")
         for target in targets:
             run = target.run_config
-            if run is None or not run.pixel_prior:
-                models.stable_diffusion(config.model or (run.model if run is not None else "sd2.1-base"))
+            if run is None or synthetic_images(run.prior) is None:
+                models.stable_diffusion(
+                    config.model or getattr(run.prior if run is not None else None, "model", DEFAULT_MODEL)
+                )
     if "iq-iv" in config.metrics:
         models.classifier(config.classifier)
 
@@ -323,12 +327,12 @@ def _synthetic_reference(run: GenerateConfig, device: torch.device) -> tuple[Ten
     synthetic run, all at the run's resolution: what the ground truth is measured against."""
     from ..example import builtin_head
     from ..io import read_ply
-    from ..priors import SyntheticPrior
     from ..render.views import render_images
 
-    prior = SyntheticPrior.from_config(run, device)
+    images = synthetic_images(run.prior)
+    prior = images.build(device, run.run_context)
     index = prior.prompts.index(run.prompt)
-    paths = list(run.synthetic.reference) or [None]
+    paths = list(images.reference) or [None]
     reference = (read_ply(paths[index]) if paths[index] is not None else builtin_head()).to(device)
     reference_views = render_images(reference, _benchmark_turntable(), run.resolution, background=1.0)
     per = prior.per_reference

@@ -133,11 +133,11 @@ def stable_diffusion_samples(
 
 def synthetic_samples(config, count: int, size: int, device: torch.device) -> Tensor:
     """``count`` fresh images [count, 3, size, size] in [0, 1] of the synthetic prior of a run's ``config`` (its
-    ``--synthetic.*`` settings and cameras), for the run's prompt's reference."""
-    from ..priors import SyntheticPrior
+    synthetic prior's settings and cameras), for the run's prompt's reference."""
+    from ..priors import SyntheticPrior, synthetic_images
 
     prior = SyntheticPrior.build(
-        replace(config.synthetic, num_images=count),
+        replace(synthetic_images(config.prior), num_images=count),
         config.prompt,
         size,
         config.cameras,

@@ -2,7 +2,8 @@
 
 A prior turns renders into its latent space, noises them with its forward process and predicts the noise with
 text classifier-free guidance. ``ScoreDistillation`` (and the estimators psi built on a prior) use nothing else, so
-a new prior implements this class and registers its builder in ``PRIORS`` (``priors/__init__.py``).
+a new prior implements this class and a ``PriorConfig`` that builds it, and registers the config in ``PRIORS``
+(``priors/__init__.py``).
 
 Shapes and conventions:
 
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from ..cameras import OrbitSampler
 from ..diffusion import add_noise
 from .prompts import view_direction_index
 
@@ -57,6 +60,9 @@ class Prior(ABC):
     """The precision its networks compute in (latents and predictions are float32 whatever it is)."""
     alphas_cumprod: Tensor
     """[T] float32 alphabar_t of its noise schedule, on ``device``."""
+    approximate_encoder: bool = False
+    """Whether renders are made at latent size and encoded approximately (``encode(..., approximate=True)``;
+    Stable Diffusion's ``--prior.encoder linear``)."""
 
     @property
     def num_train_timesteps(self) -> int:
@@ -88,4 +94,43 @@ class Prior(ABC):
         """Undo what an estimator psi sharing this prior's networks put into them (a shared-UNet LoRA and camera
         embedding), so that the next run reusing this prior starts from the pretrained phi (``esd-gs batch`` keeps
         one prior per worker). Priors whose networks psi never touches have nothing to undo."""
+        return None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a prior may need to know of the run it serves, besides its own config: the synthetic priors render their
+    reference images at the run's size, cameras and background; Stable Diffusion needs none of it."""
+
+    prompt: str
+    resolution: int
+    cameras: OrbitSampler
+    background: Literal["random", "white", "black"]
+
+
+class PriorConfig(ABC):
+    """The settings of one prior phi, and its builder: the unit ``--prior`` selects (``prior:NAME`` on the command
+    line, ``name: NAME`` under ``prior:`` in a YAML config). Each config checks its own values (``__post_init__``)."""
+
+    name: ClassVar[str]
+    """The prior's name on the command line and in saved configs."""
+    learned_estimator: ClassVar[str]
+    """The learned psi this prior takes (a name in ``estimators.ESTIMATORS``)."""
+    estimators: ClassVar[tuple[str, ...]]
+    """Every psi this prior works with (names in ``estimators.ESTIMATORS``)."""
+    pixel_space: ClassVar[bool] = False
+    """Latents are the pixels themselves (the synthetic priors): one image size, no separate encoder."""
+    uses_context: ClassVar[bool] = False
+    """Whether ``build`` reads the ``RunContext`` (runs that differ in it cannot share one built prior)."""
+
+    @abstractmethod
+    def build(self, device: torch.device, context: RunContext) -> Prior:
+        """phi on ``device`` for a run described by ``context``; failures are one ``UserError``."""
+
+    def text_embeddings(self, prior: Prior, prompt: str) -> TextEmbeddings:
+        """The prompt's conditions for this prior, with this config's text settings (if it has any)."""
+        return prior.text_embeddings(prompt)
+
+    def check_run(self, resolution_start: int | None) -> None:
+        """How this prior fits the run's own settings (``GenerateConfig.validate``): one ``UserError``."""
         return None

@@ -19,19 +19,52 @@ Stable Diffusion 1.x or 2.x family (epsilon or v-prediction, text width 768 or 1
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .base import TextEmbeddings
+from .base import PriorConfig, RunContext, TextEmbeddings
 from .prompts import view_prompts
 from .sources import DEFAULT_MODEL, load_failure_message, resolve_model
 from .unet_prior import UNetPrior
 
-if TYPE_CHECKING:
-    from ..configs.generate import GenerateConfig
+
+@dataclass
+class StableDiffusionConfig(PriorConfig):
+    """``prior:sd``: a frozen Stable Diffusion 1.x / 2.x, and how renders and the prompt reach it."""
+
+    name: ClassVar[str] = "sd"
+    learned_estimator: ClassVar[str] = "lora"
+    estimators: ClassVar[tuple[str, ...]] = ("lora", "particle")
+
+    # A family's known Hub mirrors are tried in turn; an id names a diffusers SD 1.x/2.x pipeline.
+    model: str = DEFAULT_MODEL
+    """Stable Diffusion for phi: a family (sd2.1-base, sd2.1, sd1.5), a Hugging Face id or a local diffusers folder."""
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    """UNet/VAE precision: auto = fp16 on CUDA, fp32 on CPU."""
+    # So the UNet always sees the latent size it was trained on, whatever the render size.
+    resize_to_native: bool = True
+    """Resize renders to the model's native size (512 px for SD 2.1-base) before encoding them."""
+    # vae renders at 8x the latent size; linear renders at the latent size itself (much cheaper, approximate).
+    encoder: Literal["vae", "linear"] = "vae"
+    """vae: render at 8x latent size, then encode; linear: render at latent size, affine map (cheap, approximate)."""
+    negative_prompt: str = ""
+    """Negative prompt for classifier-free guidance."""
+    view_dependent_prompt: bool = True
+    """Append ', front/side/back/overhead view' to phi's prompt according to the camera."""
+
+    def build(self, device: torch.device, context: RunContext) -> StableDiffusionPrior:
+        prior = StableDiffusionPrior.from_pretrained(
+            self.model, device=device, precision=self.precision, resize_to_native=self.resize_to_native
+        )
+        prior.approximate_encoder = self.encoder == "linear"
+        return prior
+
+    def text_embeddings(self, prior: StableDiffusionPrior, prompt: str) -> TextEmbeddings:
+        return prior.text_embeddings(prompt, self.negative_prompt, self.view_dependent_prompt)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -79,13 +112,6 @@ class StableDiffusionPrior(UNetPrior):
         self._init_unet()  # the UNet frozen, the schedule, the prediction type (unet_prior.UNetPrior)
         self.vae_scale = float(vae.config.scaling_factor)
         self._rgb_to_latent: tuple[Tensor, Tensor] | None = None
-
-    @classmethod
-    def from_config(cls, config: GenerateConfig, device: torch.device) -> StableDiffusionPrior:
-        """phi for a generate run: ``--model``, ``--precision`` and ``--resize-to-native``."""
-        return cls.from_pretrained(
-            config.model, device=device, precision=config.precision, resize_to_native=config.resize_to_native
-        )
 
     @classmethod
     def from_pretrained(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -27,15 +27,18 @@ from ..cameras import Cameras, OrbitSampler, orbit_cameras, wrap_azimuth
 from ..diffusion import mixture_eps, sd_alphas_cumprod
 from ..errors import ConfigError, UserError
 from ..render.views import render_batches
-from .base import Prior, TextEmbeddings
-
-if TYPE_CHECKING:
-    from ..configs.generate import GenerateConfig
+from .base import Prior, PriorConfig, RunContext, TextEmbeddings
 
 
 @dataclass
-class SyntheticPriorConfig:
-    """The synthetic prior's image distribution (used with --prior synthetic)."""
+class SyntheticPriorConfig(PriorConfig):
+    """``prior:synthetic``: the exact score of renders of known objects (offline), and their image distribution."""
+
+    name: ClassVar[str] = "synthetic"
+    learned_estimator: ClassVar[str] = "residual"
+    estimators: ClassVar[tuple[str, ...]] = ("residual", "particle")
+    pixel_space: ClassVar[bool] = True
+    uses_context: ClassVar[bool] = True
 
     reference: tuple[Path, ...] = ()
     """Reference 3DGS .ply files (-Y up); empty = the built-in head (assets/head.ply)."""
@@ -53,9 +56,18 @@ class SyntheticPriorConfig:
 
     def __post_init__(self) -> None:
         if self.num_images < 1 or not 0.0 <= self.p_front <= 1.0:
-            raise ConfigError("--synthetic.num-images must be >= 1 and --synthetic.p-front in [0, 1]")
+            raise ConfigError("--prior.num-images must be >= 1 and --prior.p-front in [0, 1]")
         if not (math.isfinite(self.front_std) and self.front_std > 0):
-            raise ConfigError(f"--synthetic.front-std must be a positive angle, got {self.front_std}")
+            raise ConfigError(f"--prior.front-std must be a positive angle, got {self.front_std}")
+
+    def build(self, device: torch.device, context: RunContext) -> SyntheticPrior:
+        """phi for a run: these images, at the run's resolution and cameras and on its background."""
+        background = {"white": 1.0, "black": 0.0}.get(context.background, 1.0)
+        return SyntheticPrior.build(self, context.prompt, context.resolution, context.cameras, device, background)
+
+    def check_run(self, resolution_start: int | None) -> None:
+        if resolution_start is not None:
+            raise UserError("the synthetic prior's images have one size: drop --resolution-start")
 
 
 def biased_cameras(
@@ -83,12 +95,6 @@ class SyntheticPrior(Prior):
         self.alphas_cumprod = sd_alphas_cumprod().to(device)
 
     @classmethod
-    def from_config(cls, config: GenerateConfig, device: torch.device) -> SyntheticPrior:
-        """phi for a generate run: ``--synthetic.*``, at the run's resolution and cameras and on its background."""
-        background = {"white": 1.0, "black": 0.0}.get(config.background, 1.0)
-        return cls.build(config.synthetic, config.prompt, config.resolution, config.cameras, device, background)
-
-    @classmethod
     def build(
         cls,
         config: SyntheticPriorConfig,
@@ -104,7 +110,7 @@ class SyntheticPrior(Prior):
         paths = list(config.reference) or [None]  # None: the built-in head
         prompts = list(config.reference_prompts) or ([prompt] if len(paths) == 1 else [])
         if len(prompts) != len(paths):
-            raise UserError("give one --synthetic.reference-prompts entry per --synthetic.reference file")
+            raise UserError("give one --prior.reference-prompts entry per --prior.reference file")
         if prompt not in prompts:
             raise UserError(f"the synthetic prior knows the prompts {prompts}, not '{prompt}'")
         gen = torch.Generator().manual_seed(config.seed)

@@ -26,21 +26,18 @@ import json
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from ..diffusion import SD_BETA_SCHEDULE, mixture_eps
 from ..errors import ConfigError, UserError
-from .base import TextEmbeddings
-from .synthetic import SyntheticPrior
+from .base import PriorConfig, RunContext, TextEmbeddings
+from .synthetic import SyntheticPrior, SyntheticPriorConfig
 from .unet_prior import UNetPrior
-
-if TYPE_CHECKING:
-    from ..configs.generate import GenerateConfig
 
 TEXT_WIDTH = 32
 """D, the width of the prompt embeddings (the UNet's cross-attention width)."""
@@ -55,8 +52,18 @@ def default_cache() -> Path:
 
 
 @dataclass
-class SyntheticUNetConfig:
-    """The fitted UNet of --prior synthetic-unet: its size, its fit and where it is cached."""
+class SyntheticUNetConfig(PriorConfig):
+    """``prior:synthetic-unet``: a small UNet fitted to the synthetic prior's images (``images``; once, then cached):
+    its size, its fit and where it is cached. It takes the LoRA psi of Stable Diffusion runs."""
+
+    name: ClassVar[str] = "synthetic-unet"
+    learned_estimator: ClassVar[str] = "lora"
+    estimators: ClassVar[tuple[str, ...]] = ("lora", "particle")
+    pixel_space: ClassVar[bool] = True
+    uses_context: ClassVar[bool] = True
+
+    images: SyntheticPriorConfig = field(default_factory=SyntheticPriorConfig)
+    """The exact prior whose images the UNet is fitted to (``--prior.images.*``)."""
 
     widths: tuple[int, ...] = (32, 64, 64)
     """Channels of the UNet's resolution levels (the last two have attention, where psi's LoRA goes)."""
@@ -75,15 +82,24 @@ class SyntheticUNetConfig:
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or any(w < 8 or w % 8 for w in self.widths):
-            raise ConfigError(f"--synthetic-unet.widths needs 2 or more multiples of 8, got {self.widths}")
+            raise ConfigError(f"--prior.widths needs 2 or more multiples of 8, got {self.widths}")
         if self.steps < 1 or self.batch < 1 or not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError("--synthetic-unet.steps and .batch must be >= 1 and .lr > 0")
+            raise ConfigError("--prior.steps and --prior.batch must be >= 1 and --prior.lr > 0")
         if not 0.0 <= self.p_uncond < 1.0:
-            raise ConfigError(f"--synthetic-unet.p-uncond must be in [0, 1), got {self.p_uncond}")
+            raise ConfigError(f"--prior.p-uncond must be in [0, 1), got {self.p_uncond}")
 
     def fit_settings(self) -> dict:
-        """What the fitted network depends on (the cache key's part from these settings)."""
-        return {k: v for k, v in asdict(self).items() if k != "cache"}
+        """What the fitted network depends on besides its images (the cache key's part from these settings)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("cache", "images")}
+
+    def build(self, device: torch.device, context: RunContext) -> SyntheticUNetPrior:
+        """phi for a run: the exact prior's images (``images``) fitted with these settings, from the cache when it
+        has them."""
+        oracle = self.images.build(torch.device("cpu"), context)
+        return SyntheticUNetPrior.from_oracle(oracle, context.resolution, self, device)
+
+    def check_run(self, resolution_start: int | None) -> None:
+        self.images.check_run(resolution_start)
 
 
 def unet_kwargs(resolution: int, widths: tuple[int, ...]) -> dict:
@@ -161,13 +177,6 @@ class SyntheticUNetPrior(UNetPrior):
         self.prompts = list(prompts)
         self.prompt_embeddings = prompt_embeddings.float().to(device)
         self._init_unet()
-
-    @classmethod
-    def from_config(cls, config: GenerateConfig, device: torch.device) -> SyntheticUNetPrior:
-        """phi for a generate run: the exact prior's images (``--synthetic.*``) fitted with ``--synthetic-unet.*``,
-        from the cache when it has them."""
-        oracle = SyntheticPrior.from_config(config, torch.device("cpu"))
-        return cls.from_oracle(oracle, config.resolution, config.synthetic_unet, device)
 
     @classmethod
     def from_oracle(
@@ -273,3 +282,11 @@ def fit_errors(
         learned = prior.eps(x_t, steps, text, text[:1], 1.0)
         errors[int(t)] = float((learned - exact).norm() / exact.norm())
     return errors
+
+
+def synthetic_images(prior: PriorConfig) -> SyntheticPriorConfig | None:
+    """The exact synthetic prior of a run's prior config: the prior itself (synthetic), the images its UNet is
+    fitted to (synthetic-unet), or None (a prior not made of the synthetic references' images)."""
+    if isinstance(prior, SyntheticUNetConfig):
+        return prior.images
+    return prior if isinstance(prior, SyntheticPriorConfig) else None

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..configs.generate import GenerateConfig
-from ..configs.presets import load_yaml_config
+from ..configs.yaml_io import load_yaml_config
 from ..environment import ensure_writable_dir, pick_device
 from ..errors import UserError
 from ..progress import console

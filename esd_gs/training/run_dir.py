@@ -194,7 +194,7 @@ class RunDir:
     def write_config(self, config) -> None:
         """config.yaml: the resolved ``GenerateConfig``, without the options that only steer this invocation."""
         from ..configs.generate import GenerateConfig
-        from ..configs.presets import dump_yaml_config
+        from ..configs.yaml_io import dump_yaml_config
 
         saved = replace(
             config,

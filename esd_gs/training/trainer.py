@@ -25,10 +25,9 @@ import torch
 
 from ..distillation import ScoreDistillation
 from ..errors import ConfigError, public_names
-from ..estimators import build_estimator
 from ..evaluation.psi_error import PsiDiagnostic, plot_psi_errors
 from ..optim_state import optimizer_from_flat, optimizer_to_flat
-from ..priors import Prior, build_prior
+from ..priors import Prior
 from ..progress import console, make_progress
 from ..render import render, resolve_backend
 from ..render.views import render_batches
@@ -107,16 +106,16 @@ class Trainer:
         self.cfg, self.run_dir, self.device = config, Path(run_dir), device
         self.files = RunDir(self.run_dir)
         self.backend = resolve_backend(config.backend, device)  # before any model loads: a bad choice fails at once
-        self.prior = prior if prior is not None else build_prior(config, device)
-        self.text = self.prior.text_embeddings(config.prompt, config.negative_prompt, config.view_dependent_prompt)
+        self.prior = prior if prior is not None else config.prior.build(device, config.run_context)
+        self.text = config.prior.text_embeddings(self.prior, config.prompt)
         distill_cfg = config.distill
         torch.manual_seed(config.seed)  # psi's camera MLP initialisation and gsplat's split draws
-        self.psi = build_estimator(config.prior, self.prior, config.psi) if distill_cfg.needs_psi else None
+        self.psi = config.psi.build(self.prior) if distill_cfg.needs_psi else None
         self.distill = ScoreDistillation(self.prior, self.text, distill_cfg, config.timesteps, self.psi)
         self.diagnostic = None
         if config.diagnose.enabled and self.psi is not None:  # SDS has no psi to measure
             self.diagnostic = PsiDiagnostic(
-                config.diagnose, self.prior, config.psi.bank_size, distill_cfg.effective_lambda
+                config.diagnose, self.prior, getattr(config.psi, "bank_size", 32), distill_cfg.effective_lambda
             )
         self.diagnose_every = max(1, round(config.diagnose.every * config.steps))
         self.camera_gen = torch.Generator().manual_seed(config.seed)
@@ -165,7 +164,7 @@ class Trainer:
         cfg = self.cfg
         early = cfg.resolution_start is not None and progress < cfg.resolution_switch
         size = min(cfg.resolution_start, cfg.resolution) if early else cfg.resolution
-        return size // 8 if cfg.distill.encoder == "linear" else size
+        return size // 8 if self.prior.approximate_encoder else size
 
     def _backgrounds(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Per view: white, black or a random colour (random mode), drawn from ``generator`` (default: the camera
@@ -259,7 +258,7 @@ class Trainer:
         cams = self.cfg.cameras.sample(count, generator=generator)
         backgrounds = functools.partial(self._backgrounds, generator=generator)
         images = list(render_batches(self.scene, cams, size, backgrounds, batch=16, backend=self.backend))
-        approximate = self.cfg.distill.encoder == "linear"
+        approximate = self.prior.approximate_encoder
         latents = torch.cat([self.prior.encode(batch, approximate=approximate) for batch in images])
         return latents, cams.embedding().to(latents.device)
 

@@ -18,7 +18,7 @@ import torch
 
 from esd_gs.bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS, bench_base_config
 from esd_gs.cameras import turntable
-from esd_gs.configs.presets import load_yaml_config
+from esd_gs.configs.yaml_io import load_yaml_config
 from esd_gs.evaluation.janus import janus_metrics
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply
