@@ -4,7 +4,7 @@ The same N small synthetic-prior jobs (one prompt, seeds 0 .. N-1, as a benchmar
 test suite's small config: 200 Gaussians, 16 prior images, batch 2, 32 px) are run three ways, in alternating order
 over ``--rounds``:
 
-- loop: one `esd-gs generate --prior synthetic ...` process per job (the same settings, as flags), one after
+- loop: one `esd-gs generate --preset synthetic ...` process per job (the same settings, as flags), one after
   another (what a user's shell loop does);
 - batch, 1 worker and 2 workers: `esd-gs batch` on a local Ray cluster started once beforehand (`ray start
   --head --num-cpus 2`), joined with --address auto.
@@ -76,13 +76,13 @@ def main() -> None:
             jobs = root / "jobs.yaml"
             jobs.write_text(yaml.safe_dump([{"prompt": "a head", **SMALL_SYNTHETIC, "steps": args.steps}]))
             flags = [
-                "--prior",
+                "--preset",
                 "synthetic",
                 "--batch-size",
                 2,
                 "--init.num-points",
                 200,
-                "--synthetic.num-images",
+                "--prior.num-images",
                 16,
                 "--output.preview-every",
                 0,

@@ -25,7 +25,7 @@ import torch
 from esd_gs.cameras import OrbitSampler
 from esd_gs.distillation import DistillationConfig, ScoreDistillation
 from esd_gs.distillation.timesteps import TimestepSchedule
-from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
+from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig
 from esd_gs.priors.stable_diffusion import StableDiffusionPrior, resolve_dtype
 from esd_gs.render import render
 from esd_gs.scene import BallInit, GaussianScene
@@ -68,7 +68,7 @@ def run_config(make_prior, method: str, shared: bool, args, device: torch.device
     prior = make_prior()
     text = prior.text_embeddings("a head")
     config = DistillationConfig(method=method, lambda_entropy=0.5)
-    psi = CameraLoRAEstimator.create(prior, PsiConfig(shared_unet=shared)) if config.needs_psi else None
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=shared)) if config.needs_psi else None
     distill = ScoreDistillation(prior, text, config, TimestepSchedule(), psi)
     gen = torch.Generator().manual_seed(0)
     scene = GaussianScene.random_ball(BallInit(num_points=4096, opacity=0.3), generator=gen).to(device)

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_env.sh
-exec .venv/bin/esd-gs generate "a head" --prior synthetic --out runs/demo --overwrite "$@"
+exec .venv/bin/esd-gs generate "a head" --preset synthetic --out runs/demo --overwrite "$@"

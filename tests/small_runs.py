@@ -2,21 +2,31 @@
 
 from dataclasses import replace
 
-from esd_gs.configs.generate import GenerateConfig, synthetic_defaults
+from esd_gs.configs.generate import GenerateConfig
+from esd_gs.configs.presets import PRESETS
+from esd_gs.priors import SyntheticUNetConfig, synthetic_images
 
 
-def small_synthetic_config(steps: int, psi: dict | None = None, **changes) -> GenerateConfig:
-    """``synthetic_defaults()`` with 200 Gaussians, 16 prior images, batch 2, no previews or checkpoints and a tiny
-    gif turntable; ``psi`` changes fields of ``--psi.*``, ``changes`` any other top-level field."""
-    base = synthetic_defaults()
+def small_synthetic_config(
+    steps: int, psi: dict | None = None, preset: str = "synthetic", prior: dict | None = None, **changes
+) -> GenerateConfig:
+    """The ``preset`` (synthetic or synthetic-unet) with 200 Gaussians, 16 prior images, batch 2, no previews or
+    checkpoints and a tiny gif turntable. ``psi`` changes fields of ``--psi.*`` (its ``name`` picks the estimator,
+    with the preset's defaults for it: ``Preset.with_psi``), ``prior`` fields of the prior's config (``--prior.*``),
+    ``changes`` any other top-level field."""
+    psi = dict(psi or {})
+    chosen = PRESETS[preset]
+    base = chosen.with_psi(psi.pop("name")) if "name" in psi else chosen.config
+    images = replace(synthetic_images(base.prior), num_images=16)
+    prior_config = replace(base.prior, images=images) if isinstance(base.prior, SyntheticUNetConfig) else images
     return replace(
         base,
         prompt="a head",
         steps=steps,
         batch_size=2,
         init=replace(base.init, num_points=200),
-        synthetic=replace(base.synthetic, num_images=16),
-        psi=replace(base.psi, **(psi or {})),
+        prior=replace(prior_config, **(prior or {})),
+        psi=replace(base.psi, **psi),
         output=replace(
             base.output,
             preview_every=0.0,

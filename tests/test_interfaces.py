@@ -1,6 +1,7 @@
 """phi and psi are declared interfaces: the loop builds them through registries and needs nothing else."""
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import pytest
 import torch
@@ -9,11 +10,13 @@ from small_runs import small_synthetic_config
 from esd_gs import estimators, priors
 from esd_gs.estimators import (
     CameraLoRAEstimator,
+    EstimatorConfig,
     ParticleEstimator,
+    ResidualPsiConfig,
     ScoreEstimator,
     SyntheticResidualEstimator,
 )
-from esd_gs.priors import Prior, StableDiffusionPrior, SyntheticPrior
+from esd_gs.priors import Prior, PriorConfig, StableDiffusionPrior, SyntheticPrior, SyntheticPriorConfig
 from esd_gs.training.trainer import Trainer
 
 
@@ -59,13 +62,23 @@ class NoiseEstimator(ScoreEstimator):
         assert meta == {"kind": "noise"} and torch.equal(tensors["marker"], torch.ones(1))
 
 
+@dataclass
+class NoiseConfig(EstimatorConfig):
+    """The config of ``NoiseEstimator`` (``psi:noise``): all a new estimator adds besides the estimator itself."""
+
+    name: ClassVar[str] = "noise"
+
+    def build(self, prior):
+        return NoiseEstimator(prior, self)
+
+
 def test_a_new_estimator_runs_through_the_registry_alone(tmp_path, monkeypatch):
     """Registered in one dict, an estimator the loop has never heard of is built, refreshed through the render
     callback, used by eq. 9 and checkpointed; ESD lambda 1 with it equals SDS bit for bit (null score = noise)."""
-    monkeypatch.setitem(estimators.TRAINING_FREE, "noise", NoiseEstimator)
+    monkeypatch.setitem(estimators.ESTIMATORS, "noise", NoiseConfig)
     config = small_config()
     esd = replace(config, distill=replace(config.distill, method="esd", lambda_entropy=1.0))
-    esd = replace(esd, psi=replace(esd.psi, estimator="noise"))
+    esd = replace(esd, psi=NoiseConfig())
     sds = replace(config, distill=replace(config.distill, method="sds"))
     with_noise = Trainer(esd, tmp_path / "esd", torch.device("cpu"))
     plain = Trainer(sds, tmp_path / "sds", torch.device("cpu"), prior=with_noise.prior)
@@ -86,7 +99,7 @@ def test_a_new_estimator_runs_through_the_registry_alone(tmp_path, monkeypatch):
 
 
 def test_a_new_prior_runs_through_the_registry_alone(tmp_path, monkeypatch):
-    """A prior registered in PRIORS is built from the config and is all the loop scores with."""
+    """A prior registered in PRIORS is built from its config and is all the loop scores with."""
     calls = []
 
     class CountingPrior(SyntheticPrior):
@@ -94,12 +107,22 @@ def test_a_new_prior_runs_through_the_registry_alone(tmp_path, monkeypatch):
             calls.append(x_t.shape)
             return super().eps(x_t, timesteps, text, negative, guidance_scale)
 
-    def build(config, device):
-        built = SyntheticPrior.from_config(config, device)
-        return CountingPrior(built.images, built.prompts, built.azimuths, device)
+    @dataclass
+    class CountingConfig(PriorConfig):
+        name: ClassVar[str] = "counting"
+        learned_estimator: ClassVar[str] = "residual"
+        estimators: ClassVar[tuple[str, ...]] = ("residual", "particle")
+        pixel_space: ClassVar[bool] = True
+        uses_context: ClassVar[bool] = True
 
-    monkeypatch.setitem(priors.PRIORS, "counting", build)
-    trainer = Trainer(small_config(prior="counting"), tmp_path, torch.device("cpu"))
+        def build(self, device, context):
+            built = SyntheticPriorConfig(num_images=16).build(device, context)
+            return CountingPrior(built.images, built.prompts, built.azimuths, device)
+
+    monkeypatch.setitem(priors.PRIORS, "counting", CountingConfig)
+    config = replace(small_config(), prior=CountingConfig())
+    config.validate()
+    trainer = Trainer(config, tmp_path, torch.device("cpu"))
     assert isinstance(trainer.prior, CountingPrior) and isinstance(trainer.psi, ParticleEstimator)
     trainer.train_step(), trainer.train_step()
     assert calls == [torch.Size([2, 3, 32, 32])] * 2
@@ -120,11 +143,26 @@ def test_the_particle_bank_refreshes_itself_through_the_callback():
     assert psi.bank.shape == (5, 3, 8, 8) and float(psi.bank[0, 0, 0, 0]) == 3.0
 
 
-def test_a_prior_without_a_learned_psi_is_one_clear_line(tmp_path, monkeypatch):
+def test_a_prior_without_a_learned_psi_is_one_clear_line(monkeypatch):
+    """A prior that lists only the particle psi refuses a learned one in one line naming the psi it works with (an
+    SDS run, which reads no psi, is not refused)."""
     from esd_gs.errors import UserError
 
-    monkeypatch.setitem(priors.PRIORS, "plain", SyntheticPrior.from_config)
-    config = small_config(prior="plain")
-    config = replace(config, psi=replace(config.psi, estimator="learned"))
-    with pytest.raises(UserError, match="has no learned psi yet: use --psi.estimator particle"):
-        Trainer(config, tmp_path, torch.device("cpu"))
+    @dataclass
+    class PlainConfig(PriorConfig):
+        name: ClassVar[str] = "plain"
+        learned_estimator: ClassVar[str] = "particle"
+        estimators: ClassVar[tuple[str, ...]] = ("particle",)
+        pixel_space: ClassVar[bool] = True
+        uses_context: ClassVar[bool] = True
+
+        def build(self, device, context):
+            return SyntheticPriorConfig().build(device, context)
+
+    monkeypatch.setitem(priors.PRIORS, "plain", PlainConfig)
+    config = replace(small_config(), prior=PlainConfig())
+    config.validate()  # its particle psi
+    learned = replace(config, psi=ResidualPsiConfig())
+    with pytest.raises(UserError, match="^prior:plain works with psi:particle, not psi:residual$"):
+        learned.validate()
+    replace(learned, distill=replace(learned.distill, method="sds")).validate()

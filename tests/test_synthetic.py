@@ -195,17 +195,16 @@ def test_bench_janus_end_to_end(tmp_path):
     assert {(r["method"], r["seed"]) for r in runs} == {("sds", 0), ("esd", 0)}
     assert {r["timesteps"] for r in runs} == {"dreamtime"}  # --timesteps reaches every run's config
     assert "name: dreamtime" in (out / "runs" / "sds-l0---s0" / "config.yaml").read_text()
+    # The learned psi's options reach the records and the saved base psi (the SDS run's config keeps the base's
+    # learned psi, unread; the particle run's psi has none of these settings, only its bank's).
+    sds_saved = (out / "runs" / "sds-l0---s0" / "config.yaml").read_text()
+    particle_saved = (out / "runs" / "esd-l1-particle-s0" / "config.yaml").read_text()
     assert {r["psi_loss_weighting"] for r in runs} == {"prediction"}  # not the default (x0): the option got through
-    assert "loss_weighting: prediction" in (out / "runs" / "esd-l1-particle-s0" / "config.yaml").read_text()
-    assert {r["psi_lr"] for r in runs} == {0.002} and "lr: 0.002" in (
-        out / "runs" / "sds-l0---s0" / "config.yaml"
-    ).read_text()
-    assert {r["psi_steps"] for r in runs} == {2} and "train_steps_per_iter: 2" in (
-        out / "runs" / "esd-l1-particle-s0" / "config.yaml"
-    ).read_text()
-    assert {r["psi_t_window"] for r in runs} == {50} and "timestep_window: 50" in (
-        out / "runs" / "esd-l1-particle-s0" / "config.yaml"
-    ).read_text()
+    assert "name: residual" in sds_saved and "loss_weighting: prediction" in sds_saved
+    assert {r["psi_lr"] for r in runs} == {0.002} and "lr: 0.002" in sds_saved
+    assert {r["psi_steps"] for r in runs} == {2} and "train_steps_per_iter: 2" in sds_saved
+    assert {r["psi_t_window"] for r in runs} == {50} and "timestep_window: 50" in sds_saved
+    assert "name: particle" in particle_saved and "loss_weighting" not in particle_saved
     assert data["reference"]["face_count"] == 1  # the ground truth has one face
     assert (
         "| SDS |" in (out / "results.md").read_text()
@@ -238,16 +237,16 @@ def test_bench_janus_end_to_end(tmp_path):
     assert rerun["runs"] == data["runs"]  # the same numbers: the redone run is deterministic on CPU
 
 
-@pytest.mark.parametrize("estimator", ["particle", "learned"])
+@pytest.mark.parametrize("estimator", ["particle", "residual"])
 def test_synthetic_run_resumes_exactly_from_a_checkpoint(tmp_path, estimator):
     """Checkpoint mid-run, restore into a fresh trainer, finish: same scene as a straight run (both psi kinds)."""
     from dataclasses import replace
 
-    from esd_gs.configs.generate import synthetic_defaults
-    from esd_gs.priors import build_prior
+    from esd_gs.configs.presets import PRESETS
     from esd_gs.training.trainer import Trainer
 
-    base = synthetic_defaults()
+    base = PRESETS["synthetic"].with_psi(estimator)
+    psi = replace(base.psi, bank_size=4, bank_refresh_every=3) if estimator == "particle" else base.psi
     config = replace(
         base,
         prompt="a head",
@@ -255,11 +254,11 @@ def test_synthetic_run_resumes_exactly_from_a_checkpoint(tmp_path, estimator):
         batch_size=2,
         seed=4,
         init=replace(base.init, num_points=300),
-        synthetic=replace(base.synthetic, num_images=16),
-        psi=replace(base.psi, estimator=estimator, bank_size=4, bank_refresh_every=3),
+        prior=replace(base.prior, num_images=16),
+        psi=psi,
     )
     device = torch.device("cpu")
-    prior = build_prior(config, device)  # one phi for both runs
+    prior = config.prior.build(device, config.run_context)  # one phi for both runs
     resumed_and_straight(lambda folder: Trainer(config, tmp_path / folder, device, prior=prior), steps=8, stop=5)
 
 
@@ -344,33 +343,46 @@ def test_results_header_names_the_learned_psi_s_settings_only_where_a_run_has_on
     assert "learning rate not recorded" in results_markdown([sds, older], runs, reference)
 
 
-def test_learned_psi_settings_and_the_particle_s_cover_psi_config():
-    """Every ``--psi.*`` field is either read only by a learned psi (``LEARNED_PSI_SETTINGS``: ignored when runs
-    without one are compared) or by the particle estimator; a new field must be sorted into one of them."""
+def test_each_estimator_s_config_holds_only_its_own_settings():
+    """Each ``psi:NAME`` config has only the settings its estimator reads: the learned ones share how they train
+    (``OnlineTrainingConfig``), the particle one has only its bank's. So a saved run's psi settings are all its psi
+    reads, and ``settings_of`` drops psi only for SDS runs (which read none)."""
     from dataclasses import fields
 
-    from esd_gs.configs.yaml_io import LEARNED_PSI_SETTINGS, settings_of
-    from esd_gs.estimators import PsiConfig
+    from esd_gs.configs.yaml_io import settings_of
+    from esd_gs.estimators import ESTIMATORS, OnlineTrainingConfig
 
-    particle = {"estimator", "bank_size", "bank_refresh_every"}
-    assert set(LEARNED_PSI_SETTINGS) | particle == {f.name for f in fields(PsiConfig)}
-    assert not set(LEARNED_PSI_SETTINGS) & particle
-    psi = {"estimator": "learned", "lr": 1e-3, "bank_size": 32}
-    other = {"estimator": "learned", "lr": 3e-3, "bank_size": 32}
+    def names(cls):
+        return {f.name for f in fields(cls)}
+
+    training = names(OnlineTrainingConfig)
+    assert set(ESTIMATORS) == {"lora", "residual", "particle"}
+    assert names(ESTIMATORS["particle"]) == {"bank_size", "bank_refresh_every"}
+    assert names(ESTIMATORS["residual"]) == training
+    assert names(ESTIMATORS["lora"]) == training | {
+        "lora_rank", "lora_alpha", "target_modules", "shared_unet", "base_model"
+    }  # fmt: skip
+    assert not names(ESTIMATORS["particle"]) & training
+    psi = {"name": "residual", "lr": 1e-3}
+    other = {"name": "residual", "lr": 3e-3}
     assert settings_of({"method": "sds", "psi": psi}) == settings_of({"method": "sds", "psi": other})  # SDS: no psi
+    assert settings_of({"method": "sds", "psi": psi}) == settings_of({"method": "sds"})
     assert settings_of({"method": "esd", "psi": psi}) != settings_of({"method": "esd", "psi": other})
-    bigger_bank = {**psi, "estimator": "particle", "bank_size": 64}
-    assert settings_of({"method": "esd", "psi": {**psi, "estimator": "particle"}}) != settings_of(
-        {"method": "esd", "psi": bigger_bank}
+    assert settings_of({"method": "vsd", "psi": psi}) != settings_of({"method": "vsd", "psi": other})
+    particle = {"name": "particle", "bank_size": 32}
+    assert settings_of({"method": "esd", "psi": particle}) != settings_of(
+        {"method": "esd", "psi": {**particle, "bank_size": 64}}
     )
+    assert settings_of({"method": "esd", "psi": particle}) != settings_of({"method": "esd", "psi": psi})
 
 
 def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_path):
     from dataclasses import replace
 
-    from esd_gs.bench.janus import METRICS, RUN_RECORD, bench_base_config, finished_record
+    from esd_gs.bench.janus import METRICS, RUN_RECORD, bench_base_config, finished_record, psi_config
     from esd_gs.configs.yaml_io import config_to_dict, run_settings
     from esd_gs.errors import UserError
+    from esd_gs.estimators import ParticlePsiConfig, ResidualPsiConfig
 
     config = replace(bench_base_config(steps=10), out=tmp_path / "run", seed=0)
     run = tmp_path / "run"
@@ -391,51 +403,91 @@ def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_pat
     with pytest.raises(UserError, match="holds a run of other settings"):  # a schedule's runs are not reused
         finished_record(run, dreamtime)
 
-    # psi's loss weighting: another setting for a run with a learned psi, none for a particle (or SDS) run.
+    # psi's loss weighting: another setting for a run with a learned psi; a particle run has no such setting.
     def learned(cfg):
-        return replace(cfg, psi=replace(cfg.psi, estimator="learned"), out=config.out, seed=0)
+        return replace(cfg, out=config.out, seed=0)  # the bench's base psi is the prior's learned one
 
     x0, plain = (
         learned(bench_base_config(steps=10)),
         learned(bench_base_config(steps=10, psi_loss_weighting="prediction")),
     )
+    assert isinstance(x0.psi, ResidualPsiConfig) and isinstance(plain.psi, ResidualPsiConfig)
     assert x0.psi.loss_weighting == "x0" and plain.psi.loss_weighting == "prediction"  # the exact prior's default: x0
     (run / RUN_RECORD).write_text(json.dumps({"config": run_settings(plain), "record": record}))
     assert finished_record(run, plain) == record
     with pytest.raises(UserError, match="holds a run of other settings"):
         finished_record(run, x0)
-    # Runs saved before --psi.loss-weighting existed ran with "prediction": a learned one is kept for that setting and
-    # refused for today's default; a particle one is kept under either.
-    for cfg in (plain, config):
-        older = config_to_dict(cfg)
-        del older["psi"]["loss_weighting"]
-        (run / RUN_RECORD).write_text(json.dumps({"config": older, "record": record}))
-        assert finished_record(run, cfg) == record
-    assert config.psi.estimator == "particle" and config.psi.loss_weighting == "x0"
-    # Likewise psi's learning rate: another run for a learned psi, the same run for a particle one.
-    for cfg, same in ((plain, False), (config, True)):
-        older = config_to_dict(cfg)
-        older["psi"]["lr"] = 3e-3
-        assert cfg.psi.lr == 1e-3
-        (run / RUN_RECORD).write_text(json.dumps({"config": older, "record": record}))
-        if same:
-            assert finished_record(run, cfg) == record
-        else:
-            with pytest.raises(UserError, match="holds a run of other settings"):
-                finished_record(run, cfg)
+    # The particle runs of a learned psi's loss weighting or learning rate are one run (they read neither).
+    particle = replace(config, psi=psi_config(config, "particle"))
+    assert particle.psi == ParticlePsiConfig()
+    assert replace(plain, psi=psi_config(plain, "particle")).psi == particle.psi
+    (run / RUN_RECORD).write_text(json.dumps({"config": run_settings(particle), "record": record}))
+    assert finished_record(run, particle) == record
+    assert finished_record(run, replace(bench_base_config(steps=10, psi_lr=3e-3), out=config.out, seed=0,
+                                        psi=ParticlePsiConfig())) == record  # fmt: skip
+    with pytest.raises(UserError, match="holds a run of other settings"):
+        finished_record(run, replace(particle, psi=ParticlePsiConfig(bank_size=8)))
+    with pytest.raises(UserError, match="holds a run of other settings"):  # particle and learned: two runs
+        finished_record(run, x0)
+    # psi's learning rate: another run for a learned psi.
+    older = config_to_dict(plain)
+    older["psi"]["lr"] = 3e-3
+    assert plain.psi.lr == 1e-3
+    (run / RUN_RECORD).write_text(json.dumps({"config": older, "record": record}))
+    with pytest.raises(UserError, match="holds a run of other settings"):
+        finished_record(run, plain)
+
+
+def test_bench_resume_reads_0_1_records_with_0_1_s_meaning(tmp_path):
+    """A record of esd-gs 0.1 (``prior: synthetic``, ``psi: {estimator: ...}``) is the run it was: settings it lacks
+    (added after it was made) are 0.1's defaults, which it ran with. Runs saved before --psi.loss-weighting existed
+    ran with "prediction": a learned one is kept for that setting and refused for today's default (x0); a particle
+    one is kept under either, and its learned-psi settings (0.1 wrote them all) do not matter."""
+    from dataclasses import replace
+
+    from esd_gs.bench.janus import METRICS, RUN_RECORD, bench_base_config, finished_record, psi_config
+    from esd_gs.configs.yaml_io import config_to_dict
+    from esd_gs.errors import UserError
+
+    def as_0_1(cfg, estimator):
+        """``cfg`` written in esd-gs 0.1's layout (psi with every 0.1 field but loss_weighting)."""
+        data = config_to_dict(cfg)
+        del data["preset"]  # 0.1 had no presets in code
+        prior = data.pop("prior")
+        del prior["name"]
+        psi = {k: v for k, v in data.pop("psi").items() if k != "name"}
+        psi = {"lr": 1e-3, "p_null_camera": 0.1, **psi, "estimator": estimator, "bank_size": 32}
+        psi.pop("loss_weighting", None)
+        return {**data, "prior": "synthetic", "model": "sd2.1-base", "synthetic": prior, "psi": psi}
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "scene.ply").write_bytes(b"ply")
+    (run / "run.json").write_text('{"status": "finished", "step": 10, "steps": 10}')
+    record = {k: 0.0 for k in METRICS}
+    x0 = replace(bench_base_config(steps=10), out=run, seed=0)
+    plain = replace(bench_base_config(steps=10, psi_loss_weighting="prediction"), out=run, seed=0)
+    (run / RUN_RECORD).write_text(json.dumps({"config": as_0_1(plain, "learned"), "record": record}))
+    assert finished_record(run, plain) == record
+    with pytest.raises(UserError, match="holds a run of other settings"):
+        finished_record(run, x0)
+    for cfg in (x0, plain):
+        particle = replace(cfg, psi=psi_config(cfg, "particle"))
+        (run / RUN_RECORD).write_text(json.dumps({"config": as_0_1(cfg, "particle"), "record": record}))
+        assert finished_record(run, particle) == record
 
 
 def test_trainer_start_from_trains_the_given_object_with_its_own_optimisers(tmp_path):
     """fixed_point.py's start: the run begins at a copy of the object (not the ball), and the optimisers step it."""
     from dataclasses import replace
 
-    from esd_gs.configs.generate import synthetic_defaults
+    from esd_gs.configs.presets import PRESETS
     from esd_gs.example import make_head_scene
     from esd_gs.training.trainer import Trainer
 
-    base = synthetic_defaults()
+    base = PRESETS["synthetic"].config
     config = replace(base, prompt="a head", steps=4, batch_size=1, init=replace(base.init, num_points=100),
-                     synthetic=replace(base.synthetic, num_images=8), psi=replace(base.psi, bank_size=2))  # fmt: skip
+                     prior=replace(base.prior, num_images=8), psi=replace(base.psi, bank_size=2))  # fmt: skip
     trainer = Trainer(config, tmp_path, torch.device("cpu"))
     head = make_head_scene(400, seed=0)
     trainer.start_from(head)
@@ -458,14 +510,14 @@ def test_psi_timestep_window_trains_psi_around_the_step_s_distillation_t(tmp_pat
     one t per step); without it they are drawn from [0, T) as in Alg. 1."""
     from dataclasses import replace
 
-    from esd_gs.configs.generate import synthetic_defaults
+    from esd_gs.configs.presets import PRESETS
     from esd_gs.training.trainer import Trainer
 
-    base = synthetic_defaults()
-    psi = replace(base.psi, estimator="learned", train_steps_per_iter=2, timestep_window=window)
-    schedule, synthetic = replace(base.timesteps, name="dreamtime"), replace(base.synthetic, num_images=8)
+    base = PRESETS["synthetic"].with_psi("residual")
+    psi = replace(base.psi, train_steps_per_iter=2, timestep_window=window)
+    schedule, images = replace(base.timesteps, name="dreamtime"), replace(base.prior, num_images=8)
     config = replace(base, prompt="a head", steps=6, batch_size=4, init=replace(base.init, num_points=100), psi=psi,
-                     synthetic=synthetic, timesteps=schedule)  # fmt: skip
+                     prior=images, timesteps=schedule)  # fmt: skip
     trainer = Trainer(config, tmp_path, torch.device("cpu"))
     drawn = []
     draw = trainer.psi.draw_timesteps
@@ -488,10 +540,10 @@ def test_psi_draw_timesteps_default_and_window():
     up at the ends; w = 0 trains at t_d itself."""
     from dataclasses import replace
 
-    from esd_gs.estimators import PsiConfig, build_estimator
+    from esd_gs.estimators import ResidualPsiConfig
 
     prior = SyntheticPrior(torch.rand(4, 3, 8, 8) * 2 - 1, ["a head"], torch.zeros(4), torch.device("cpu"))
-    psi = build_estimator("synthetic", prior, PsiConfig(lr=1e-3))
+    psi = ResidualPsiConfig(lr=1e-3).build(prior)
     drawn = psi.draw_timesteps(6, torch.full((6,), 500), torch.Generator().manual_seed(3), torch.device("cpu"))
     assert torch.equal(drawn, torch.randint(0, 1000, (6,), generator=torch.Generator().manual_seed(3)))
     centres = torch.tensor([0, 3, 500, 999]).repeat_interleave(5000)

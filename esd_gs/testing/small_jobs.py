@@ -13,10 +13,10 @@ SMALL_OUTPUT = {
 """No previews or checkpoints; a 4-view, 16 px gif turntable."""
 
 SMALL_SYNTHETIC = {
-    "prior": "synthetic",
+    "preset": "synthetic",
     "batch_size": 2,
     "init": {"num_points": 200},
-    "synthetic": {"num_images": 16},
+    "prior": {"num_images": 16},
     "output": SMALL_OUTPUT,
 }
 """The synthetic prior with 16 images, 200 Gaussians, batch 2 (at its default 32 px)."""
