@@ -27,10 +27,9 @@ from ..configs.presets import (
     parse_text,
     shown_value,
 )
+from ..distillation import METHODS
 from ..errors import UserError
 from ..files import read_text_file
-
-METHODS = ("sds", "vsd", "esd")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from ..atomic import atomic_path
 from ..cameras import turntable
 from ..configs.generate import GenerateConfig, synthetic_defaults
 from ..configs.presets import config_from_dict, run_settings
+from ..distillation import Method
 from ..errors import UserError
 from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
 from ..example import builtin_head
@@ -47,8 +48,8 @@ RESULTS = "results.json"
 class BenchRun:
     """One configuration of the benchmark (run once per seed)."""
 
-    method: str
-    """sds, vsd or esd."""
+    method: Method
+    """One of ``distillation.METHODS``."""
     lambda_entropy: float = 0.0
     """ESD's lambda (0 for SDS and VSD)."""
     estimator: str = "-"

@@ -6,13 +6,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
 from ..batch.jobs import expand_jobs, read_job_file
+from ..distillation import METHODS
 from ..errors import UserError
 from ..evaluation.evaluate import EvalConfig
+
+METHODS_HELP = (
+    f"Run each job with each of these methods (space- or comma-separated: {', '.join(METHODS)}); empty: each job's own."
+)
 
 
 @dataclass
@@ -37,8 +42,7 @@ class BatchArgs:
     """A generate preset (configs/*.yaml) every job starts from."""
     prior: Literal["sd", "synthetic", "synthetic-unet"] | None = None
     """The prior of every job that does not set its own; None = generate's (Stable Diffusion)."""
-    methods: tuple[str, ...] = ()
-    """Run each job with each of these methods (space- or comma-separated: sds, vsd, esd); empty: each job's own."""
+    methods: Annotated[tuple[str, ...], tyro.conf.arg(help=METHODS_HELP)] = ()
     seeds: int | None = None
     """Run each job with seeds 0 .. N-1; None = each job's own seed, once."""
     steps: int | None = None

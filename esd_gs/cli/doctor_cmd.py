@@ -155,7 +155,7 @@ def check_gpu_memory(report: Report, config: GenerateConfig, phi_source: str | N
     needed = None
     if phi_source is not None:
         needed = weights_gib(phi_source, dtype_bytes)
-        if needed is not None and not config.psi.shared_unet and config.distill.method != "sds":
+        if needed is not None and not config.psi.shared_unet and config.distill.needs_psi:
             extra = weights_gib(psi_source or phi_source, dtype_bytes, ("unet",))
             needed = None if extra is None else needed + extra
     if needed is not None:
@@ -223,7 +223,7 @@ def run_doctor(args: DoctorArgs) -> int:
         check_fitted_unets(report, config.synthetic_unet.cache or default_cache())
     else:
         phi_source = check_model(report, "phi", model)
-        if not config.psi.shared_unet and config.psi.base_model and config.distill.method != "sds":
+        if not config.psi.shared_unet and config.psi.base_model and config.distill.needs_psi:
             psi_source = check_model(report, "psi base", config.psi.base_model)
     if device.type == "cuda":
         check_gpu_memory(report, config, phi_source, psi_source)
