@@ -17,8 +17,9 @@ from esd_gs.configs.yaml_io import dump_yaml_config, load_yaml_config
 from esd_gs.errors import UserError
 from esd_gs.evaluation import samples as samples_module
 from esd_gs.evaluation.compare import compare
-from esd_gs.evaluation.evaluate import EvalConfig, evaluate, resolve_target
+from esd_gs.evaluation.evaluate import ALL_METRICS, EvalConfig, evaluate, resolve_target
 from esd_gs.evaluation.fid import fid_metric, frechet_distance
+from esd_gs.evaluation.metrics import METRICS, Metric
 from esd_gs.evaluation.models import EvalModels
 from esd_gs.evaluation.quality import inception_quality_variety
 from esd_gs.evaluation.samples import SampleSettings, stable_diffusion_samples
@@ -366,3 +367,41 @@ def test_the_measure_finds_two_faces_and_a_face_everywhere(models_dir, tmp_path)
     write_ply(builtin_head(), run / "scene.ply")
     single, _ = evaluate(resolve_target(run), config, models)
     assert single["janus"]["verdict"] == "one face" and single["ground_truth"]["excess_faces"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- the metric table
+def test_the_metric_table_is_what_metrics_accepts_and_help_lists(monkeypatch, capsys):
+    import typing
+
+    from esd_gs.cli.main import main
+
+    assert list(METRICS) == list(typing.get_args(Metric)) == list(ALL_METRICS) == list(EvalConfig().metrics)
+    monkeypatch.setenv("COLUMNS", "300")
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    assert f"Metrics to compute: {', '.join(METRICS)}." in text
+    assert "{" + ",".join(METRICS) + "}" in text  # the choices tyro offers: the Literal's
+    assert main(["evaluate", "scene.ply", "--metrics", "psnr"]) == 2
+    assert f"Expected one of {tuple(METRICS)}" in capsys.readouterr().err
+
+
+def test_evaluate_runs_the_requested_entries_once_each_in_table_order(tmp_path, monkeypatch):
+    """Whatever the order of --metrics, eval.json, its timings and its summary follow the table."""
+    from esd_gs.evaluation.report import summary_lines
+
+    ran = []
+    for name, entry in list(METRICS.items()):
+
+        def compute(inputs, name=name):
+            ran.append(name)
+            return {"views": int(inputs.views.shape[0])}
+
+        monkeypatch.setitem(METRICS, name, replace(entry, compute=compute, summary=lambda part, name=name: name))
+    config = EvalConfig(metrics=("janus", "clip"), views=4, size=16, cache_dir=tmp_path / "cache")
+    target = resolve_target(Path(__file__).parents[1] / "assets" / "head.ply", "a head", tmp_path / "out")
+    result, views = evaluate(target, config, EvalModels(CPU), backend="torch")
+    assert ran == ["clip", "janus"] and views.shape == (4, 3, 16, 16)
+    assert result["clip"] == result["janus"] == {"views": 4} and "fid" not in result and "iq_iv" not in result
+    assert list(result["seconds"]) == ["render", "clip", "janus"]
+    assert summary_lines(result) == ["clip", "janus"]

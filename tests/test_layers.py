@@ -129,5 +129,7 @@ def test_the_checker_sees_relative_absolute_and_lazy_imports(tmp_path, source, e
     folder = PACKAGE / "evaluation"
     text = f"from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    {source}\ndef f():\n    {source}\n"
     fake = folder / "_layers_probe.py"
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: text if self == fake else Path.read_bytes(self).decode())
+    monkeypatch.setattr(
+        Path, "read_text", lambda self, *a, **k: text if self == fake else Path.read_bytes(self).decode()
+    )
     assert imported_modules(fake) == expected

@@ -120,3 +120,41 @@ def test_view_directions():
         "a head, back view",
         "a head, overhead view",
     ]
+
+
+# ---------------------------------------------------------------------------------------------- method names
+def wide_help(command: str, monkeypatch, capsys) -> str:
+    from esd_gs.cli.main import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    with pytest.raises(SystemExit):
+        main([*command.split(), "--help"])
+    return capsys.readouterr().out
+
+
+def test_method_names_are_defined_once_and_everything_reads_them(monkeypatch, capsys):
+    """``METHODS`` is the one list: the type states the same names, and the config, the batch jobs, the benchmark
+    and the densification defaults accept exactly those; the commands' help lists them."""
+    import typing
+
+    from esd_gs.batch import jobs
+    from esd_gs.cli.bench_cmd import BenchArgs, bench_configs
+    from esd_gs.distillation import METHODS, DistillationConfig, Method, entropy_weight
+    from esd_gs.errors import ConfigError, UserError
+    from esd_gs.training.densify import GRAD_THRESHOLD
+
+    assert typing.get_args(Method) == METHODS == ("sds", "vsd", "esd")
+    assert jobs.METHODS is METHODS and set(GRAD_THRESHOLD) == set(METHODS)
+    for method in METHODS:
+        assert DistillationConfig(method=method).method == method
+        assert 0.0 <= entropy_weight(method, 0.5) <= 1.0
+    assert [run.method for run in bench_configs(BenchArgs("janus"))][:2] == ["sds", "vsd"]
+    assert {run.method for run in bench_configs(BenchArgs("janus"))} == set(METHODS)
+    with pytest.raises(ConfigError, match="unknown method 'dds': use sds, vsd or esd"):
+        DistillationConfig(method="dds")
+    with pytest.raises(ValueError, match="unknown method"):
+        entropy_weight("dds", 0.5)
+    with pytest.raises(UserError, match="unknown method 'dds' in --methods: use sds, vsd, esd"):
+        bench_configs(BenchArgs("janus", methods=("dds",)))
+    assert "Methods to compare (space- or comma-separated): sds, vsd, esd." in wide_help("bench", monkeypatch, capsys)
+    assert "(space- or comma-separated: sds, vsd, esd)" in wide_help("batch", monkeypatch, capsys)

@@ -23,11 +23,10 @@ from pathlib import Path
 from ..configs.generate import GenerateConfig
 from ..configs.presets import PRESETS, preset
 from ..configs.yaml_io import config_from_dict, load_yaml_config, parse_text, shown_value
+from ..distillation import METHODS
 from ..errors import UserError
 from ..estimators import ESTIMATORS
 from ..files import read_text_file
-
-METHODS = ("sds", "vsd", "esd")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from ..cameras import turntable
 from ..configs.generate import GenerateConfig
 from ..configs.presets import preset
 from ..configs.yaml_io import config_from_dict, run_settings
+from ..distillation import Method
 from ..errors import UserError
 from ..estimators import ParticlePsiConfig
 from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
@@ -49,8 +50,8 @@ RESULTS = "results.json"
 class BenchRun:
     """One configuration of the benchmark (run once per seed)."""
 
-    method: str
-    """sds, vsd or esd."""
+    method: Method
+    """One of ``distillation.METHODS``."""
     lambda_entropy: float = 0.0
     """ESD's lambda (0 for SDS and VSD)."""
     estimator: str = "-"

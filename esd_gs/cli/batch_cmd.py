@@ -6,13 +6,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import tyro
 
 from ..batch.jobs import expand_jobs, read_job_file
 from ..configs.generate import PresetName
+from ..distillation import METHODS
 from ..errors import UserError
 from ..evaluation.evaluate import EvalConfig
+
+METHODS_HELP = (
+    f"Run each job with each of these methods (space- or comma-separated: {', '.join(METHODS)}); empty: each job's own."
+)
 
 
 @dataclass
@@ -37,8 +43,7 @@ class BatchArgs:
     """The generate preset every job starts from unless it names its own (as generate's --preset); None = esd."""
     config: Path | None = None
     """A YAML file of generate settings applied over each job's preset (as generate's --config)."""
-    methods: tuple[str, ...] = ()
-    """Run each job with each of these methods (space- or comma-separated: sds, vsd, esd); empty: each job's own."""
+    methods: Annotated[tuple[str, ...], tyro.conf.arg(help=METHODS_HELP)] = ()
     seeds: int | None = None
     """Run each job with seeds 0 .. N-1; None = each job's own seed, once."""
     steps: int | None = None

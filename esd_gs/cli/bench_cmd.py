@@ -6,12 +6,13 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
 from ..bench.janus import RESULTS, BenchRun, bench_base_config, run_janus_benchmark
 from ..diffusion import LossWeighting
+from ..distillation import METHODS
 from ..distillation.timesteps import ScheduleName
 from ..errors import UserError
 from .common import ensure_writable_dir, pick_device
@@ -30,8 +31,9 @@ class BenchArgs:
 
     which: tyro.conf.Positional[Literal["janus"]]
     """The benchmark to run (janus)."""
-    methods: tuple[str, ...] = ("sds", "vsd", "esd")
-    """Methods to compare (space- or comma-separated): sds, vsd, esd."""
+    methods: Annotated[
+        tuple[str, ...], tyro.conf.arg(help=f"Methods to compare (space- or comma-separated): {', '.join(METHODS)}.")
+    ] = METHODS
     lambdas: tuple[str, ...] = ("0.5", "1.0")
     """ESD lambda values to run (space- or comma-separated, each in [0, 1])."""
     estimators: tuple[str, ...] = ("learned", "particle")
@@ -79,12 +81,12 @@ def bench_configs(args: BenchArgs) -> list[BenchRun]:
     """The configurations to run, in display order."""
     methods, estimators = _split(args.methods), _split(args.estimators)
     if not methods:
-        raise UserError("--methods is empty: name at least one of sds, vsd, esd")
+        raise UserError(f"--methods is empty: name at least one of {', '.join(METHODS)}")
     if "esd" in methods and (not estimators or not _split(args.lambdas)):
         raise UserError("ESD needs at least one --estimators value and one --lambdas value")
     for m in methods:
-        if m not in ("sds", "vsd", "esd"):
-            raise UserError(f"unknown method '{m}' in --methods: use sds, vsd, esd")
+        if m not in METHODS:
+            raise UserError(f"unknown method '{m}' in --methods: use {', '.join(METHODS)}")
     for e in estimators:
         if e not in ("learned", "particle"):
             raise UserError(f"unknown estimator '{e}' in --estimators: use learned, particle")

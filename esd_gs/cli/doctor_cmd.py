@@ -158,7 +158,7 @@ def check_gpu_memory(report: Report, config: GenerateConfig, phi_source: str | N
     if phi_source is not None:
         needed = weights_gib(phi_source, dtype_bytes)
         separate_psi = not getattr(config.psi, "shared_unet", True)
-        if needed is not None and separate_psi and config.distill.method != "sds":
+        if needed is not None and separate_psi and config.distill.needs_psi:
             extra = weights_gib(psi_source or phi_source, dtype_bytes, ("unet",))
             needed = None if extra is None else needed + extra
     if needed is not None:
@@ -228,7 +228,7 @@ def run_doctor(args: DoctorArgs) -> int:
     else:
         phi_source = check_model(report, "phi", args.model or config.prior.model)
         base_model = getattr(config.psi, "base_model", None)
-        if not getattr(config.psi, "shared_unet", True) and base_model and config.distill.method != "sds":
+        if not getattr(config.psi, "shared_unet", True) and base_model and config.distill.needs_psi:
             psi_source = check_model(report, "psi base", base_model)
     if device.type == "cuda":
         check_gpu_memory(report, config, phi_source, psi_source)

@@ -5,11 +5,12 @@
 - ``step``: ``ScoreDistillation``, one step for one prompt (encode, noise, score, rule), and its config.
 """
 
-from .rule import Method, Weighting, distillation_bracket, distillation_loss, entropy_weight, weight_of_t
+from .rule import METHODS, Method, Weighting, distillation_bracket, distillation_loss, entropy_weight, weight_of_t
 from .step import DistillationConfig, DistillationOutput, ScoreDistillation
 from .timesteps import TimestepSchedule
 
 __all__ = [
+    "METHODS",
     "DistillationConfig",
     "DistillationOutput",
     "Method",

@@ -20,16 +20,20 @@ import torch
 from torch import Tensor
 
 Method = Literal["sds", "vsd", "esd"]
+METHODS: tuple[Method, ...] = ("sds", "vsd", "esd")
+"""The distillation methods, in the order of the paper's equations (1, 2, 9): the one place their names are listed
+(``Method`` states the same names as a type; a test checks that they agree). Everything else that lists, checks or
+offers methods reads ``METHODS``."""
 Weighting = Literal["sigma2", "uniform"]
 
 
 def entropy_weight(method: Method, lambda_entropy: float) -> float:
     """The lambda of eq. 9 that ``method`` uses: ESD's ``lambda_entropy``; 0 for VSD (eq. 2 is eq. 9 at lambda = 0)
     and for SDS (whose bracket has no psi term)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}")
     if method in ("sds", "vsd"):
         return 0.0
-    if method != "esd":
-        raise ValueError(f"unknown method {method!r}")
     if not 0.0 <= lambda_entropy <= 1.0:
         raise ValueError(f"lambda_entropy must be in [0, 1], got {lambda_entropy}")
     return lambda_entropy

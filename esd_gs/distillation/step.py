@@ -22,7 +22,7 @@ from ..cameras import Cameras
 from ..errors import ConfigError
 from ..estimators import ScoreEstimator
 from ..priors import Prior, TextEmbeddings
-from .rule import Method, Weighting, distillation_bracket, distillation_loss, entropy_weight, weight_of_t
+from .rule import METHODS, Method, Weighting, distillation_bracket, distillation_loss, entropy_weight, weight_of_t
 from .timesteps import TimestepSchedule
 
 
@@ -42,8 +42,8 @@ class DistillationConfig:
     """Clamp each entry of w(t) * bracket to [-grad_clip, grad_clip]; None = no clipping."""
 
     def __post_init__(self) -> None:
-        if self.method not in ("sds", "vsd", "esd"):
-            raise ConfigError(f"unknown method '{self.method}': use sds, vsd or esd")
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method '{self.method}': use {', '.join(METHODS[:-1])} or {METHODS[-1]}")
         for name in ("lambda_entropy", "guidance_scale"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")

@@ -21,9 +21,10 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+import tyro
 from torch import Tensor
 
 from ..cameras import MAX_VIEWS, turntable
@@ -32,14 +33,12 @@ from ..errors import ConfigError, UserError
 from ..files import read_json_or_none
 from ..priors import synthetic_images
 from ..priors.sources import DEFAULT_MODEL
-from .fid import FidFeatures, frechet_distance
+from .fid import FidFeatures
+from .metrics import METRICS, Metric, MetricInputs
 from .models import DEFAULT_CLASSIFIER, DEFAULT_CLIP, EvalModels
-from .quality import inception_quality_variety
-from .samples import SampleSettings, default_cache_dir, stable_diffusion_samples, synthetic_samples
-from .sides import ClipSideClassifier, ReferenceSideClassifier, janus_measure
+from .samples import default_cache_dir
 
-Metric = Literal["clip", "fid", "iq-iv", "janus"]
-ALL_METRICS: tuple[Metric, ...] = ("clip", "fid", "iq-iv", "janus")
+ALL_METRICS: tuple[Metric, ...] = tuple(METRICS)
 EVAL_FILE, FIGURE_FILE = "eval.json", "eval.png"
 
 
@@ -47,8 +46,9 @@ EVAL_FILE, FIGURE_FILE = "eval.json", "eval.png"
 class EvalConfig:
     """What esd-gs evaluate measures, and how."""
 
-    metrics: tuple[Metric, ...] = ALL_METRICS
-    """Metrics to compute: clip, fid, iq-iv, janus."""
+    metrics: Annotated[tuple[Metric, ...], tyro.conf.arg(help=f"Metrics to compute: {', '.join(ALL_METRICS)}.")] = (
+        ALL_METRICS
+    )
     views: int = 120
     """Turntable views (the paper's 120), evenly spaced in azimuth from the front."""
     elevation: float = 15.0
@@ -82,7 +82,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if not self.metrics:
-            raise ConfigError("--metrics needs at least one of clip, fid, iq-iv, janus")
+            raise ConfigError(f"--metrics needs at least one of {', '.join(ALL_METRICS)}")
         if not 2 <= self.views <= MAX_VIEWS:
             raise ConfigError(f"--views must be in 2..{MAX_VIEWS}, got {self.views}")
         if not 16 <= self.size <= 1024:
@@ -178,7 +178,7 @@ def evaluate(
         result["run"] = {
             "method": run.distill.method,
             "lambda_entropy": run.distill.lambda_entropy,
-            "estimator": run.psi.name if run.distill.method != "sds" else "-",
+            "estimator": run.psi.name if run.distill.needs_psi else "-",
             "prior": run.prior.name,
             "steps": run.steps,
             "seed": run.seed,
@@ -204,81 +204,28 @@ def evaluate(
             at_prior_size.append(render_turntable(scene, config, size=run.resolution, backend=backend))
         return at_prior_size[0]
 
-    per_view: dict[str, list] = {}
-    if "clip" in config.metrics:
-        start = stage("clip")
-        clip = models.clip(config.clip_model)
-        similarity = (clip.image_features(views) @ clip.text_features([target.prompt]).T).squeeze(1)
-        per_view["clip_similarity"] = similarity.tolist()
-        result["clip"] = {
-            "model": config.clip_model,
-            "similarity": float(similarity.mean()),
-            "distance": 1.0 - float(similarity.mean()),
-        }
-        done("clip", start)
-    if "fid" in config.metrics:
-        start = stage("fid")
-        if synthetic:  # the prior's distribution is defined at the run's resolution: compare there
-            key = ("synthetic samples", _synthetic_key(run) + f"|{config.fid_samples}")
-            real = models.cached(key, lambda: synthetic_samples(run, config.fid_samples, run.resolution, models.device))
-            fake = prior_size_views()
-            source = f"synthetic prior ({run.resolution} px)"
-        else:
-            model = config.model or getattr(run.prior if run is not None else None, "model", DEFAULT_MODEL)
-            prior = models.stable_diffusion(model)
-            negative = getattr(run.prior if run is not None else None, "negative_prompt", "")
-            settings = SampleSettings.of(
-                model,
-                prompt=target.prompt,
-                negative_prompt=negative,
-                steps=config.fid_steps,
-                guidance=config.fid_guidance,
-                size=prior.native_size,
-                seed=config.fid_seed,
-            )
-            real = stable_diffusion_samples(prior, settings, config.fid_samples, config.cache_dir, progress=progress)
-            fake, source = views, f"Stable Diffusion {model}"
-        clip = models.clip(config.clip_model) if config.fid_features == "clip" else None
-        result["fid"] = {
-            "value": frechet_distance(real, fake, config.fid_features, clip),
-            "features": config.fid_features if clip is None else f"clip {config.clip_model}",
-            "samples": int(real.shape[0]),
-            "source": source,
-        }
-        done("fid", start)
-    if "iq-iv" in config.metrics:
-        start = stage("iq-iv")
-        classifier = models.classifier(config.classifier)
-        probs = classifier.probabilities(views)
-        iq, iv = inception_quality_variety(probs)
-        result["iq_iv"] = {"classifier": config.classifier, "iq": iq, "iv": iv, "labels": classifier.num_labels}
-        done("iq-iv", start)
-    prior_view = (
-        models.cached(("synthetic reference", _synthetic_key(run)), lambda: _synthetic_reference(run, models.device))
+    key = _synthetic_key(run) if synthetic else ""
+    reference = (
+        models.cached(("synthetic reference", key), lambda: _synthetic_reference(run, models.device))
         if synthetic
         else None
     )
-    if "janus" in config.metrics:
-        start = stage("janus")
-        if config.sides == "reference":
-            prior_images, prior_azimuths, _ = prior_view
-            side_views = prior_size_views()
-            classifier = ReferenceSideClassifier(prior_images, prior_azimuths)
-        else:
-            side_views, classifier = views, ClipSideClassifier(models.clip(config.clip_model), target.prompt)
-        measure = janus_measure(classifier.side_probabilities(side_views))
-        result["janus"] = {"classifier": classifier.name, **measure.as_dict()}
-        done("janus", start)
+    inputs = MetricInputs(target, config, models, views, prior_size_views, reference, key, progress)
+    for entry in METRICS.values():
+        if entry.name in config.metrics:
+            start = stage(entry.name)
+            result[entry.key] = entry.compute(inputs)
+            done(entry.name, start)
     if synthetic:
         from ..render.views import render_images
         from .janus import janus_metrics
 
         start = stage("ground truth")
-        prior_images, prior_azimuths, reference_views = prior_view
+        prior_images, prior_azimuths, reference_views = inputs.synthetic_reference
         gt_views = render_images(scene, _benchmark_turntable(), run.resolution, background=1.0, backend=backend)
         result["ground_truth"] = janus_metrics(gt_views, reference_views, prior_images, prior_azimuths).as_dict()
         done("ground truth", start)
-    result["per_view"] = per_view
+    result["per_view"] = inputs.per_view
     result["seconds"] = seconds
     if task is not None:
         progress.remove_task(task)

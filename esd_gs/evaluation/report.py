@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..atomic import atomic_path
 from ..errors import UserError
+from .metrics import METRICS
 
 SIDE_COLOURS = {"front": "#d62728", "side": "#7f7f7f", "back": "#1f77b4"}
 STRIP_VIEWS = 12
@@ -37,21 +38,7 @@ def _picture(view: Tensor) -> np.ndarray:
 
 def summary_lines(result: dict) -> list[str]:
     """The metrics of one eval.json as short lines (figure captions, terminal)."""
-    lines = []
-    if "clip" in result:
-        lines.append(f"CLIP similarity {result['clip']['similarity']:.3f} (distance {result['clip']['distance']:.3f})")
-    if "fid" in result:
-        lines.append(
-            f"FID {result['fid']['value']:.4g} ({result['fid']['features']}, {result['fid']['samples']} samples)"
-        )
-    if "iq_iv" in result:
-        lines.append(f"IQ {result['iq_iv']['iq']:.3f}  IV {result['iq_iv']['iv']:.3f}")
-    if "janus" in result:
-        janus = result["janus"]
-        lines.append(
-            f"{janus['verdict']}: {janus['frontal_arcs']} frontal arc(s), frontal share {janus['frontal_share']:.2f} "
-            f"({janus['classifier']} sides)"
-        )
+    lines = [entry.summary(result[entry.key]) for entry in METRICS.values() if entry.key in result]
     if "ground_truth" in result:
         gt = result["ground_truth"]
         lines.append(

@@ -1,5 +1,6 @@
 """What a run shows people: preview grids while it trains, and at the end the exported scene, a turntable video and
-a contact sheet (paths from ``run_dir.RunDir``)."""
+a contact sheet (paths from ``run_dir.RunDir``). The scene files are written by the entries of ``formats.FORMATS``
+for their suffixes, the same that ``esd-gs export`` uses."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Literal
 
 from ..cameras import MAX_VIEWS, turntable
 from ..errors import ConfigError
-from ..io import write_ply, write_splat
+from ..formats import WriteOptions, write_scene
 from ..render.views import render_views
 from ..scene import GaussianScene
 from ..video import contact_sheet, turntable_sheet, write_png, write_turntable
@@ -63,8 +64,8 @@ def write_preview(scene: GaussianScene, files: RunDir, step: int, resolution: in
 def export_scene(scene: GaussianScene, files: RunDir, config: OutputConfig, backend: str, final: bool) -> None:
     """scene.ply and scene.splat always; with ``final`` also the turntable video(s) and the contact sheet."""
     plain = GaussianScene(scene.raw()).cpu()
-    write_ply(plain, files.scene_ply, up=config.up)
-    write_splat(plain, files.scene_splat, up=config.up)
+    for path in (files.scene_ply, files.scene_splat):
+        write_scene(plain, path, WriteOptions(up=config.up))
     if final:
         frames = render_views(
             scene,
@@ -76,3 +77,8 @@ def export_scene(scene: GaussianScene, files: RunDir, config: OutputConfig, back
         )
         write_turntable(frames, files.path, stem="turntable", formats=config.video_formats, fps=30)
         write_png(turntable_sheet(frames), files.contact_sheet)
+
+
+def export_mesh(scene: GaussianScene, files: RunDir) -> None:
+    """scene.glb (``--mesh``): what ``esd-gs export --to scene.glb`` writes with its default options."""
+    write_scene(scene, files.scene_glb, WriteOptions())
