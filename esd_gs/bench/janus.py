@@ -27,7 +27,14 @@ from ..configs.yaml_io import config_from_dict, run_settings
 from ..distillation import Method
 from ..errors import UserError
 from ..estimators import ParticlePsiConfig
-from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
+from ..evaluation.janus import (
+    TURNTABLE_ELEVATION,
+    TURNTABLE_VIEWS,
+    JanusMetrics,
+    frontal_flags,
+    janus_metrics,
+    nearest_prior_distances,
+)
 from ..example import builtin_head
 from ..io import read_ply
 from ..priors import SyntheticUNetConfig, SyntheticUNetPrior, synthetic_images
@@ -40,8 +47,6 @@ from ..video import write_png
 PRIOR_NAMES = {"synthetic": "the exact-score prior", "synthetic-unet": "the fitted synthetic UNet"}
 RUN_RECORD = "janus.json"
 """Written into a run's directory once it is scored: its settings and metrics (what lets a re-run skip it)."""
-TURNTABLE_VIEWS = 120
-TURNTABLE_ELEVATION = 15.0
 RESULTS = "results.json"
 """Written last: a folder with it holds a finished benchmark (results.md, janus.png and runs/ beside it)."""
 

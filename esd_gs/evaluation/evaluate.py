@@ -263,8 +263,8 @@ def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -
 
 
 def _benchmark_turntable():
-    """The Janus benchmark's turntable (``bench/janus.py``): the ground truth is measured as the benchmark does."""
-    from ..bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS
+    """The Janus benchmark's turntable (``janus.TURNTABLE_VIEWS``): the ground truth is measured as it is."""
+    from .janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS
 
     return turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
 

@@ -29,6 +29,10 @@ from ..cameras import wrap_azimuth
 from . import quality
 
 FRONTAL_HALF_WIDTH = 45.0
+TURNTABLE_VIEWS = 120
+"""Views of the protocol's turntable (the paper's 120)."""
+TURNTABLE_ELEVATION = 15.0
+"""Elevation (degrees) of the protocol's turntable."""
 
 
 @dataclass
