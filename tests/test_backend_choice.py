@@ -119,7 +119,7 @@ def test_on_cpu_torch_is_chosen_and_gsplat_refused():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine")
 def test_cli_forced_gsplat_on_cpu_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    result = esd_gs("generate", "a head", "--prior", "synthetic", "--backend", "gsplat", "--out", out)
+    result = esd_gs("generate", "a head", "--preset", "synthetic", "--backend", "gsplat", "--out", out)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "esd-gs: error: --backend gsplat needs a CUDA device: use --backend torch (or auto) on this machine"
@@ -133,7 +133,7 @@ def test_cli_torch_backend_runs(tmp_path):
     result = esd_gs(
         "generate",
         "a head",
-        "--prior",
+        "--preset",
         "synthetic",
         "--backend",
         "torch",
@@ -145,7 +145,7 @@ def test_cli_torch_backend_runs(tmp_path):
         "2",
         "--output.turntable-size",
         "32",
-        "--synthetic.num-images",
+        "--prior.num-images",
         "8",
     )
     assert result.returncode == 0, result.stderr[-2000:]

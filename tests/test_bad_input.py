@@ -12,9 +12,9 @@ from esd_gs.cli.main import main
 from esd_gs.training.checkpoint import checkpoint_tensor_file
 
 SYNTHETIC = [
-    "--prior",
+    "--preset",
     "synthetic",
-    "--synthetic.num-images",
+    "--prior.num-images",
     "8",
     "--output.turntable-views",
     "2",
@@ -47,9 +47,11 @@ def refused(argv, capsys, expected):
         (["--seed", "-1"], "--seed must be in [0, 2**62)"),
         (["--optim.means", "0"], "--optim.means must be a positive learning rate"),
         (["--optim.scales", "-1e-3"], "--optim.scales must be a positive learning rate"),
-        (["--psi.lora-rank", "0"], "--psi.lora-rank must be >= 1"),
-        (["--psi.lr", "0"], "--psi.lr must be > 0"),
-        (["--psi.timestep-window", "-5"], "--psi.timestep-window must be >= 0"),
+        (["psi:lora", "--psi.lora-rank", "0"], "--psi.lora-rank must be >= 1"),
+        (["psi:residual", "--psi.lr", "0"], "--psi.lr must be > 0"),
+        (["psi:residual", "--psi.timestep-window", "-5"], "--psi.timestep-window must be >= 0"),
+        (["psi:particle", "--psi.bank-size", "0"], "--psi.bank-size and --psi.bank-refresh-every must be at least 1"),
+        (["psi:lora"], "prior:synthetic works with psi:residual or psi:particle, not psi:lora"),
         (["--guidance-scale", "nan"], "--guidance-scale must be a finite number"),
         (["--cameras.fovy", "0", "0"], "--cameras.fovy must be a range"),
         (["--cameras.radius", "3", "2"], "--cameras.radius must be a range"),
@@ -75,7 +77,10 @@ def test_bad_generate_numbers(flags, expected, capsys, tmp_path):
 @pytest.mark.parametrize(
     "text,expected",
     [
-        ("prior: nope\n", "prior: 'nope' is not one of 'sd', 'synthetic'"),
+        ("prior: nope\n", "prior.name: 'nope' is not one of 'sd', 'synthetic', 'synthetic-unet'"),
+        ("prior:\n  name: nope\n", "prior.name: 'nope' is not one of 'sd', 'synthetic', 'synthetic-unet'"),
+        ("prior:\n  name: sd\n  p_front: 0.5\n", "prior: unknown setting(s) p_front"),
+        ("psi:\n  name: particle\n  lr: 0.1\n", "psi: unknown setting(s) lr"),
         ("output:\n  up: sideways\n", "output.up: 'sideways' is not one of '-y', 'y', 'z'"),
         ("steps: ten\n", "steps: expected a whole number, got 'ten'"),
         ("steps: 1.5\n", "steps: expected a whole number, got 1.5"),

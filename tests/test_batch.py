@@ -70,7 +70,7 @@ def test_bad_job_files_are_one_line(tmp_path, name, content, message):
 
 def test_jobs_expand_over_methods_and_seeds_on_their_base(tmp_path):
     items = [
-        {"prompt": "a head", "prior": "synthetic", "synthetic": {"p_front": 0.8}},
+        {"prompt": "a head", "preset": "synthetic", "prior": {"p_front": 0.8}},
         {"prompt": "a head", "steps": 9},
     ]
     jobs = expand_jobs(items, tmp_path, methods=("sds", "esd"), seeds=2)
@@ -86,9 +86,14 @@ def test_jobs_expand_over_methods_and_seeds_on_their_base(tmp_path):
     ]
     first = jobs[3].config
     assert (first.distill.method, first.seed, first.out) == ("esd", 1, tmp_path / "a-head-esd-s1")
-    assert first.prior == "synthetic" and first.synthetic.p_front == 0.8
-    assert first.synthetic.num_images == 256 and first.background == "white"  # the synthetic defaults underneath
-    assert jobs[4].config.prior == "sd" and jobs[4].config.steps == 9
+    assert first.prior.name == "synthetic" and first.prior.p_front == 0.8
+    assert first.prior.num_images == 256 and first.background == "white"  # the synthetic defaults underneath
+    assert first.psi.name == "particle" and first.steps == 1200
+    assert jobs[4].config.prior.name == "sd" and jobs[4].config.steps == 9
+    # A job of esd-gs 0.1 (prior: synthetic, synthetic: {...}) is the same job; --preset is every job's default.
+    old = expand_jobs([{"prompt": "a head", "prior": "synthetic", "synthetic": {"p_front": 0.8}}], tmp_path)
+    new = expand_jobs([{"prompt": "a head", "prior": {"p_front": 0.8}}], tmp_path, preset_name="synthetic")
+    assert old[0].config == new[0].config == replace(jobs[2].config, seed=0, out=old[0].config.out)
     own = expand_jobs([{"prompt": "x", "method": "vsd", "seed": 4}], tmp_path)
     assert [(j.name, j.config.distill.method, j.config.seed) for j in own] == [("x-vsd-s4", "vsd", 4)]
 
@@ -96,9 +101,9 @@ def test_jobs_expand_over_methods_and_seeds_on_their_base(tmp_path):
 def test_job_folders_never_collide(tmp_path):
     with pytest.raises(UserError, match="already another job's"):
         expand_jobs([{"prompt": "a head"}, {"prompt": "a head", "steps": 9}, {"prompt": "a head job2"}], tmp_path)
-    jobs = expand_jobs([{"prompt": "a head", "model": str(tmp_path)}], Path("relative-out"))
-    assert jobs[0].config.out.is_absolute() and jobs[0].config.model == str(tmp_path.resolve())
-    assert expand_jobs([{"prompt": "a head"}], tmp_path)[0].config.model == "sd2.1-base"  # a family name stays
+    jobs = expand_jobs([{"prompt": "a head", "prior": {"model": str(tmp_path)}}], Path("relative-out"))
+    assert jobs[0].config.out.is_absolute() and jobs[0].config.prior.model == str(tmp_path.resolve())
+    assert expand_jobs([{"prompt": "a head"}], tmp_path)[0].config.prior.model == "sd2.1-base"  # a family name stays
 
 
 @pytest.mark.parametrize(
@@ -107,7 +112,9 @@ def test_job_folders_never_collide(tmp_path):
         (["--workers", "0"], "--workers must be at least 1"),
         (["--methods", "sds,foo"], "unknown method 'foo'"),
         (["--seeds", "0"], "--seeds must be at least 1"),
-        (["--config", "nowhere.yaml"], "config preset nowhere.yaml does not exist"),
+        (["--config", "nowhere.yaml"], "config file nowhere.yaml does not exist"),
+        (["--preset", "nope"], "--preset"),
+        (["--prior", "synthetic"], "--preset synthetic"),  # esd-gs 0.1's spelling
     ],
 )
 def test_bad_batch_options_are_one_line(tmp_path, capsys, args, message):
@@ -169,7 +176,7 @@ def test_a_shared_unet_psi_hands_the_prior_back_unchanged(tmp_path, monkeypatch)
     items = [
         {
             "prompt": "a head",
-            "model": str(model),
+            "prior": {"model": str(model)},
             "resolution": 64,
             "steps": 3,
             "init": {"num_points": 300},

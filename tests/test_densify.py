@@ -73,7 +73,7 @@ def test_growth_threshold_defaults_by_method_and_an_explicit_one_is_kept(tmp_pat
     from esd_gs.training.trainer import Trainer
 
     assert GRAD_THRESHOLD == {"vsd": 0.1, "esd": 0.1, "sds": 1.0}
-    common = ["--prior", "synthetic", "--synthetic.num-images", "4", "--densify.enabled"]
+    common = ["--preset", "synthetic", "--prior.num-images", "4", "--densify.enabled"]
     for method, expected in (("sds", 1.0), ("esd", 0.1), ("vsd", 0.1)):
         config = parse_args(["generate", "x", "--method", method, *common])
         assert config.densify.grad_threshold is None

@@ -38,7 +38,7 @@ def test_no_model_to_be_had_fails_with_every_reason(tmp_path):
     assert result.returncode == 1
     phi = next(line for line in result.stdout.splitlines() if "phi:" in line)
     assert phi.startswith("fail  phi: sd2.1-base (2 known source(s)): tried ")
-    assert f"{FIRST} (offline and not in the Hugging Face cache)" in phi and "--prior synthetic" in phi
+    assert f"{FIRST} (offline and not in the Hugging Face cache)" in phi and "--preset synthetic" in phi
     assert result.stdout.strip().splitlines()[-1] == "a run cannot start: see the lines marked fail"
 
 
@@ -55,15 +55,18 @@ def test_a_model_on_the_hub_is_found_without_downloading_weights(tiny, tmp_path)
 
 
 def test_synthetic_prior_needs_no_model(tmp_path):
-    result = run_cli("doctor", "--prior", "synthetic", env_extra=offline(tmp_path))
+    result = run_cli("doctor", "--preset", "synthetic", env_extra=offline(tmp_path))
     assert result.returncode == 0
     assert "ok  phi: the synthetic prior needs no model" in result.stdout
+    old = run_cli("doctor", "--prior", "synthetic", env_extra=offline(tmp_path))  # esd-gs 0.1's spelling
+    lines = old.stderr.strip().splitlines()
+    assert old.returncode == 2 and len(lines) == 1 and "--preset synthetic" in lines[0], old.stderr
 
 
 def test_the_fitted_unet_prior_counts_the_fits_in_its_cache(tmp_path):
-    """--prior synthetic-unet downloads nothing; the line says whether the first run has a UNet to fit."""
+    """--preset synthetic-unet downloads nothing; the line says whether the first run has a UNet to fit."""
     env = {**offline(tmp_path), "ESD_GS_CACHE": str(tmp_path / "cache")}
-    empty = run_cli("doctor", "--prior", "synthetic-unet", "--out", tmp_path, env_extra=env)
+    empty = run_cli("doctor", "--preset", "synthetic-unet", "--out", tmp_path, env_extra=env)
     assert empty.returncode == 0, empty.stdout + empty.stderr
     cache = tmp_path / "cache" / "synthetic-unet"
     assert f"ok  phi: the fitted synthetic UNet needs no download: none fitted in {cache} yet" in empty.stdout
@@ -71,7 +74,7 @@ def test_the_fitted_unet_prior_counts_the_fits_in_its_cache(tmp_path):
     (cache / "0123456789abcdef" / "prompts.json").write_text("{}")
     (cache / ".fedcba9876543210.partial").mkdir()  # a stopped fit, its prompts.json written: not a fitted UNet
     (cache / ".fedcba9876543210.partial" / "prompts.json").write_text("{}")
-    one = run_cli("doctor", "--prior", "synthetic-unet", "--out", tmp_path, env_extra=env)
+    one = run_cli("doctor", "--preset", "synthetic-unet", "--out", tmp_path, env_extra=env)
     assert f"ok  phi: the fitted synthetic UNet needs no download: 1 fitted in {cache}" in one.stdout
 
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -55,7 +56,7 @@ def start(*args):
 
 def test_generate_writes_every_output(tiny_model, tmp_path):
     out = tmp_path / "run"
-    result = esd_gs("generate", "a head", "--model", tiny_model, "--steps", 12, "--out", out, "--seed", 3, *FAST)
+    result = esd_gs("generate", "a head", "--prior.model", tiny_model, "--steps", 12, "--out", out, "--seed", 3, *FAST)
     assert result.returncode == 0, result.stderr[-2000:]
     # The standard 3DGS .ply, read by a third-party reader.
     vertex = plyfile.PlyData.read(str(out / "scene.ply"))["vertex"]
@@ -78,13 +79,13 @@ def test_generate_writes_every_output(tiny_model, tmp_path):
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
 
     # A finished run is never overwritten by accident.
-    again = esd_gs("generate", "a head", "--model", tiny_model, "--steps", 12, "--out", out, *FAST)
+    again = esd_gs("generate", "a head", "--prior.model", tiny_model, "--steps", 12, "--out", out, *FAST)
     assert again.returncode == 2 and "already holds a finished run" in again.stderr
     assert (out / "scene.ply").stat().st_size > 0
 
 
 def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_model, tmp_path):
-    common = ["generate", "a head", "--model", tiny_model, "--steps", 16, "--seed", 5, *FAST]
+    common = ["generate", "a head", "--prior.model", tiny_model, "--steps", 16, "--seed", 5, *FAST]
     straight = esd_gs(*common, "--out", tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
 
@@ -115,7 +116,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_model, tmp_path)
 
 def test_sigterm_saves_and_exits_non_zero(tiny_model, tmp_path):
     run = tmp_path / "term"
-    proc = start("generate", "a head", "--model", tiny_model, "--steps", 400, "--out", run, *FAST)
+    proc = start("generate", "a head", "--prior.model", tiny_model, "--steps", 400, "--out", run, *FAST)
     deadline = time.time() + 300
     while time.time() < deadline and not (run / "metrics.jsonl").exists():
         time.sleep(0.05)
@@ -126,7 +127,7 @@ def test_sigterm_saves_and_exits_non_zero(tiny_model, tmp_path):
     assert read_ply(run / "scene.ply").num_gaussians > 0
     assert (run / "checkpoint" / "meta.json").exists()
     # The unfinished run is protected too: a new generate there asks for --resume or --overwrite.
-    again = esd_gs("generate", "a head", "--model", tiny_model, "--out", run)
+    again = esd_gs("generate", "a head", "--prior.model", tiny_model, "--out", run)
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
@@ -138,7 +139,7 @@ def test_sigterm_saves_and_exits_non_zero(tiny_model, tmp_path):
         (["generate", "x", "--steps", "-1"], "--steps"),
         (["generate", "x", "--method", "dds"], "--method"),
         (["generate", "x", "--densify.grad-threshold", "0"], "--densify.grad-threshold must be > 0"),
-        (["generate", "x", "--model", "/no/such/model"], "from /no/such/model: no such folder"),
+        (["generate", "x", "--prior.model", "/no/such/model"], "from /no/such/model: no such folder"),
         (["generate", "x", "--config", "configs/nope.yaml"], "does not exist"),
         (["generate", "x", "--out", "/proc/esd-gs-cannot-write-here"], "cannot create output directory"),
         (["generate", "--resume", "/tmp"], "not an esd-gs run directory"),
@@ -184,7 +185,7 @@ def test_nan_steps_are_skipped_counted_and_stop_when_persistent(tiny_model, tmp_
     from esd_gs.training.trainer import Trainer, TrainingError
 
     config = parse_args(
-        ["generate", "a head", "--model", str(tiny_model), "--steps", "10", "--max-bad-steps", "3", *FAST]
+        ["generate", "a head", "--prior.model", str(tiny_model), "--steps", "10", "--max-bad-steps", "3", *FAST]
     )
     trainer = Trainer(config, tmp_path, torch.device("cpu"))
     real_step = trainer.distill.step
@@ -211,19 +212,22 @@ def test_nan_steps_are_skipped_counted_and_stop_when_persistent(tiny_model, tmp_
     assert trainer.skipped == 4
 
 
-def test_prior_synthetic_brings_its_own_defaults_and_flags_still_win():
+def test_preset_synthetic_brings_its_own_defaults_and_flags_still_win():
     from esd_gs.cli.main import parse_args
+    from esd_gs.configs.presets import PRESETS
 
-    config = parse_args(["generate", "a head", "--prior", "synthetic"])
-    assert (config.prior, config.resolution, config.background, config.psi.estimator) == (
+    config = parse_args(["generate", "a head", "--preset", "synthetic"])
+    assert (config.prior.name, config.resolution, config.background, config.psi.name) == (
         "synthetic",
         32,
         "white",
         "particle",
     )
-    assert config.distill.lambda_entropy == 1.0 and config.synthetic.p_front == 0.5
-    tweaked = parse_args(["generate", "a head", "--prior=synthetic", "--steps", "5", "--psi.estimator", "learned"])
-    assert (tweaked.steps, tweaked.psi.estimator, tweaked.resolution) == (5, "learned", 32)
+    assert config.distill.lambda_entropy == 1.0 and config.prior.p_front == 0.5
+    assert config == replace(PRESETS["synthetic"].config, prompt="a head")
+    tweaked = parse_args(["generate", "a head", "--preset=synthetic", "--steps", "5", "psi:residual"])
+    assert (tweaked.steps, tweaked.psi.name, tweaked.resolution) == (5, "residual", 32)
+    assert (tweaked.psi.lr, tweaked.psi.loss_weighting) == (1e-3, "x0")  # the synthetic prior's learned psi
 
 
 def test_default_generate_is_the_esd_preset():
@@ -258,11 +262,11 @@ def test_default_preset_feeds_the_unet_its_native_latent_size_and_trains_the_lor
         [
             "generate",
             "a head",
-            "--model",
+            "--prior.model",
             str(tiny_model),
             "--steps",
             "4",
-            "--encoder",
+            "--prior.encoder",
             encoder,
             "--init.num-points",
             "300",
@@ -287,7 +291,7 @@ def test_resume_on_another_device_type_reseeds_the_noise_with_a_notice(tiny_mode
     from esd_gs.training.checkpoint import load_checkpoint, save_checkpoint
     from esd_gs.training.trainer import Trainer
 
-    config = _cheap_outputs(parse_args(["generate", "a head", "--model", str(tiny_model), "--steps", "6", *FAST]))
+    config = _cheap_outputs(parse_args(["generate", "a head", "--prior.model", str(tiny_model), "--steps", "6", *FAST]))
     trainer = Trainer(config, tmp_path, torch.device("cpu"))
     trainer.train_step(), trainer.train_step()
     trainer.save()

@@ -9,8 +9,8 @@ from esd_gs.distillation import DistillationConfig, ScoreDistillation
 from esd_gs.distillation.rule import weight_of_t
 from esd_gs.distillation.timesteps import TimestepSchedule
 from esd_gs.errors import UserError
-from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
-from esd_gs.priors import StableDiffusionPrior
+from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig
+from esd_gs.priors import RunContext, StableDiffusionConfig, StableDiffusionPrior
 from esd_gs.render import render
 from esd_gs.scene import BallInit, GaussianScene
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
@@ -28,11 +28,13 @@ def tiny_v(tmp_path_factory):
     return build_tiny_stable_diffusion(tmp_path_factory.mktemp("sd") / "tiny-v", "v_prediction", seed=1)
 
 
-def make(path, method="esd", lam=0.5, psi_config=None, schedule=None):
-    prior = StableDiffusionPrior.from_pretrained(str(path), device="cpu")
+def make(path, method="esd", lam=0.5, psi_config=None, schedule=None, encoder="vae"):
+    """ScoreDistillation on the tiny SD at ``path``, its prior built by prior:sd's config (``encoder``)."""
+    context = RunContext(PROMPT, 64, OrbitSampler(), "random")  # what Stable Diffusion does not read
+    prior = StableDiffusionConfig(model=str(path), encoder=encoder).build(torch.device("cpu"), context)
     text = prior.text_embeddings(PROMPT)
     config = DistillationConfig(method=method, lambda_entropy=lam, guidance_scale=7.5)
-    psi = CameraLoRAEstimator.create(prior, psi_config or PsiConfig()) if config.needs_psi else None
+    psi = CameraLoRAEstimator.create(prior, psi_config or LoRAPsiConfig()) if config.needs_psi else None
     return ScoreDistillation(prior, text, config, schedule or TimestepSchedule(), psi)
 
 
@@ -135,7 +137,7 @@ def test_psi_starts_equal_to_phi_and_shared_unet_keeps_phi_clean(tiny_eps):
 
 
 def test_null_camera_rate_matches_p_null(tiny_eps):
-    distill = make(tiny_eps, method="esd", psi_config=PsiConfig(p_null_camera=0.25))
+    distill = make(tiny_eps, method="esd", psi_config=LoRAPsiConfig(p_null_camera=0.25))
     psi = distill.psi
     seen = []
     psi.camera_embedding.register_forward_hook(lambda module, inputs, output: seen.append(bool((inputs[0] == 0).all())))
@@ -167,7 +169,7 @@ def test_v_prediction_conversion_matches_scheduler_identities(tiny_v):
 
 def test_separate_v_prediction_psi_base(tiny_eps, tiny_v):
     prior = StableDiffusionPrior.from_pretrained(str(tiny_eps))
-    psi = CameraLoRAEstimator.create(prior, PsiConfig(shared_unet=False, base_model=str(tiny_v)))
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=False, base_model=str(tiny_v)))
     assert psi.prediction_type == "v_prediction" and psi.unet is not prior.unet
     text = prior.text_embeddings(PROMPT).plain
     gen = torch.Generator().manual_seed(4)
@@ -228,7 +230,7 @@ def test_psi_base_with_another_noise_schedule_is_refused(tiny_eps, tmp_path):
     config_path.write_text(json.dumps(config))
     prior = StableDiffusionPrior.from_pretrained(str(tiny_eps))
     with pytest.raises(UserError, match="same noise"):
-        CameraLoRAEstimator.create(prior, PsiConfig(shared_unet=False, base_model=str(other)))
+        CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=False, base_model=str(other)))
 
 
 def test_bad_distillation_values_are_user_errors():
@@ -251,9 +253,10 @@ def test_linear_encoder_is_the_least_squares_fit_of_the_vae(tiny_eps):
     design = torch.cat([blocks, torch.ones(16, 1, 8, 8)], dim=1)
     normal = torch.einsum("bchw,blhw->cl", design.double(), residual.double())
     assert normal.abs().max() < 1e-3 * residual.abs().sum()
-    # It is differentiable and used by the step when asked for.
-    distill = make(tiny_eps, method="sds")
-    distill.config.encoder = "linear"
+    # It is differentiable and used by the step when asked for (prior:sd's --prior.encoder linear).
+    assert not make(tiny_eps, method="sds").prior.approximate_encoder
+    distill = make(tiny_eps, method="sds", encoder="linear")
+    assert distill.prior.approximate_encoder
     small = torch.rand(2, 3, 8, 8, generator=gen).requires_grad_(True)
     cams = OrbitSampler().sample(2, generator=gen)
     out = distill.step(small, cams, progress=0.0, generator=gen)

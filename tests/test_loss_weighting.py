@@ -6,7 +6,7 @@ import torch
 
 from esd_gs.cameras import OrbitSampler
 from esd_gs.diffusion import eps_from_prediction, loss_weight, prediction_target, sd_alphas_cumprod
-from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
+from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig, ResidualPsiConfig
 from esd_gs.estimators.residual import SyntheticResidualEstimator
 from esd_gs.priors import StableDiffusionPrior, SyntheticPrior
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
@@ -42,14 +42,14 @@ def lora_psi(tmp_path):
     """The LoRA psi of Stable Diffusion runs (an eps network), on a tiny SD loaded through from_pretrained."""
     path = build_tiny_stable_diffusion(tmp_path / "tiny", "epsilon", seed=0)
     prior = StableDiffusionPrior.from_pretrained(str(path), device="cpu")
-    config = PsiConfig(p_null_camera=0.0, loss_weighting="x0", lr=1e-2)
+    config = LoRAPsiConfig(p_null_camera=0.0, loss_weighting="x0", lr=1e-2)
     return CameraLoRAEstimator.create(prior, config), prior.text_embeddings("a head").plain, 4
 
 
 def residual_psi(tmp_path):
     """The synthetic prior's residual psi (a v network) on an exact prior of 8 images."""
     prior = SyntheticPrior(torch.rand(8, 3, 8, 8) * 2 - 1, ["x"], torch.zeros(8), torch.device("cpu"))
-    psi = SyntheticResidualEstimator(prior, PsiConfig(p_null_camera=0.0, loss_weighting="x0", lr=1e-2))
+    psi = SyntheticResidualEstimator(prior, ResidualPsiConfig(p_null_camera=0.0, loss_weighting="x0", lr=1e-2))
     return psi, prior.text_embeddings("x").plain, 3
 
 

@@ -151,7 +151,7 @@ def test_generate_mesh_writes_scene_glb(tmp_path):
     done = esd_gs(
         "generate",
         "a head",
-        "--prior",
+        "--preset",
         "synthetic",
         "--steps",
         3,
@@ -160,7 +160,7 @@ def test_generate_mesh_writes_scene_glb(tmp_path):
         tmp_path / "run",
         "--init.num-points",
         300,
-        "--synthetic.num-images",
+        "--prior.num-images",
         16,
         "--output.turntable-views",
         4,

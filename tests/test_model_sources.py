@@ -9,7 +9,7 @@ from fake_hub import hub_env, run_cli, serving
 
 from esd_gs.cameras import OrbitSampler
 from esd_gs.errors import UserError
-from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
+from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig
 from esd_gs.priors import StableDiffusionPrior, sources
 from esd_gs.testing.tiny_sd import TEXT_WIDTH, build_tiny_stable_diffusion
 
@@ -33,7 +33,8 @@ def test_every_known_source_failing_is_one_line_naming_each_reason(tmp_path):
     assert line.startswith("esd-gs: error: no Stable Diffusion sd2.1-base source could be loaded for phi: tried ")
     assert f"{FIRST} (not found on the Hub)" in line
     assert f"{SECOND} (gated: log in with `hf auth login`" in line
-    assert "--model PATH" in line and "--prior synthetic" in line and "huggingface-cli" not in line
+    # the remedies are generate's own options (--model and --prior synthetic of esd-gs 0.1 are refused now)
+    assert "--prior.model PATH" in line and "--preset synthetic" in line and "huggingface-cli" not in line
     assert line.index(FIRST) < line.index(SECOND)  # tried in the documented order
 
 
@@ -138,7 +139,7 @@ def test_each_family_works_as_phi_with_a_shared_psi(family_models, family, predi
     prior = StableDiffusionPrior.from_pretrained(str(family_models[family, prediction]), announce=lambda line: None)
     assert prior.text_encoder.config.hidden_size == TEXT_WIDTH[family] == prior.unet.config.cross_attention_dim
     assert prior.prediction_type == prediction
-    psi_moves_and_scores(prior, CameraLoRAEstimator.create(prior, PsiConfig()))
+    psi_moves_and_scores(prior, CameraLoRAEstimator.create(prior, LoRAPsiConfig()))
 
 
 @pytest.mark.parametrize(
@@ -152,7 +153,7 @@ def test_each_family_works_as_phi_with_a_shared_psi(family_models, family, predi
 )
 def test_separate_psi_base_of_the_same_family(family_models, phi_key, psi_key):
     prior = StableDiffusionPrior.from_pretrained(str(family_models[phi_key]), announce=lambda line: None)
-    psi = CameraLoRAEstimator.create(prior, PsiConfig(shared_unet=False, base_model=str(family_models[psi_key])))
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=False, base_model=str(family_models[psi_key])))
     assert psi.prediction_type == psi_key[1]
     psi_moves_and_scores(prior, psi)
 
@@ -160,7 +161,7 @@ def test_separate_psi_base_of_the_same_family(family_models, phi_key, psi_key):
 def test_psi_base_of_the_other_family_is_refused_in_one_line(family_models):
     prior = StableDiffusionPrior.from_pretrained(str(family_models["sd2", "epsilon"]), announce=lambda line: None)
     with pytest.raises(UserError, match="reads text of width 24 but phi's text encoder gives 32"):
-        CameraLoRAEstimator.create(prior, PsiConfig(shared_unet=False, base_model=str(family_models["sd1", "epsilon"])))
+        CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=False, base_model=str(family_models["sd1", "epsilon"])))
 
 
 def test_a_refusal_wrapped_as_not_in_cache_is_reported_as_what_the_hub_said(monkeypatch):

@@ -10,7 +10,7 @@ import torch
 from esd_gs.cameras import OrbitSampler
 from esd_gs.distillation import DistillationConfig, ScoreDistillation
 from esd_gs.distillation.timesteps import TimestepSchedule
-from esd_gs.estimators import CameraLoRAEstimator, PsiConfig
+from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig
 from esd_gs.priors import StableDiffusionPrior
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 
@@ -48,7 +48,7 @@ def fixed_batch(batch=2, size=8, seed=0):
 def test_one_psi_step_gives_every_lora_b_a_gradient_and_moves_it(tiny_eps, shared):
     torch.manual_seed(0)
     prior = load_prior(tiny_eps)
-    psi = CameraLoRAEstimator.create(prior, PsiConfig(shared_unet=shared, p_null_camera=0.0))
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=shared, p_null_camera=0.0))
     text = prior.text_embeddings(PROMPT).plain
     weights = lora_b(psi)
     assert weights and all(float(p.abs().max()) == 0.0 for p in weights.values())  # B = 0: psi starts as phi
@@ -68,7 +68,7 @@ def test_psi_lowers_its_own_denoising_loss_through_the_lora(tiny_eps, shared):
     """50 steps on a fixed set of latents, camera MLP frozen: only the LoRA can lower the loss (eq. 3)."""
     torch.manual_seed(0)
     prior = load_prior(tiny_eps)
-    psi = CameraLoRAEstimator.create(prior, PsiConfig(shared_unet=shared, lr=3e-3))
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=shared, lr=3e-3))
     psi.camera_embedding.requires_grad_(False)
     text = prior.text_embeddings(PROMPT).plain
     latents, cams = fixed_batch(batch=2, seed=3)
@@ -96,7 +96,7 @@ def test_psi_lowers_its_own_denoising_loss_through_the_lora(tiny_eps, shared):
 def test_phi_is_unchanged_by_psi_training_in_the_shared_unet(tiny_eps):
     torch.manual_seed(0)
     prior = load_prior(tiny_eps)
-    psi = CameraLoRAEstimator.create(prior, PsiConfig(lr=1e-2))
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig(lr=1e-2))
     text = prior.text_embeddings(PROMPT)
     gen = torch.Generator().manual_seed(2)
     x_t = torch.randn(2, 4, 8, 8, generator=gen)
@@ -119,7 +119,7 @@ def test_adapters_switch_once_per_change_of_role_not_per_pass(tiny_eps, monkeypa
     torch.manual_seed(0)
     prior = load_prior(tiny_eps)
     config = DistillationConfig(method="esd", lambda_entropy=0.5)
-    psi = CameraLoRAEstimator.create(prior, PsiConfig())
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig())
     distill = ScoreDistillation(prior, prior.text_embeddings(PROMPT), config, TimestepSchedule(), psi)
 
     def whole_unet_walk(*args, **kwargs):
@@ -155,7 +155,7 @@ def test_fp16_psi_gradients_match_fp32_ones(tiny_eps):
     for dtype in (torch.float32, torch.float16):
         torch.manual_seed(0)
         prior = load_prior(tiny_eps, dtype)
-        psi = CameraLoRAEstimator.create(prior, PsiConfig())  # the gradients are read before any step uses them
+        psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig())  # the gradients are read before any step uses them
         gen = torch.Generator().manual_seed(5)
         with torch.no_grad():  # the same non-zero LoRA B and camera layer in both, so every gradient is non-zero
             for param in lora_b(psi).values():

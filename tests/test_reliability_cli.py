@@ -64,9 +64,9 @@ def jobs_file(path: Path, **extra) -> Path:
 
 
 SYNTHETIC = [
-    "--prior",
+    "--preset",
     "synthetic",
-    "--synthetic.num-images",
+    "--prior.num-images",
     "8",
     "--steps",
     "2",
@@ -79,17 +79,17 @@ SYNTHETIC = [
 ]
 """A run that takes seconds, should a value be accepted."""
 SMALL_PRESET = (
-    "prior: synthetic\nresolution: 32\nresolution_start: null\nsteps: 2\nsynthetic: {num_images: 8}\n"
+    "prior: {name: synthetic, num_images: 8}\nresolution: 32\nresolution_start: null\nsteps: 2\n"
     "output: {turntable_views: 2, turntable_size: 32, preview_every: 0}\n"
 )
-"""The same as a preset."""
+"""The same as a config file (--config)."""
 
 
 # ---------------------------------------------------------------------------------------------- 2: FIFOs
 @pytest.mark.parametrize(
     "command",
     [
-        ["doctor", "--prior", "synthetic", "--config", "{fifo}"],
+        ["doctor", "--preset", "synthetic", "--config", "{fifo}"],
         ["batch", "{fifo}", "--out", "{out}"],
         ["batch", "{jobs}", "--config", "{fifo}", "--out", "{out}"],
         ["generate", "a head", "--config", "{fifo}", "--out", "{out}"],
@@ -184,7 +184,7 @@ def test_deeply_nested_yaml_and_json_are_one_line(tmp_path, capsys, where, depth
         preset.write_text(deep_yaml(depth))
         argv = {
             "generate-config": ["generate", "a head", "--config", preset, "--out", out],
-            "doctor-config": ["doctor", "--prior", "synthetic", "--config", preset],
+            "doctor-config": ["doctor", "--preset", "synthetic", "--config", preset],
             "resume": ["generate", "--resume", tmp_path],  # tmp_path holds config.yaml, no run.json
         }[where]
     refused(argv, capsys, "is nested too deeply")

@@ -28,9 +28,9 @@ from esd_gs.training.trainer import Interrupted, Trainer, TrainingError
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="120", OMP_NUM_THREADS="1")
 SMALL = [
-    "--prior",
+    "--preset",
     "synthetic",
-    "--synthetic.num-images",
+    "--prior.num-images",
     "8",
     "--init.num-points",
     "100",
@@ -73,9 +73,8 @@ def one_error_line(result, expected: str, code: int = 2) -> str:
 @pytest.fixture(scope="module")
 def prior():
     """The synthetic prior of ``small_synthetic_config``, built once for every trainer of this module."""
-    from esd_gs.priors import build_prior
-
-    return build_prior(small_synthetic_config(4), torch.device("cpu"))
+    config = small_synthetic_config(4)
+    return config.prior.build(torch.device("cpu"), config.run_context)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +124,7 @@ def test_a_run_whose_pruning_removes_every_gaussian_stops_in_one_line(tmp_path, 
 def test_psi_target_modules_that_do_not_exist_are_one_line_naming_real_ones(tiny_model, tmp_path):
     """Item 5 (peft's NoMatchingPeftModuleError traceback) and item 10 (no ``phi:`` line before the error)."""
     result = esd_gs(
-        "generate", "a head", "--model", tiny_model, *TINY_SD, "--psi.target-modules", "nonexistent_module",
+        "generate", "a head", "--prior.model", tiny_model, *TINY_SD, "--psi.target-modules", "nonexistent_module",
         "--steps", "2", "--out", tmp_path / "run",
     )  # fmt: skip
     line = one_error_line(result, "--psi.target-modules nonexistent_module: no such module")
@@ -138,7 +137,7 @@ def test_a_model_folder_with_truncated_weights_is_one_line(tiny_model, tmp_path)
     shutil.copytree(tiny_model, model)
     (weights,) = (model / "unet").glob("*.safetensors")
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    result = esd_gs("generate", "a head", "--model", model, *TINY_SD, "--steps", "2", "--out", tmp_path / "run")
+    result = esd_gs("generate", "a head", "--prior.model", model, *TINY_SD, "--steps", "2", "--out", tmp_path / "run")
     one_error_line(result, str(model))
 
 
@@ -235,7 +234,7 @@ def test_a_fifo_in_place_of_a_run_file_does_not_hang(checkpointed_run, tmp_path,
     shutil.copytree(checkpointed_run, copy)
     (copy / fifo).unlink()
     os.mkfifo(copy / fifo)
-    args = ("generate", "a head", "--prior", "synthetic", "--out", copy) if fifo == "run.json" else ("generate",)
+    args = ("generate", "a head", "--preset", "synthetic", "--out", copy) if fifo == "run.json" else ("generate",)
     args = args if fifo == "run.json" else (*args, "--resume", copy)
     result = esd_gs(*args, timeout=60)
     one_error_line(result, str(copy))
@@ -246,11 +245,14 @@ def test_a_damaged_checkpoint_of_a_stable_diffusion_run_is_refused_before_phi_lo
 ):
     """Item 10: the checkpoint is checked before phi loads, so the one line is the error; no ``phi:`` line precedes
     it (the run's config.yaml names the tiny Stable Diffusion as its prior)."""
+    from esd_gs.configs.yaml_io import dump_yaml_config, load_yaml_config
+    from esd_gs.priors import StableDiffusionConfig
+
     copy = damaged(checkpointed_run, tmp_path, lambda t: t.pop("optim.means.0.exp_avg_sq"))
-    config = (copy / "config.yaml").read_text()
-    (copy / "config.yaml").write_text(
-        config.replace("prior: synthetic\n", "prior: sd\n").replace("model: sd2.1-base\n", f"model: {tiny_model}\n")
-    )
+    config = load_yaml_config(copy / "config.yaml")
+    sd = replace(config, prior=StableDiffusionConfig(model=str(tiny_model)))
+    (copy / "config.yaml").write_text(dump_yaml_config(sd))
+    assert "name: sd" in (copy / "config.yaml").read_text()
     one_error_line(esd_gs("generate", "--resume", copy), "lacks its exp_avg_sq")
 
 

@@ -9,9 +9,9 @@ from small_disk import small_disk
 from test_generate import esd_gs, start
 
 QUICK = [
-    "--prior",
+    "--preset",
     "synthetic",
-    "--synthetic.num-images",
+    "--prior.num-images",
     "16",
     "--output.turntable-views",
     "4",

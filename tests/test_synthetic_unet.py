@@ -1,4 +1,4 @@
-"""The fitted synthetic UNet prior (--prior synthetic-unet): its fit learns the prior's images and is cached and
+"""The fitted synthetic UNet prior (prior:synthetic-unet): its fit learns the prior's images and is cached and
 loaded through from_pretrained, and the paper's LoRA psi (shared and separate) trains on it as on Stable Diffusion."""
 
 import subprocess
@@ -12,8 +12,8 @@ from small_runs import resumed_and_straight, small_synthetic_config
 
 import esd_gs.priors.synthetic_unet as synthetic_unet
 from esd_gs.cameras import OrbitSampler
-from esd_gs.estimators import CameraLoRAEstimator, build_estimator
-from esd_gs.priors import SyntheticPrior, SyntheticUNetPrior, build_prior
+from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig
+from esd_gs.priors import SyntheticUNetPrior
 from esd_gs.priors.synthetic_unet import SyntheticUNetConfig, fit_errors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,10 +21,17 @@ TINY_FIT = {"widths": (8, 16), "steps": 60, "batch": 16, "lr": 3e-3}
 
 
 def tiny_config(cache: Path, **fit):
-    config = small_synthetic_config(3, psi={"estimator": "learned"}, resolution=16)
-    return replace(
-        config, prior="synthetic-unet", synthetic_unet=SyntheticUNetConfig(cache=cache, **{**TINY_FIT, **fit})
+    """The synthetic-unet preset's small run with its LoRA psi (lr 1e-3) and a tiny fit cached in ``cache``."""
+    config = small_synthetic_config(
+        3, psi={"name": "lora"}, preset="synthetic-unet", prior={"cache": cache, **TINY_FIT, **fit}, resolution=16
     )
+    assert isinstance(config.prior, SyntheticUNetConfig) and config.prior.images.num_images == 16
+    assert isinstance(config.psi, LoRAPsiConfig) and config.psi.lr == 1e-3
+    return config
+
+
+def build_prior(config, device):
+    return config.prior.build(device, config.run_context)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +44,7 @@ def fitted_config(tmp_path_factory):
 def test_the_fit_learns_the_images_and_is_cached_and_reloaded(fitted_config, monkeypatch):
     import json
 
-    (folder,) = [p for p in fitted_config.synthetic_unet.cache.iterdir() if not p.name.startswith(".")]
+    (folder,) = [p for p in fitted_config.prior.cache.iterdir() if not p.name.startswith(".")]
     assert (folder / "unet" / "config.json").is_file()
     losses = json.loads((folder / "prompts.json").read_text())["losses"]
     assert len(losses) == 60 and sum(losses[-10:]) < 0.8 * sum(losses[:10])  # the DDPM loss fell
@@ -48,9 +55,9 @@ def test_the_fit_learns_the_images_and_is_cached_and_reloaded(fitted_config, mon
     x_t, t = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([10, 500, 990])
     text = first.text_embeddings("a head").plain.expand(3, -1, -1)
     torch.testing.assert_close(first.eps(x_t, t, text, text[:1], 1.0), second.eps(x_t, t, text, text[:1], 1.0))
-    oracle = SyntheticPrior.from_config(fitted_config, torch.device("cpu"))
+    oracle = fitted_config.prior.images.build(torch.device("cpu"), fitted_config.run_context)
     monkeypatch.undo()  # fitting allowed again: a one-step fit is the untrained baseline
-    untrained = build_prior(tiny_config(fitted_config.synthetic_unet.cache, steps=1), torch.device("cpu"))
+    untrained = build_prior(tiny_config(fitted_config.prior.cache, steps=1), torch.device("cpu"))
     fitted_err, untrained_err = (fit_errors(p, oracle, (300, 700), count=16) for p in (first, untrained))
     assert all(fitted_err[t] < 0.8 * untrained_err[t] for t in (300, 700)), (fitted_err, untrained_err)
 
@@ -74,7 +81,7 @@ def test_the_lora_psi_trains_on_the_fitted_unet_and_leaves_phi_alone(fitted_conf
     prior = build_prior(fitted_config, torch.device("cpu"))
     torch.manual_seed(0)
     config = replace(fitted_config.psi, shared_unet=shared, lr=1e-2)
-    psi = build_estimator("synthetic-unet", prior, config)
+    psi = config.build(prior)
     assert isinstance(psi, CameraLoRAEstimator) and (psi.unet is prior.unet) == shared
     text = prior.text_embeddings("a head")
     gen = torch.Generator().manual_seed(1)
@@ -102,21 +109,23 @@ def test_the_lora_psi_trains_on_the_fitted_unet_and_leaves_phi_alone(fitted_conf
 
 def test_generate_with_the_synthetic_unet_and_its_lora_psi(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "esd_gs", "generate", "a head", "--prior", "synthetic-unet", "--psi.estimator",
-         "learned", "--psi.no-shared-unet", "--steps", "4", "--resolution", "16", "--init.num-points", "200",
-         "--synthetic.num-images", "16", "--synthetic-unet.steps", "5", "--synthetic-unet.widths", "8", "16",
-         "--synthetic-unet.cache", str(tmp_path / "cache"), "--output.turntable-views", "4",
-         "--output.turntable-size", "16", "--output.video-formats", "gif", "--out", str(tmp_path / "run")],
+        [sys.executable, "-m", "esd_gs", "generate", "a head", "--preset", "synthetic-unet", "--steps", "4",
+         "--resolution", "16", "--init.num-points", "200", "--output.turntable-views", "4",
+         "--output.turntable-size", "16", "--output.video-formats", "gif", "--out", str(tmp_path / "run"),
+         "--prior.images.num-images", "16", "--prior.steps", "5", "--prior.widths", "8", "16",
+         "--prior.cache", str(tmp_path / "cache"), "psi:lora", "--psi.no-shared-unet"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "scene.ply").is_file() and "fitting a UNet" in result.stdout + result.stderr
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "name: synthetic-unet" in saved and "name: lora" in saved and "shared_unet: false" in saved
     bad = subprocess.run(
-        [sys.executable, "-m", "esd_gs", "generate", "a head", "--prior", "synthetic-unet", "--synthetic-unet.widths",
-         "8", "--out", str(tmp_path / "bad")],
+        [sys.executable, "-m", "esd_gs", "generate", "a head", "--preset", "synthetic-unet", "--prior.widths", "8",
+         "--out", str(tmp_path / "bad")],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
-    assert bad.returncode == 2 and "--synthetic-unet.widths needs 2 or more" in bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode == 2 and "--prior.widths needs 2 or more" in bad.stderr.strip().splitlines()[-1]
 
 
 def test_the_janus_benchmark_runs_on_the_fitted_unet_and_scores_against_the_exact_prior(
@@ -135,9 +144,9 @@ def test_the_janus_benchmark_runs_on_the_fitted_unet_and_scores_against_the_exac
         resolution=16,
         batch_size=2,
         init=replace(base.init, num_points=200),
-        synthetic=replace(base.synthetic, num_images=16),
-        synthetic_unet=fitted_config.synthetic_unet,
+        prior=replace(fitted_config.prior, images=replace(base.prior.images, num_images=16)),
     )
+    assert isinstance(base.psi, LoRAPsiConfig)  # the fitted UNet's learned psi
     phi = build_prior(base, torch.device("cpu"))
     monkeypatch.setattr(janus.SyntheticUNetPrior, "from_oracle", lambda *args: phi)  # the benchmark's phi, seen here
     x_t, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)), torch.tensor([250, 750])

@@ -247,7 +247,7 @@ def test_live_view_during_generate(browser, tmp_path):
     proc = start(
         "generate",
         "a head",
-        "--prior",
+        "--preset",
         "synthetic",
         "--steps",
         3000,
@@ -258,7 +258,7 @@ def test_live_view_during_generate(browser, tmp_path):
         run,
         "--init.num-points",
         200,
-        "--synthetic.num-images",
+        "--prior.num-images",
         16,
         "--output.preview-every",
         0.001,
@@ -283,7 +283,7 @@ def test_without_viser_view_and_viewer_say_how_to_install_it(tmp_path):
     code = "import sys; sys.modules['viser'] = None; from esd_gs.cli.main import main; sys.exit(main(sys.argv[1:]))"
     for args in (
         ["view", str(ROOT / "assets" / "head.ply")],
-        ["generate", "a head", "--prior", "synthetic", "--viewer", "--out", str(tmp_path / "run")],
+        ["generate", "a head", "--preset", "synthetic", "--viewer", "--out", str(tmp_path / "run")],
         ["export", str(ROOT / "assets" / "head.ply"), "--to", str(tmp_path / "x.html")],
     ):
         done = subprocess.run(
@@ -301,7 +301,7 @@ def test_generate_without_viewer_never_imports_viser(tmp_path):
     args = [
         "generate",
         "a head",
-        "--prior",
+        "--preset",
         "synthetic",
         "--steps",
         "2",
@@ -309,7 +309,7 @@ def test_generate_without_viewer_never_imports_viser(tmp_path):
         str(tmp_path / "run"),
         "--init.num-points",
         "200",
-        "--synthetic.num-images",
+        "--prior.num-images",
         "16",
         "--output.turntable-views",
         "4",
