@@ -27,11 +27,11 @@ from ..errors import UserError
 from ..evaluation.janus import JanusMetrics, frontal_flags, janus_metrics, nearest_prior_distances
 from ..example import builtin_head
 from ..io import read_ply
+from ..pipeline.build import build_trainer
 from ..priors import SyntheticPrior, SyntheticUNetPrior
 from ..progress import console, make_progress
 from ..render.views import render_images
 from ..training.run_dir import RunDir
-from ..training.trainer import Trainer
 from ..video import write_png
 
 PRIOR_NAMES = {"synthetic": "the exact-score prior", "synthetic-unet": "the fitted synthetic UNet"}
@@ -186,7 +186,7 @@ def run_janus_benchmark(
                     shutil.rmtree(run_dir)
                 run_dir.mkdir(parents=True)
                 RunDir(run_dir).write_config(config)  # as generate does: evaluate and --resume read it
-                trainer = Trainer(config, run_dir, device, prior=phi)
+                trainer = build_trainer(config, run_dir, device, prior=phi)
                 try:
                     trainer.run()
                 finally:

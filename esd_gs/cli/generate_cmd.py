@@ -11,7 +11,7 @@ from pathlib import Path
 from ..configs.generate import SYNTHETIC_PRIORS, GenerateConfig, synthetic_defaults
 from ..configs.presets import load_yaml_config
 from ..errors import UserError
-from ..training.generate import default_run_dir, generate
+from ..pipeline.generate import default_run_dir, generate
 
 
 def generate_defaults(argv: list[str]) -> GenerateConfig:
@@ -36,7 +36,7 @@ def generate_defaults(argv: list[str]) -> GenerateConfig:
 
 
 def run_generate(config: GenerateConfig) -> Path:
-    """``esd-gs generate``: one run (``training.generate``)."""
+    """``esd-gs generate``: one run (``pipeline.generate``)."""
     return generate(config)
 
 
