@@ -9,9 +9,16 @@ from small_runs import small_synthetic_config
 
 from esd_gs.diffusion import mixture_eps
 from esd_gs.estimators import ParticleEstimator, ScoreEstimator
-from esd_gs.evaluation.psi_error import PsiDiagnostic, PsiDiagnosticConfig, psi_errors, relative_error
+from esd_gs.evaluation import psi_error
+from esd_gs.evaluation.psi_error import (
+    PsiDiagnostic,
+    PsiDiagnosticCallback,
+    PsiDiagnosticConfig,
+    psi_errors,
+    relative_error,
+)
+from esd_gs.pipeline.build import build_trainer
 from esd_gs.priors import SyntheticPrior
-from esd_gs.training.trainer import Trainer
 
 TIMESTEPS = (50, 400, 900)
 
@@ -141,20 +148,30 @@ def test_a_bank_of_one_image_makes_the_null_score_the_noise():
         assert row["noise_null"] < 1e-4  # the mixture of one image gives the noise back, up to float rounding
 
 
+def metrics_rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.parametrize("estimator", ["learned", "particle"])
 def test_a_run_measures_psi_without_changing_its_training(tmp_path, estimator):
+    """The diagnostic callback adds psi_error to the rows at every --diagnose.every of the run and at its last step;
+    on its own random streams, the run trains exactly as without it."""
     config = small_synthetic_config(6, psi={"estimator": estimator, "bank_size": 4, "bank_refresh_every": 3})
     measured = replace(config, diagnose=replace(config.diagnose, enabled=True, every=0.5, holdout=3, bank_size=8))
-    plain = Trainer(config, tmp_path / "plain", torch.device("cpu"))
-    diagnosed = Trainer(measured, tmp_path / "diagnosed", torch.device("cpu"), prior=plain.prior)
-    rows = []
-    for _ in range(config.steps):
-        plain.train_step()
-        rows.append(diagnosed.train_step())
+    plain = build_trainer(config, tmp_path / "plain", torch.device("cpu"))
+    plain.run()
+    diagnosed = build_trainer(measured, tmp_path / "diagnosed", torch.device("cpu"), prior=plain.prior)
+    assert [type(c) for c in diagnosed.callbacks if isinstance(c, PsiDiagnosticCallback)] == [PsiDiagnosticCallback]
+    diagnosed.run()
     for key, value in plain.scene.params.items():
         assert torch.equal(diagnosed.scene.params[key], value), key  # its own random streams: training unchanged
+    rows = metrics_rows(tmp_path / "diagnosed")
+    assert [row["step"] for row in rows] == list(range(1, 7))
     measured_at = [row["step"] for row in rows if "psi_error" in row]
     assert measured_at == [3, 6]
+    assert list(rows[2])[-2:] == ["psi_error", "it_s"]  # added before the row is written
+    unmeasured = [{k: v for k, v in row.items() if k != "it_s"} for row in metrics_rows(tmp_path / "plain")]
+    assert [{k: v for k, v in row.items() if k not in ("it_s", "psi_error")} for row in rows] == unmeasured
     errors = rows[-1]["psi_error"]
     assert [e["t"] for e in errors] == list(measured.diagnose.timesteps)
     names = {f"{who}_{kind}" for who in ("psi", "particle") for kind in ("null", "camera", "entropy", "update")}
@@ -167,16 +184,38 @@ def test_a_run_measures_psi_without_changing_its_training(tmp_path, estimator):
     assert all(0.0 < e["psi_null"] < 2.0 for e in errors)
 
 
+def test_an_sds_run_has_no_psi_to_diagnose(tmp_path):
+    config = small_synthetic_config(2)
+    config = replace(
+        config, distill=replace(config.distill, method="sds"), diagnose=replace(config.diagnose, enabled=True)
+    )
+    trainer = build_trainer(config, tmp_path, torch.device("cpu"))
+    assert trainer.psi is None and not any(isinstance(c, PsiDiagnosticCallback) for c in trainer.callbacks)
+
+
 def test_the_run_plots_its_psi_error(tmp_path):
     pytest.importorskip("matplotlib")
     config = small_synthetic_config(4, psi={"bank_size": 4})
     config = replace(config, diagnose=replace(config.diagnose, enabled=True, every=0.5, holdout=2, bank_size=4))
-    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    trainer = build_trainer(config, tmp_path, torch.device("cpu"))
     trainer.run()
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(tmp_path)
     assert sum("psi_error" in row for row in rows) == 2
     png = (tmp_path / "psi_error.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_a_plot_that_fails_never_fails_the_finished_run(tmp_path, monkeypatch, capsys):
+    def broken(metrics, out):
+        raise ValueError("no axes")
+
+    monkeypatch.setattr(psi_error, "plot_psi_errors", broken)
+    config = small_synthetic_config(2, psi={"bank_size": 4})
+    config = replace(config, diagnose=replace(config.diagnose, enabled=True, every=1.0, holdout=2, bank_size=4))
+    build_trainer(config, tmp_path, torch.device("cpu")).run()
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "finished"
+    assert (tmp_path / "scene.ply").is_file() and not (tmp_path / "psi_error.png").exists()
+    assert "could not plot psi_error.png: ValueError: no axes" in " ".join(capsys.readouterr().err.split())
 
 
 def test_the_diagnostic_measures_the_objective_against_the_exact_prior():

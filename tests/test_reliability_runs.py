@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from small_disk import small_disk
 from small_runs import small_synthetic_config
 
+from esd_gs.pipeline.build import build_trainer
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 from esd_gs.training.checkpoint import checkpoint_tensor_file
 from esd_gs.training.run_dir import RunDir
@@ -362,7 +363,7 @@ def test_a_resume_from_an_earlier_checkpoint_does_not_repeat_metrics_rows(tmp_pa
     run = tmp_path / "run"
     config = small_synthetic_config(6)
     config = replace(config, output=replace(config.output, checkpoint_every=1 / 3))
-    first = Trainer(config, run, torch.device("cpu"), prior=prior)
+    first = build_trainer(config, run, torch.device("cpu"), prior=prior)
     real_step = first.train_step
 
     def step():
@@ -373,7 +374,7 @@ def test_a_resume_from_an_earlier_checkpoint_does_not_repeat_metrics_rows(tmp_pa
     monkeypatch.setattr(first, "train_step", step)
     with pytest.raises(SystemExit):
         first.run()
-    resumed = Trainer(config, run, torch.device("cpu"), prior=prior)
+    resumed = build_trainer(config, run, torch.device("cpu"), prior=prior)
     resumed.restore()
     assert resumed.step == 4
     resumed.run()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import math
 import os
 import signal
@@ -276,6 +277,74 @@ def test_live_view_during_generate(browser, tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
+
+
+# ------------------------------------------------------------------------------------------ the live view callback
+class FakeLiveView:
+    """Stands in for ``server.LiveView`` (no viser, no browser): writes down what the run sends; ``fail_at``: the
+    step whose update raises, as a dropped browser connection would."""
+
+    fail_at: int | None = None
+    made: list[FakeLiveView] = []
+
+    def __init__(self, host, port, refresh, title):
+        self.viewer = type("Viewer", (), {"url": f"http://{host}:{port}"})()
+        self.updates, self.previews, self.closed = [], [], 0
+        FakeLiveView.made.append(self)
+
+    @property
+    def preview(self):
+        return self.previews[-1] if self.previews else None
+
+    @preview.setter
+    def preview(self, image):
+        self.previews.append(image.shape)
+
+    def update(self, scene, step, steps, loss, force=False):
+        self.updates.append((step, force, scene.num_gaussians))
+        if step == self.fail_at:
+            raise ConnectionResetError("the browser went away")
+
+    def close(self):
+        self.closed += 1
+
+
+def live_run(tmp_path, monkeypatch, fail_at):
+    from dataclasses import replace
+
+    from small_runs import small_synthetic_config
+
+    from esd_gs.pipeline.build import build_trainer
+    from esd_gs.viewer import live
+
+    monkeypatch.setattr(live, "LiveView", FakeLiveView)
+    monkeypatch.setattr(FakeLiveView, "fail_at", fail_at)
+    monkeypatch.setattr(FakeLiveView, "made", [])
+    config = small_synthetic_config(4, viewer=True, viewer_port=free_port())
+    config = replace(config, output=replace(config.output, preview_every=0.5))
+    build_trainer(config, tmp_path, torch.device("cpu")).run()
+    (view,) = FakeLiveView.made
+    return config, view
+
+
+def test_the_live_view_follows_the_run_and_closes_with_it(tmp_path, monkeypatch, capsys):
+    config, view = live_run(tmp_path, monkeypatch, fail_at=None)
+    assert f"live view at http://127.0.0.1:{config.viewer_port}" in capsys.readouterr().err
+    assert [(step, force) for step, force, _ in view.updates] == [(1, False), (2, False), (3, False), (4, True)]
+    assert len(view.previews) == 2 and view.previews[0][2] == 3  # the grids of steps 2 and 4, as written
+    assert view.closed == 1
+
+
+def test_a_live_view_that_fails_stops_and_training_goes_on(tmp_path, monkeypatch, capsys):
+    config, view = live_run(tmp_path, monkeypatch, fail_at=2)
+    assert [step for step, _, _ in view.updates] == [1, 2]  # nothing sent after the failure
+    assert view.closed == 1
+    printed = " ".join(capsys.readouterr().err.split())
+    assert printed.count("live view stopped: ConnectionResetError: the browser went away; training goes on") == 1
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "finished"
+    assert read_ply(tmp_path / "scene.ply").num_gaussians > 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]
 
 
 # ---------------------------------------------------------------------------------------------- without viser

@@ -90,7 +90,7 @@ def _one_line(exc: BaseException) -> str:
 def run_job(name: str, config: GenerateConfig, priors: PriorCache, evaluate_with=None) -> JobResult:
     """One job (module docstring). ``evaluate_with``: (EvalConfig, EvalModels) to evaluate the finished run."""
     from ..errors import UserError
-    from ..training.generate import generate
+    from ..pipeline.generate import generate
     from ..training.trainer import Interrupted
 
     files = RunDir(config.out)

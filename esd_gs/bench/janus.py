@@ -37,11 +37,11 @@ from ..evaluation.janus import (
 )
 from ..example import builtin_head
 from ..io import read_ply
+from ..pipeline.build import build_trainer
 from ..priors import SyntheticUNetConfig, SyntheticUNetPrior, synthetic_images
 from ..progress import console, make_progress
 from ..render.views import render_images
 from ..training.run_dir import RunDir
-from ..training.trainer import Trainer
 from ..video import write_png
 
 PRIOR_NAMES = {"synthetic": "the exact-score prior", "synthetic-unet": "the fitted synthetic UNet"}
@@ -201,7 +201,7 @@ def run_janus_benchmark(
                     shutil.rmtree(run_dir)
                 run_dir.mkdir(parents=True)
                 RunDir(run_dir).write_config(config)  # as generate does: evaluate and --resume read it
-                trainer = Trainer(config, run_dir, device, prior=phi)
+                trainer = build_trainer(config, run_dir, device, prior=phi)
                 try:
                     trainer.run()
                 finally:

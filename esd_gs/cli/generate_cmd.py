@@ -18,7 +18,7 @@ from ..configs.generate import GenerateConfig
 from ..configs.presets import preset
 from ..configs.yaml_io import load_yaml_config
 from ..errors import UserError
-from ..training.generate import default_run_dir, generate
+from ..pipeline.generate import default_run_dir, generate
 
 OLD_SPELLINGS = {
     "--prior": "--preset synthetic (or synthetic-unet) for the synthetic priors' defaults; prior:NAME picks a prior",

@@ -28,6 +28,9 @@ diagnostic's bank of 128 renders the bracket is tight at high t only.
 
 The mixture's posterior collapses onto the nearest bank image at small t, so there the "exact" null value is
 itself a finite-bank estimate: read the small-t errors with that in mind.
+
+In a run (``generate --diagnose.enabled``) the diagnostic is a training callback, ``PsiDiagnosticCallback``: the
+measurements go into metrics.jsonl (``psi_error``) and the picture to psi_error.png (``plot_psi_errors``).
 """
 
 from __future__ import annotations
@@ -36,16 +39,23 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ..atomic import atomic_path
 from ..diffusion import alpha_sigma, mixture_eps
-from ..errors import ConfigError
+from ..errors import ConfigError, public_names
 from ..estimators import ParticleEstimator, ScoreEstimator
 from ..priors import Prior, SyntheticPrior
+from ..progress import console
+from ..training.callbacks import TrainingCallback
+from ..training.callbacks import every as every_steps
 from .objective import kl_terms
+
+if TYPE_CHECKING:
+    from ..training.trainer import Trainer
 
 
 @dataclass
@@ -180,6 +190,37 @@ class PsiDiagnostic:
         )
 
 
+class PsiDiagnosticCallback(TrainingCallback):
+    """A run's psi measured by ``diagnostic`` (``PsiDiagnostic.measure``, on the diagnostic's own random streams, so
+    training is unchanged) every ``every`` of the run's ``steps`` steps (``training.callbacks.every``) and at its last
+    step, into the step's metrics row as ``psi_error``; renders at the step's resolution, at the run's training
+    cameras (``Trainer.render_latents``). At the end of a finished run, psi_error.png from metrics.jsonl: a failure to
+    draw it is one yellow line, never a failed run. Put it before ``MetricsWriter``, which writes the row."""
+
+    def __init__(self, diagnostic: PsiDiagnostic, every: float, steps: int):
+        self.diagnostic, self.every, self.steps = diagnostic, every_steps(every, steps), steps
+
+    def due(self, step: int) -> bool:
+        """Whether psi is measured after ``step`` (steps done)."""
+        return step % self.every == 0 or step == self.steps
+
+    def after_step(self, trainer: Trainer, row: dict) -> None:
+        if trainer.psi is None or not self.due(trainer.step):
+            return
+        size = row["resolution"]
+        row["psi_error"] = self.diagnostic.measure(
+            trainer.psi, trainer.text.plain, lambda count, generator: trainer.render_latents(count, size, generator)
+        )
+
+    def on_finish(self, trainer: Trainer) -> None:
+        try:  # a picture of the measurements: it never fails a finished run
+            plot_psi_errors(trainer.files.metrics, trainer.files.psi_error_plot)
+        except Exception as exc:  # noqa: BLE001 (matplotlib's own errors, a truncated metrics line)
+            console.print(
+                f"[yellow]could not plot psi_error.png: {type(exc).__name__}: {public_names(str(exc))}[/yellow]"
+            )
+
+
 def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
     """psi_error.png from a run's metrics.jsonl: relative error over the run, one panel each for the null-camera
     score, the camera-conditional score, their difference and the update, a line per timestep (psi solid, the
@@ -191,8 +232,6 @@ def plot_psi_errors(metrics: Path, out: Path) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        from ..progress import console
-
         console.print("[yellow]psi_error.png needs matplotlib: pip install 'esd-gs[plots]'[/yellow]")
         return None
     series = [json.loads(line) for line in Path(metrics).read_text().splitlines() if '"psi_error"' in line]

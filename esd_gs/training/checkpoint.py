@@ -9,6 +9,11 @@ A checkpoint directory ``RUN/checkpoint/`` holds
 - ``meta.json``: the step to continue from, counters, the optimisers' param-group settings (learning rates...), psi's
   settings (``psi``), and ``tensors``: the name of the tensor file it belongs to.
 
+Each part of a run writes and reads its own state, as (tensors, settings) from ``checkpoint_state`` and to
+``load_checkpoint_state``; the ``Trainer`` files them by prefix and meta.json key: ``training.theta`` (the scene and
+its optimisers: ``scene.*`` and ``optim.*``, ``optimizers``), ``training.densify`` (``densify.*``, no settings),
+psi (``psi.*``, ``psi``) and ``training.streams`` (``rng.*``, ``device``).
+
 Saving never destroys the previous checkpoint: the new tensors go to a new file beside the old one, then
 ``meta.json`` is replaced atomically (the switch), and only then are older tensor files removed. Every rename is
 followed by a flush of the folder (``atomic.fsync_directory``), and so is the checkpoint folder's creation, so that
@@ -90,11 +95,16 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any]]
     return tensors, meta
 
 
+def checkpoint_part(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors named ``<prefix><name>``, by ``name``: one part's tensors (module docstring)."""
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def psi_checkpoint_state(tensors: dict[str, Tensor], meta: dict) -> tuple[dict[str, Tensor], dict]:
     """psi's (tensors, settings) from a checkpoint, for ``ScoreEstimator.load_checkpoint_state``; also from the
     layout of esd-gs 0.1 (optimiser tensors under ``psi_optim.*``; its settings, the camera-dropout counter and the
     loss scaler at the top of meta.json)."""
-    state = {k[len("psi.") :]: v for k, v in tensors.items() if k.startswith("psi.")}
+    state = checkpoint_part(tensors, "psi.")
     if "psi" in meta:
         return state, meta["psi"]
     state.update({k[len("psi_") :]: v for k, v in tensors.items() if k.startswith("psi_optim.")})

@@ -10,6 +10,9 @@
   count is capped (least opaque removed first).
 All step numbers are derived from fractions of the run.
 
+In a run's checkpoints (``checkpoint.py``) the densifier keeps gsplat's running statistics, one entry per Gaussian,
+as the tensors ``densify.<key>`` (``Densifier.checkpoint_state``); it has no settings there (its config is the run's).
+
 The growth threshold is in gsplat's units: the mean over the steps a Gaussian was visible of the norm of its
 means2d gradient in pixels of a [-1, 1] image, times the views per step. Our score-distillation loss is summed over
 latent entries, and SDS's CFG 100 scales its gradients far above VSD/ESD's at CFG 7.5, so 3DGS's 2e-4 (from a
@@ -102,7 +105,8 @@ def reset_value(prune_opacity: float) -> float:
 class Densifier:
     """Grows, prunes and caps theta's Gaussians in place (``params`` and its optimisers), step by step."""
 
-    def __init__(self, config: DensifyConfig, total_steps: int, scene_scale: float):
+    def __init__(self, config: DensifyConfig, total_steps: int, scene_scale: float, device: torch.device | str = "cpu"):
+        """``device``: where the scene is (restored statistics go there)."""
         if config.grad_threshold is None:
             raise ValueError("resolve the growth threshold first (resolve_grad_threshold)")
         self.config = config
@@ -119,6 +123,18 @@ class Densifier:
         )
         self.state = self.strategy.initialize_state(scene_scale=scene_scale)
         self.stop_step = round(config.stop * total_steps)
+        self.device = device
+
+    def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """(gsplat's running statistics by key: the tensors of ``state``, none before the first step, {})."""
+        return {key: value for key, value in self.state.items() if isinstance(value, torch.Tensor)}, {}
+
+    def load_checkpoint_state(self, tensors: dict[str, torch.Tensor], settings: dict | None = None) -> None:
+        """Continue from ``checkpoint_state``'s tensors (moved to the device); a statistic not among them is left as
+        it is (``settings``: unused, there are none)."""
+        for key in list(self.state):
+            if key in tensors:
+                self.state[key] = tensors[key].to(self.device)
 
     def check(self, params, optimizers) -> None:
         self.strategy.check_sanity(params, optimizers)

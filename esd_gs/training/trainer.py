@@ -1,22 +1,28 @@
 """The generate loop (Algorithm 1 with Gaussians): sample cameras, render, distil, step theta, densify, step psi.
 
-``Trainer`` keeps the step and the loop; it builds phi and psi through their registries (``priors.build_prior``,
-``estimators.build_estimator``) and talks to them only through ``Prior`` and ``ScoreEstimator``. The run directory
-(``run_dir.py``), what a run shows (``outputs.py``), checkpoints (``checkpoint.py``) and densification
-(``densify.py``) live beside it.
+``Trainer`` keeps the step and the loop, and what running the loop safely takes: the NaN policy (a step with a
+non-finite loss or gradient is skipped; ``max_bad_steps`` in a row end the run), signals (SIGINT / SIGTERM stop the
+run after it saved a checkpoint and the scene), the final checkpoint and export, and run.json's status. It builds phi
+and psi through their registries (``priors.build_prior``, ``estimators.build_estimator``) and talks to them only
+through ``Prior`` and ``ScoreEstimator``. Everything else a run does around its steps is a callback
+(``callbacks.py``: metrics rows, previews and checkpoints on schedule; above training, the psi diagnostic and the live
+view), called in the order of ``Trainer.callbacks``; ``esd_gs.pipeline.build`` gives a run its callbacks from its
+config, and a Trainer made without callbacks is the bare loop. The run directory (``run_dir.py``), what a run shows
+(``outputs.py``), checkpoints (``checkpoint.py``), theta (``theta.py``), densification (``densify.py``) and the
+random streams (``streams.py``) live beside it; each part saves and restores its own checkpoint state, and the
+Trainer files them by prefix (``save``).
 
-Determinism: every random draw comes from generators seeded by ``seed`` (cameras and backgrounds; diffusion noise
-and psi; torch's global RNG, which gsplat's split uses), all saved in checkpoints, so an interrupted and resumed CPU
-run ends with the same scene as an uninterrupted one.
+Determinism: every random draw comes from generators seeded by ``seed`` (``streams.RandomStreams``; the random ball
+from its own), all saved in checkpoints, so an interrupted and resumed CPU run ends with the same scene as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import signal
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,25 +30,26 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..distillation import ScoreDistillation
-from ..errors import ConfigError, public_names
-from ..evaluation.psi_error import PsiDiagnostic, plot_psi_errors
-from ..optim_state import optimizer_from_flat, optimizer_to_flat
+from ..errors import ConfigError
 from ..priors import Prior
 from ..progress import console, make_progress
 from ..render import render, resolve_backend
 from ..render.views import render_batches
 from ..scene import PARAM_KEYS, GaussianScene
+from .callbacks import TrainingCallback
 from .checkpoint import (
     check_checkpoint,
+    checkpoint_part,
     has_checkpoint,
     load_checkpoint,
     psi_checkpoint_state,
-    rng_tensor,
     save_checkpoint,
 )
 from .densify import Densifier, resolve_grad_threshold
-from .outputs import export_scene, write_preview
+from .outputs import export_scene
 from .run_dir import RunDir
+from .streams import RandomStreams
+from .theta import Theta
 
 if TYPE_CHECKING:
     from ..configs.generate import GenerateConfig
@@ -88,45 +95,36 @@ class Interrupted(Exception):
         self.resumable = resumable
 
 
-LIVE_REFRESH_S = 3.0
-"""Seconds between two refreshes of the live view (generate --viewer)."""
-
-
-def _read_png(path):
-    import imageio.v3 as iio
-
-    return iio.imread(path)
-
-
 class Trainer:
     """One generate run in ``run_dir`` (see the module docstring)."""
 
-    def __init__(self, config: GenerateConfig, run_dir: Path, device: torch.device, prior: Prior | None = None):
-        """``prior``: an already built prior to reuse (the Janus benchmark shares one across runs)."""
+    def __init__(
+        self,
+        config: GenerateConfig,
+        run_dir: Path,
+        device: torch.device,
+        prior: Prior | None = None,
+        *,
+        callbacks: Iterable[TrainingCallback] = (),
+    ):
+        """``prior``: an already built prior to reuse (the Janus benchmark shares one across runs); ``callbacks``: what
+        ``run`` calls around the steps, in this order (``callbacks.py``; ``self.callbacks`` may be extended before
+        ``run``)."""
         self.cfg, self.run_dir, self.device = config, Path(run_dir), device
         self.files = RunDir(self.run_dir)
+        self.callbacks: list[TrainingCallback] = list(callbacks)
         self.backend = resolve_backend(config.backend, device)  # before any model loads: a bad choice fails at once
         self.prior = prior if prior is not None else config.prior.build(device, config.run_context)
         self.text = config.prior.text_embeddings(self.prior, config.prompt)
         distill_cfg = config.distill
-        torch.manual_seed(config.seed)  # psi's camera MLP initialisation and gsplat's split draws
+        self.random = RandomStreams(config.seed, device)  # seeds torch's global generator before psi is made
         self.psi = config.psi.build(self.prior) if distill_cfg.needs_psi else None
         self.distill = ScoreDistillation(self.prior, self.text, distill_cfg, config.timesteps, self.psi)
-        self.diagnostic = None
-        if config.diagnose.enabled and self.psi is not None:  # SDS has no psi to measure
-            self.diagnostic = PsiDiagnostic(
-                config.diagnose, self.prior, getattr(config.psi, "bank_size", 32), distill_cfg.effective_lambda
-            )
-        self.diagnose_every = max(1, round(config.diagnose.every * config.steps))
-        self.camera_gen = torch.Generator().manual_seed(config.seed)
-        self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-        self.scene = GaussianScene.random_ball(
-            config.init, generator=torch.Generator().manual_seed(config.seed + 2)
-        ).to(device)
-        self.optimizers = self._make_optimizers()
+        ball = GaussianScene.random_ball(config.init, generator=torch.Generator().manual_seed(config.seed + 2))
+        self.theta = Theta(ball, {key: getattr(config.optim, key) for key in PARAM_KEYS}, device)
         scene_scale = 1.1 * max(config.cameras.radius)
         self.densifier = Densifier(
-            resolve_grad_threshold(config.densify, distill_cfg.method), config.steps, scene_scale
+            resolve_grad_threshold(config.densify, distill_cfg.method), config.steps, scene_scale, device
         )
         self.densifier.check(self.scene.params, self.optimizers)
         self.step = 0
@@ -136,7 +134,31 @@ class Trainer:
         self._finishing = False
         self._settling = False
         self._hurrying = False
-        self.live_view = None  # generate --viewer: started by run(), so that building a Trainer serves nothing
+
+    @property
+    def scene(self) -> GaussianScene:
+        """The Gaussians being trained (``theta.scene``)."""
+        return self.theta.scene
+
+    @scene.setter
+    def scene(self, scene: GaussianScene) -> None:
+        """Replace the scene, keeping the optimisers as they are (``start_from`` gives it fresh ones)."""
+        self.theta.scene = scene
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The scene's optimisers by parameter key (``theta.optimizers``)."""
+        return self.theta.optimizers
+
+    @property
+    def camera_gen(self) -> torch.Generator:
+        """The camera and background generator (``random.camera``)."""
+        return self.random.camera
+
+    @property
+    def noise_gen(self) -> torch.Generator:
+        """The diffusion-noise generator (``random.noise``)."""
+        return self.random.noise
 
     def start_from(self, scene: GaussianScene) -> None:
         """Start the run at ``scene`` (a copy) instead of the random ball, with fresh optimisers for it: how
@@ -144,17 +166,10 @@ class Trainer:
         step."""
         if self.step != 0:
             raise RuntimeError("start_from() must be called before the first step")
-        self.scene = GaussianScene(scene.raw()).to(self.device)
-        self.optimizers = self._make_optimizers()
+        self.theta.reset(GaussianScene(scene.raw()))
         self.densifier.check(self.scene.params, self.optimizers)
 
     # ------------------------------------------------------------------ optimisation pieces
-    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        rates = self.cfg.optim
-        return {
-            key: torch.optim.Adam([self.scene.params[key]], lr=getattr(rates, key), eps=1e-15) for key in PARAM_KEYS
-        }
-
     def _means_lr(self, progress: float) -> float:
         """Exponential decay from optim.means to optim.means_end over the run (3DGS's position schedule)."""
         start, end = self.cfg.optim.means, self.cfg.optim.means_end
@@ -169,7 +184,7 @@ class Trainer:
     def _backgrounds(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Per view: white, black or a random colour (random mode), drawn from ``generator`` (default: the camera
         generator)."""
-        mode, generator = self.cfg.background, generator or self.camera_gen
+        mode, generator = self.cfg.background, generator or self.random.camera
         if mode == "white":
             return torch.ones(batch, 3)
         if mode == "black":
@@ -180,6 +195,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
+        """One step; returns its metrics row: ``step`` (steps done), ``loss`` (None for a skipped step), ``t`` (the
+        mean timestep), ``gaussians``, ``resolution`` (of the renders), ``psi_loss`` (None without a psi update),
+        ``skipped`` (steps skipped so far) and on CUDA ``gpu_mem_gb`` (peak so far)."""
         cfg = self.cfg
         progress = self.step / cfg.steps
         for group in self.optimizers["means"].param_groups:
@@ -192,7 +210,7 @@ class Trainer:
         size = self.resolution(progress)
         if self.psi is not None:
             self.psi.before_step(self.step, lambda count: self.render_latents(count, size)[0])
-        cams = cfg.cameras.sample(cfg.batch_size, generator=self.camera_gen)
+        cams = cfg.cameras.sample(cfg.batch_size, generator=self.random.camera)
         out = render(
             self.scene,
             cams,
@@ -202,7 +220,7 @@ class Trainer:
             backend=self.backend,
         )
         self.densifier.pre_backward(self.scene.params, self.optimizers, self.step, out.info)
-        result = self.distill.step(out.rgb, cams, progress, generator=self.noise_gen)
+        result = self.distill.step(out.rgb, cams, progress, generator=self.random.noise)
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
@@ -220,7 +238,7 @@ class Trainer:
                     f"densification pruned every Gaussian at step {self.step} (opacity under "
                     f"--densify.prune-opacity {cfg.densify.prune_opacity}, or too large): lower --densify.prune-opacity"
                 )
-            psi_loss = self.distill.update_psi(result.latents, cams, self.noise_gen, result.timesteps)
+            psi_loss = self.distill.update_psi(result.latents, cams, self.random.noise, result.timesteps)
         else:
             self.skipped += 1
             self.bad_in_a_row += 1
@@ -241,10 +259,6 @@ class Trainer:
         }
         if self.device.type == "cuda":
             row["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30  # peak so far
-        if self.diagnostic is not None and (self.step % self.diagnose_every == 0 or self.step == cfg.steps):
-            row["psi_error"] = self.diagnostic.measure(
-                self.psi, self.text.plain, lambda count, generator: self.render_latents(count, size, generator)
-            )
         return row
 
     @torch.no_grad()
@@ -254,7 +268,7 @@ class Trainer:
         """(latents, camera embeddings [count, 16]) of ``count`` fresh renders at cameras from the training
         distribution, with the training backgrounds, all drawn from ``generator`` (default: the camera generator).
         psi's ``before_step`` gets the latents (``estimators.RenderLatents``)."""
-        generator = generator or self.camera_gen
+        generator = generator or self.random.camera
         cams = self.cfg.cameras.sample(count, generator=generator)
         backgrounds = functools.partial(self._backgrounds, generator=generator)
         images = list(render_batches(self.scene, cams, size, backgrounds, batch=16, backend=self.backend))
@@ -264,57 +278,36 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
+        """Run from ``self.step`` to ``steps``, calling the callbacks (``callbacks.py``), then save the final
+        checkpoint and export; run.json says how it ended. Raises ``Interrupted`` on SIGINT / SIGTERM (after saving)
+        and ``TrainingError`` when the optimisation fails (after exporting what there is)."""
         cfg = self.cfg
         self._write_status("running")
-        metrics_path = self.files.metrics
-        preview_every = max(1, round(cfg.output.preview_every * cfg.steps)) if cfg.output.preview_every > 0 else 0
-        checkpoint_every = (
-            max(1, round(cfg.output.checkpoint_every * cfg.steps)) if cfg.output.checkpoint_every > 0 else 0
-        )
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self.files.truncate_metrics(self.step)  # a resume from an earlier checkpoint repeats the later steps
-            if cfg.viewer:
-                from ..viewer.server import LiveView  # imported only with --viewer
-
-                self.live_view = LiveView("127.0.0.1", cfg.viewer_port, LIVE_REFRESH_S, cfg.prompt)
-                console.print(f"live view at {self.live_view.viewer.url}")
-            with make_progress("loss", "gaussians") as progress, open(metrics_path, "a") as metrics:
+            for callback in self.callbacks:
+                callback.on_start(self)
+            with make_progress("loss", "gaussians") as progress:
                 task = progress.add_task(
                     "generating", total=cfg.steps, completed=self.step, loss="-", gaussians=self.scene.num_gaussians
                 )
                 while self.step < cfg.steps:
                     if self._stop_signal is not None:
                         raise Interrupted(self._stop_signal)
-                    start = time.perf_counter()
+                    for callback in self.callbacks:
+                        callback.before_step(self)
                     row = self.train_step()
-                    row["it_s"] = 1.0 / max(time.perf_counter() - start, 1e-9)
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
+                    for callback in self.callbacks:
+                        callback.after_step(self, row)
                     loss_text = f"{row['loss']:.4f}" if row["loss"] is not None else "nan"
                     progress.update(task, completed=self.step, loss=loss_text, gaussians=row["gaussians"])
-                    if preview_every and (self.step % preview_every == 0 or self.step == cfg.steps):
-                        self.write_preview()
-                        if self.live_view is not None:
-                            self.live_view.preview = _read_png(self.files.preview(self.step))
-                    if self.live_view is not None:
-                        self.live_view.update(
-                            self.scene, self.step, cfg.steps, row["loss"], force=self.step == cfg.steps
-                        )
-                    if checkpoint_every and self.step % checkpoint_every == 0 and self.step < cfg.steps:
-                        self.save()
             if self._stop_signal is not None:
                 raise Interrupted(self._stop_signal)
             self._finishing = True  # from here a signal interrupts at once: the loop no longer polls for it
             self.save()
             self.export(final=True)
-            if self.diagnostic is not None:
-                try:  # a picture of the measurements: it never fails a finished run
-                    plot_psi_errors(self.files.metrics, self.files.psi_error_plot)
-                except Exception as exc:  # noqa: BLE001 (matplotlib's own errors, a truncated metrics line)
-                    console.print(
-                        f"[yellow]could not plot psi_error.png: {type(exc).__name__}: {public_names(str(exc))}[/yellow]"
-                    )
+            for callback in self.callbacks:
+                callback.on_finish(self)
             self._write_status("finished")
         except Interrupted as stop:
             console.print(f"[yellow]{stop}: saving a checkpoint and the scene at step {self.step}[/yellow]")
@@ -343,22 +336,8 @@ class Trainer:
             self._finishing = False
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-            if self.live_view is not None:
-                self._attempt(self.live_view.close, "close the live view")
-                self.live_view = None
-
-    def _refresh_live_view(self, loss: float | None, preview_every: int) -> None:
-        """Send the scene to the live view when it is due; a viewer failure turns the viewer off, never the run."""
-        try:
-            if preview_every and (self.step % preview_every == 0 or self.step == self.cfg.steps):
-                self.live_view.preview = _read_png(self.files.preview(self.step))
-            self.live_view.update(self.scene, self.step, self.cfg.steps, loss, force=self.step == self.cfg.steps)
-        except Exception as exc:  # noqa: BLE001 (whatever viser or a browser connection raises)
-            console.print(
-                f"[yellow]live view stopped: {type(exc).__name__}: {public_names(str(exc))}; training goes on[/yellow]"
-            )
-            self._attempt(self.live_view.close, "close the live view")
-            self.live_view = None
+            for callback in self.callbacks:
+                self._attempt(functools.partial(callback.on_close, self), f"close {type(callback).__name__}")
 
     @staticmethod
     def _attempt(action, what: str) -> bool:
@@ -392,9 +371,6 @@ class Trainer:
         self.files.write_status(status, self.step, self.cfg.steps)
 
     # ------------------------------------------------------------------ outputs
-    def write_preview(self) -> None:
-        write_preview(self.scene, self.files, self.step, self.cfg.resolution, self.backend)
-
     def export(self, final: bool) -> None:
         """scene.ply and scene.splat always; the turntable video and contact sheet at the end of the run."""
         export_scene(self.scene, self.files, self.cfg.output, self.backend, final)
@@ -405,68 +381,49 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
+        """A checkpoint of the run (``checkpoint.save_checkpoint``): the counters, then each part's own state
+        (``checkpoint_state``), its tensors under its prefix and its settings under its meta.json key
+        (``_checkpoint_parts``)."""
         # The next step would remove Gaussians with a non-finite parameter first thing; removing them now keeps every
         # checkpoint esd-gs writes one that check_checkpoint accepts (a step's result is unchanged).
         self.densifier.remove_degenerate(self.scene.params, self.optimizers)
-        tensors = {f"scene.{k}": v.detach() for k, v in self.scene.params.items()}
-        optim_meta = {}
-        for key, optimizer in self.optimizers.items():
-            flat, meta = optimizer_to_flat(key, optimizer)
-            tensors.update(flat)
-            optim_meta[key] = meta
-        for key, value in self.densifier.state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"densify.{key}"] = value
-        psi_meta = None
-        if self.psi is not None:
-            psi_tensors, psi_meta = self.psi.checkpoint_state()
-            tensors.update({f"psi.{k}": v for k, v in psi_tensors.items()})
-        tensors["rng.global"] = rng_tensor(torch.get_rng_state())
-        tensors["rng.camera"] = rng_tensor(self.camera_gen.get_state())
-        tensors["rng.noise"] = rng_tensor(self.noise_gen.get_state())
-        meta = {
-            "step": self.step,
-            "skipped": self.skipped,
-            "bad_in_a_row": self.bad_in_a_row,
-            "optimizers": optim_meta,
-            "psi": psi_meta,
-            "device": self.device.type,
-        }
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = rng_tensor(torch.cuda.get_rng_state(self.device))
+        tensors, meta = {}, {"step": self.step, "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row}
+        for prefix, key, part in self._checkpoint_parts():
+            part_tensors, settings = part.checkpoint_state() if part is not None else ({}, None)
+            tensors.update({prefix + name: value for name, value in part_tensors.items()})
+            if key is not None:
+                meta[key] = settings
         save_checkpoint(self.files.checkpoint, tensors, meta)
+
+    def _checkpoint_parts(self) -> tuple:
+        """(tensor prefix, meta.json key or None, part or None) of each part of a checkpoint, in the order they are
+        written (checkpoint.py's layout): theta names its tensors ``scene.*`` and ``optim.*`` itself; the densifier
+        has no settings; an SDS run has no psi (its settings are saved as null)."""
+        return (
+            ("", "optimizers", self.theta),
+            ("densify.", None, self.densifier),
+            ("psi.", "psi", self.psi),
+            ("rng.", "device", self.random),
+        )
 
     def restore(self, checkpoint: tuple[dict, dict] | None = None) -> None:
         """Continue from the run directory's checkpoint, read and checked here (``check_checkpoint``), or from
         ``checkpoint``: its (tensors, meta), which the caller has already read and checked (``generate`` does so before
-        any model loads)."""
+        any model loads). Each part reads back what ``save`` filed for it; psi also reads esd-gs 0.1's layout
+        (``psi_checkpoint_state``)."""
         if checkpoint is None:
             checkpoint = load_checkpoint(self.files.checkpoint)
             check_checkpoint(*checkpoint, self.cfg.steps)
         tensors, meta = checkpoint
-        params = {k: tensors[f"scene.{k}"] for k in PARAM_KEYS}
-        self.scene = GaussianScene(params).to(self.device)
-        self.optimizers = self._make_optimizers()
-        for key, optimizer in self.optimizers.items():
-            optimizer_from_flat(key, optimizer, tensors, meta["optimizers"][key], self.device)
-        for key in list(self.densifier.state):
-            if f"densify.{key}" in tensors:
-                self.densifier.state[key] = tensors[f"densify.{key}"].to(self.device)
+        self.theta.load_checkpoint_state(tensors, meta["optimizers"])
+        self.densifier.load_checkpoint_state(checkpoint_part(tensors, "densify."))
         if self.psi is not None:
             self.psi.load_checkpoint_state(*psi_checkpoint_state(tensors, meta))
         self.step, self.skipped, self.bad_in_a_row = meta["step"], meta["skipped"], meta["bad_in_a_row"]
-        torch.set_rng_state(tensors["rng.global"])
-        self.camera_gen.set_state(tensors["rng.camera"])
         saved_device = meta.get("device")
-        noise_state = tensors["rng.noise"]
-        same_kind = noise_state.numel() == self.noise_gen.get_state().numel()  # CPU and CUDA states differ in size
-        if (saved_device is None or saved_device == self.device.type) and same_kind:
-            self.noise_gen.set_state(noise_state.to(self.noise_gen.get_state().device))
-            if "rng.cuda" in tensors and self.device.type == "cuda":
-                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        else:
+        if not self.random.load_checkpoint_state(checkpoint_part(tensors, "rng."), saved_device):
             # A generator's state cannot move between CPU and CUDA: draw the diffusion noise from a fresh stream.
-            self.noise_gen.manual_seed(self.cfg.seed + 1 + self.step)
+            self.random.noise.manual_seed(self.cfg.seed + 1 + self.step)
             console.print(
                 f"[yellow]this run was checkpointed on {saved_device or 'another device'} and resumes on "
                 f"{self.device.type}: the diffusion noise is re-seeded, so the result differs from an uninterrupted "

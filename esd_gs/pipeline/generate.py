@@ -1,6 +1,6 @@
 """One generate run in its run directory: new, resumed (``resume``) or replacing an earlier one (``overwrite``),
-by the rules of ``run_dir.py``; the ``Trainer`` does the work. Used by ``esd-gs generate`` and by ``esd-gs batch``'s
-workers (which pass the prior they keep loaded)."""
+by the rules of ``training/run_dir.py``; the ``Trainer`` with its callbacks (``build.build_trainer``) does the work.
+Used by ``esd-gs generate`` and by ``esd-gs batch``'s workers (which pass the prior they keep loaded)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from ..configs.yaml_io import load_yaml_config
 from ..environment import ensure_writable_dir, pick_device
 from ..errors import UserError
 from ..progress import console
-from .checkpoint import check_checkpoint, load_checkpoint
-from .run_dir import REPLACED, RunDir, signals_held
-from .trainer import Trainer
+from ..training.checkpoint import check_checkpoint, load_checkpoint
+from ..training.run_dir import REPLACED, RunDir, signals_held
+from .build import build_trainer
 
 
 def default_run_dir(config: GenerateConfig) -> Path:
@@ -81,7 +81,7 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
             check_checkpoint(*checkpoint, saved.steps)
         device = pick_device(config.device if config.device != "auto" else saved.device)
         with announced_once_ready(saved, prior):
-            trainer = Trainer(saved, files.path, device, prior=prior)
+            trainer = build_trainer(saved, files.path, device, prior=prior)
             with checkpoint_errors(files):
                 trainer.restore(checkpoint)
         del checkpoint
@@ -106,7 +106,7 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
         device = pick_device(config.device)
         ensure_writable_dir(files.path)
         with announced_once_ready(config, prior):  # loads the models: fail before touching old outputs
-            trainer = Trainer(config, files.path, device, prior=prior)
+            trainer = build_trainer(config, files.path, device, prior=prior)
     try:
         if config.resume is None:
             if existing:  # --overwrite: the old run is moved aside, and removed only once the new one has finished
