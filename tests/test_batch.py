@@ -37,7 +37,7 @@ def test_job_files_text_yaml_json(tmp_path):
     text = tmp_path / "jobs.txt"
     text.write_text("a head\n\n# not a job\n  a red car  \n")
     assert read_job_file(text) == [{"prompt": "a head"}, {"prompt": "a red car"}]
-    data = [{"prompt": "a head", "steps": 7, "synthetic": {"p_front": 0.8}}, "a cat"]
+    data = [{"prompt": "a head", "steps": 7, "preset": "synthetic", "prior": {"p_front": 0.8}}, "a cat"]
     (tmp_path / "jobs.yaml").write_text(yaml.safe_dump(data))
     (tmp_path / "jobs.json").write_text(json.dumps(data))
     for name in ("jobs.yaml", "jobs.json"):
@@ -262,7 +262,8 @@ def state(out: Path) -> dict:
 def test_batch_of_synthetic_jobs_with_a_failing_one(ray_cluster, tmp_path):
     jobs = small_jobs(tmp_path / "jobs.yaml", ["a head"])
     data = yaml.safe_load(jobs.read_text())
-    data.append({**data[0], "prompt": "a ghost", "synthetic": {"reference": [str(tmp_path / "missing.ply")]}})
+    ghost = {**data[0]["prior"], "reference": [str(tmp_path / "missing.ply")]}
+    data.append({**data[0], "prompt": "a ghost", "prior": ghost})
     jobs.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     done = batch(
@@ -324,7 +325,7 @@ def test_batch_on_the_tiny_stable_diffusion_with_a_local_ray(tmp_path):
     model = build_tiny_stable_diffusion(tmp_path / "sd")
     item = {
         "prompt": "a head",
-        "model": str(model),
+        "prior": {"model": str(model)},
         "resolution": 64,
         "init": {"num_points": 300},
         "output": SMALL_OUTPUT,

@@ -41,9 +41,9 @@ LAYERS = [
     "priors",
     "estimators",
     "distillation",
-    # the loop, and what plugs into it
+    # the loop, and what watches it from above (the psi diagnostic, the live view)
     "training",
-    "diagnostics",
+    "monitors",
     # a run's whole configuration, evaluating runs, running them, and the commands
     "configs",
     "evaluation",
@@ -116,7 +116,7 @@ def test_no_import_goes_up_a_layer():
 
 def test_the_loop_knows_no_evaluation_and_no_viewer():
     """The issue's own words: training/ imports nothing from evaluation/ or viewer/ (they plug in as callbacks)."""
-    assert [e for e in import_edges() if e[0] == "training" and e[1] in ("evaluation", "viewer", "diagnostics")] == []
+    assert [e for e in import_edges() if e[0] == "training" and e[1] in ("evaluation", "viewer", "monitors")] == []
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""ESD's objective with exact densities (``evaluation.objective``): Theorem 1's KL terms on cases with closed forms."""
+"""ESD's objective with exact densities (``monitors.objective``): Theorem 1's KL terms on cases with closed forms."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 
 from esd_gs.cameras import OrbitSampler
 from esd_gs.diffusion import mixture_log_kernel, sd_alphas_cumprod
-from esd_gs.evaluation.objective import kl_terms, scene_objective
+from esd_gs.monitors.objective import kl_terms, scene_objective
 from esd_gs.reference_objects import REFERENCE_OBJECTS
 from esd_gs.render.views import render_images
 

@@ -10,7 +10,7 @@ from small_runs import small_synthetic_config
 from esd_gs.diffusion import mixture_eps
 from esd_gs.estimators import ParticleEstimator, ScoreEstimator
 from esd_gs.evaluation import psi_error
-from esd_gs.evaluation.psi_error import (
+from esd_gs.monitors.psi_error import (
     PsiDiagnostic,
     PsiDiagnosticCallback,
     PsiDiagnosticConfig,

@@ -53,19 +53,20 @@ class PriorCache:
 
     def get(self, config: GenerateConfig):
         from ..environment import pick_device
-        from ..priors import build_prior, prior_key
+        from ..priors import prior_key
 
         device = pick_device(config.device)
-        key = (prior_key(config), str(device))
+        key = (prior_key(config.prior, config.run_context), str(device))
         if key not in self.priors:
-            self.priors[key] = build_prior(config, device)
+            self.priors[key] = config.prior.build(device, config.run_context)
             self.loads += 1
         return self.priors[key]
 
     def drop(self, config: GenerateConfig) -> None:
         from ..priors import prior_key
 
-        self.priors = {k: v for k, v in self.priors.items() if k[0] != prior_key(config)}
+        key = prior_key(config.prior, config.run_context)
+        self.priors = {k: v for k, v in self.priors.items() if k[0] != key}
 
 
 def _free_memory(exc: BaseException) -> None:

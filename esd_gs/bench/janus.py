@@ -23,7 +23,7 @@ from ..atomic import atomic_path
 from ..cameras import turntable
 from ..configs.generate import GenerateConfig
 from ..configs.presets import preset
-from ..configs.yaml_io import config_from_dict, run_settings
+from ..configs.yaml_io import config_from_dict, run_config_text, run_settings
 from ..distillation import Method
 from ..errors import UserError
 from ..estimators import ParticlePsiConfig
@@ -200,7 +200,7 @@ def run_janus_benchmark(
                 if run_dir.is_dir():  # unfinished, other settings, or --overwrite: start the run afresh
                     shutil.rmtree(run_dir)
                 run_dir.mkdir(parents=True)
-                RunDir(run_dir).write_config(config)  # as generate does: evaluate and --resume read it
+                RunDir(run_dir).write_config(run_config_text(config))  # as generate does: evaluate and --resume read it
                 trainer = build_trainer(config, run_dir, device, prior=phi)
                 try:
                     trainer.run()

@@ -298,3 +298,18 @@ def load_yaml_config(path: Path, what: str = "config", base: GenerateConfig | No
 
 def dump_yaml_config(config: GenerateConfig) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def run_config_text(config: GenerateConfig) -> str:
+    """A run's config.yaml: its resolved config without the options that only steer one invocation (what
+    ``--resume`` reads back)."""
+    saved = dataclasses.replace(
+        config,
+        resume=None,
+        overwrite=False,
+        config=None,
+        out=None,
+        viewer=False,
+        viewer_port=GenerateConfig.viewer_port,
+    )
+    return dump_yaml_config(saved)

@@ -89,5 +89,5 @@ def mixture_log_kernel(
 
     x_t [B, ...], data [K, ...], alpha and sigma [B]; float64 out (``mixture_logits``). ``exclude`` [B] (optional)
     names one data index per sample to leave out of its sum (the mean is then over K - 1): the leave-one-out
-    estimate of ``evaluation.objective``."""
+    estimate of ``monitors.objective``."""
     return log_mean_exp(mixture_logits(x_t, data, alpha, sigma), exclude)

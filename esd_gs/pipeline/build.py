@@ -1,12 +1,14 @@
-"""A ``Trainer`` with the callbacks its config asks for: the one place that knows which callbacks a run has.
+"""A ``Trainer`` built from a run's ``GenerateConfig``: its parts (``build_parts``: the renderer, phi from the prior's
+config, the prompt's text, psi from the estimator's config, the update rule) and the callbacks its config asks for
+(``default_callbacks``): the one place that turns a run's config into running objects.
 
 Every run gets, in this order (the order they are called in, ``training.callbacks``):
 
-1. the psi diagnostic (``evaluation.psi_error.PsiDiagnosticCallback``), with ``--diagnose.enabled`` on a run that has
+1. the psi diagnostic (``monitors.psi_error.PsiDiagnosticCallback``), with ``--diagnose.enabled`` on a run that has
    a psi (SDS has none to measure): it adds ``psi_error`` to the rows, so it comes before they are written;
 2. metrics.jsonl (``MetricsWriter``);
 3. previews on schedule (``PreviewWriter``, ``--output.preview-every``);
-4. the live view (``viewer.live.LiveViewCallback``), with ``--viewer``: after the previews, whose grids it shows
+4. the live view (``monitors.live_view.LiveViewCallback``), with ``--viewer``: after the previews, whose grids it shows
    (imported only then, like viser);
 5. checkpoints on schedule (``CheckpointWriter``, ``--output.checkpoint-every``).
 """
@@ -18,19 +20,36 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..evaluation.psi_error import PsiDiagnostic, PsiDiagnosticCallback
+from ..distillation import ScoreDistillation
+from ..estimators import ParticlePsiConfig
+from ..monitors.psi_error import PsiDiagnostic, PsiDiagnosticCallback
+from ..render import resolve_backend
 from ..training.callbacks import CheckpointWriter, MetricsWriter, PreviewWriter, TrainingCallback
-from ..training.trainer import Trainer
+from ..training.streams import RandomStreams
+from ..training.trainer import RunParts, Trainer
 
 if TYPE_CHECKING:
     from ..configs.generate import GenerateConfig
     from ..priors import Prior
 
 
+def build_parts(config: GenerateConfig, device: torch.device, prior: Prior | None = None) -> RunParts:
+    """The parts of a run of ``config`` on ``device`` (``prior``: an already built phi to reuse). The renderer is
+    resolved first (a bad choice fails before any model loads); the random streams are made before psi, whose
+    initialisation draws from torch's global generator they seed."""
+    backend = resolve_backend(config.backend, device)
+    prior = prior if prior is not None else config.prior.build(device, config.run_context)
+    text = config.prior.text_embeddings(prior, config.prompt)
+    random = RandomStreams(config.seed, device)
+    psi = config.psi.build(prior) if config.distill.needs_psi else None
+    distill = ScoreDistillation(prior, text, config.distill, config.timesteps, psi)
+    return RunParts(backend, prior, text, psi, distill, random)
+
+
 def build_trainer(config: GenerateConfig, run_dir: Path, device: torch.device, prior: Prior | None = None) -> Trainer:
     """The Trainer of a run of ``config`` in ``run_dir`` on ``device`` (``prior``: an already built phi to reuse), with
     its callbacks (module docstring)."""
-    trainer = Trainer(config, run_dir, device, prior=prior)
+    trainer = Trainer(config, run_dir, device, build_parts(config, device, prior))
     trainer.callbacks.extend(default_callbacks(config, trainer))
     return trainer
 
@@ -40,12 +59,14 @@ def default_callbacks(config: GenerateConfig, trainer: Trainer) -> list[Training
     callbacks: list[TrainingCallback] = []
     if config.diagnose.enabled and trainer.psi is not None:
         lam = config.distill.effective_lambda
-        diagnostic = PsiDiagnostic(config.diagnose, trainer.prior, config.psi.bank_size, lam)
+        # the particle baseline the diagnostic measures psi against: the particle psi's own bank size
+        bank = (config.psi if isinstance(config.psi, ParticlePsiConfig) else ParticlePsiConfig()).bank_size
+        diagnostic = PsiDiagnostic(config.diagnose, trainer.prior, bank, lam)
         callbacks.append(PsiDiagnosticCallback(diagnostic, config.diagnose.every, config.steps))
     previews = PreviewWriter(config)
     callbacks += [MetricsWriter(), previews]
     if config.viewer:
-        from ..viewer.live import LiveViewCallback
+        from ..monitors.live_view import LiveViewCallback
 
         callbacks.append(LiveViewCallback(config.viewer_port, config.prompt, previews))
     callbacks.append(CheckpointWriter(config))

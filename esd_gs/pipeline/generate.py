@@ -12,9 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..configs.generate import GenerateConfig
-from ..configs.yaml_io import load_yaml_config
+from ..configs.yaml_io import load_yaml_config, run_config_text
 from ..environment import ensure_writable_dir, pick_device
 from ..errors import UserError
+from ..priors import StableDiffusionConfig
 from ..progress import console
 from ..training.checkpoint import check_checkpoint, load_checkpoint
 from ..training.run_dir import REPLACED, RunDir, signals_held
@@ -53,7 +54,7 @@ def announced_once_ready(config: GenerateConfig, prior):
     renderer's notice) until the run is ready to start, so that an error found on the way (psi's LoRA targets, a
     checkpoint that does not fit psi) is the only line on stderr. Only for Stable Diffusion, whose loading draws no
     progress bars (the fitted synthetic UNet's training does)."""
-    if prior is not None or config.prior != "sd":
+    if prior is not None or not isinstance(config.prior, StableDiffusionConfig):
         yield
         return
     with console.capture() as held:
@@ -112,7 +113,7 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
             if existing:  # --overwrite: the old run is moved aside, and removed only once the new one has finished
                 with signals_held():
                     files.set_aside(existing)
-            files.write_config(config)
+            files.write_config(run_config_text(config))
         trainer.run()
     except BaseException:
         if files.replaced.is_dir():

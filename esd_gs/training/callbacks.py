@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING
 from .outputs import write_preview
 
 if TYPE_CHECKING:
-    from ..configs.generate import GenerateConfig
+    from .config import TrainingConfig
     from .trainer import Trainer
 
 
@@ -91,7 +91,7 @@ class PreviewWriter(TrainingCallback):
     """previews/step_<step>.png (``outputs.write_preview``) every ``output.preview_every`` of the run and at its last
     step; none with a ``preview_every`` of 0."""
 
-    def __init__(self, config: GenerateConfig):
+    def __init__(self, config: TrainingConfig):
         self.every, self.steps = every(config.output.preview_every, config.steps), config.steps
 
     def due(self, step: int) -> bool:
@@ -107,7 +107,7 @@ class CheckpointWriter(TrainingCallback):
     """A checkpoint (``Trainer.save``) every ``output.checkpoint_every`` of the run, none with 0; never at the last
     step, where the run saves its final checkpoint itself."""
 
-    def __init__(self, config: GenerateConfig):
+    def __init__(self, config: TrainingConfig):
         self.every, self.steps = every(config.output.checkpoint_every, config.steps), config.steps
 
     def after_step(self, trainer: Trainer, row: dict) -> None:

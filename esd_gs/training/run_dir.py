@@ -24,7 +24,7 @@ import os
 import shutil
 import signal
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_path
@@ -191,22 +191,10 @@ class RunDir:
             with atomic_path(self.metrics) as tmp:
                 tmp.write_bytes(b"".join(keep))
 
-    def write_config(self, config) -> None:
-        """config.yaml: the resolved ``GenerateConfig``, without the options that only steer this invocation."""
-        from ..configs.generate import GenerateConfig
-        from ..configs.yaml_io import dump_yaml_config
-
-        saved = replace(
-            config,
-            resume=None,
-            overwrite=False,
-            config=None,
-            out=None,
-            viewer=False,
-            viewer_port=GenerateConfig.viewer_port,
-        )
+    def write_config(self, text: str) -> None:
+        """config.yaml: ``text``, the run's resolved configuration (``configs.yaml_io.run_config_text``)."""
         with atomic_path(self.config) as tmp:
-            tmp.write_text(dump_yaml_config(saved))
+            tmp.write_text(text)
 
     # ------------------------------------------------------------------ --overwrite
     def set_aside(self, existing: list[str]) -> None:

@@ -2,9 +2,10 @@
 
 ``Trainer`` keeps the step and the loop, and what running the loop safely takes: the NaN policy (a step with a
 non-finite loss or gradient is skipped; ``max_bad_steps`` in a row end the run), signals (SIGINT / SIGTERM stop the
-run after it saved a checkpoint and the scene), the final checkpoint and export, and run.json's status. It builds phi
-and psi through their registries (``priors.build_prior``, ``estimators.build_estimator``) and talks to them only
-through ``Prior`` and ``ScoreEstimator``. Everything else a run does around its steps is a callback
+run after it saved a checkpoint and the scene), the final checkpoint and export, and run.json's status. It is
+handed phi, psi and the update rule built (``RunParts``; ``esd_gs.pipeline.build`` builds them from a run's config)
+and talks to them only through ``Prior``, ``ScoreEstimator`` and ``ScoreDistillation``; its own settings are a
+``config.TrainingConfig``. Everything else a run does around its steps is a callback
 (``callbacks.py``: metrics rows, previews and checkpoints on schedule; above training, the psi diagnostic and the live
 view), called in the order of ``Trainer.callbacks``; ``esd_gs.pipeline.build`` gives a run its callbacks from its
 config, and a Trainer made without callbacks is the bare loop. The run directory (``run_dir.py``), what a run shows
@@ -25,15 +26,14 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from ..distillation import ScoreDistillation
-from ..errors import ConfigError
-from ..priors import Prior
+from ..estimators import ScoreEstimator
+from ..priors import Prior, TextEmbeddings
 from ..progress import console, make_progress
-from ..render import render, resolve_backend
+from ..render import render
 from ..render.views import render_batches
 from ..scene import PARAM_KEYS, GaussianScene
 from .callbacks import TrainingCallback
@@ -45,40 +45,26 @@ from .checkpoint import (
     psi_checkpoint_state,
     save_checkpoint,
 )
+from .config import TrainingConfig
 from .densify import Densifier, resolve_grad_threshold
 from .outputs import export_scene
 from .run_dir import RunDir
 from .streams import RandomStreams
 from .theta import Theta
 
-if TYPE_CHECKING:
-    from ..configs.generate import GenerateConfig
-
 
 @dataclass
-class OptimConfig:
-    """Adam learning rates of the Gaussian parameters (one optimiser per parameter, as gsplat's strategies expect)."""
+class RunParts:
+    """What the loop is handed, built (``pipeline.build.build_parts``): the renderer's name, phi and the prompt's text
+    conditions, psi (None for SDS), the update rule over them, and the random streams (made before psi, whose
+    initialisation draws from torch's global generator they seed)."""
 
-    means: float = 1e-3
-    """Learning rate of the centres at the start of the run (decays exponentially to means_end)."""
-    means_end: float = 2e-5
-    """Learning rate of the centres at the end of the run."""
-    scales: float = 5e-3
-    """Learning rate of the log-scales."""
-    quats: float = 1e-3
-    """Learning rate of the quaternions."""
-    opacities: float = 5e-2
-    """Learning rate of the opacity logits."""
-    sh0: float = 1e-2
-    """Learning rate of the DC colour."""
-    shN: float = 5e-4
-    """Learning rate of the higher SH bands."""
-
-    def __post_init__(self) -> None:
-        for key in ("means", "means_end", *PARAM_KEYS[1:]):
-            rate = getattr(self, key)
-            if not (math.isfinite(rate) and rate > 0):
-                raise ConfigError(f"--optim.{key.replace('_', '-')} must be a positive learning rate, got {rate}")
+    backend: str
+    prior: Prior
+    text: TextEmbeddings
+    psi: ScoreEstimator | None
+    distill: ScoreDistillation
+    random: RandomStreams
 
 
 class TrainingError(RuntimeError):
@@ -100,31 +86,26 @@ class Trainer:
 
     def __init__(
         self,
-        config: GenerateConfig,
+        config: TrainingConfig,
         run_dir: Path,
         device: torch.device,
-        prior: Prior | None = None,
+        parts: RunParts,
         *,
         callbacks: Iterable[TrainingCallback] = (),
     ):
-        """``prior``: an already built prior to reuse (the Janus benchmark shares one across runs); ``callbacks``: what
+        """``parts``: phi, psi and the update rule, built (``pipeline.build.build_parts``); ``callbacks``: what
         ``run`` calls around the steps, in this order (``callbacks.py``; ``self.callbacks`` may be extended before
         ``run``)."""
         self.cfg, self.run_dir, self.device = config, Path(run_dir), device
         self.files = RunDir(self.run_dir)
         self.callbacks: list[TrainingCallback] = list(callbacks)
-        self.backend = resolve_backend(config.backend, device)  # before any model loads: a bad choice fails at once
-        self.prior = prior if prior is not None else config.prior.build(device, config.run_context)
-        self.text = config.prior.text_embeddings(self.prior, config.prompt)
-        distill_cfg = config.distill
-        self.random = RandomStreams(config.seed, device)  # seeds torch's global generator before psi is made
-        self.psi = config.psi.build(self.prior) if distill_cfg.needs_psi else None
-        self.distill = ScoreDistillation(self.prior, self.text, distill_cfg, config.timesteps, self.psi)
+        self.backend, self.prior, self.text = parts.backend, parts.prior, parts.text
+        self.psi, self.distill, self.random = parts.psi, parts.distill, parts.random
         ball = GaussianScene.random_ball(config.init, generator=torch.Generator().manual_seed(config.seed + 2))
         self.theta = Theta(ball, {key: getattr(config.optim, key) for key in PARAM_KEYS}, device)
         scene_scale = 1.1 * max(config.cameras.radius)
         self.densifier = Densifier(
-            resolve_grad_threshold(config.densify, distill_cfg.method), config.steps, scene_scale, device
+            resolve_grad_threshold(config.densify, self.distill.config.method), config.steps, scene_scale, device
         )
         self.densifier.check(self.scene.params, self.optimizers)
         self.step = 0

@@ -26,7 +26,7 @@ import torch
 from esd_gs.bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS, bench_base_config
 from esd_gs.cameras import turntable
 from esd_gs.evaluation.janus import is_frontal, janus_metrics
-from esd_gs.evaluation.objective import AZIMUTH_ONLY
+from esd_gs.monitors.objective import AZIMUTH_ONLY
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply, write_ply
 from esd_gs.priors import SyntheticPrior

@@ -5,7 +5,7 @@ two-faced twin and any other scenes (e.g. where runs ended), under the synthetic
         --scenes /tmp/scenes/esd-learned-p0.5.ply --json objective_house.json
 
 Each scene's J(theta, 1) (the marginal KL, bracketed by its lower and upper estimates) and J(theta, 0) (SDS's
-per-view KL) are averaged over an even grid of t with w(t) = sigma_t^2 (``esd_gs.evaluation.objective``). With
+per-view KL) are averaged over an even grid of t with w(t) = sigma_t^2 (``esd_gs.monitors.objective``). With
 ``--azimuth-only`` the cameras (of the objective and of the prior) keep one elevation (15 deg) and field of view
 (50 deg): a one-dimensional family of views that a bank of 1,024 renders covers densely, so the bracket is tight.
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from esd_gs.bench.janus import bench_base_config
-from esd_gs.evaluation.objective import AZIMUTH_ONLY, scene_objective
+from esd_gs.monitors.objective import AZIMUTH_ONLY, scene_objective
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply
 from esd_gs.priors import SyntheticPrior

@@ -1,4 +1,4 @@
-"""How well does the learned psi fit a scene that does not move? (the diagnostic of ``evaluation/psi_error.py``)
+"""How well does the learned psi fit a scene that does not move? (the diagnostic of ``monitors/psi_error.py``)
 
 Freezes a scene (a .ply, or the run's random initial ball), then trains the run's learned psi on fresh renders of it,
 exactly as the generate loop does (``ScoreDistillation.update_psi``: same batch, cameras, p_null, optimiser), and
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from esd_gs.cli.main import parse_args
-from esd_gs.evaluation.psi_error import PsiDiagnostic
+from esd_gs.monitors.psi_error import PsiDiagnostic
 from esd_gs.io import read_ply
 from esd_gs.render import render
 from esd_gs.training.trainer import Trainer

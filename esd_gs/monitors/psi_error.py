@@ -21,7 +21,7 @@ difference between two close scores, so an estimate with a small error in the sc
 error near 1: a psi equal to phi (Algorithm 1's initialisation) has exactly 1 at lambda = 1, pushing nothing.
 
 With the exact synthetic prior the diagnostic also measures what the update should descend: Theorem 1's KL
-terms of the bank against the prior's images (``evaluation.objective``), the marginal one bracketed. A run whose
+terms of the bank against the prior's images (``monitors.objective``), the marginal one bracketed. A run whose
 KL at the t it trains at rises by more than the bank's noise is not descending its objective there: its update
 (the estimator's error, or a step too large for the gradient) moves the scene (see research/janus.md). With the
 diagnostic's bank of 128 renders the bracket is tight at high t only.
@@ -115,7 +115,7 @@ def psi_errors(
     ``latents`` [B, C, h, w] and ``cameras`` [B, 16] are held-out renders; ``bank`` [M, C, h, w] fresh renders of the
     same scene (its mixture score is the exact null score); ``text`` psi's plain text condition. With the prior's
     images (``prior_images``: an exact-density prior, in latent space) each row also has the objective the update
-    should descend, Theorem 1's KL terms over the bank (``evaluation.objective.kl_terms``): ``kl_marginal_lower``,
+    should descend, Theorem 1's KL terms over the bank (``monitors.objective.kl_terms``): ``kl_marginal_lower``,
     ``kl_marginal_upper`` (the bracket of KL(q_t || p_t)) and ``kl_conditional``."""
     rows = []
     for t in timesteps:

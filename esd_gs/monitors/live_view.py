@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import public_names
 from ..progress import console
 from ..training.callbacks import PreviewWriter, TrainingCallback
-from .server import LiveView
+from ..viewer.server import LiveView
 
 if TYPE_CHECKING:
     from ..training.trainer import Trainer
