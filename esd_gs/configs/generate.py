@@ -28,8 +28,21 @@ PriorChoice = Union[tuple(Annotated[config, tyro.conf.subcommand(name)] for name
 PsiChoice = Union[tuple(Annotated[config, tyro.conf.subcommand(name)] for name, config in ESTIMATORS.items())]
 """``--psi``: one of the configs of ``estimators.ESTIMATORS`` (``psi:NAME`` on the command line)."""
 
-PresetName = Literal["esd", "vsd", "sds", "preview", "synthetic", "synthetic-unet"]
-"""The names of the presets (``presets.PRESETS`` holds their values)."""
+PRESET_SUMMARIES = {
+    "esd": "ESD, lambda 0.5, on Stable Diffusion 2.1-base; the default",
+    "vsd": "VSD, i.e. ESD with lambda 0",
+    "sds": "SDS, text guidance 100",
+    "preview": "ESD in 600 steps at 256 px, a fast look",
+    "synthetic": "offline on a CPU: the exact synthetic prior at 32 px",
+    "synthetic-unet": "offline: a small UNet fitted to the synthetic prior",
+}
+"""The presets' names, defined here once, with what each is for (``presets.PRESETS`` holds their values)."""
+PresetName = Literal[tuple(PRESET_SUMMARIES)]
+PRESET_HELP = (
+    "The named defaults this run starts from: "
+    + "; ".join(f"{name} ({summary})" for name, summary in PRESET_SUMMARIES.items())
+    + ". Flags given on the command line override them."
+)
 
 
 def flat(factory):
@@ -52,8 +65,7 @@ class GenerateConfig(TrainingConfig):
 
     prompt: Annotated[str, tyro.conf.Positional, tyro.conf.PositionalMetavarFromFieldName] = ""
     """The text prompt (for example "a plush dragon toy"). Not needed with --resume."""
-    preset: PresetName = "esd"
-    """The named defaults this run starts from (esd-gs generate --help lists them); flags override them."""
+    preset: Annotated[PresetName, tyro.conf.arg(help=PRESET_HELP)] = "esd"
     config: Path | None = None
     """A YAML file of settings (a run's config.yaml, or your own preset) applied over --preset; flags override it."""
     distill: Annotated[DistillationConfig, tyro.conf.OmitArgPrefixes] = flat(DistillationConfig)

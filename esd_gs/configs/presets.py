@@ -8,7 +8,6 @@ preset's LoRA psi trains at 1e-3, not Stable Diffusion's 1e-4), used when the co
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass, field, replace
 
 from ..distillation import DistillationConfig
@@ -18,14 +17,13 @@ from ..priors import SyntheticPriorConfig, SyntheticUNetConfig
 from ..scene import BallInit
 from ..training.densify import DensifyConfig
 from ..training.outputs import OutputConfig
-from .generate import GenerateConfig, PresetName
+from .generate import PRESET_SUMMARIES, GenerateConfig
 
 
 @dataclass(frozen=True)
 class Preset:
-    """One named preset: what it is for (shown by ``esd-gs generate --help``) and its values."""
+    """One named preset's values (what it is for: ``generate.PRESET_SUMMARIES``, shown by ``--help``)."""
 
-    description: str
     config: GenerateConfig
     psi_options: tuple[EstimatorConfig, ...] = field(default=())
     """This preset's defaults for estimators other than ``config.psi`` (at most one per estimator)."""
@@ -69,20 +67,10 @@ def _synthetic(prior: SyntheticPriorConfig | SyntheticUNetConfig) -> GenerateCon
 
 
 PRESETS: dict[str, Preset] = {
-    "esd": Preset(
-        "ESD (entropic score distillation), lambda 0.5, on Stable Diffusion 2.1-base: the default",
-        GenerateConfig(),
-    ),
-    "vsd": Preset(
-        "VSD (ProlificDreamer): the camera-conditioned LoRA score alone (ESD with lambda 0)",
-        GenerateConfig(preset="vsd", distill=DistillationConfig(method="vsd", lambda_entropy=0.0)),
-    ),
-    "sds": Preset(
-        "SDS (DreamFusion): the injected noise as the second score, with text guidance 100",
-        GenerateConfig(preset="sds", distill=DistillationConfig(method="sds", guidance_scale=100.0)),
-    ),
+    "esd": Preset(GenerateConfig()),
+    "vsd": Preset(GenerateConfig(preset="vsd", distill=DistillationConfig(method="vsd", lambda_entropy=0.0))),
+    "sds": Preset(GenerateConfig(preset="sds", distill=DistillationConfig(method="sds", guidance_scale=100.0))),
     "preview": Preset(
-        "a fast look: ESD, 600 steps, 256 px renders, fewer Gaussians, a shorter turntable",
         GenerateConfig(
             preset="preview",
             steps=600,
@@ -90,15 +78,13 @@ PRESETS: dict[str, Preset] = {
             init=BallInit(num_points=2048),
             densify=DensifyConfig(max_gaussians=30000),
             output=OutputConfig(turntable_views=60, turntable_size=256),
-        ),
+        )
     ),
     "synthetic": Preset(
-        "offline, on a CPU: the exact synthetic prior (renders of a known object), ESD with the particle psi",
         _synthetic(SyntheticPriorConfig()),
         psi_options=(ResidualPsiConfig(),),
     ),
     "synthetic-unet": Preset(
-        "offline: a small UNet fitted to the synthetic prior's images (once, cached), ESD with the particle psi",
         _synthetic(SyntheticUNetConfig()),
         # Its LoRA psi trains on the plain prediction loss, at the residual psi's rate (see research/janus.md).
         psi_options=(LoRAPsiConfig(lr=1e-3),),
@@ -106,8 +92,8 @@ PRESETS: dict[str, Preset] = {
 }
 """Every preset, by name (``--preset NAME``)."""
 
-if set(PRESETS) != set(typing.get_args(PresetName)):  # the field's choices and this table must name the same presets
-    raise RuntimeError(f"PRESETS {sorted(PRESETS)} and PresetName {typing.get_args(PresetName)} disagree")
+if list(PRESETS) != list(PRESET_SUMMARIES):  # the --preset choices and this table must name the same presets
+    raise RuntimeError(f"PRESETS {list(PRESETS)} and PRESET_SUMMARIES {list(PRESET_SUMMARIES)} disagree")
 
 
 def preset(name: str) -> Preset:

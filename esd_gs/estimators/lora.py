@@ -234,8 +234,9 @@ class CameraLoRAEstimator(OnlineEstimator):
 
 @dataclass
 class LoRAPsiConfig(OnlineTrainingConfig):
-    """``psi:lora``: the paper's learned psi on a UNet prior (Stable Diffusion, the fitted synthetic UNet): a LoRA
-    copy of the UNet with a camera MLP, trained online (``--psi.lr`` etc., ``OnlineTrainingConfig``)."""
+    """The paper's learned psi on a UNet prior: a LoRA copy of the UNet with a camera MLP, trained online."""
+
+    # psi:lora; the online-training settings (--psi.lr etc.) are OnlineTrainingConfig's, shared with psi:residual.
 
     name: ClassVar[str] = "lora"
 

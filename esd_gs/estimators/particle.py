@@ -69,8 +69,7 @@ class ParticleEstimator(ScoreEstimator):
 
 @dataclass
 class ParticlePsiConfig(EstimatorConfig):
-    """``psi:particle``: training-free; the exact score of a bank of renders of the current scene (any prior). Its
-    camera-conditional score is the noise itself."""
+    """Training-free psi: the exact score of a bank of renders of the current scene (works with any prior)."""
 
     name: ClassVar[str] = "particle"
 

@@ -125,8 +125,9 @@ class SyntheticResidualEstimator(OnlineEstimator):
 
 @dataclass
 class ResidualPsiConfig(OnlineTrainingConfig):
-    """``psi:residual``: the learned psi of the exact synthetic prior, a residual network on top of phi trained online
-    (``--psi.lr`` etc., ``OnlineTrainingConfig``)."""
+    """The learned psi of the exact synthetic prior: a residual network on phi, trained online."""
+
+    # psi:residual; the online-training settings (--psi.lr etc.) are OnlineTrainingConfig's, shared with psi:lora.
 
     name: ClassVar[str] = "residual"
 

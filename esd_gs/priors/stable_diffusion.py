@@ -34,7 +34,7 @@ from .unet_prior import UNetPrior
 
 @dataclass
 class StableDiffusionConfig(PriorConfig):
-    """``prior:sd``: a frozen Stable Diffusion 1.x / 2.x, and how renders and the prompt reach it."""
+    """A frozen Stable Diffusion 1.x / 2.x as phi, and how renders and the prompt reach it."""
 
     name: ClassVar[str] = "sd"
     learned_estimator: ClassVar[str] = "lora"

@@ -32,7 +32,7 @@ from .base import Prior, PriorConfig, RunContext, TextEmbeddings
 
 @dataclass
 class SyntheticPriorConfig(PriorConfig):
-    """``prior:synthetic``: the exact score of renders of known objects (offline), and their image distribution."""
+    """The exact score of renders of a known object (offline, no model), and how those renders are drawn."""
 
     name: ClassVar[str] = "synthetic"
     learned_estimator: ClassVar[str] = "residual"

@@ -53,8 +53,7 @@ def default_cache() -> Path:
 
 @dataclass
 class SyntheticUNetConfig(PriorConfig):
-    """``prior:synthetic-unet``: a small UNet fitted to the synthetic prior's images (``images``; once, then cached):
-    its size, its fit and where it is cached. It takes the LoRA psi of Stable Diffusion runs."""
+    """A small UNet fitted to the synthetic prior's images (once, then cached); it takes the LoRA psi."""
 
     name: ClassVar[str] = "synthetic-unet"
     learned_estimator: ClassVar[str] = "lora"
