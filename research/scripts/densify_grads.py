@@ -4,7 +4,7 @@ gsplat's DefaultStrategy grows a Gaussian when the mean, over the steps it was v
 gradient (scaled to pixels of a [-1, 1] image: x width/2 and x height/2, times the number of cameras) exceeds
 ``grow_grad2d``. That norm depends on how the loss is reduced: 3DGS's 2e-4 belongs to a mean-reduced photometric
 loss; our score-distillation loss is summed over latent entries (``distillation/rule.py``), like threestudio's. This
-script runs the real generate loop (``Trainer``) and records, every step, the per-Gaussian norms exactly as gsplat
+script runs the real generate loop (``build_trainer``) and records, every step, the per-Gaussian norms exactly as gsplat
 accumulates them, then prints the quantiles of (a) every per-step, per-visible-Gaussian norm and (b) what gsplat
 actually thresholds: each Gaussian's mean norm over the steps it was visible, with the share of Gaussians above
 candidate thresholds (the share that one refinement would clone or split).
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from esd_gs.cli.main import parse_args
-from esd_gs.training.trainer import Trainer
+from esd_gs.pipeline.build import build_trainer
 
 THRESHOLDS = (2e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0)
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -80,8 +80,8 @@ def main() -> None:
     argv = [
         "generate",
         "densify-grads",
-        "--prior",
-        args.prior,
+        "--preset",
+        "synthetic" if args.prior == "synthetic" else "esd",
         "--method",
         args.method,
         "--steps",
@@ -89,14 +89,14 @@ def main() -> None:
         "--densify.no-enabled",
     ]  # measure the gradients of the scene as initialised, without growth
     if args.model:
-        argv += ["--model", args.model]
+        argv += ["--prior.model", args.model]
     for pair in args.set:
         key, value = pair.split("=", 1)
         argv += [f"--{key.replace('_', '-')}", value]
     config = parse_args(argv)
     norms, times = [], []
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(config, Path(run_dir), torch.device(args.device))
+        trainer = build_trainer(config, Path(run_dir), torch.device(args.device))
         original = trainer.densifier.post_backward
         sums = torch.zeros(trainer.scene.num_gaussians)
         counts = torch.zeros(trainer.scene.num_gaussians)

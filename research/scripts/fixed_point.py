@@ -25,23 +25,32 @@ import torch
 
 from esd_gs.bench.janus import TURNTABLE_ELEVATION, TURNTABLE_VIEWS, bench_base_config
 from esd_gs.cameras import turntable
+from esd_gs.estimators import ParticlePsiConfig
 from esd_gs.evaluation.janus import is_frontal, janus_metrics
-from esd_gs.monitors.objective import AZIMUTH_ONLY
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply, write_ply
-from esd_gs.priors import SyntheticPrior
+from esd_gs.monitors.objective import AZIMUTH_ONLY
+from esd_gs.pipeline.build import build_trainer
 from esd_gs.render.views import render_images
-from esd_gs.training.trainer import Trainer
 
 METHODS = {  # name: (method, lambda, psi settings)
     "sds": ("sds", 0.0, {}),
-    "esd-particle": ("esd", 1.0, {"estimator": "particle"}),
-    "esd-learned": ("esd", 1.0, {"estimator": "learned"}),
+    "esd-particle": ("esd", 1.0, {"name": "particle"}),
+    "esd-learned": ("esd", 1.0, {"name": "learned"}),
     # the particle psi with the bank size of the diagnostic's exact reference (128), refreshed as the default's
-    "esd-particle128": ("esd", 1.0, {"estimator": "particle", "bank_size": 128}),
-    "esd0.5-particle": ("esd", 0.5, {"estimator": "particle"}),
-    "esd0.5-learned": ("esd", 0.5, {"estimator": "learned"}),
+    "esd-particle128": ("esd", 1.0, {"name": "particle", "bank_size": 128}),
+    "esd0.5-particle": ("esd", 0.5, {"name": "particle"}),
+    "esd0.5-learned": ("esd", 0.5, {"name": "learned"}),
 }
+
+
+def psi_config(base, settings: dict, overrides: dict):
+    """psi of one method: the particle one (with its settings), the base's learned one (with the overrides), or the
+    learned one for SDS (which reads none)."""
+    settings = dict(settings)
+    if settings.pop("name", "learned") == "particle":
+        return ParticlePsiConfig(**settings)
+    return replace(base.psi, **settings, **overrides)
 
 
 def main() -> None:
@@ -95,7 +104,7 @@ def main() -> None:
         base = bench_base_config(args.steps, args.reference, p_front, timesteps=args.timesteps)
         if args.azimuth_only:
             base = replace(base, cameras=AZIMUTH_ONLY)
-        prior = SyntheticPrior.from_config(base, torch.device("cpu"))
+        prior = base.prior.build(torch.device("cpu"), base.run_context)
         size = base.resolution
         reference = render_images(truth, cams, size, background=1.0)
         prior_images = prior.reference_images(0).cpu()
@@ -110,10 +119,10 @@ def main() -> None:
             config = replace(
                 base,
                 distill=replace(base.distill, method=method, lambda_entropy=lambda_entropy),
-                psi=replace(base.psi, **psi, **psi_overrides),
+                psi=psi_config(base, psi, psi_overrides),
                 seed=args.seed,
             )
-            trainer = Trainer(config, Path("/tmp/esd-gs-fixed-point"), torch.device("cpu"), prior=prior)
+            trainer = build_trainer(config, Path("/tmp/esd-gs-fixed-point"), torch.device("cpu"), prior=prior)
             trainer.start_from(truth)  # a fresh copy of the object, and optimisers for it
             if args.adam_eps is not None:  # the scene's Adam (3DGS's eps 1e-15 by default)
                 for optimizer in trainer.optimizers.values():

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 
 from esd_gs.bench.janus import bench_base_config
-from esd_gs.monitors.objective import AZIMUTH_ONLY, scene_objective
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply
-from esd_gs.priors import SyntheticPrior
+from esd_gs.monitors.objective import AZIMUTH_ONLY, scene_objective
 from esd_gs.reference_objects import TWIN_PLANES, two_faced
 
 
@@ -82,8 +81,8 @@ def main() -> None:
         base = bench_base_config(reference=args.reference, p_front=p_front)
         if args.azimuth_only:
             base = replace(base, cameras=AZIMUTH_ONLY)
-        prior = SyntheticPrior.from_config(base, torch.device("cpu"))
-        limit = azimuth_limit(p_front, base.synthetic.front_std)
+        prior = base.prior.build(torch.device("cpu"), base.run_context)
+        limit = azimuth_limit(p_front, base.prior.front_std)
         print(
             f"p_front {p_front}: distinct-image limit KL one-faced {limit['one_faced']:.3f}, "
             f"two-faced {limit['two_faced']:.3f}, the prior's own {limit['prior']:.3f}",

@@ -30,7 +30,7 @@ import torch
 from esd_gs.bench.janus import bench_base_config
 from esd_gs.diffusion.mixture import mixture_eps
 from esd_gs.io import read_ply
-from esd_gs.priors import SyntheticPrior, SyntheticUNetPrior
+from esd_gs.priors import SyntheticUNetPrior
 from esd_gs.render import render
 from esd_gs.scene import GaussianScene
 
@@ -48,8 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cpu")
     base = bench_base_config(prior="synthetic-unet")
-    exact = SyntheticPrior.from_config(base, device)
-    unet = SyntheticUNetPrior.from_oracle(exact, base.resolution, base.synthetic_unet, device)
+    exact = base.prior.images.build(device, base.run_context)
+    unet = SyntheticUNetPrior.from_oracle(exact, base.resolution, base.prior, device)
     assert torch.allclose(exact.alphas_cumprod, unet.alphas_cumprod, atol=1e-6)  # one forward process for both
 
     def rows_of(prior) -> torch.Tensor:  # the prompt's plain condition, one row per image, as in training

@@ -20,7 +20,6 @@ import torch  # noqa: E402
 
 from esd_gs.bench.janus import bench_base_config  # noqa: E402
 from esd_gs.evaluation.janus import is_frontal  # noqa: E402
-from esd_gs.priors import SyntheticPrior  # noqa: E402
 
 COLOURS = {"sds": "tab:red", "esd-particle": "tab:blue", "esd-learned": "tab:green"}
 
@@ -29,7 +28,8 @@ def prior_frontal_share(p_front: float) -> float:
     """The share of the synthetic prior's images whose camera looks at the front (|azimuth| < 45 deg); it depends
     on the prior's cameras only, so the built-in head's prior gives it for every object (for files written before
     fixed_point.py recorded it)."""
-    prior = SyntheticPrior.from_config(bench_base_config(p_front=p_front), torch.device("cpu"))
+    base = bench_base_config(p_front=p_front)
+    prior = base.prior.build(torch.device("cpu"), base.run_context)
     return float(is_frontal(prior.azimuths).float().mean())
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 from esd_gs.cli.main import parse_args
-from esd_gs.monitors.psi_error import PsiDiagnostic
+from esd_gs.estimators import ParticlePsiConfig
 from esd_gs.io import read_ply
+from esd_gs.monitors.psi_error import PsiDiagnostic
+from esd_gs.pipeline.build import build_trainer
 from esd_gs.render import render
-from esd_gs.training.trainer import Trainer
 
 
 def main() -> None:
@@ -32,16 +33,17 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="generate options")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    argv = ["generate", "a head", "--prior", "synthetic", "--psi.estimator", "learned"]
+    argv = ["generate", "a head", "--preset", "synthetic", "psi:residual"]
     for item in args.set:
         key, value = item.split("=", 1)
         argv += [f"--{key.replace('_', '-')}", *value.split(",")]
     config = parse_args(argv)
     torch.manual_seed(0)
-    trainer = Trainer(config, Path("/tmp/esd-gs-psi-fit"), torch.device("cpu"))
+    trainer = build_trainer(config, Path("/tmp/esd-gs-psi-fit"), torch.device("cpu"))
     if args.scene is not None:
         trainer.scene = read_ply(args.scene)
-    diagnostic = PsiDiagnostic(config.diagnose, trainer.prior, config.psi.bank_size, config.distill.effective_lambda)
+    bank = ParticlePsiConfig().bank_size
+    diagnostic = PsiDiagnostic(config.diagnose, trainer.prior, bank, config.distill.effective_lambda)
     size = config.resolution
     rows, start = [], time.perf_counter()
     for update in range(args.updates + 1):

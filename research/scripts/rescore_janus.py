@@ -22,7 +22,6 @@ from esd_gs.configs.yaml_io import load_yaml_config
 from esd_gs.evaluation.janus import janus_metrics
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply
-from esd_gs.priors import SyntheticPrior
 from esd_gs.render.views import render_images
 
 
@@ -32,7 +31,7 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=None, help="reference .ply (default: the built-in head)")
     args = parser.parse_args()
     base = bench_base_config(reference=args.reference)
-    prior = SyntheticPrior.from_config(base, torch.device("cpu"))
+    prior = base.prior.build(torch.device("cpu"), base.run_context)
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     truth = read_ply(args.reference) if args.reference is not None else builtin_head()
     reference = render_images(truth, cams, base.resolution)

@@ -18,7 +18,6 @@ import torch
 
 from esd_gs.bench.janus import bench_base_config
 from esd_gs.evaluation.janus import frontal_flags, nearest_prior_distances
-from esd_gs.priors import SyntheticPrior, build_prior
 from esd_gs.priors.synthetic_unet import fit_errors
 from esd_gs.video import contact_sheet, write_png
 
@@ -49,9 +48,9 @@ def main() -> None:
     args = parser.parse_args()
     base = bench_base_config(prior="synthetic-unet")
     start = time.perf_counter()
-    prior = build_prior(base, torch.device("cpu"))  # fits (minutes) unless the cache has it
+    prior = base.prior.build(torch.device("cpu"), base.run_context)  # fits (minutes) unless the cache has it
     fit_seconds = time.perf_counter() - start
-    oracle = SyntheticPrior.from_config(base, torch.device("cpu"))
+    oracle = base.prior.images.build(torch.device("cpu"), base.run_context)
     errors = fit_errors(prior, oracle, TIMESTEPS, count=128)
     samples = ddim_samples(prior, args.samples, 50, seed=0)
     images = oracle.reference_images(0)
@@ -59,7 +58,7 @@ def main() -> None:
     truth = frontal_flags(nearest_prior_distances(images, images), oracle.azimuths)
     nearest = nearest_prior_distances(samples, images).min(dim=1).values.sqrt().mean()
     result = {
-        "settings": base.synthetic_unet.fit_settings(),
+        "settings": base.prior.fit_settings(),
         "parameters": sum(p.numel() for p in prior.unet.parameters()),
         "seconds to build (fit, or load from the cache)": round(fit_seconds, 1),
         "relative eps error vs the exact prior, by t": errors,
