@@ -11,6 +11,8 @@ Backends: ``gsplat`` (CUDA only), ``torch`` (the sparse PyTorch renderer; ``cpu`
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,10 +27,6 @@ from .cpu import rasterize_sparse
 from .dense import rasterize_dense
 from .gsplat_backend import probe_gsplat, rasterize_gsplat
 from .projection import project_gaussians
-
-Backend = Literal["auto", "gsplat", "torch", "dense"]
-UserBackend = Literal["auto", "gsplat", "torch"]
-"""The backends a user picks from (``--backend`` of generate and render): all but the test oracle."""
 
 EPS2D = 0.3
 """Screen-space low-pass added to every 2D covariance (gsplat's default)."""
@@ -80,10 +78,10 @@ def resolve_backend(requested: str, device: torch.device | str) -> str:
     global _fallback_noted
     device = torch.device(device)
     requested = "torch" if requested == "cpu" else requested
-    if requested in ("torch", "dense"):
+    if requested in BACKENDS and requested != "gsplat":
         return requested
     if requested not in ("auto", "gsplat"):
-        raise ValueError(f"unknown backend {requested!r}: use auto, gsplat, torch or dense")
+        raise ValueError(f"unknown backend {requested!r}: use auto, {', '.join(BACKENDS)}")
     if device.type != "cuda":
         if requested == "gsplat":
             raise UserError("--backend gsplat needs a CUDA device: use --backend torch (or auto) on this machine")
@@ -102,6 +100,86 @@ def resolve_backend(requested: str, device: torch.device | str) -> str:
             "skips this check)"
         )
     return "torch"
+
+
+def _rasterize_gsplat(scene: GaussianScene, cams: Cameras, width: int, height: int, bg: Tensor, depth_chunks: int):
+    """gsplat's CUDA rasterization (``gsplat_backend.py``); ``depth_chunks`` does not apply."""
+    rgb, alpha, depth, info = rasterize_gsplat(
+        scene.means,
+        scene.quats,
+        scene.scales,
+        scene.opacities,
+        scene.sh,
+        scene.sh_degree,
+        cams.viewmats(),
+        cams.intrinsics(width, height),
+        width,
+        height,
+        bg,
+        EPS2D,
+        NEAR_PLANE,
+    )
+    if info["means2d"].requires_grad:
+        info["means2d"].retain_grad()
+    return rgb, alpha, depth, info
+
+
+def _rasterize_pytorch(
+    scene: GaussianScene, cams: Cameras, width: int, height: int, bg: Tensor, depth_chunks: int, dense: bool
+):
+    """Our projection (``projection.py``), SH colours, then the sparse compositor (``cpu.py``) or, with ``dense``, the
+    every-Gaussian-at-every-pixel oracle (``dense.py``, which ignores ``depth_chunks``)."""
+    opacities = scene.opacities
+    proj = project_gaussians(
+        scene.means,
+        scene.quats,
+        scene.scales,
+        opacities,
+        cams.viewmats(),
+        cams.intrinsics(width, height),
+        width,
+        height,
+        EPS2D,
+        NEAR_PLANE,
+    )
+    if proj.means2d.requires_grad:
+        proj.means2d.retain_grad()
+    # View-dependent colour: direction from the camera centre to each Gaussian (as gsplat).
+    dirs = scene.means[None, :, :] - cams.positions[:, None, :]  # [B, N, 3]
+    sh = scene.sh
+    colors = torch.clamp_min(eval_sh(scene.sh_degree, dirs, sh[None].expand(len(cams), -1, -1, -1)) + 0.5, 0.0)
+    if dense:
+        rgb, alpha, acc_depth = rasterize_dense(proj, colors, opacities, width, height, bg)
+    else:
+        rgb, alpha, acc_depth = rasterize_sparse(proj, colors, opacities, width, height, bg, depth_chunks)
+    depth = acc_depth / alpha.clamp_min(1e-10)
+    info = {
+        "means2d": proj.means2d,
+        "radii": proj.radii,
+        "depths": proj.depths,
+        "width": width,
+        "height": height,
+        "n_cameras": len(cams),
+        "gaussian_ids": None,
+    }
+    return rgb, alpha, depth, info
+
+
+Rasterizer = Callable[[GaussianScene, Cameras, int, int, Tensor, int], tuple[Tensor, Tensor, Tensor, dict]]
+"""``(scene, cameras on the scene's device, width, height, background [B, 3], depth_chunks)`` -> (rgb [B, H, W, 3],
+alpha [B, H, W, 1], expected depth [B, H, W, 1], the densification ``info`` of ``RenderOutput``), channels last."""
+
+BACKENDS: dict[str, Rasterizer] = {
+    "gsplat": _rasterize_gsplat,
+    "torch": functools.partial(_rasterize_pytorch, dense=False),
+    "dense": functools.partial(_rasterize_pytorch, dense=True),
+}
+"""Every backend by name: a new one adds its module and one entry here (``auto`` picks among them)."""
+TEST_ONLY = ("dense",)
+"""Backends no user picks (``--backend`` leaves them out)."""
+Backend = Literal[("auto", *BACKENDS)]
+UserBackend = Literal[("auto", *(name for name in BACKENDS if name not in TEST_ONLY))]
+"""The backends a user picks from (``--backend`` of generate and render): all but the test oracle."""
 
 
 def render(
@@ -127,56 +205,9 @@ def render(
     """
     device, dtype = scene.device, scene.means.dtype
     cams = cameras.to(device, dtype)
-    viewmats = cams.viewmats()
-    Ks = cams.intrinsics(width, height)
     bg = _background_tensor(background, len(cams), device, dtype)
-    backend = resolve_backend(backend, device)
-
-    if backend == "gsplat":
-        rgb, alpha, depth, info = rasterize_gsplat(
-            scene.means,
-            scene.quats,
-            scene.scales,
-            scene.opacities,
-            scene.sh,
-            scene.sh_degree,
-            viewmats,
-            Ks,
-            width,
-            height,
-            bg,
-            EPS2D,
-            NEAR_PLANE,
-        )
-        if info["means2d"].requires_grad:
-            info["means2d"].retain_grad()
-    elif backend in ("torch", "dense"):
-        opacities = scene.opacities
-        proj = project_gaussians(
-            scene.means, scene.quats, scene.scales, opacities, viewmats, Ks, width, height, EPS2D, NEAR_PLANE
-        )
-        if proj.means2d.requires_grad:
-            proj.means2d.retain_grad()
-        # View-dependent colour: direction from the camera centre to each Gaussian (as gsplat).
-        dirs = scene.means[None, :, :] - cams.positions[:, None, :]  # [B, N, 3]
-        sh = scene.sh
-        colors = torch.clamp_min(eval_sh(scene.sh_degree, dirs, sh[None].expand(len(cams), -1, -1, -1)) + 0.5, 0.0)
-        if backend == "torch":
-            rgb, alpha, acc_depth = rasterize_sparse(proj, colors, opacities, width, height, bg, depth_chunks)
-        else:
-            rgb, alpha, acc_depth = rasterize_dense(proj, colors, opacities, width, height, bg)
-        depth = acc_depth / alpha.clamp_min(1e-10)
-        info = {
-            "means2d": proj.means2d,
-            "radii": proj.radii,
-            "depths": proj.depths,
-            "width": width,
-            "height": height,
-            "n_cameras": len(cams),
-            "gaussian_ids": None,
-        }
-    else:
-        raise ValueError(f"unknown backend {backend!r}")
+    rasterize = BACKENDS[resolve_backend(backend, device)]
+    rgb, alpha, depth, info = rasterize(scene, cams, width, height, bg, depth_chunks)
     return RenderOutput(
         rgb=rgb.permute(0, 3, 1, 2),
         alpha=alpha.permute(0, 3, 1, 2),
@@ -186,6 +217,7 @@ def render(
 
 
 __all__ = [
+    "BACKENDS",
     "Backend",
     "UserBackend",
     "render",
