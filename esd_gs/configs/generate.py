@@ -104,8 +104,8 @@ class GenerateConfig(TrainingConfig):
             if importlib.util.find_spec("viser") is None:
                 raise UserError("--viewer needs viser, which is not installed: pip install 'esd-gs[viewer]'")
         self.prior.check_run(self.resolution_start)
-        if self.distill.needs_psi and self.psi.name not in self.prior.estimators:
+        if self.distill.needs_psi and not (self.psi.any_prior or self.psi.name in self.prior.estimators):
+            usable = [name for name, config in ESTIMATORS.items() if config.any_prior or name in self.prior.estimators]
             raise UserError(
-                f"prior:{self.prior.name} works with psi:{' or psi:'.join(self.prior.estimators)}, "
-                f"not psi:{self.psi.name}"
+                f"prior:{self.prior.name} works with psi:{' or psi:'.join(usable)}, not psi:{self.psi.name}"
             )

@@ -86,6 +86,8 @@ class EstimatorConfig(ABC):
 
     name: ClassVar[str]
     """The estimator's name on the command line and in saved configs."""
+    any_prior: ClassVar[bool] = False
+    """Works with every prior (a training-free estimator); otherwise a prior lists it in ``PriorConfig.estimators``."""
 
     @abstractmethod
     def build(self, prior: Prior) -> ScoreEstimator:

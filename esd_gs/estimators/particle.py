@@ -72,6 +72,7 @@ class ParticlePsiConfig(EstimatorConfig):
     """Training-free psi: the exact score of a bank of renders of the current scene (works with any prior)."""
 
     name: ClassVar[str] = "particle"
+    any_prior: ClassVar[bool] = True
 
     bank_size: int = 32
     """Number of renders in the bank."""

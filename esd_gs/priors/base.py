@@ -117,7 +117,8 @@ class PriorConfig(ABC):
     learned_estimator: ClassVar[str]
     """The learned psi this prior takes (a name in ``estimators.ESTIMATORS``)."""
     estimators: ClassVar[tuple[str, ...]]
-    """Every psi this prior works with (names in ``estimators.ESTIMATORS``)."""
+    """The psi made for this prior (names in ``estimators.ESTIMATORS``); those that work with any prior
+    (``EstimatorConfig.any_prior``) need no entry here."""
     pixel_space: ClassVar[bool] = False
     """Latents are the pixels themselves (the synthetic priors): one image size, no separate encoder."""
     uses_context: ClassVar[bool] = False

@@ -38,7 +38,7 @@ class StableDiffusionConfig(PriorConfig):
 
     name: ClassVar[str] = "sd"
     learned_estimator: ClassVar[str] = "lora"
-    estimators: ClassVar[tuple[str, ...]] = ("lora", "particle")
+    estimators: ClassVar[tuple[str, ...]] = ("lora",)
 
     # A family's known Hub mirrors are tried in turn; an id names a diffusers SD 1.x/2.x pipeline.
     model: str = DEFAULT_MODEL

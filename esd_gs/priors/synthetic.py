@@ -36,7 +36,7 @@ class SyntheticPriorConfig(PriorConfig):
 
     name: ClassVar[str] = "synthetic"
     learned_estimator: ClassVar[str] = "residual"
-    estimators: ClassVar[tuple[str, ...]] = ("residual", "particle")
+    estimators: ClassVar[tuple[str, ...]] = ("residual",)
     pixel_space: ClassVar[bool] = True
     uses_context: ClassVar[bool] = True
 

@@ -57,7 +57,7 @@ class SyntheticUNetConfig(PriorConfig):
 
     name: ClassVar[str] = "synthetic-unet"
     learned_estimator: ClassVar[str] = "lora"
-    estimators: ClassVar[tuple[str, ...]] = ("lora", "particle")
+    estimators: ClassVar[tuple[str, ...]] = ("lora",)
     pixel_space: ClassVar[bool] = True
     uses_context: ClassVar[bool] = True
 
