@@ -19,7 +19,7 @@ methods are measured on more than one kind of object:
 Like the head (``example.py``), every surface is a set of flat, opaque Gaussians (disks) tangent to it, with a soft
 diffuse light baked into the colours; axes are esd-gs's world (+Z up, front +X). ``scripts/make_reference_assets.py``
 writes them to ``assets/references/<name>.ply`` (3DGS files, -Y up), which ``--reference`` (``bench janus``,
-``--synthetic.reference``) reads.
+``--prior.reference``) reads.
 """
 
 from __future__ import annotations

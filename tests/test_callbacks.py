@@ -13,12 +13,12 @@ import pytest
 import torch
 from small_runs import small_synthetic_config
 
+from esd_gs.monitors.live_view import LiveViewCallback
 from esd_gs.monitors.psi_error import PsiDiagnosticCallback
-from esd_gs.pipeline.build import build_trainer
+from esd_gs.pipeline.build import build_parts, build_trainer
 from esd_gs.training.callbacks import CheckpointWriter, MetricsWriter, PreviewWriter, TrainingCallback, every
 from esd_gs.training.checkpoint import load_checkpoint
 from esd_gs.training.trainer import Interrupted, Trainer
-from esd_gs.monitors.live_view import LiveViewCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -48,7 +48,8 @@ class Recorder(TrainingCallback):
 
 def test_a_bare_loop_calls_each_point_once_per_step_and_writes_no_rows(tmp_path):
     recorder = Recorder()
-    trainer = Trainer(small_synthetic_config(3), tmp_path, CPU, callbacks=[recorder])
+    config = small_synthetic_config(3)
+    trainer = Trainer(config, tmp_path, CPU, build_parts(config, CPU), callbacks=[recorder])
     trainer.run()
     steps = [entry for step in range(3) for entry in (("before", step), ("after", step + 1, step + 1))]
     # on_finish after the final save and export, before run.json says finished
@@ -107,7 +108,8 @@ class Reader(TrainingCallback):
 
 def test_keys_added_before_the_metrics_writer_are_written_and_later_callbacks_see_the_whole_row(tmp_path):
     reader = Reader()
-    Trainer(small_synthetic_config(2), tmp_path, CPU, callbacks=[Marker(), MetricsWriter(), reader]).run()
+    config = small_synthetic_config(2)
+    Trainer(config, tmp_path, CPU, build_parts(config, CPU), callbacks=[Marker(), MetricsWriter(), reader]).run()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["marker"] for row in rows] == [10, 20]
     assert list(rows[0]) == ["step", "loss", "t", "gaussians", "resolution", "psi_loss", "skipped", "marker", "it_s"]
@@ -125,7 +127,8 @@ def test_previews_and_checkpoints_on_schedule(tmp_path):
                 load_checkpoint(trainer.files.checkpoint)[1]["step"] if trainer.files.checkpoint.is_dir() else None
             )
 
-    Trainer(config, tmp_path, CPU, callbacks=[PreviewWriter(config), CheckpointWriter(config), Saves()]).run()
+    callbacks = [PreviewWriter(config), CheckpointWriter(config), Saves()]
+    Trainer(config, tmp_path, CPU, build_parts(config, CPU), callbacks=callbacks).run()
     assert every(0.3, 6) == 2 and every(0.0, 6) == 0 and every(0.01, 6) == 1
     assert sorted(p.name for p in (tmp_path / "previews").iterdir()) == [f"step_{s:06d}.png" for s in (2, 4, 6)]
     assert saved == [None, None, 3, 3, 3, 3]  # every 3 steps, not at the last (the run's own final save)
@@ -138,11 +141,12 @@ def test_build_trainer_gives_a_run_the_callbacks_its_config_asks_for(tmp_path):
     assert kinds == [PsiDiagnosticCallback, MetricsWriter, PreviewWriter, LiveViewCallback, CheckpointWriter]
     plain = build_trainer(config, tmp_path / "b", CPU)
     assert [type(c) for c in plain.callbacks] == [MetricsWriter, PreviewWriter, CheckpointWriter]
-    assert Trainer(config, tmp_path / "c", CPU, prior=plain.prior).callbacks == []
+    assert Trainer(config, tmp_path / "c", CPU, build_parts(config, CPU, plain.prior)).callbacks == []
 
 
 def test_each_part_of_the_checkpoint_is_filed_under_its_prefix(tmp_path):
-    trainer = Trainer(small_synthetic_config(3), tmp_path, CPU)
+    config = small_synthetic_config(3)
+    trainer = Trainer(config, tmp_path, CPU, build_parts(config, CPU))
     trainer.train_step()
     trainer.save()
     tensors, meta = load_checkpoint(tmp_path / "checkpoint")

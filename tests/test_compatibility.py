@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from esd_gs.configs.yaml_io import dump_yaml_config, load_yaml_config
-from esd_gs.training.trainer import Trainer
+from esd_gs.pipeline.build import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "tests" / "data" / "v0.1-runs"
@@ -31,7 +31,7 @@ def test_a_checkpoint_of_version_0_1_resumes_to_the_scene_0_1_reached(tmp_path):
     run = tmp_path / name
     shutil.copytree(RUNS / name, run)
     config = load_yaml_config(run / "config.yaml")
-    trainer = Trainer(config, run, torch.device("cpu"))
+    trainer = build_trainer(config, run, torch.device("cpu"))
     trainer.restore()
     assert trainer.step == 2
     assert trainer.psi.bank is not None and trainer.psi.bank.shape[0] == config.psi.bank_size
@@ -68,11 +68,11 @@ def test_the_checkpoint_written_now_resumes_the_same_way(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(RUNS / "particle-esd", run)
     config = load_yaml_config(run / "config.yaml")
-    first = Trainer(config, run, torch.device("cpu"))
+    first = build_trainer(config, run, torch.device("cpu"))
     first.restore()
     first.train_step()
     first.save()  # this version's layout: psi's state and settings under psi.*
-    second = Trainer(config, run, torch.device("cpu"), prior=first.prior)
+    second = build_trainer(config, run, torch.device("cpu"), prior=first.prior)
     second.restore()
     assert second.step == 3 and torch.equal(second.psi.bank, first.psi.bank)
     first.train_step()  # on without the round trip

@@ -69,15 +69,15 @@ def test_growth_threshold_defaults_by_method_and_an_explicit_one_is_kept(tmp_pat
     """SDS's CFG-100 gradients are ~10x VSD/ESD's (research/janus.md, Appendix B): the unset threshold follows
     the method."""
     from esd_gs.cli.main import parse_args
+    from esd_gs.pipeline.build import build_trainer
     from esd_gs.training.densify import GRAD_THRESHOLD
-    from esd_gs.training.trainer import Trainer
 
     assert GRAD_THRESHOLD == {"vsd": 0.1, "esd": 0.1, "sds": 1.0}
     common = ["--preset", "synthetic", "--prior.num-images", "4", "--densify.enabled"]
     for method, expected in (("sds", 1.0), ("esd", 0.1), ("vsd", 0.1)):
         config = parse_args(["generate", "x", "--method", method, *common])
         assert config.densify.grad_threshold is None
-        trainer = Trainer(config, tmp_path, torch.device("cpu"))
+        trainer = build_trainer(config, tmp_path, torch.device("cpu"))
         assert trainer.densifier.strategy.grow_grad2d == expected, method
     config = parse_args(["generate", "x", "--method", "sds", "--densify.grad-threshold", "0.0002", *common])
-    assert Trainer(config, tmp_path, torch.device("cpu")).densifier.strategy.grow_grad2d == 0.0002
+    assert build_trainer(config, tmp_path, torch.device("cpu")).densifier.strategy.grow_grad2d == 0.0002

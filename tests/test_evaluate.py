@@ -32,6 +32,7 @@ from esd_gs.evaluation.sides import (
     janus_measure,
     side_of_azimuth,
 )
+from esd_gs.priors import StableDiffusionConfig
 from esd_gs.testing.tiny_eval import build_tiny_classifier, build_tiny_clip
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 
@@ -236,10 +237,11 @@ def test_stable_diffusion_samples_are_cached_extended_and_reused(models_dir, tmp
 
 # ---------------------------------------------------------------------------------------------- runs
 def test_evaluate_a_stable_diffusion_run_uses_its_model_and_loads_models_once(models_dir, tmp_path):
-    """A run of --prior sd: FID against its own model's samples; CLIP and the classifier load once for both runs."""
+    """A run of prior:sd: FID against its own model's samples; CLIP and the classifier load once for both runs."""
     (run,) = copy_runs(tmp_path, ("esd",))
     config = load_yaml_config(run / "config.yaml")
-    (run / "config.yaml").write_text(dump_yaml_config(replace(config, prior="sd", model=str(models_dir / "sd"))))
+    sd = StableDiffusionConfig(model=str(models_dir / "sd"), view_dependent_prompt=False)
+    (run / "config.yaml").write_text(dump_yaml_config(replace(config, prior=sd)))
     second = tmp_path / "esd-copy"
     shutil.copytree(run, second)
     eval_config = small_config(models_dir, tmp_path)
@@ -308,7 +310,7 @@ def test_compare_loads_each_model_once_for_all_runs(models_dir, tmp_path):
         (["{missing}"], "does not exist"),
         (["{run}", "--clip-model", "{nowhere}"], "could not load the CLIP model"),
         (["{run}", "--classifier", "{nowhere}"], "could not load the image classifier"),
-        (["{ply}", "--prompt", "a head", "--sides", "reference"], "--sides reference needs a run of --prior synthetic"),
+        (["{ply}", "--prompt", "a head", "--sides", "reference"], "--sides reference needs a run of a synthetic prior"),
         (["{run}", "--views", "1"], "--views must be in"),
         (["{run}", "--fid-samples", "1"], "--fid-samples must be >= 2"),
         (["{run}", "--fid-features", "inception"], "torch-fidelity"),

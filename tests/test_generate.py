@@ -182,12 +182,13 @@ def test_nan_steps_are_skipped_counted_and_stop_when_persistent(tiny_model, tmp_
     import torch
 
     from esd_gs.cli.main import parse_args
-    from esd_gs.training.trainer import Trainer, TrainingError
+    from esd_gs.pipeline.build import build_trainer
+    from esd_gs.training.trainer import TrainingError
 
     config = parse_args(
         ["generate", "a head", "--prior.model", str(tiny_model), "--steps", "10", "--max-bad-steps", "3", *FAST]
     )
-    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    trainer = build_trainer(config, tmp_path, torch.device("cpu"))
     real_step = trainer.distill.step
     poisoned = {3, 5, 6, 7}  # step 3 alone is skipped; 5, 6, 7 in a row stop the run
 
@@ -256,7 +257,7 @@ def test_default_preset_feeds_the_unet_its_native_latent_size_and_trains_the_lor
     import torch
 
     from esd_gs.cli.main import parse_args
-    from esd_gs.training.trainer import Trainer
+    from esd_gs.pipeline.build import build_trainer
 
     config = parse_args(
         [
@@ -273,7 +274,7 @@ def test_default_preset_feeds_the_unet_its_native_latent_size_and_trains_the_lor
         ]
     )
     assert (config.resolution_start, config.resolution) == (256, 512)
-    trainer = Trainer(_cheap_outputs(config), tmp_path, torch.device("cpu"))
+    trainer = build_trainer(_cheap_outputs(config), tmp_path, torch.device("cpu"))
     seen = []
     trainer.prior.unet.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
     sizes = [trainer.train_step()["resolution"] for _ in range(4)]
@@ -288,11 +289,11 @@ def test_resume_on_another_device_type_reseeds_the_noise_with_a_notice(tiny_mode
     import torch
 
     from esd_gs.cli.main import parse_args
+    from esd_gs.pipeline.build import build_trainer
     from esd_gs.training.checkpoint import load_checkpoint, save_checkpoint
-    from esd_gs.training.trainer import Trainer
 
     config = _cheap_outputs(parse_args(["generate", "a head", "--prior.model", str(tiny_model), "--steps", "6", *FAST]))
-    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    trainer = build_trainer(config, tmp_path, torch.device("cpu"))
     trainer.train_step(), trainer.train_step()
     trainer.save()
     tensors, meta = load_checkpoint(tmp_path / "checkpoint")
@@ -301,7 +302,7 @@ def test_resume_on_another_device_type_reseeds_the_noise_with_a_notice(tiny_mode
     meta["device"] = "cuda"
     save_checkpoint(tmp_path / "checkpoint", tensors, meta)
 
-    resumed = Trainer(config, tmp_path, torch.device("cpu"))
+    resumed = build_trainer(config, tmp_path, torch.device("cpu"))
     resumed.restore()
     assert "checkpointed on cuda and resumes on cpu" in " ".join(capsys.readouterr().err.split())
     assert resumed.step == 2 and torch.equal(resumed.scene.params["means"], trainer.scene.params["means"])

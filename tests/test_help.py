@@ -124,6 +124,8 @@ def ragged_breaks(content: list[str]) -> list[str]:
         indent = len(following) - len(following.lstrip())
         if (indent == 0 and following.startswith("-")) or following.lstrip().startswith("•"):
             continue  # the next option or subcommand
+        if following.lstrip().startswith("(source subcommand: "):
+            continue  # tyro's own line under a prior:NAME / psi:NAME group's description, not a continuation
         if indent not in text_columns(line):
             continue  # not the same paragraph: an option's help under its flags
         room = len(line) - len(line.rstrip())
@@ -174,9 +176,9 @@ def test_no_backticks_or_bad_metavars(helps, command, width):
 def test_prompt_is_named(helps, width):
     text = helps["generate", width]
     usage = text.splitlines()[0]
-    assert usage.endswith("[PROMPT]"), usage
+    assert usage.endswith("[PROMPT] [PRIOR] [PSI]"), usage  # then the prior:NAME and psi:NAME choices
     positionals = dict(panels(text))["positional arguments"]
-    assert positionals[0].strip() == "[PROMPT]", positionals
+    assert positionals[0].split()[0] == "[PROMPT]", positionals
     assert not re.search(r"(^|\s)\[?STR\]?(\s|$)", "\n".join(positionals))
 
 
@@ -195,6 +197,7 @@ def test_checker_finds_a_ragged_break():
     assert ragged_breaks(option) == ["      The 2D prior: sd or⏎synthetic. (default: sd)"]
     assert ragged_breaks(["      The 2D prior: sd or a  ", "      synthetic. (default: sd)"]) == []
     assert ragged_breaks(["  • view    Serve a 3D view in      ", "            the browser.            "]) != []
+    assert ragged_breaks(["A frozen Stable Diffusion.          ", "(source subcommand: prior:sd)       "]) == []
     assert ragged_breaks(["--out PATH                          ", "      Run directory. (default: runs)"]) == []
 
 

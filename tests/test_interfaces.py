@@ -16,8 +16,8 @@ from esd_gs.estimators import (
     ScoreEstimator,
     SyntheticResidualEstimator,
 )
+from esd_gs.pipeline.build import build_trainer
 from esd_gs.priors import Prior, PriorConfig, StableDiffusionPrior, SyntheticPrior, SyntheticPriorConfig
-from esd_gs.training.trainer import Trainer
 
 
 def small_config(**changes):
@@ -80,8 +80,8 @@ def test_a_new_estimator_runs_through_the_registry_alone(tmp_path, monkeypatch):
     esd = replace(config, distill=replace(config.distill, method="esd", lambda_entropy=1.0))
     esd = replace(esd, psi=NoiseConfig())
     sds = replace(config, distill=replace(config.distill, method="sds"))
-    with_noise = Trainer(esd, tmp_path / "esd", torch.device("cpu"))
-    plain = Trainer(sds, tmp_path / "sds", torch.device("cpu"), prior=with_noise.prior)
+    with_noise = build_trainer(esd, tmp_path / "esd", torch.device("cpu"))
+    plain = build_trainer(sds, tmp_path / "sds", torch.device("cpu"), prior=with_noise.prior)
     assert isinstance(with_noise.psi, NoiseEstimator) and plain.psi is None
     for _ in range(config.steps - 2):
         with_noise.train_step(), plain.train_step()
@@ -93,7 +93,7 @@ def test_a_new_estimator_runs_through_the_registry_alone(tmp_path, monkeypatch):
     assert with_noise.psi.refreshes == [torch.Size([3, 3, 32, 32])] * 2
     with_noise.save()
     assert with_noise.psi.saved == 1
-    restored = Trainer(esd, tmp_path / "esd", torch.device("cpu"), prior=with_noise.prior)
+    restored = build_trainer(esd, tmp_path / "esd", torch.device("cpu"), prior=with_noise.prior)
     restored.restore()
     assert restored.step == config.steps
 
@@ -122,7 +122,7 @@ def test_a_new_prior_runs_through_the_registry_alone(tmp_path, monkeypatch):
     monkeypatch.setitem(priors.PRIORS, "counting", CountingConfig)
     config = replace(small_config(), prior=CountingConfig())
     config.validate()
-    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    trainer = build_trainer(config, tmp_path, torch.device("cpu"))
     assert isinstance(trainer.prior, CountingPrior) and isinstance(trainer.psi, ParticleEstimator)
     trainer.train_step(), trainer.train_step()
     assert calls == [torch.Size([2, 3, 32, 32])] * 2

@@ -161,7 +161,9 @@ def test_separate_psi_base_of_the_same_family(family_models, phi_key, psi_key):
 def test_psi_base_of_the_other_family_is_refused_in_one_line(family_models):
     prior = StableDiffusionPrior.from_pretrained(str(family_models["sd2", "epsilon"]), announce=lambda line: None)
     with pytest.raises(UserError, match="reads text of width 24 but phi's text encoder gives 32"):
-        CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=False, base_model=str(family_models["sd1", "epsilon"])))
+        CameraLoRAEstimator.create(
+            prior, LoRAPsiConfig(shared_unet=False, base_model=str(family_models["sd1", "epsilon"]))
+        )
 
 
 def test_a_refusal_wrapped_as_not_in_cache_is_reported_as_what_the_hub_said(monkeypatch):

@@ -9,7 +9,7 @@ from small_runs import small_synthetic_config
 
 from esd_gs.diffusion import mixture_eps
 from esd_gs.estimators import ParticleEstimator, ScoreEstimator
-from esd_gs.evaluation import psi_error
+from esd_gs.monitors import psi_error
 from esd_gs.monitors.psi_error import (
     PsiDiagnostic,
     PsiDiagnosticCallback,
@@ -152,11 +152,12 @@ def metrics_rows(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("estimator", ["learned", "particle"])
+@pytest.mark.parametrize("estimator", ["residual", "particle"])
 def test_a_run_measures_psi_without_changing_its_training(tmp_path, estimator):
     """The diagnostic callback adds psi_error to the rows at every --diagnose.every of the run and at its last step;
     on its own random streams, the run trains exactly as without it."""
-    config = small_synthetic_config(6, psi={"estimator": estimator, "bank_size": 4, "bank_refresh_every": 3})
+    bank = {"bank_size": 4, "bank_refresh_every": 3} if estimator == "particle" else {}
+    config = small_synthetic_config(6, psi={"name": estimator, **bank})
     measured = replace(config, diagnose=replace(config.diagnose, enabled=True, every=0.5, holdout=3, bank_size=8))
     plain = build_trainer(config, tmp_path / "plain", torch.device("cpu"))
     plain.run()
@@ -175,7 +176,7 @@ def test_a_run_measures_psi_without_changing_its_training(tmp_path, estimator):
     errors = rows[-1]["psi_error"]
     assert [e["t"] for e in errors] == list(measured.diagnose.timesteps)
     names = {f"{who}_{kind}" for who in ("psi", "particle") for kind in ("null", "camera", "entropy", "update")}
-    names = names if estimator == "learned" else {n for n in names if n.startswith("psi_")}
+    names = names if estimator == "residual" else {n for n in names if n.startswith("psi_")}
     objective = {"kl_marginal_lower", "kl_marginal_upper", "kl_conditional"}  # the exact prior: the objective too
     assert all(set(e) - {"t"} == names | objective for e in errors)
     assert all(e["kl_conditional"] > 0.0 and e["kl_marginal_lower"] < e["kl_marginal_upper"] for e in errors)

@@ -110,7 +110,8 @@ def test_in_the_benchmark_s_own_setting_the_metrics_see_a_second_front(name, str
     passes as one-faced (research/janus.md, Finding 15), so a car run's "one face" is not evidence against Janus."""
     reference = None if name == "head" else reference_path(name)
     base = bench_base_config(reference=reference, p_front=0.5)
-    prior = SyntheticPrior.from_config(base, torch.device("cpu"))
+    prior = base.prior.build(torch.device("cpu"), base.run_context)
+    assert isinstance(prior, SyntheticPrior)
     scene = builtin_head() if name == "head" else read_ply(reference)  # what bench janus scores against
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     views = render_images(scene, cams, base.resolution, background=1.0)

@@ -20,11 +20,12 @@ from safetensors.torch import load_file, save_file
 from small_disk import small_disk
 from small_runs import small_synthetic_config
 
+from esd_gs.configs.yaml_io import run_config_text
 from esd_gs.pipeline.build import build_trainer
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 from esd_gs.training.checkpoint import checkpoint_tensor_file
 from esd_gs.training.run_dir import RunDir
-from esd_gs.training.trainer import Interrupted, Trainer, TrainingError
+from esd_gs.training.trainer import Interrupted, TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="120", OMP_NUM_THREADS="1")
@@ -116,7 +117,7 @@ def test_a_run_whose_pruning_removes_every_gaussian_stops_in_one_line(tmp_path, 
         init=replace(base.init, num_points=20, opacity=0.1),
         densify=replace(base.densify, enabled=True, start=0.0, stop=1.0, every=0.25, prune_opacity=0.9),
     )
-    trainer = Trainer(config, tmp_path / "run", torch.device("cpu"), prior=prior)
+    trainer = build_trainer(config, tmp_path / "run", torch.device("cpu"), prior=prior)
     with pytest.raises(TrainingError, match="pruned every Gaussian.*--densify.prune-opacity"):
         for _ in range(4):
             trainer.train_step()
@@ -149,8 +150,8 @@ def checkpointed_run(tmp_path_factory, prior):
     run = tmp_path_factory.mktemp("runs") / "run"
     base = small_synthetic_config(4)  # no densification: the 40 rows stay 40
     config = replace(base, init=replace(base.init, num_points=40), densify=replace(base.densify, enabled=False))
-    trainer = Trainer(config, run, torch.device("cpu"), prior=prior)
-    RunDir(run).write_config(config)
+    trainer = build_trainer(config, run, torch.device("cpu"), prior=prior)
+    RunDir(run).write_config(run_config_text(config))
     for _ in range(2):
         trainer.train_step()
     trainer.save()
@@ -165,7 +166,7 @@ def test_every_checkpoint_esd_gs_writes_passes_its_own_checks(tmp_path, prior):
     from esd_gs.training.checkpoint import check_checkpoint, load_checkpoint
 
     config = small_synthetic_config(4)
-    trainer = Trainer(config, tmp_path / "run", torch.device("cpu"), prior=prior)
+    trainer = build_trainer(config, tmp_path / "run", torch.device("cpu"), prior=prior)
     trainer.train_step()
     count = trainer.scene.num_gaussians
     with torch.no_grad():
@@ -273,7 +274,7 @@ def test_a_full_disk_still_records_the_failure_in_run_json(tmp_path, monkeypatch
     """Item 12: with the disk full to the last byte, run.json could not be rewritten and kept saying "running"."""
     with small_disk(tmp_path / "disk", 400) as disk:
         run = disk / "run"
-        trainer = Trainer(small_synthetic_config(6), run, torch.device("cpu"), prior=prior)
+        trainer = build_trainer(small_synthetic_config(6), run, torch.device("cpu"), prior=prior)
         real_step = trainer.train_step
 
         def step():
@@ -293,7 +294,7 @@ def test_sigint_on_a_full_disk_without_a_checkpoint_is_not_called_resumable(tmp_
     resumed (``Interrupted.resumable``, which the command's last line reads) and run.json says failed."""
     with small_disk(tmp_path / "disk", 400) as disk:
         run = disk / "run"
-        trainer = Trainer(small_synthetic_config(20), run, torch.device("cpu"), prior=prior)
+        trainer = build_trainer(small_synthetic_config(20), run, torch.device("cpu"), prior=prior)
         real_step = trainer.train_step
 
         def step():
@@ -311,7 +312,7 @@ def test_sigint_on_a_full_disk_without_a_checkpoint_is_not_called_resumable(tmp_
 
 def test_a_second_sigint_during_the_save_does_not_leave_running(tmp_path, monkeypatch, prior):
     """Item 16: the second Ctrl-C stops the save at once, and run.json still gets the truth (no checkpoint: failed)."""
-    trainer = Trainer(small_synthetic_config(20), tmp_path / "run", torch.device("cpu"), prior=prior)
+    trainer = build_trainer(small_synthetic_config(20), tmp_path / "run", torch.device("cpu"), prior=prior)
     real_step = trainer.train_step
 
     def step():

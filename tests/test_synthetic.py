@@ -243,7 +243,7 @@ def test_synthetic_run_resumes_exactly_from_a_checkpoint(tmp_path, estimator):
     from dataclasses import replace
 
     from esd_gs.configs.presets import PRESETS
-    from esd_gs.training.trainer import Trainer
+    from esd_gs.pipeline.build import build_trainer
 
     base = PRESETS["synthetic"].with_psi(estimator)
     psi = replace(base.psi, bank_size=4, bank_refresh_every=3) if estimator == "particle" else base.psi
@@ -259,7 +259,7 @@ def test_synthetic_run_resumes_exactly_from_a_checkpoint(tmp_path, estimator):
     )
     device = torch.device("cpu")
     prior = config.prior.build(device, config.run_context)  # one phi for both runs
-    resumed_and_straight(lambda folder: Trainer(config, tmp_path / folder, device, prior=prior), steps=8, stop=5)
+    resumed_and_straight(lambda folder: build_trainer(config, tmp_path / folder, device, prior=prior), steps=8, stop=5)
 
 
 def test_janus_metrics_score_against_the_reference_s_own_labels():
@@ -483,12 +483,12 @@ def test_trainer_start_from_trains_the_given_object_with_its_own_optimisers(tmp_
 
     from esd_gs.configs.presets import PRESETS
     from esd_gs.example import make_head_scene
-    from esd_gs.training.trainer import Trainer
+    from esd_gs.pipeline.build import build_trainer
 
     base = PRESETS["synthetic"].config
     config = replace(base, prompt="a head", steps=4, batch_size=1, init=replace(base.init, num_points=100),
                      prior=replace(base.prior, num_images=8), psi=replace(base.psi, bank_size=2))  # fmt: skip
-    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    trainer = build_trainer(config, tmp_path, torch.device("cpu"))
     head = make_head_scene(400, seed=0)
     trainer.start_from(head)
     assert trainer.scene.num_gaussians == 400
@@ -511,14 +511,14 @@ def test_psi_timestep_window_trains_psi_around_the_step_s_distillation_t(tmp_pat
     from dataclasses import replace
 
     from esd_gs.configs.presets import PRESETS
-    from esd_gs.training.trainer import Trainer
+    from esd_gs.pipeline.build import build_trainer
 
     base = PRESETS["synthetic"].with_psi("residual")
     psi = replace(base.psi, train_steps_per_iter=2, timestep_window=window)
     schedule, images = replace(base.timesteps, name="dreamtime"), replace(base.prior, num_images=8)
     config = replace(base, prompt="a head", steps=6, batch_size=4, init=replace(base.init, num_points=100), psi=psi,
                      prior=images, timesteps=schedule)  # fmt: skip
-    trainer = Trainer(config, tmp_path, torch.device("cpu"))
+    trainer = build_trainer(config, tmp_path, torch.device("cpu"))
     drawn = []
     draw = trainer.psi.draw_timesteps
     trainer.psi.draw_timesteps = lambda *args: drawn.append(draw(*args)) or drawn[-1]

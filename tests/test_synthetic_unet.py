@@ -166,13 +166,13 @@ def test_the_janus_benchmark_runs_on_the_fitted_unet_and_scores_against_the_exac
 def test_a_run_on_the_fitted_unet_resumes_exactly_from_a_checkpoint(fitted_config, tmp_path, shared):
     """Checkpoint mid-run, restore into a fresh trainer (its own phi from the cache), finish: the same scene and the
     same LoRA as a straight run, as with Stable Diffusion."""
-    from esd_gs.training.trainer import Trainer
+    from esd_gs.pipeline.build import build_trainer
 
     config = replace(fitted_config, steps=6, seed=3, psi=replace(fitted_config.psi, shared_unet=shared))
     device = torch.device("cpu")
 
     def trainer(folder):
-        return Trainer(config, tmp_path / folder, device, prior=build_prior(config, device))
+        return build_trainer(config, tmp_path / folder, device, prior=build_prior(config, device))
 
     straight, second = resumed_and_straight(trainer, steps=6, stop=4)
     for key, value in straight.psi.state_dict().items():

@@ -314,10 +314,10 @@ def live_run(tmp_path, monkeypatch, fail_at):
 
     from small_runs import small_synthetic_config
 
+    from esd_gs.monitors import live_view
     from esd_gs.pipeline.build import build_trainer
-    from esd_gs.viewer import live
 
-    monkeypatch.setattr(live, "LiveView", FakeLiveView)
+    monkeypatch.setattr(live_view, "LiveView", FakeLiveView)
     monkeypatch.setattr(FakeLiveView, "fail_at", fail_at)
     monkeypatch.setattr(FakeLiveView, "made", [])
     config = small_synthetic_config(4, viewer=True, viewer_port=free_port())

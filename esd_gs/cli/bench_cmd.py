@@ -45,7 +45,7 @@ class BenchArgs:
     reference: Path | None = None
     """Reference 3DGS .ply (-Y up); None = the built-in head."""
     p_front: float | None = None
-    """Share of frontal images in the prior; None = the default of generate's --synthetic.p-front."""
+    """Share of frontal images in the prior; None = the default of generate's --prior.p-front."""
     # synthetic-unet's learned psi is the LoRA + camera MLP of Stable Diffusion runs.
     prior: Literal["synthetic", "synthetic-unet"] = "synthetic"
     """phi: the exact prior, or a UNet fitted to its images (cached); every run is scored against the exact one."""

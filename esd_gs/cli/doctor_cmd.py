@@ -82,7 +82,7 @@ def check_torch(report: Report) -> torch.device:
         "warn",
         "torch",
         f"{torch.__version__}: no CUDA device, runs use the CPU (Stable Diffusion takes "
-        "seconds per UNet pass there: use --prior synthetic, or a GPU)",
+        "seconds per UNet pass there: use --preset synthetic, or a GPU)",
     )
     return torch.device("cpu")
 
@@ -123,8 +123,8 @@ def check_model(report: Report, role: str, model: str) -> str | None:
     report.line(
         "fail",
         role,
-        f"{family}: tried {', '.join(tried)}; pass --model PATH, run `hf auth login` for a "
-        "gated model, or use --prior synthetic",
+        f"{family}: tried {', '.join(tried)}; pass --prior.model PATH, run `hf auth login` for a "
+        "gated model, or use --preset synthetic",
     )
     return None
 
@@ -198,7 +198,7 @@ def check_disk(report: Report, out: Path) -> None:
 
 
 def check_fitted_unets(report: Report, cache: Path) -> None:
-    """--prior synthetic-unet downloads nothing: say how many fitted UNets its cache holds (one per set of prior
+    """--preset synthetic-unet downloads nothing: say how many fitted UNets its cache holds (one per set of prior
     images and fit settings; whether one fits this run's settings is known only once the prior's images are rendered)
     and what the first run costs when it holds none."""
     fits = cached_fits(cache)

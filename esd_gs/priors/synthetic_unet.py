@@ -1,5 +1,5 @@
 """phi as a fitted network: a small diffusers ``UNet2DConditionModel`` fitted to the synthetic prior's images
-(``--prior synthetic-unet``, the "learned synthetic" prior).
+(``--preset synthetic-unet``, the "learned synthetic" prior).
 
 The exact-score prior (``synthetic.py``) knows its image distribution exactly; this one learns the same images (the
 same references, cameras, bias and background) with the kind of network Stable Diffusion is. Score distillation
