@@ -103,7 +103,7 @@ def test_other_0_1_layouts_load_as_their_new_configs():
     )
     assert sd.psi == LoRAPsiConfig(lora_rank=2)
     synthetic = config_from_dict({"prior": "synthetic", "psi": {"estimator": "learned", "lr": 0.002}})
-    assert synthetic.psi == ResidualPsiConfig(lr=0.002)
+    assert synthetic.psi == ResidualPsiConfig(lr=0.002, loss_weighting="prediction")  # 0.1 meant prediction
     sections = config_from_dict({"synthetic": {"num_images": 8}})  # a 0.1 preset named its prior by its sections
     assert sections.prior == SyntheticPriorConfig(num_images=8)
 

@@ -87,7 +87,7 @@ def test_offline_with_an_empty_cache_says_so(tmp_path):
 def test_local_folders_and_bad_names(tmp_path, tiny_sd2, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert sources.resolve_model(str(tiny_sd2))[0] == str(tiny_sd2)
-    with pytest.raises(UserError, match=r"from /no/such/dir: no such folder; pass --model PATH"):
+    with pytest.raises(UserError, match=r"from /no/such/dir: no such folder; pass --prior.model PATH"):
         sources.resolve_model("/no/such/dir")
     (tmp_path / "half" / "unet").mkdir(parents=True)
     with pytest.raises(
