@@ -47,7 +47,7 @@ from .checkpoint import (
 )
 from .config import TrainingConfig
 from .densify import Densifier, resolve_grad_threshold
-from .outputs import export_scene
+from .outputs import export_mesh, export_scene
 from .run_dir import RunDir
 from .streams import RandomStreams
 from .theta import Theta
@@ -356,9 +356,7 @@ class Trainer:
         """scene.ply and scene.splat always; the turntable video and contact sheet at the end of the run."""
         export_scene(self.scene, self.files, self.cfg.output, self.backend, final)
         if final and self.cfg.mesh:
-            from ..mesh.extract import write_mesh
-
-            write_mesh(self.scene, self.files.scene_glb)
+            export_mesh(self.scene, self.files)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
