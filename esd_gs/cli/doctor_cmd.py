@@ -177,7 +177,7 @@ def check_gpu_memory(report: Report, config: GenerateConfig, phi_source: str | N
             "fail",
             "GPU memory",
             f"{free_gib:.1f} GiB free of {total_gib:.1f}, the run needs about "
-            f"{needed:.1f} GiB (estimate): try --precision fp16, --psi.shared-unet or a smaller --resolution",
+            f"{needed:.1f} GiB (estimate): try --prior.precision fp16, --psi.shared-unet or a smaller --resolution",
         )
     else:
         report.line(

@@ -75,7 +75,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in table:
         raise UserError(f"unknown precision '{name}': use auto, fp32, fp16 or bf16")
     if device.type == "cpu" and table[name] == torch.float16:
-        raise UserError("fp16 is not supported on CPU: use --precision fp32 (or bf16)")
+        raise UserError("fp16 is not supported on CPU: use --prior.precision fp32 (or bf16)")
     return table[name]
 
 

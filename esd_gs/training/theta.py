@@ -1,27 +1,42 @@
 """theta: the Gaussians being trained and their optimisers, and their part of a run's checkpoints.
 
 Each scene parameter (``scene.PARAM_KEYS``) has its own Adam (eps 1e-15), as gsplat's strategies expect: the
-densifier grows and prunes a parameter and its optimiser state together. In a checkpoint (``checkpoint.py``) the
-parameters are the tensors ``scene.<key>`` and the optimisers' tensors ``optim.<key>.<param index>.<state key>``
-(``optim_state``); the settings are ``{key: that optimiser's settings}``, which meta.json keeps under ``optimizers``.
+densifier grows and prunes a parameter and its optimiser state together. The centres' learning rate decays over the
+run (``schedule``: 3DGS's exponential position schedule); the others stay at their ``OptimConfig`` rates.
+
+In a checkpoint (``checkpoint.py``) the parameters are the tensors ``scene.<key>`` and the optimisers' tensors
+``optim.<key>.<param index>.<state key>`` (``optim_state``); the settings are ``{key: that optimiser's settings}``,
+which meta.json keeps under ``optimizers``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from ..optim_state import optimizer_from_flat, optimizer_to_flat
 from ..scene import PARAM_KEYS, GaussianScene
+from .config import OptimConfig
 
 
 class Theta:
     """The trained ``scene`` (on ``device``) and its ``optimizers`` (one per parameter key)."""
 
-    def __init__(self, scene: GaussianScene, rates: dict[str, float], device: torch.device):
-        """``rates``: the learning rate each parameter's optimiser starts with, by key (all of ``PARAM_KEYS``)."""
-        self.rates, self.device = dict(rates), device
+    def __init__(self, scene: GaussianScene, config: OptimConfig, device: torch.device):
+        """``config``: the learning rate each parameter's optimiser starts with (and the centres' final one)."""
+        self.config, self.device = config, device
+        self.rates = {key: getattr(config, key) for key in PARAM_KEYS}
         self.reset(scene)
+
+    def schedule(self, progress: float) -> None:
+        """Set the centres' learning rate for ``progress`` (the fraction of the run done): exponential decay from
+        ``optim.means`` to ``optim.means_end`` (3DGS's position schedule)."""
+        start, end = self.config.means, self.config.means_end
+        rate = math.exp(math.log(start) + (math.log(end) - math.log(start)) * min(max(progress, 0.0), 1.0))
+        for group in self.optimizers["means"].param_groups:
+            group["lr"] = rate
 
     def reset(self, scene: GaussianScene) -> None:
         """Train ``scene`` (moved to the device) from now on, with fresh optimisers."""

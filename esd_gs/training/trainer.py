@@ -21,7 +21,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import functools
-import math
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from ..priors import Prior, TextEmbeddings
 from ..progress import console, make_progress
 from ..render import render
 from ..render.views import render_batches
-from ..scene import PARAM_KEYS, GaussianScene
+from ..scene import GaussianScene
 from .callbacks import TrainingCallback
 from .checkpoint import (
     check_checkpoint,
@@ -51,6 +50,7 @@ from .outputs import export_mesh, export_scene
 from .run_dir import RunDir
 from .streams import RandomStreams
 from .theta import Theta
+from .views import TrainingViews
 
 
 @dataclass
@@ -102,7 +102,8 @@ class Trainer:
         self.backend, self.prior, self.text = parts.backend, parts.prior, parts.text
         self.psi, self.distill, self.random = parts.psi, parts.distill, parts.random
         ball = GaussianScene.random_ball(config.init, generator=torch.Generator().manual_seed(config.seed + 2))
-        self.theta = Theta(ball, {key: getattr(config.optim, key) for key in PARAM_KEYS}, device)
+        self.theta = Theta(ball, config.optim, device)
+        self.views = TrainingViews(config, at_latent_size=self.prior.approximate_encoder)
         scene_scale = 1.1 * max(config.cameras.radius)
         self.densifier = Densifier(
             resolve_grad_threshold(config.densify, self.distill.config.method), config.steps, scene_scale, device
@@ -150,29 +151,13 @@ class Trainer:
         self.theta.reset(GaussianScene(scene.raw()))
         self.densifier.check(self.scene.params, self.optimizers)
 
-    # ------------------------------------------------------------------ optimisation pieces
-    def _means_lr(self, progress: float) -> float:
-        """Exponential decay from optim.means to optim.means_end over the run (3DGS's position schedule)."""
-        start, end = self.cfg.optim.means, self.cfg.optim.means_end
-        return math.exp(math.log(start) + (math.log(end) - math.log(start)) * min(max(progress, 0.0), 1.0))
-
     def resolution(self, progress: float) -> int:
-        cfg = self.cfg
-        early = cfg.resolution_start is not None and progress < cfg.resolution_switch
-        size = min(cfg.resolution_start, cfg.resolution) if early else cfg.resolution
-        return size // 8 if self.prior.approximate_encoder else size
+        """Render size at ``progress`` (``views.TrainingViews.size``)."""
+        return self.views.size(progress)
 
     def _backgrounds(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Per view: white, black or a random colour (random mode), drawn from ``generator`` (default: the camera
-        generator)."""
-        mode, generator = self.cfg.background, generator or self.random.camera
-        if mode == "white":
-            return torch.ones(batch, 3)
-        if mode == "black":
-            return torch.zeros(batch, 3)
-        choice = torch.randint(0, 3, (batch,), generator=generator)
-        colour = torch.rand(batch, 3, generator=generator)
-        return torch.where((choice == 0)[:, None], 1.0, torch.where((choice == 1)[:, None], 0.0, colour))
+        """``batch`` background colours drawn from ``generator`` (default: the camera stream)."""
+        return self.views.backgrounds(batch, generator or self.random.camera)
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
@@ -181,17 +166,16 @@ class Trainer:
         ``skipped`` (steps skipped so far) and on CUDA ``gpu_mem_gb`` (peak so far)."""
         cfg = self.cfg
         progress = self.step / cfg.steps
-        for group in self.optimizers["means"].param_groups:
-            group["lr"] = self._means_lr(progress)
+        self.theta.schedule(progress)
         if self.densifier.remove_degenerate(self.scene.params, self.optimizers) < 0:
             raise TrainingError(
                 f"every Gaussian has a NaN/Inf parameter or a scale above --densify.max-scale at step {self.step}: "
-                "try --precision fp32, a smaller --optim.means or a larger --densify.max-scale"
+                "try --prior.precision fp32, a smaller --optim.means or a larger --densify.max-scale"
             )
-        size = self.resolution(progress)
+        size = self.views.size(progress)
         if self.psi is not None:
             self.psi.before_step(self.step, lambda count: self.render_latents(count, size)[0])
-        cams = cfg.cameras.sample(cfg.batch_size, generator=self.random.camera)
+        cams = self.views.cameras(cfg.batch_size, self.random.camera)
         out = render(
             self.scene,
             cams,
@@ -226,7 +210,7 @@ class Trainer:
             if self.bad_in_a_row >= cfg.max_bad_steps:
                 raise TrainingError(
                     f"the loss or gradient was NaN/Inf for {self.bad_in_a_row} steps in a row (step {self.step}): "
-                    "try --precision fp32, a smaller --optim.means, or --grad-clip"
+                    "try --prior.precision fp32, a smaller --optim.means, or --grad-clip"
                 )
         self.step += 1
         row = {
@@ -250,8 +234,8 @@ class Trainer:
         distribution, with the training backgrounds, all drawn from ``generator`` (default: the camera generator).
         psi's ``before_step`` gets the latents (``estimators.RenderLatents``)."""
         generator = generator or self.random.camera
-        cams = self.cfg.cameras.sample(count, generator=generator)
-        backgrounds = functools.partial(self._backgrounds, generator=generator)
+        cams = self.views.cameras(count, generator)
+        backgrounds = functools.partial(self.views.backgrounds, generator=generator)
         images = list(render_batches(self.scene, cams, size, backgrounds, batch=16, backend=self.backend))
         approximate = self.prior.approximate_encoder
         latents = torch.cat([self.prior.encode(batch, approximate=approximate) for batch in images])
