@@ -73,7 +73,9 @@ def test_a_0_1_layout_of_the_synthetic_unet_loads_as_its_new_config():
     config = config_from_dict(old)
     assert config.prior == SyntheticUNetConfig(images=SyntheticPriorConfig(p_front=0.8), steps=7)
     assert config.psi == LoRAPsiConfig(lr=0.003)
-    assert config == replace(GenerateConfig(), prior=config.prior, psi=config.psi)  # nothing else changed
+    # 0.1's bank size also sized the particle baseline of a learned psi's diagnostic; nothing else changed
+    assert config.diagnose == replace(GenerateConfig().diagnose, baseline_bank=5)
+    assert config == replace(GenerateConfig(), prior=config.prior, psi=config.psi, diagnose=config.diagnose)
     assert config_from_dict(config_to_dict(config)) == config  # and it saves in this version's layout
     assert (
         config_to_dict(config)["prior"]["name"] == "synthetic-unet" and config_to_dict(config)["psi"]["name"] == "lora"

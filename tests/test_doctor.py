@@ -57,7 +57,7 @@ def test_a_model_on_the_hub_is_found_without_downloading_weights(tiny, tmp_path)
 def test_synthetic_prior_needs_no_model(tmp_path):
     result = run_cli("doctor", "--preset", "synthetic", env_extra=offline(tmp_path))
     assert result.returncode == 0
-    assert "ok  phi: the synthetic prior needs no model" in result.stdout
+    assert "ok  phi: prior:synthetic needs no model" in result.stdout
     old = run_cli("doctor", "--prior", "synthetic", env_extra=offline(tmp_path))  # esd-gs 0.1's spelling
     lines = old.stderr.strip().splitlines()
     assert old.returncode == 2 and len(lines) == 1 and "--preset synthetic" in lines[0], old.stderr

@@ -21,7 +21,7 @@ from rich.console import Console
 from ..configs.generate import GenerateConfig, PresetName
 from ..configs.presets import preset
 from ..configs.yaml_io import load_yaml_config
-from ..priors import SyntheticPriorConfig, SyntheticUNetConfig
+from ..priors import SyntheticUNetConfig
 from ..priors.sources import KNOWN_SOURCES, check_candidates
 from ..priors.synthetic_unet import cached_fits, default_cache
 from ..render.gsplat_backend import find_nvcc, gsplat_build_state, jit_build_dir
@@ -221,12 +221,13 @@ def run_doctor(args: DoctorArgs) -> int:
     device = check_torch(report)
     check_gsplat(report)
     phi_source = psi_source = None
-    if isinstance(config.prior, SyntheticPriorConfig):
-        report.line("ok", "phi", "the synthetic prior needs no model")
-    elif isinstance(config.prior, SyntheticUNetConfig):
+    source = config.prior.model_source()
+    if isinstance(config.prior, SyntheticUNetConfig):  # no download, but a fit on the first run
         check_fitted_unets(report, config.prior.cache or default_cache())
+    elif source is None:
+        report.line("ok", "phi", f"prior:{config.prior.name} needs no model")
     else:
-        phi_source = check_model(report, "phi", args.model or config.prior.model)
+        phi_source = check_model(report, "phi", args.model or source)
         base_model = getattr(config.psi, "base_model", None)
         if not getattr(config.psi, "shared_unet", True) and base_model and config.distill.needs_psi:
             psi_source = check_model(report, "psi base", base_model)

@@ -248,6 +248,10 @@ def upgrade_layout(data: Any) -> Any:
         kept = {f.name for f in dataclasses.fields(known)} if known is not None else set()
         settings = {**OLD_PSI_DEFAULTS, **psi}
         data["psi"] = {"name": estimator, **{k: v for k, v in settings.items() if k in kept}}
+        diagnose = data.get("diagnose")
+        if estimator != "particle" and "bank_size" in psi and (diagnose is None or isinstance(diagnose, dict)):
+            # 0.1's bank size also sized the particle baseline a learned psi's diagnostic compares with
+            data["diagnose"] = {**(diagnose or {}), "baseline_bank": psi["bank_size"]}
     return data
 
 

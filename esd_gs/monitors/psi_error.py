@@ -73,16 +73,18 @@ class PsiDiagnosticConfig:
     """Fresh renders whose mixture score is the exact null-camera score (and over which the KL is measured)."""
     timesteps: tuple[int, ...] = (100, 300, 500, 700, 900)
     """Timesteps the errors are measured at."""
+    baseline_bank: int = 32
+    """Renders in the particle estimator a learned psi is compared with (a particle psi is its own baseline)."""
     seed: int = 12345
     """Seed of the diagnostic's own cameras and noise."""
 
     def __post_init__(self) -> None:
         if not 0 < self.every <= 1:
             raise ConfigError(f"--diagnose.every must be a fraction of the run in (0, 1], got {self.every}")
-        if self.holdout < 1 or self.bank_size < 1 or not self.timesteps:
+        if self.holdout < 1 or self.bank_size < 1 or self.baseline_bank < 1 or not self.timesteps:
             raise ConfigError(
-                "--diagnose.holdout and --diagnose.bank-size must be at least 1, and --diagnose.timesteps "
-                "needs at least one timestep"
+                "--diagnose.holdout, --diagnose.bank-size and --diagnose.baseline-bank must be at least 1, and "
+                "--diagnose.timesteps needs at least one timestep"
             )
         if not 0 <= self.seed < 2**62:
             raise ConfigError(f"--diagnose.seed must be in [0, 2**62), got {self.seed}")

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..distillation import ScoreDistillation
-from ..estimators import ParticlePsiConfig
 from ..monitors.psi_error import PsiDiagnostic, PsiDiagnosticCallback
 from ..render import resolve_backend
 from ..training.callbacks import CheckpointWriter, MetricsWriter, PreviewWriter, TrainingCallback
@@ -59,9 +58,7 @@ def default_callbacks(config: GenerateConfig, trainer: Trainer) -> list[Training
     callbacks: list[TrainingCallback] = []
     if config.diagnose.enabled and trainer.psi is not None:
         lam = config.distill.effective_lambda
-        # the particle baseline the diagnostic measures psi against: the particle psi's own bank size
-        bank = (config.psi if isinstance(config.psi, ParticlePsiConfig) else ParticlePsiConfig()).bank_size
-        diagnostic = PsiDiagnostic(config.diagnose, trainer.prior, bank, lam)
+        diagnostic = PsiDiagnostic(config.diagnose, trainer.prior, config.diagnose.baseline_bank, lam)
         callbacks.append(PsiDiagnosticCallback(diagnostic, config.diagnose.every, config.steps))
     previews = PreviewWriter(config)
     callbacks += [MetricsWriter(), previews]

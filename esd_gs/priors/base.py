@@ -128,6 +128,11 @@ class PriorConfig(ABC):
     def build(self, device: torch.device, context: RunContext) -> Prior:
         """phi on ``device`` for a run described by ``context``; failures are one ``UserError``."""
 
+    def model_source(self) -> str | None:
+        """The model this prior loads (a family, a Hub id or a folder: what ``esd-gs doctor`` checks can be had), or
+        None when it loads none."""
+        return None
+
     def text_embeddings(self, prior: Prior, prompt: str) -> TextEmbeddings:
         """The prompt's conditions for this prior, with this config's text settings (if it has any)."""
         return prior.text_embeddings(prompt)

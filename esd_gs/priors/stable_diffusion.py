@@ -63,6 +63,9 @@ class StableDiffusionConfig(PriorConfig):
         prior.approximate_encoder = self.encoder == "linear"
         return prior
 
+    def model_source(self) -> str:
+        return self.model
+
     def text_embeddings(self, prior: StableDiffusionPrior, prompt: str) -> TextEmbeddings:
         return prior.text_embeddings(prompt, self.negative_prompt, self.view_dependent_prompt)
 

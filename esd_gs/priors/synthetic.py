@@ -67,7 +67,10 @@ class SyntheticPriorConfig(PriorConfig):
 
     def check_run(self, resolution_start: int | None) -> None:
         if resolution_start is not None:
-            raise UserError("the synthetic prior's images have one size: drop --resolution-start")
+            raise UserError(
+                "the synthetic prior's images have one size: use --preset synthetic (its defaults fit it), or pass "
+                "--resolution-start None"
+            )
 
 
 def biased_cameras(
