@@ -45,3 +45,9 @@ def test_presets_work_from_an_installed_wheel(tmp_path):
     helped = run("-m", "esd_gs", "generate", "--preset", "synthetic-unet", "--help", cwd=elsewhere, env=env).stdout
     assert "(default: 1200)" in helped and "(default: 32)" in helped  # the preset's steps and resolution
     assert "(default: prior:synthetic-unet)" in helped and "(default: psi:particle)" in helped
+
+    small = ["--steps", "2", "--batch-size", "1", "--init.num-points", "32", "--prior.num-images", "4"]
+    small += ["--output.turntable-views", "2", "--output.video-formats", "gif", "--out", "run"]
+    run("-m", "esd_gs", "generate", "a head", "--preset", "synthetic", *small, cwd=elsewhere, env=env)
+    saved = (elsewhere / "run" / "config.yaml").read_text()
+    assert "preset: synthetic\n" in saved and "name: particle" in saved and (elsewhere / "run" / "scene.ply").is_file()
