@@ -3,7 +3,6 @@ also across an interruption and a resume; a key a callback adds reaches metrics.
 the callbacks its config asks for; each part of a checkpoint is filed under its prefix; and training imports nothing
 from evaluation/ or viewer/."""
 
-import ast
 import json
 import signal
 from dataclasses import replace
@@ -161,26 +160,3 @@ def test_each_part_of_the_checkpoint_is_filed_under_its_prefix(tmp_path):
     settings = json.loads(json.dumps({"optimizers": parts[""][1], "psi": parts["psi."][1], "device": "cpu"}))
     assert {key: meta[key] for key in settings} == settings
     assert all(name.startswith(("scene.", "optim.")) for name in parts[""][0])
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module ``path`` imports, anywhere in it (also under TYPE_CHECKING or in a function), absolute."""
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-            base = node.module if node.level == 0 else f"{base}.{node.module}" if node.module else base
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
-
-
-def test_training_imports_nothing_from_evaluation_or_the_viewer():
-    files = sorted((ROOT / "esd_gs" / "training").glob("*.py"))
-    assert imported_modules(ROOT / "esd_gs" / "pipeline" / "build.py") >= {"esd_gs.monitors.psi_error"}  # sees them
-    for path in files:
-        above = {m for m in imported_modules(path) if m.startswith(("esd_gs.evaluation", "esd_gs.viewer"))}
-        assert not above, f"{path.name} imports {sorted(above)}"

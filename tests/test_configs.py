@@ -14,6 +14,7 @@ from esd_gs.cli.main import parse_args
 from esd_gs.configs.generate import GenerateConfig
 from esd_gs.configs.presets import PRESETS
 from esd_gs.configs.yaml_io import config_from_dict, config_to_dict, dump_yaml_config, load_yaml_config
+from esd_gs.errors import UserError
 from esd_gs.estimators import LoRAPsiConfig, ParticlePsiConfig, ResidualPsiConfig
 from esd_gs.priors import StableDiffusionConfig, SyntheticPriorConfig, SyntheticUNetConfig
 
@@ -219,3 +220,22 @@ def test_a_config_file_applies_over_the_preset_and_flags_over_both(tmp_path):
     assert config == replace(base, prompt="a head", config=path, steps=20, prior=replace(base.prior, p_front=0.9))
     missing = run_cli("generate", "a head", "--config", tmp_path / "nope.yaml", env=ENV)
     one_error_line(missing, f"config file {tmp_path / 'nope.yaml'} does not exist (an example: configs/preview.yaml)")
+
+
+@pytest.mark.parametrize(
+    ("line", "hint", "named"),
+    [
+        (["--psi.bank-size", "8"], "--psi.bank-size belongs to psi:particle: name it first", "psi:particle"),
+        (["--prior.p-front", "0.3"], "--prior.p-front belongs to prior:synthetic: name it first", "prior:synthetic"),
+        (["--psi.lora-rank", "2"], "--psi.lora-rank belongs to psi:lora: name it first", "psi:lora"),
+    ],
+)
+def test_an_option_of_a_part_not_chosen_names_the_part(line, hint, named):
+    """The option exists, on another prior or estimator than the one in force: the error says which to name, and
+    with that part named first the same option is taken."""
+    preset = ["--preset", "synthetic"] if named == "psi:lora" else []  # the synthetic preset's psi is the particle
+    with pytest.raises(UserError, match=re.escape(hint)):
+        parse_args(["generate", "a head", *preset, *line])
+    config = parse_args(["generate", "a head", *preset, named, *line])
+    part = config.psi if named.startswith("psi") else config.prior
+    assert part.name == named.split(":")[1]

@@ -53,6 +53,27 @@ def old_spelling(command: str, argv: list[str]) -> str | None:
     return None
 
 
+def part_option_hint(argv: list[str]) -> str | None:
+    """One line for the first ``--prior.X`` / ``--psi.X`` of ``argv`` that only another prior or estimator has (called
+    when tyro refuses the command line): the part to name first. None when there is none."""
+    import dataclasses
+
+    from ..estimators import ESTIMATORS
+    from ..priors import PRIORS
+
+    for arg in argv:
+        part, _, option = arg.split("=", 1)[0].removeprefix("--").partition(".")
+        if part not in ("prior", "psi") or not option or option.startswith("no-"):
+            continue
+        field = option.split(".")[0].replace("-", "_")
+        table = PRIORS if part == "prior" else ESTIMATORS
+        owners = [name for name, config in table.items() if field in {f.name for f in dataclasses.fields(config)}]
+        named = [a.split(":", 1)[1] for a in argv if a.startswith(f"{part}:")]
+        if owners and not set(owners) & set(named):
+            return f"{arg.split('=', 1)[0]} belongs to {' or '.join(f'{part}:{o}' for o in owners)}: name it first"
+    return None
+
+
 def name_default_parts(argv: list[str], defaults: GenerateConfig) -> list[str]:
     """``argv`` with ``prior:NAME`` / ``psi:NAME`` (the defaults' own) put before the first negated switch of that part
     (``--psi.no-shared-unet``) when the line names no such part: tyro 1.0 takes a default part's options, but not the
@@ -103,6 +124,7 @@ __all__ = [
     "defaults_for",
     "generate_defaults",
     "name_default_parts",
+    "part_option_hint",
     "old_spelling",
     "run_generate",
 ]

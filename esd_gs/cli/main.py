@@ -115,9 +115,10 @@ def _parse(commands, argv: list[str], lenient: bool = False):
             raise
         message = re.sub(r"^Error parsing [^:]*: ", "", _panel_message(captured))  # a config's own check: its words
         if argv and "nrecognized" in message:
-            from .generate_cmd import old_spelling
+            from .generate_cmd import old_spelling, part_option_hint
 
-            message = old_spelling(argv[0], argv[1:]) or message
+            hint = part_option_hint(argv[1:]) if argv[0] == "generate" else None
+            message = old_spelling(argv[0], argv[1:]) or hint or message
         raise UserError(message + " (see --help)") from None
     except ValueError as exc:  # a nested config refused a value in its __post_init__
         raise UserError(str(exc)) from None
