@@ -16,6 +16,7 @@ one line naming its job.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -72,19 +73,23 @@ def _absolute_paths(config: GenerateConfig) -> GenerateConfig:
     def absolute(value):
         return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
 
-    def references(images):
-        return replace(images, reference=tuple(Path(p).expanduser().resolve() for p in images.reference))
+    def resolved(part):
+        """A part's config with every path in it absolute: ``Path`` values (and tuples of them), nested configs, and
+        the model fields (``model``, ``base_model``: text, a folder when one exists there, else a Hub id)."""
+        changes = {}
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            if isinstance(value, Path):
+                changes[f.name] = value.expanduser().resolve()
+            elif isinstance(value, tuple) and value and all(isinstance(v, Path) for v in value):
+                changes[f.name] = tuple(v.expanduser().resolve() for v in value)
+            elif dataclasses.is_dataclass(value):
+                changes[f.name] = resolved(value)
+            elif f.name in ("model", "base_model") and isinstance(value, str):
+                changes[f.name] = absolute(value)
+        return replace(part, **changes)
 
-    prior, psi = config.prior, config.psi
-    if hasattr(prior, "model"):
-        prior = replace(prior, model=absolute(prior.model))
-    if hasattr(prior, "reference"):
-        prior = references(prior)
-    if hasattr(prior, "images"):
-        prior = replace(prior, images=references(prior.images))
-    if hasattr(psi, "base_model"):
-        psi = replace(psi, base_model=absolute(psi.base_model))
-    return replace(config, prior=prior, psi=psi)
+    return replace(config, prior=resolved(config.prior), psi=resolved(config.psi))
 
 
 def slug(prompt: str) -> str:
