@@ -9,6 +9,7 @@ flags override them and ``--help`` shows them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,7 +19,9 @@ from ..configs.generate import GenerateConfig
 from ..configs.presets import preset
 from ..configs.yaml_io import load_yaml_config
 from ..errors import UserError
+from ..estimators import ESTIMATORS
 from ..pipeline.generate import default_run_dir, generate
+from ..priors import PRIORS
 
 OLD_SPELLINGS = {
     "--prior": "--preset synthetic (or synthetic-unet) for the synthetic priors' defaults; prior:NAME picks a prior",
@@ -56,11 +59,6 @@ def old_spelling(command: str, argv: list[str]) -> str | None:
 def part_option_hint(argv: list[str]) -> str | None:
     """One line for the first ``--prior.X`` / ``--psi.X`` of ``argv`` that only another prior or estimator has (called
     when tyro refuses the command line): the part to name first. None when there is none."""
-    import dataclasses
-
-    from ..estimators import ESTIMATORS
-    from ..priors import PRIORS
-
     for arg in argv:
         part, _, option = arg.split("=", 1)[0].removeprefix("--").partition(".")
         if part not in ("prior", "psi") or not option or option.startswith("no-"):
@@ -107,7 +105,7 @@ def generate_defaults(parse: Callable[[GenerateConfig | None], GenerateConfig]) 
     whether it picks another estimator than theirs (``psi:NAME``), whose defaults the preset may have too."""
     first = parse(None)
     defaults = defaults_for(first.preset, first.config)
-    second = parse(defaults)
+    second = first if defaults == GenerateConfig() else parse(defaults)  # the plain defaults: parsed already
     if second.psi.name != defaults.psi.name:
         defaults = defaults_for(first.preset, first.config, psi=second.psi.name)
     return defaults

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from ..distillation import DistillationConfig
 from ..errors import UserError
-from ..estimators import EstimatorConfig, LoRAPsiConfig, ParticlePsiConfig, ResidualPsiConfig
+from ..estimators import ESTIMATORS, EstimatorConfig, LoRAPsiConfig, ParticlePsiConfig, ResidualPsiConfig
 from ..priors import SyntheticPriorConfig, SyntheticUNetConfig
 from ..scene import BallInit
 from ..training.densify import DensifyConfig
@@ -35,8 +35,6 @@ class Preset:
             return self.config
         chosen = next((option for option in self.psi_options if option.name == name), None)
         if chosen is None:
-            from ..estimators import ESTIMATORS
-
             chosen = ESTIMATORS[name]()
         return replace(self.config, psi=chosen)
 

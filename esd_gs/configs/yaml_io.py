@@ -158,7 +158,7 @@ def _named_option(value: Any, options: list, where: str, base: Any = None) -> An
     if name not in names:
         raise UserError(f"{where}.name: {shown_value(name)} is not one of {', '.join(repr(n) for n in names)}")
     same = base if base is not None and base.name == name else None
-    return _from_plain(names[name], {k: v for k, v in value.items() if k != "name"}, where, same)
+    return _from_plain(names[name], value, where, same)  # which checks and drops the name
 
 
 def _from_plain(cls, data: dict, where: str, base: Any = None):

@@ -94,6 +94,12 @@ class EvalConfig:
         if self.fid_samples < 2 or self.fid_steps < 1 or not math.isfinite(self.fid_guidance):
             raise ConfigError("--fid-samples must be >= 2, --fid-steps >= 1 and --fid-guidance a number")
 
+    def fid_model(self, run: GenerateConfig | None) -> str:
+        """The Stable Diffusion of a non-synthetic target's FID samples: ``model``, else the model the run's prior
+        loads (``PriorConfig.model_source``), else the default family (a bare .ply)."""
+        source = run.prior.model_source() if run is not None else None
+        return self.model or source or DEFAULT_MODEL
+
     def settings(self) -> dict:
         """What makes two evaluations comparable (everything but the cache folder)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k != "cache_dir"}
@@ -255,9 +261,7 @@ def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -
         for target in targets:
             run = target.run_config
             if run is None or synthetic_images(run.prior) is None:
-                models.stable_diffusion(
-                    config.model or getattr(run.prior if run is not None else None, "model", DEFAULT_MODEL)
-                )
+                models.stable_diffusion(config.fid_model(run))
     if "iq-iv" in config.metrics:
         models.classifier(config.classifier)
 

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from torch import Tensor
 
-from ..priors.sources import DEFAULT_MODEL
 from .fid import frechet_distance
 from .quality import inception_quality_variety
 from .samples import SampleSettings, stable_diffusion_samples, synthetic_samples
@@ -92,7 +91,7 @@ def fid(inputs: MetricInputs) -> dict:
         fake = inputs.prior_size_views()
         source = f"synthetic prior ({run.resolution} px)"
     else:
-        model = config.model or getattr(run.prior if run is not None else None, "model", DEFAULT_MODEL)
+        model = config.fid_model(run)
         prior = models.stable_diffusion(model)
         negative = getattr(run.prior if run is not None else None, "negative_prompt", "")
         settings = SampleSettings.of(
