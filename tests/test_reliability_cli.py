@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cli_process import run_cli
+from cli_process import run_cli, start_cli
 
 from esd_gs.cli.main import main
 from esd_gs.testing.small_jobs import SMALL_SYNTHETIC
@@ -327,14 +327,7 @@ def test_the_console_entry_point_imports_nothing_heavy():
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
 def test_sigint_while_generate_imports_torch_is_one_line(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "esd_gs", "generate", "a head", *SYNTHETIC, "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-    )
+    proc = start_cli("generate", "a head", *SYNTHETIC, "--out", out, env=ENV)
     try:
         _wait_for(proc, lambda: "libtorch" in _maps(proc.pid))  # inside `import torch`
         proc.send_signal(signal.SIGINT)
@@ -353,14 +346,7 @@ def test_sigterm_while_batch_starts_ray_is_one_line(tmp_path):
     jobs = jobs_file(tmp_path / "jobs.yaml")
     ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     env = dict(ENV, RAY_TMPDIR=ray_dir)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "esd_gs", "batch", str(jobs), "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
+    proc = start_cli("batch", jobs, "--out", out, env=env)
     try:
         _wait_for(proc, lambda: bool(_children(proc.pid)))  # Ray's first process is up: ray.init is under way
         started = set(_children(proc.pid))
