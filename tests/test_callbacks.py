@@ -141,6 +141,11 @@ def test_build_trainer_gives_a_run_the_callbacks_its_config_asks_for(tmp_path):
     plain = build_trainer(config, tmp_path / "b", CPU)
     assert [type(c) for c in plain.callbacks] == [MetricsWriter, PreviewWriter, CheckpointWriter]
     assert Trainer(config, tmp_path / "c", CPU, build_parts(config, CPU, plain.prior)).callbacks == []
+    # a learned psi is compared with a particle baseline of --diagnose.baseline-bank renders
+    learned = small_synthetic_config(2, psi={"name": "residual"})
+    learned = replace(learned, diagnose=replace(learned.diagnose, enabled=True, baseline_bank=5))
+    (diagnosing, *_) = build_trainer(learned, tmp_path / "d", CPU, prior=plain.prior).callbacks
+    assert isinstance(diagnosing, PsiDiagnosticCallback) and diagnosing.diagnostic.particle.bank_size == 5
 
 
 def test_each_part_of_the_checkpoint_is_filed_under_its_prefix(tmp_path):
