@@ -56,6 +56,7 @@ def esd_steps(model, compiled: bool, steps: int = 2, announce=None, device: str 
     )
     psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig(p_null_camera=0.0))
     if compiled:
+        torch._dynamo.reset()  # as in a new process: earlier tests' graphs do not count towards Dynamo's limit
         compile_unet_passes(prior, psi, announce)
     distill = ScoreDistillation(
         prior, prior.text_embeddings(PROMPT), DistillationConfig(method="esd"), TimestepSchedule(), psi
