@@ -203,6 +203,33 @@ def test_the_growth_rule_is_the_same_for_every_method(tmp_path):
             DensifyConfig(grow_ratio=bad)
 
 
+def test_a_run_resumed_between_refinements_grows_the_same_gaussians(tmp_path):
+    """The threshold is recomputed from gsplat's statistics, which checkpoints keep: a run saved between two
+    refinements (statistics half accumulated) and resumed ends with the scene of the uninterrupted run."""
+    from esd_gs.cli.main import parse_args
+    from esd_gs.pipeline.build import build_trainer
+
+    flags = ["--preset", "synthetic", "--prior.num-images", "4", "--steps", "8", "--init.num-points", "200"]
+    flags += ["--densify.enabled", "--densify.start", "0", "--densify.stop", "1", "--densify.every", "0.25"]
+    config = parse_args(["generate", "x", *flags])  # refinements at steps 2, 4 and 6
+    cpu = torch.device("cpu")
+    whole = build_trainer(config, tmp_path / "whole", cpu)
+    while whole.step < 8:
+        whole.train_step()
+    first = build_trainer(config, tmp_path / "parts", cpu)
+    while first.step < 4:  # steps 0 to 3: refined at step 2, step 3 accumulated
+        first.train_step()
+    first.save()
+    resumed = build_trainer(config, tmp_path / "parts", cpu)
+    resumed.restore()
+    assert resumed.densifier.state["count"].sum() > 0  # mid-way between two refinements
+    while resumed.step < 8:
+        resumed.train_step()
+    assert resumed.scene.num_gaussians == whole.scene.num_gaussians > 200
+    for key, value in whole.scene.params.items():
+        assert torch.equal(resumed.scene.params[key], value), key
+
+
 # ---------------------------------------------------------------------- old configs' absolute threshold
 def saved_config(tmp_path, **densify):
     """A saved config.yaml of the current defaults with ``densify`` changed (as an older esd-gs wrote it)."""
@@ -258,4 +285,4 @@ def test_help_says_what_the_growth_number_means():
     )
     text = " ".join(done.stdout.replace("│", " ").split())
     assert "--densify.grow-ratio FLOAT Clone or split the Gaussians whose mean screen-space gradient" in text
-    assert "above this multiple of the median one" in text and "grad-threshold" not in text
+    assert "is above this multiple of the median one. (default: 2.0)" in text and "grad-threshold" not in text

@@ -11,9 +11,9 @@ gradients, plus the fixes a text-to-3D run needs.
   against VSD/ESD's 7.5, the loss reduction, the resolution), so a fixed number grows every Gaussian with one model
   and none with another. Here the threshold is set at each refinement to ``grow_ratio`` times the median of those
   mean gradients over the Gaussians seen since the last refinement (with a non-zero gradient): multiplying every
-  gradient by any factor leaves every decision unchanged, and fewer than half the seen Gaussians can grow at once
-  (for a ratio of at least 1). research/densify.md compares this with a budget (gsplat's ``MCMCStrategy``) and a
-  fixed share, and measures the counts it gives.
+  gradient by any factor leaves every decision unchanged, and at most half the seen Gaussians can grow at once
+  (for a ratio of at least 1). research/janus.md, Appendix C, compares this with a budget (gsplat's
+  ``MCMCStrategy``) and a fixed share, and measures the counts it gives.
 - Its periodic opacity reset never fires in gsplat 1.5.3 (``step % every == 0 & step > 0`` parses as
   ``step % every == (0 & step) > 0``), so it is done here with gsplat's own ``reset_opa``.
 - Gaussians with a non-finite parameter or an exploding scale are removed before they can blow up memory, and the
@@ -53,9 +53,9 @@ class DensifyConfig:
     """Fraction of the run after which densification stops."""
     every: float = 0.04
     """Densify every this fraction of the run (at least every step)."""
+    # A ratio, not a gradient: the same whatever the prior's gradient scale; from 1 up, at most half grow at once.
     grow_ratio: float = 2.0
-    """Clone or split the Gaussians whose mean screen-space gradient since the last refinement is above this multiple
-    of the median one (a ratio, the same whatever the prior's gradient scale; from 1 up, at most half grow at once)."""
+    """Clone or split the Gaussians whose mean screen-space gradient is above this multiple of the median one."""
     prune_opacity: float = 0.005
     """Remove Gaussians whose opacity falls below this."""
     opacity_reset_every: float = 0.3
