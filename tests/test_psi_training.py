@@ -198,3 +198,28 @@ def test_bf16_step_keeps_latents_float32_and_the_target_trick_exact(tiny_eps, mo
     assert latents.dtype == torch.float32 and out.latents.dtype == torch.float32
     expected = out.grad / 2
     assert float((latents.grad - expected).abs().max()) <= 1e-3 * float(expected.abs().max())
+
+
+def test_steps_the_fp16_loss_scaler_skips_are_counted_and_checkpointed(tiny_eps):
+    """A scale so large that the fp16 gradients overflow: the scaler skips the step (psi does not move) and halves its
+    scale, and ``scaler_skipped`` counts it; a sane scale trains again without counting. Resume keeps the count."""
+    torch.manual_seed(0)
+    prior = load_prior(tiny_eps, torch.float16)
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig())
+    assert psi.grad_scaler.is_enabled() and psi.scaler_skipped == 0
+    psi.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
+    text = prior.text_embeddings(PROMPT).plain
+    latents, cams = fixed_batch()
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        psi.train_step(latents, text, cams, gen)
+    assert psi.scaler_skipped == 2 and psi.grad_scaler.get_scale() == 2.0**38
+    assert all(float(p.abs().max()) == 0.0 for p in lora_b(psi).values())  # both steps skipped
+    psi.grad_scaler.update(new_scale=2.0**10)
+    psi.train_step(latents, text, cams, gen)
+    assert psi.scaler_skipped == 2 and any(float(p.abs().max()) > 0.0 for p in lora_b(psi).values())
+    tensors, meta = psi.checkpoint_state()
+    assert meta["scaler_skipped"] == 2
+    psi.scaler_skipped = 0
+    psi.load_checkpoint_state(tensors, meta)
+    assert psi.scaler_skipped == 2

@@ -163,7 +163,9 @@ class Trainer:
     def train_step(self) -> dict:
         """One step; returns its metrics row: ``step`` (steps done), ``loss`` (None for a skipped step), ``t`` (the
         mean timestep), ``gaussians``, ``resolution`` (of the renders), ``psi_loss`` (None without a psi update),
-        ``skipped`` (steps skipped so far) and on CUDA ``gpu_mem_gb`` (peak so far)."""
+        ``psi_scaler_skipped`` (psi's updates its fp16 loss scaler skipped so far; None without a learned psi),
+        ``skipped`` (steps skipped so far), ``renderer`` (the backend that rendered: gsplat, torch, ...) and on CUDA
+        ``gpu_mem_gb`` (peak so far)."""
         cfg = self.cfg
         progress = self.step / cfg.steps
         self.theta.schedule(progress)
@@ -220,7 +222,9 @@ class Trainer:
             "gaussians": self.scene.num_gaussians,
             "resolution": size,
             "psi_loss": psi_loss,
+            "psi_scaler_skipped": self.psi.scaler_skipped if self.psi is not None else None,
             "skipped": self.skipped,
+            "renderer": self.backend,
         }
         if self.device.type == "cuda":
             row["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30  # peak so far
@@ -333,7 +337,7 @@ class Trainer:
             raise Interrupted(signum)
 
     def _write_status(self, status: str) -> None:
-        self.files.write_status(status, self.step, self.cfg.steps)
+        self.files.write_status(status, self.step, self.cfg.steps, renderer=self.backend)
 
     # ------------------------------------------------------------------ outputs
     def export(self, final: bool) -> None:
