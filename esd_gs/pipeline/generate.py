@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..configs.generate import GenerateConfig
 from ..configs.yaml_io import load_yaml_config, run_config_text
-from ..environment import ensure_writable_dir, pick_device
+from ..environment import check_writable_dir, ensure_writable_dir, pick_device
 from ..errors import UserError
 from ..priors import StableDiffusionConfig
 from ..progress import console
@@ -105,9 +105,10 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
                 f"{files.path} holds an unfinished run: pass --resume {files.path} to continue it, or --overwrite"
             )
         device = pick_device(config.device)
-        ensure_writable_dir(files.path)
+        check_writable_dir(files.path)  # fails fast, and creates nothing
         with announced_once_ready(config, prior):  # loads the models: fail before touching old outputs
             trainer = build_trainer(config, files.path, device, prior=prior)
+        ensure_writable_dir(files.path)  # only once the models have loaded: a failed load leaves no empty folder
     try:
         if config.resume is None:
             if existing:  # --overwrite: the old run is moved aside, and removed only once the new one has finished
