@@ -64,6 +64,39 @@ def test_one_psi_step_gives_every_lora_b_a_gradient_and_moves_it(tiny_eps, share
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "separate"])
+@pytest.mark.parametrize("rank", [2, 4])
+def test_lora_starts_as_the_reference_a_gaussian_of_std_one_over_rank_and_b_zero(tiny_eps, shared, rank):
+    """threestudio's LoRA (ProlificDreamer, ESD; diffusers' ``LoRALinearLayer``) draws A ~ N(0, (1/r)^2) and B = 0,
+    so psi equals its base at step 0. peft's default A (kaiming-uniform, std 1/sqrt(3 * fan_in): 0.07 to 0.10 on
+    this UNet, 0.016 to 0.032 on Stable Diffusion) is what esd-gs drew before; ``--psi.lora-init kaiming`` keeps it."""
+    torch.manual_seed(0)
+    prior = load_prior(tiny_eps)
+    text = prior.text_embeddings(PROMPT).plain
+    latents, cams = fixed_batch(batch=2, seed=5)
+    timesteps = torch.tensor([300, 700])
+    with torch.no_grad():
+        base = prior.unet(latents, timesteps, encoder_hidden_states=text.expand(2, -1, -1)).sample
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=shared, lora_rank=rank, lora_alpha=rank))
+    a_matrices = {name: p.detach() for name, p in psi.unet.named_parameters() if "lora_A" in name}
+    assert len(a_matrices) == len(lora_b(psi)) > 0
+    target = 1.0 / rank
+    for name, weight in a_matrices.items():
+        assert weight.shape[0] == rank, name
+        assert abs(float(weight.std()) - target) < 0.3 * target, (name, float(weight.std()))
+    pooled = torch.cat([p.flatten() for p in a_matrices.values()])
+    assert abs(float(pooled.std()) - target) < 0.05 * target, float(pooled.std())
+    assert abs(float(pooled.mean())) < 0.05 * target
+    assert all(float(p.abs().max()) == 0.0 for p in lora_b(psi).values())
+    assert torch.equal(psi.eps(latents, timesteps, text, cams), base)  # psi == its base at step 0, camera or not
+    assert torch.equal(psi.eps(latents, timesteps, text, None), base)
+
+    kaiming = CameraLoRAEstimator.create(load_prior(tiny_eps), LoRAPsiConfig(shared_unet=shared, lora_init="kaiming"))
+    for name, weight in kaiming.unet.named_parameters():
+        if "lora_A" in name:  # kaiming-uniform with a = sqrt(5): |A| <= 1/sqrt(fan_in)
+            assert float(weight.abs().max()) <= weight.shape[1] ** -0.5, name
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "separate"])
 def test_psi_lowers_its_own_denoising_loss_through_the_lora(tiny_eps, shared):
     """50 steps on a fixed set of latents, camera MLP frozen: only the LoRA can lower the loss (eq. 3)."""
     torch.manual_seed(0)

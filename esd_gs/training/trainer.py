@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,8 +249,9 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
         """Run from ``self.step`` to ``steps``, calling the callbacks (``callbacks.py``), then save the final
-        checkpoint and export; run.json says how it ended. Raises ``Interrupted`` on SIGINT / SIGTERM (after saving)
-        and ``TrainingError`` when the optimisation fails (after exporting what there is)."""
+        checkpoint and export; run.json says how it ended. Raises ``Interrupted`` on SIGINT / SIGTERM (after saving),
+        ``TrainingError`` when the optimisation fails (after exporting what there is), and ``torch.OutOfMemoryError``
+        when the device runs out of memory (after saving a checkpoint at the steps finished, and the scene)."""
         cfg = self.cfg
         self._write_status("running")
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -292,6 +294,14 @@ class Trainer:
             raise
         except TrainingError:
             try:
+                self._attempt(lambda: self.export(final=False), "export the scene")
+            finally:
+                self._settle("failed")
+            raise
+        except torch.OutOfMemoryError as error:  # keep the work: free the failed step's tensors, then save
+            traceback.clear_frames(error.__traceback__)
+            try:
+                self._attempt(self.save, "save a checkpoint")
                 self._attempt(lambda: self.export(final=False), "export the scene")
             finally:
                 self._settle("failed")
