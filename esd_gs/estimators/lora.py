@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, UserError
 from ..priors import Prior, UNetPrior
-from ..priors.sources import load_failure_message, resolve_model
+from ..priors.sources import Loadable, load_first
 from .online import CameraEmbedding, OnlineEstimator, OnlineTrainingConfig
 
 
@@ -169,19 +169,19 @@ class CameraLoRAEstimator(OnlineEstimator):
             unet = copy.deepcopy(prior.unet)
             scheduler = prior.scheduler
         else:
-            base, checks = resolve_model(base, role="psi")
             from ..progress import console
 
-            console.print(f"psi: base UNet from {base} ({checks[-1].reason})")
-            try:
-                width = UNet2DConditionModel.load_config(base, subfolder="unet")["cross_attention_dim"]
-                _check_text_width(prior, width)  # before downloading a UNet that cannot be used
-                unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", torch_dtype=prior.dtype)
-                scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
-            except UserError:
-                raise
-            except Exception as exc:  # OSError, ValueError, and the Hub client's transport errors mid-download
-                raise UserError(load_failure_message(base, exc)) from None
+            def precheck(source: Loadable) -> None:  # before downloading a UNet that cannot be used
+                config = UNet2DConditionModel.load_config(source.source, subfolder="unet", **source.revision_kwargs())
+                _check_text_width(prior, config["cross_attention_dim"])
+
+            def load(source: Loadable):
+                path, weights, revision = source.source, source.weight_kwargs(), source.revision_kwargs()
+                unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=prior.dtype, **weights)
+                return unet, DDPMScheduler.from_pretrained(path, subfolder="scheduler", **revision)
+
+            source, (unet, scheduler) = load_first(base, "psi", ("unet",), load, console.print, precheck)
+            console.print(f"psi: base UNet from {source.describe()}")
         unet = unet.to(prior.device)
         unet.requires_grad_(False)
         unet.eval()
