@@ -16,8 +16,8 @@ class ConfigError(UserError, ValueError):
 
 
 class OutOfMemory(Exception):
-    """The GPU ran out of memory (``torch.OutOfMemoryError``): the message names the settings to lower and where the
-    work done so far was kept. Exit code 1, like a failed run."""
+    """The GPU ran out of memory (``torch.cuda.OutOfMemoryError``, also ``torch.OutOfMemoryError`` from torch 2.5):
+    the message names the settings to lower and where the work done so far was kept. Exit code 1, like a failed run."""
 
 
 def out_of_memory(error: Exception) -> str:

@@ -36,7 +36,7 @@ calls = []
 def failing_update_psi(self, *args, **kwargs):
     calls.append(1)
     if len(calls) == 3:
-        raise torch.OutOfMemoryError({CUDA_MESSAGE!r})
+        raise torch.cuda.OutOfMemoryError({CUDA_MESSAGE!r})
     return update_psi(self, *args, **kwargs)
 
 ScoreDistillation.update_psi = failing_update_psi
@@ -97,7 +97,7 @@ def test_with_psi_in_phis_unet_the_line_names_only_the_sizes(tmp_path, capsys, m
     from esd_gs.distillation.step import ScoreDistillation
 
     def out_of_memory_now(*args, **kwargs):
-        raise torch.OutOfMemoryError(CUDA_MESSAGE)
+        raise torch.cuda.OutOfMemoryError(CUDA_MESSAGE)
 
     monkeypatch.setattr(ScoreDistillation, "update_psi", out_of_memory_now)
     result = in_process(capsys, "generate", "a head", *SMALL, "--steps", "3", "--batch-size", "2", "--out", tmp_path)
@@ -111,7 +111,7 @@ def test_out_of_memory_outside_generate_is_one_line_too(tmp_path, capsys, monkey
     import esd_gs.cli.export_cmd as export_cmd
 
     def out_of_memory_now(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory.")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
 
     monkeypatch.setattr(export_cmd, "read_ply", out_of_memory_now)
     result = in_process(capsys, "export", "assets/head.ply", "--to", tmp_path / "head.splat")
@@ -123,9 +123,27 @@ def test_out_of_memory_outside_generate_is_one_line_too(tmp_path, capsys, monkey
 
 def test_the_line_keeps_only_the_allocation_of_torchs_paragraph():
     assert (
-        out_of_memory(torch.OutOfMemoryError(CUDA_MESSAGE)) == "the GPU ran out of memory (tried to allocate 2.00 GiB)"
+        out_of_memory(torch.cuda.OutOfMemoryError(CUDA_MESSAGE))
+        == "the GPU ran out of memory (tried to allocate 2.00 GiB)"
     )
-    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512 MiB")) == (
+    assert out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 512 MiB")) == (
         "the GPU ran out of memory (tried to allocate 512 MiB)"
     )
-    assert out_of_memory(torch.OutOfMemoryError("out of memory")) == "the GPU ran out of memory"
+    assert out_of_memory(torch.cuda.OutOfMemoryError("out of memory")) == "the GPU ran out of memory"
+
+
+def test_out_of_memory_while_loading_names_what_sets_the_weights_memory(tmp_path, capsys, monkeypatch):
+    """Loading fails whatever the batch or the render size: the line says what does change it, and nothing is made."""
+    import esd_gs.pipeline.generate as generate_module
+
+    def out_of_memory_now(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError(CUDA_MESSAGE)
+
+    monkeypatch.setattr(generate_module, "build_trainer", out_of_memory_now)
+    out = tmp_path / "run"
+    result = in_process(capsys, "generate", "a head", *SMALL, "--steps", "3", "--out", out)
+    assert result.returncode == 1
+    line = oom_error_line(result.stderr)
+    assert "free the GPU memory other processes hold" in line
+    assert "--batch-size" not in line and "--resolution" not in line and "kept in" not in line
+    assert not out.exists()

@@ -206,7 +206,7 @@ def _run(argv: list[str]) -> int:
         return _error(f"{exc.strerror or exc}{where}", 1)
     except (TrainingError, OutOfMemory) as exc:
         return _error(str(exc), 1)
-    except torch.OutOfMemoryError as exc:  # outside generate, which names its own settings (pipeline/generate.py)
+    except torch.cuda.OutOfMemoryError as exc:  # outside generate, which names its own settings (pipeline/generate.py)
         return _error(f"{out_of_memory(exc)}: free what other processes hold, or use smaller sizes", 1)
     except Interrupted as exc:
         hint = (

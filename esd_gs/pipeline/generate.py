@@ -72,18 +72,28 @@ def out_of_memory_in_one_line(config: GenerateConfig, files: RunDir, running: bo
     (``out_of_memory_message``) instead of torch's traceback."""
     try:
         yield
-    except torch.OutOfMemoryError as error:
+    except torch.cuda.OutOfMemoryError as error:
         raise OutOfMemory(out_of_memory_message(config, files, error, running)) from None
 
 
-def out_of_memory_message(config: GenerateConfig, files: RunDir, error: torch.OutOfMemoryError, running: bool) -> str:
-    """What was asked for, the settings that set the memory a step needs (and psi's own UNet, a second copy of the
-    model), and, once ``running``, where the work done so far was kept (``Trainer.run`` saves a checkpoint and the
+def out_of_memory_message(config: GenerateConfig, files: RunDir, error: Exception, running: bool) -> str:
+    """What was asked for; once ``running``, the settings that set the memory a step needs (and psi's own UNet, a
+    second copy of the model) and where the work done so far was kept; while loading, what sets the weights' memory
+    (their precision, psi's own UNet) (``Trainer.run`` saves a checkpoint and the
     scene before it raises)."""
-    lower = f"--batch-size (now {config.batch_size}) or --resolution (now {config.resolution})"
-    if config.distill.needs_psi and isinstance(config.psi, LoRAPsiConfig) and not config.psi.shared_unet:
-        lower += ", or let psi share phi's UNet (--psi.shared-unet)"
-    message = f"{out_of_memory(error)}: lower {lower}"
+    separate_psi = config.distill.needs_psi and isinstance(config.psi, LoRAPsiConfig) and not config.psi.shared_unet
+    if running:  # a step's activations: its batch and its render size
+        lower = f"lower --batch-size (now {config.batch_size}) or --resolution (now {config.resolution})"
+        if separate_psi:
+            lower += ", or let psi share phi's UNet (--psi.shared-unet)"
+    else:  # loading: the weights themselves, whatever the batch or the size
+        precision = getattr(config.prior, "precision", None)
+        lower = "free the GPU memory other processes hold"
+        if precision == "fp32":
+            lower += ", load the model in half precision (--prior.precision fp16)"
+        if separate_psi:
+            lower += ", let psi share phi's UNet (--psi.shared-unet)"
+    message = f"{out_of_memory(error)}: {lower}"
     if running and has_checkpoint(files.checkpoint) and files.scene_ply.is_file():
         message += (
             f"; the run so far is kept in {files.path} (its scene.ply, and a checkpoint that --resume continues where "

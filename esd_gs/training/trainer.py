@@ -250,8 +250,9 @@ class Trainer:
     def run(self) -> None:
         """Run from ``self.step`` to ``steps``, calling the callbacks (``callbacks.py``), then save the final
         checkpoint and export; run.json says how it ended. Raises ``Interrupted`` on SIGINT / SIGTERM (after saving),
-        ``TrainingError`` when the optimisation fails (after exporting what there is), and ``torch.OutOfMemoryError``
-        when the device runs out of memory (after saving a checkpoint at the steps finished, and the scene)."""
+        ``TrainingError`` when the optimisation fails (after exporting what there is), and
+        ``torch.cuda.OutOfMemoryError`` when the device runs out of memory (after saving a checkpoint where the step
+        failed, and the scene)."""
         cfg = self.cfg
         self._write_status("running")
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -298,7 +299,7 @@ class Trainer:
             finally:
                 self._settle("failed")
             raise
-        except torch.OutOfMemoryError as error:  # keep the work: free the failed step's tensors, then save
+        except torch.cuda.OutOfMemoryError as error:  # keep the work: free the failed step's tensors, then save
             traceback.clear_frames(error.__traceback__)
             try:
                 self._attempt(self.save, "save a checkpoint")
