@@ -82,7 +82,10 @@ def brighter(*args, **kwargs):
 
 render.BACKENDS["dense"] = brighter
 """,
-        [f"renderers disagree on scene {seed}: the PyTorch renderer's image is" for seed in (0, 1, 2)],
+        [
+            f"renderers disagree on scene {scene}: the PyTorch renderer's"
+            for scene, _, _ in gpu_acceptance.RENDERER_SCENES
+        ],
     ),
 }
 
