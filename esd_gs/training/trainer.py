@@ -46,7 +46,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainingConfig
-from .densify import Densifier, resolve_grad_threshold
+from .densify import Densifier
 from .outputs import export_mesh, export_scene
 from .run_dir import RunDir
 from .streams import RandomStreams
@@ -106,9 +106,7 @@ class Trainer:
         self.theta = Theta(ball, config.optim, device)
         self.views = TrainingViews(config, at_latent_size=self.prior.approximate_encoder)
         scene_scale = 1.1 * max(config.cameras.radius)
-        self.densifier = Densifier(
-            resolve_grad_threshold(config.densify, self.distill.config.method), config.steps, scene_scale, device
-        )
+        self.densifier = Densifier(config.densify, config.steps, scene_scale, device)
         self.densifier.check(self.scene.params, self.optimizers)
         self.step = 0
         self.skipped = 0
