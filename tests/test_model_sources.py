@@ -148,6 +148,25 @@ def test_weights_that_are_not_the_published_ones_are_refused_in_one_line(tiny_sd
     assert not (tmp_path / "run" / "scene.ply").exists()
 
 
+def test_a_mirror_named_explicitly_is_loaded_as_it_is_without_the_digest_check(tiny_sd2, tmp_path):
+    """The way past a published digest that no longer matches: name the Hub id itself. It is loaded at its main
+    branch, unchecked, and the line says so; the same weights under the family name are refused."""
+    other = build_tiny_stable_diffusion(tmp_path / "other", "epsilon", family="sd2", seed=7)
+    with serving({FIRST: str(other), SECOND: "missing"}) as server:
+        env = hub_env(server, tmp_path)
+        pins = {FIRST: pins_for(tiny_sd2)}  # digests of another model than the one served
+        refused = run_cli("generate", "a head", *SMALL_RUN, "--out", tmp_path / "r1", env_extra=env, pins=pins)
+        named = run_cli(
+            "generate", "a head", *SMALL_RUN, "--prior.model", FIRST, "--out", tmp_path / "r2", env_extra=env, pins=pins
+        )
+    assert refused.returncode == 2 and "does not match its published sha256" in refused.stderr, refused.stderr[-2000:]
+    assert named.returncode == 0, named.stderr[-3000:]
+    assert f"phi: Stable Diffusion from {FIRST} (on the Hugging Face Hub; weights not verified: a Hub id named " in (
+        named.stdout + named.stderr
+    )
+    assert (tmp_path / "r2" / "scene.ply").is_file()
+
+
 def test_a_mirror_with_a_broken_layout_gives_way_and_all_failing_is_one_line(tiny_sd2, tmp_path, monkeypatch):
     """The same fallback for any load failure (here an unreadable UNet config), through the loader itself."""
     broken = tmp_path / "odd-layout"

@@ -57,7 +57,8 @@ DEFAULT_MODEL = "sd2.1-base"
 """phi's default: Stable Diffusion 2.1-base, the model of the paper and of ProlificDreamer."""
 
 REMEDY = (
-    "pass --prior.model PATH to a local diffusers folder (or another Hub id), run `hf auth login` for a gated model, "
+    "pass --prior.model PATH to a local diffusers folder (or a Hub id, loaded as it is without a digest check), run "
+    "`hf auth login` for a gated model, "
     "check the network, or use --preset synthetic to run offline"
 )
 
@@ -317,15 +318,15 @@ def check_local(path: Path) -> SourceCheck:
     return SourceCheck(source, True, "local folder")
 
 
-def check_source(source: str, parts: tuple[str, ...] = PHI_PARTS) -> SourceCheck:
+def check_source(source: str, parts: tuple[str, ...] = PHI_PARTS, pinned: bool = True) -> SourceCheck:
     """Can ``source`` (a Hub id or a folder) be loaded here? Fetches at most its model_index.json (at its pinned
-    revision), never weights. ``parts``: what will be loaded (a pinned source is "in the cache" when their weight
-    files are)."""
+    revision, unless not ``pinned``: an id named explicitly), never weights. ``parts``: what will be loaded (a pinned
+    source is "in the cache" when their weight files are)."""
     if looks_like_path(source):
         return check_local(Path(source).expanduser())
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    pin = PINS.get(source)
+    pin = PINS.get(source) if pinned else None
     revision = pin.revision if pin else None
 
     def cached(name: str) -> bool:
@@ -564,11 +565,14 @@ class Loadable:
         return f"{self.source}{at} ({self.reason}; {checked})"
 
 
-def prepare(check: SourceCheck, parts: tuple[str, ...]) -> Loadable:
-    """A source that answered -> a ``Loadable``: a pinned Hub source has its weights downloaded and verified first."""
+def prepare(check: SourceCheck, parts: tuple[str, ...], verify: bool = True) -> Loadable:
+    """A source that answered -> a ``Loadable``: a pinned Hub source has its weights downloaded and verified first,
+    unless ``verify`` is off (the user named the Hub id itself, not a family: that id is loaded as it is)."""
     source = check.source
     if looks_like_path(source):
         return Loadable(source, check.reason, unverified_because="a local folder")
+    if not verify:
+        return Loadable(source, check.reason, unverified_because="a Hub id named explicitly")
     pin = PINS.get(source)
     if pin is None:
         return Loadable(source, check.reason, unverified_because="a Hub id without published digests")
@@ -592,14 +596,16 @@ def load_first(
     A source that answers but fails (``precheck`` aside, whose ``UserError`` stops everything: a wrong family is no
     reason to try another mirror of it) is one line through ``announce`` when the next source that answers is tried;
     when none is left, one ``UserError`` line names each source tried and why it failed. ``precheck`` runs before any
-    weight is downloaded (e.g. reading a config to refuse a model that cannot be used)."""
+    weight is downloaded (e.g. reading a config to refuse a model that cannot be used). A family name's Hub sources
+    are pinned and verified (``PINS``); a Hub id named explicitly is loaded as it is, at its main branch."""
     sources = candidates(model)
+    by_family = model in KNOWN_SOURCES or model in REMOVED_IDS
     if _needs_hub(sources):
         hub_reachable()
     tried: list[tuple[str, str]] = []
     pending: str | None = None
     for source in sources:
-        check = check_source(source, parts)
+        check = check_source(source, parts, pinned=by_family)
         if not check.ok:
             tried.append((source, check.reason))
             continue
@@ -608,9 +614,9 @@ def load_first(
             pending = None
         try:
             if precheck is not None:
-                pin = PINS.get(source) if not looks_like_path(source) else None
+                pin = PINS.get(source) if by_family and not looks_like_path(source) else None
                 precheck(Loadable(source, check.reason, pin.revision if pin else None))
-            loadable = prepare(check, parts)
+            loadable = prepare(check, parts, verify=by_family)
             result = load(loadable)
         except UserError:
             raise
