@@ -18,7 +18,8 @@ gradients are untouched): with the relative threshold the counts must not move.
     .venv/bin/python research/scripts/densify_counts.py --model DIR --method esd --steps 12 \\
         --set resolution_start=None densify.start=0 densify.stop=1 densify.every=0.167 --out counts.json
 
-Every other ``esd-gs generate`` option can follow as ``--set KEY=VALUE`` pairs.
+Every other ``esd-gs generate`` option can follow as ``--set KEY=VALUE`` pairs. ``--table FILE.json ...`` prints
+recorded runs as Markdown tables (start -> peak -> end, then one row per refinement) instead of running.
 """
 
 from __future__ import annotations
@@ -39,8 +40,39 @@ OLD_THRESHOLD = {"vsd": 0.1, "esd": 0.1, "sds": 1.0}
 """The absolute thresholds before issue 31 (``densify.GRAD_THRESHOLD`` then), for the counterfactual share."""
 
 
+def table(paths: list[Path]) -> str:
+    """Markdown tables of recorded runs: one summary row each, then each run's refinements."""
+    records = [(path.stem, json.loads(path.read_text())) for path in paths]
+    lines = [
+        "| run | rule | 2D gradients x | start | peak (step) | end | s/step |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in records:
+        lines.append(
+            f"| {name} | {r['rule']} | {r['scale_2d_grads']:g} | {r['start']:,} | {r['peak']:,} ({r['peak_step']}) | "
+            f"{r['end']:,} | {r['seconds_per_step']:.2f} |"
+        )
+    for name, r in records:
+        lines += [
+            "",
+            f"{name}: per refinement",
+            "",
+            "| step | before | seen | median grad | threshold | > 2x median | > old threshold | cloned | split "
+            "| pruned | capped | after |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for x in r["refinements"]:
+            lines.append(
+                f"| {x['step']} | {x['before']:,} | {x['seen']:,} | {x['median_grad']:.3g} | {x['threshold']:.3g} | "
+                f"{x['share_above_2x_median']:.1%} | {x['share_above_old_threshold']:.1%} | {x['cloned']:,} | "
+                f"{x['split']:,} | {x['pruned']:,} | {x['capped']:,} | {x['after']:,} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", nargs="+", type=Path, default=None, help="print these records as tables")
     parser.add_argument("--prior", choices=["sd", "synthetic"], default="sd", help="the 2D prior")
     parser.add_argument("--model", default=None, help="Stable Diffusion folder or id (with --prior sd)")
     parser.add_argument("--method", choices=["sds", "vsd", "esd"], default="esd", help="update rule")
@@ -50,6 +82,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra generate options")
     parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
 
     argv = ["generate", "densify-counts", "--preset", "synthetic" if args.prior == "synthetic" else "esd"]
     argv += ["--method", args.method, "--densify.enabled"]
