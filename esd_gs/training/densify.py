@@ -53,9 +53,9 @@ class DensifyConfig:
     """Fraction of the run after which densification stops."""
     every: float = 0.04
     """Densify every this fraction of the run (at least every step)."""
-    # A ratio, not a gradient: the same whatever the prior's gradient scale; from 1 up, at most half grow at once.
+    # A ratio, so the same whatever the prior's gradient scale; from 1 up, at most half the seen Gaussians grow at once.
     grow_ratio: float = 2.0
-    """Clone or split the Gaussians whose mean screen-space gradient is above this multiple of the median one."""
+    """Clone/split the Gaussians whose mean screen-space gradient is above this multiple of the run's median one."""
     prune_opacity: float = 0.005
     """Remove Gaussians whose opacity falls below this."""
     opacity_reset_every: float = 0.3
