@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -37,3 +38,22 @@ def ensure_writable_dir(path: Path) -> None:
         raise UserError(f"cannot create output directory {path}: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"output directory {path} is not writable")
+
+
+def check_writable_dir(path: Path) -> None:
+    """Fail in one line where ``ensure_writable_dir(path)`` would, but create nothing: ``path``, or where it does not
+    exist yet its nearest existing parent, must be a directory this process can create files in. Tried by making
+    and removing an empty folder there (``os.access`` answers yes to root even on a read-only file system)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"output path {path} exists and is not a directory")
+    nearest = Path(os.path.abspath(path))
+    while not os.path.exists(nearest):
+        nearest = nearest.parent
+    if not os.path.isdir(nearest):
+        raise UserError(f"cannot create output directory {path}: {nearest} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".esd-gs-write-check-", dir=nearest))
+    except OSError as exc:
+        if os.path.isdir(path):
+            raise UserError(f"output directory {path} is not writable") from None
+        raise UserError(f"cannot create output directory {path}: {exc.strerror}") from None

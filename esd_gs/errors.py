@@ -1,6 +1,6 @@
-"""The exceptions the command line turns into one line: ``UserError`` (exit code 2) and ``Stopped`` (a stop signal
-outside the stages that handle one themselves: exit code 128 + the signal), and ``public_names``, which keeps the
-hidden temporary names of files being written out of the messages."""
+"""The exceptions the command line turns into one line: ``UserError`` (exit code 2), ``OutOfMemory`` (exit code 1)
+and ``Stopped`` (a stop signal outside the stages that handle one themselves: exit code 128 + the signal), and
+``public_names``, which keeps the hidden temporary names of files being written out of the messages."""
 
 import re
 import signal
@@ -13,6 +13,19 @@ class UserError(Exception):
 class ConfigError(UserError, ValueError):
     """A setting outside what it accepts, raised by a config's own checks (``__post_init__``). A ``ValueError`` too,
     so tyro and the YAML reader report it as the bad value of the option they were reading."""
+
+
+class OutOfMemory(Exception):
+    """The GPU ran out of memory (``torch.cuda.OutOfMemoryError``, also ``torch.OutOfMemoryError`` from torch 2.5):
+    the message names the settings to lower and where the work done so far was kept. Exit code 1, like a failed run."""
+
+
+def out_of_memory(error: Exception) -> str:
+    """The start of the line for torch's ``OutOfMemoryError``: ``the GPU ran out of memory (tried to allocate 2.00
+    GiB)``, with the allocation where its message names one; the rest of that message (the device's capacity, the
+    caching allocator's advice) is a paragraph, not a line."""
+    found = re.search(r"[Tt]ried to allocate (\d+(?:\.\d+)? ?[KMGTP]?i?B)", str(error))
+    return "the GPU ran out of memory" + (f" (tried to allocate {found[1]})" if found else "")
 
 
 class Stopped(BaseException):

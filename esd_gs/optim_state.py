@@ -29,12 +29,15 @@ def optimizer_to_flat(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict
 def optimizer_from_flat(
     name: str, optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict, device
 ) -> None:
+    """Restore ``optimizer`` from ``optimizer_to_flat``'s tensors and settings: its state tensors on ``device``,
+    except Adam's ``step`` counters, which stay on the CPU as torch keeps them (a counter on a GPU costs a host sync
+    per parameter per step); torch's ``load_state_dict`` moves them itself when a group is capturable or fused."""
     prefix = f"optim.{name}."
     entries: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith(prefix):
             index, state_key = key[len(prefix) :].split(".", 1)
-            entries.setdefault(int(index), {})[state_key] = value.to(device)
+            entries.setdefault(int(index), {})[state_key] = value if state_key == "step" else value.to(device)
     for key, value in meta["scalars"].items():
         index, state_key = key.split(".", 1)
         entries.setdefault(int(index), {})[state_key] = value

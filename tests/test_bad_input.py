@@ -56,7 +56,7 @@ def refused(argv, capsys, expected):
         (["--cameras.fovy", "0", "0"], "--cameras.fovy must be a range"),
         (["--cameras.radius", "3", "2"], "--cameras.radius must be a range"),
         (["--output.checkpoint-every", "2"], "--output.checkpoint-every must be a fraction"),
-        (["--densify.grad-threshold", "-1"], "--densify.grad-threshold must be > 0"),
+        (["--densify.grow-ratio", "-1"], "--densify.grow-ratio must be > 0"),
         (["--max-bad-steps", "0"], "--max-bad-steps must be at least 1"),
         (["--init.opacity", "1.5"], "--init.opacity in (0, 1)"),
         (["--init.color", "nan"], "--init.color in [0, 1]"),

@@ -111,8 +111,23 @@ def test_keys_added_before_the_metrics_writer_are_written_and_later_callbacks_se
     Trainer(config, tmp_path, CPU, build_parts(config, CPU), callbacks=[Marker(), MetricsWriter(), reader]).run()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["marker"] for row in rows] == [10, 20]
-    assert list(rows[0]) == ["step", "loss", "t", "gaussians", "resolution", "psi_loss", "skipped", "marker", "it_s"]
+    assert list(rows[0]) == [
+        "step",
+        "loss",
+        "t",
+        "gaussians",
+        "resolution",
+        "psi_loss",
+        "psi_scaler_skipped",
+        "skipped",
+        "renderer",
+        "marker",
+        "it_s",
+    ]
     assert reader.rows == rows
+    # the renderer that drew the run, in every row and in run.json; no loss scaler for the (untrained) particle psi
+    assert {row["renderer"] for row in rows} == {"torch"} and {row["psi_scaler_skipped"] for row in rows} == {None}
+    assert json.loads((tmp_path / "run.json").read_text())["renderer"] == "torch"
 
 
 def test_previews_and_checkpoints_on_schedule(tmp_path):

@@ -1,5 +1,7 @@
 """``esd-gs doctor``: one line per check, exit 0 only when a run can start, and never a weight download."""
 
+import socket
+import time
 import types
 
 import pytest
@@ -8,7 +10,7 @@ from fake_hub import hub_env, run_cli, serving
 
 from esd_gs.cli import doctor_cmd
 from esd_gs.configs.generate import GenerateConfig
-from esd_gs.priors.sources import KNOWN_SOURCES
+from esd_gs.priors.sources import KNOWN_SOURCES, PROBE_TIMEOUT_S, SourceCheck
 from esd_gs.render import gsplat_backend
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 
@@ -47,11 +49,33 @@ def test_a_model_on_the_hub_is_found_without_downloading_weights(tiny, tmp_path)
         result = run_cli("doctor", env_extra=hub_env(server, tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert (
-        f"ok  phi: sd2.1-base -> {SECOND}: on the Hugging Face Hub (the first run downloads its weights)"
-        in result.stdout
+        f"ok  phi: sd2.1-base -> {SECOND}: on the Hugging Face Hub (the first run downloads its weights and checks "
+        "their sha256)" in result.stdout
     )
     fetched = [r for r in server.requests if r.startswith("GET ") and "/resolve/" in r]
     assert fetched and all(r.endswith("model_index.json") for r in fetched), fetched
+
+
+def test_an_unreachable_hub_is_one_quick_line_and_no_retries(tmp_path):
+    """HF_HUB_OFFLINE unset, nothing answering at HF_ENDPOINT: the phi line says so, nothing else is printed, and
+    the whole check takes the connectivity check's few seconds, not huggingface_hub's minute of retries."""
+    offline_env = {**offline(tmp_path), "ESD_GS_CACHE": str(tmp_path / "cache")}
+    start = time.monotonic()
+    run_cli("doctor", "--out", tmp_path, env_extra=offline_env)
+    offline_seconds = time.monotonic() - start
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        env = {**offline_env, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+        start = time.monotonic()
+        result = run_cli("doctor", "--out", tmp_path, env_extra=env, timeout=60)
+        elapsed = time.monotonic() - start
+    assert result.returncode == 1 and result.stderr == "", result.stderr
+    phi = [line for line in result.stdout.splitlines() if "phi:" in line]
+    assert len(phi) == 1 and phi[0].startswith("fail  phi: sd2.1-base (2 known source(s)): tried "), result.stdout
+    assert f"{FIRST} (Hub unreachable (127.0.0.1:{port} did not answer within 5 s) and not in the cache)" in phi[0]
+    assert elapsed < max(15.0, offline_seconds + PROBE_TIMEOUT_S + 3.0), (elapsed, offline_seconds)
 
 
 def test_synthetic_prior_needs_no_model(tmp_path):
@@ -101,11 +125,12 @@ def test_weights_estimate_is_the_exact_parameter_memory(tiny):
 def test_gpu_memory_too_small_fails(tiny, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1 * 2**30, 8 * 2**30))
     report = doctor_cmd.Report()
-    doctor_cmd.check_gpu_memory(report, GenerateConfig(), str(tiny), None)  # 512 px: ~4 GiB of working memory
+    phi = SourceCheck(str(tiny), True, "local folder")
+    doctor_cmd.check_gpu_memory(report, GenerateConfig(), phi, None)  # 512 px: ~4 GiB of working memory
     assert report.failed and "1.0 GiB free of 8.0, the run needs about 4.0 GiB" in capsys.readouterr().out
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (80 * 2**30, 80 * 2**30))
     report = doctor_cmd.Report()
-    doctor_cmd.check_gpu_memory(report, GenerateConfig(), str(tiny), None)
+    doctor_cmd.check_gpu_memory(report, GenerateConfig(), phi, None)
     assert not report.failed
 
 

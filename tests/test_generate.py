@@ -138,7 +138,7 @@ def test_sigterm_saves_and_exits_non_zero(tiny_model, tmp_path):
         (["generate", "x", "--lambda-entropy", "1.5"], "--lambda-entropy"),
         (["generate", "x", "--steps", "-1"], "--steps"),
         (["generate", "x", "--method", "dds"], "--method"),
-        (["generate", "x", "--densify.grad-threshold", "0"], "--densify.grad-threshold must be > 0"),
+        (["generate", "x", "--densify.grow-ratio", "0"], "--densify.grow-ratio must be > 0"),
         (["generate", "x", "--prior.model", "/no/such/model"], "from /no/such/model: no such folder"),
         (["generate", "x", "--config", "configs/nope.yaml"], "does not exist"),
         (["generate", "x", "--out", "/proc/esd-gs-cannot-write-here"], "cannot create output directory"),
@@ -159,11 +159,11 @@ def test_presets_load_and_flags_override():
         config = parse_args(["generate", "x", "--config", str(ROOT / "configs" / f"{name}.yaml")])
         config.validate()
     sds = parse_args(["generate", "x", "--config", str(ROOT / "configs" / "sds.yaml")])
-    assert (sds.distill.method, sds.distill.guidance_scale, sds.densify.grad_threshold) == (
+    assert (sds.distill.method, sds.distill.guidance_scale, sds.densify.grow_ratio) == (
         "sds",
         100.0,
-        None,
-    )  # None: by method
+        2.0,
+    )  # the same relative growth for every method
     # The preset sets vsd with lambda 0 and 2500 steps; flags on the command line win, the rest stays.
     mixed = parse_args(
         ["generate", "x", "--config", str(ROOT / "configs" / "vsd.yaml"), "--method", "esd", "--steps", "7"]

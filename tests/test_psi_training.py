@@ -64,6 +64,39 @@ def test_one_psi_step_gives_every_lora_b_a_gradient_and_moves_it(tiny_eps, share
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "separate"])
+@pytest.mark.parametrize("rank", [2, 4])
+def test_lora_starts_as_the_reference_a_gaussian_of_std_one_over_rank_and_b_zero(tiny_eps, shared, rank):
+    """threestudio's LoRA (ProlificDreamer, ESD; diffusers' ``LoRALinearLayer``) draws A ~ N(0, (1/r)^2) and B = 0,
+    so psi equals its base at step 0. peft's default A (kaiming-uniform, std 1/sqrt(3 * fan_in): 0.07 to 0.10 on
+    this UNet, 0.016 to 0.032 on Stable Diffusion) is what esd-gs drew before; ``--psi.lora-init kaiming`` keeps it."""
+    torch.manual_seed(0)
+    prior = load_prior(tiny_eps)
+    text = prior.text_embeddings(PROMPT).plain
+    latents, cams = fixed_batch(batch=2, seed=5)
+    timesteps = torch.tensor([300, 700])
+    with torch.no_grad():
+        base = prior.unet(latents, timesteps, encoder_hidden_states=text.expand(2, -1, -1)).sample
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=shared, lora_rank=rank, lora_alpha=rank))
+    a_matrices = {name: p.detach() for name, p in psi.unet.named_parameters() if "lora_A" in name}
+    assert len(a_matrices) == len(lora_b(psi)) > 0
+    target = 1.0 / rank
+    for name, weight in a_matrices.items():
+        assert weight.shape[0] == rank, name
+        assert abs(float(weight.std()) - target) < 0.3 * target, (name, float(weight.std()))
+    pooled = torch.cat([p.flatten() for p in a_matrices.values()])
+    assert abs(float(pooled.std()) - target) < 0.05 * target, float(pooled.std())
+    assert abs(float(pooled.mean())) < 0.05 * target
+    assert all(float(p.abs().max()) == 0.0 for p in lora_b(psi).values())
+    assert torch.equal(psi.eps(latents, timesteps, text, cams), base)  # psi == its base at step 0, camera or not
+    assert torch.equal(psi.eps(latents, timesteps, text, None), base)
+
+    kaiming = CameraLoRAEstimator.create(load_prior(tiny_eps), LoRAPsiConfig(shared_unet=shared, lora_init="kaiming"))
+    for name, weight in kaiming.unet.named_parameters():
+        if "lora_A" in name:  # kaiming-uniform with a = sqrt(5): |A| <= 1/sqrt(fan_in)
+            assert float(weight.abs().max()) <= weight.shape[1] ** -0.5, name
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "separate"])
 def test_psi_lowers_its_own_denoising_loss_through_the_lora(tiny_eps, shared):
     """50 steps on a fixed set of latents, camera MLP frozen: only the LoRA can lower the loss (eq. 3)."""
     torch.manual_seed(0)
@@ -198,3 +231,28 @@ def test_bf16_step_keeps_latents_float32_and_the_target_trick_exact(tiny_eps, mo
     assert latents.dtype == torch.float32 and out.latents.dtype == torch.float32
     expected = out.grad / 2
     assert float((latents.grad - expected).abs().max()) <= 1e-3 * float(expected.abs().max())
+
+
+def test_steps_the_fp16_loss_scaler_skips_are_counted_and_checkpointed(tiny_eps):
+    """A scale so large that the fp16 gradients overflow: the scaler skips the step (psi does not move) and halves its
+    scale, and ``scaler_skipped`` counts it; a sane scale trains again without counting. Resume keeps the count."""
+    torch.manual_seed(0)
+    prior = load_prior(tiny_eps, torch.float16)
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig())
+    assert psi.grad_scaler.is_enabled() and psi.scaler_skipped == 0
+    psi.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
+    text = prior.text_embeddings(PROMPT).plain
+    latents, cams = fixed_batch()
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        psi.train_step(latents, text, cams, gen)
+    assert psi.scaler_skipped == 2 and psi.grad_scaler.get_scale() == 2.0**38
+    assert all(float(p.abs().max()) == 0.0 for p in lora_b(psi).values())  # both steps skipped
+    psi.grad_scaler.update(new_scale=2.0**10)
+    psi.train_step(latents, text, cams, gen)
+    assert psi.scaler_skipped == 2 and any(float(p.abs().max()) > 0.0 for p in lora_b(psi).values())
+    tensors, meta = psi.checkpoint_state()
+    assert meta["scaler_skipped"] == 2
+    psi.scaler_skipped = 0
+    psi.load_checkpoint_state(tensors, meta)
+    assert psi.scaler_skipped == 2

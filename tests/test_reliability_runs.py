@@ -141,6 +141,31 @@ def test_a_model_folder_with_truncated_weights_is_one_line(tiny_model, tmp_path)
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     result = esd_gs("generate", "a head", "--prior.model", model, *TINY_SD, "--steps", "2", "--out", tmp_path / "run")
     one_error_line(result, str(model))
+    assert not (tmp_path / "run").exists()  # the run folder is made only once the models have loaded
+
+
+def test_a_first_generate_whose_model_does_not_load_leaves_no_run_folder(tmp_path, capsys):
+    """Issue 31, item 5: the folder (and its missing parents) is made after the models load, not before."""
+    run = tmp_path / "runs" / "run"
+    result = in_process(capsys, "generate", "a head", "--prior.model", "/nonexistent", "--out", run)
+    one_error_line(result, "/nonexistent")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("where", ["under a file", "a file"])
+def test_an_out_where_no_folder_can_be_made_fails_fast_in_one_line(tmp_path, capsys, where):
+    """The early check of --out creates nothing and loads no model (the model named here does not exist, so a check
+    made after loading would report the model instead)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out, expected = (
+        (blocker / "run", f"cannot create output directory {blocker / 'run'}: {blocker} is not a directory")
+        if where == "under a file"
+        else (blocker, f"output path {blocker} exists and is not a directory")
+    )
+    result = in_process(capsys, "generate", "a head", "--prior.model", "/nonexistent", "--out", out)
+    one_error_line(result, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # not even the write check's folder is left
 
 
 # ---------------------------------------------------------------------------------------------- damaged checkpoints

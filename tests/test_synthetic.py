@@ -360,7 +360,7 @@ def test_each_estimator_s_config_holds_only_its_own_settings():
     assert names(ESTIMATORS["particle"]) == {"bank_size", "bank_refresh_every"}
     assert names(ESTIMATORS["residual"]) == training
     assert names(ESTIMATORS["lora"]) == training | {
-        "lora_rank", "lora_alpha", "target_modules", "shared_unet", "base_model"
+        "lora_rank", "lora_alpha", "lora_init", "target_modules", "shared_unet", "base_model"
     }  # fmt: skip
     assert not names(ESTIMATORS["particle"]) & training
     psi = {"name": "residual", "lr": 1e-3}

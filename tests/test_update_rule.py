@@ -133,18 +133,17 @@ def wide_help(command: str, monkeypatch, capsys) -> str:
 
 
 def test_method_names_are_defined_once_and_everything_reads_them(monkeypatch, capsys):
-    """``METHODS`` is the one list: the type states the same names, and the config, the batch jobs, the benchmark
-    and the densification defaults accept exactly those; the commands' help lists them."""
+    """``METHODS`` is the one list: the type states the same names, and the config, the batch jobs and the benchmark
+    accept exactly those; the commands' help lists them."""
     import typing
 
     from esd_gs.batch import jobs
     from esd_gs.cli.bench_cmd import BenchArgs, bench_configs
     from esd_gs.distillation import METHODS, DistillationConfig, Method, entropy_weight
     from esd_gs.errors import ConfigError, UserError
-    from esd_gs.training.densify import GRAD_THRESHOLD
 
     assert typing.get_args(Method) == METHODS == ("sds", "vsd", "esd")
-    assert jobs.METHODS is METHODS and set(GRAD_THRESHOLD) == set(METHODS)
+    assert jobs.METHODS is METHODS
     for method in METHODS:
         assert DistillationConfig(method=method).method == method
         assert 0.0 <= entropy_weight(method, 0.5) <= 1.0

@@ -2,9 +2,10 @@
 
 Checks, in order: torch and its device; gsplat's CUDA kernels (built, buildable, or not: then the PyTorch renderer
 draws); the model sources of phi (and of a separate psi base), each answered from a local folder, the Hugging Face
-cache or the Hub (a model_index.json is fetched, and on CUDA the parts' config.json files to size the run; never
-weights); free GPU memory against an estimate of what the chosen preset needs; free disk space for the run
-directory. Exit code 0 when a run can start, 1 otherwise.
+cache or the Hub (a model_index.json is fetched, at the pinned revision of a known mirror, and on CUDA the parts'
+config.json files to size the run; never weights; one short request first checks that the Hub answers at all); free
+GPU memory against an estimate of what the chosen preset needs; free disk space for the run directory. Exit code 0
+when a run can start, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..configs.generate import GenerateConfig, PresetName
 from ..configs.presets import preset
 from ..configs.yaml_io import load_yaml_config
 from ..priors import SyntheticUNetConfig
-from ..priors.sources import KNOWN_SOURCES, check_candidates
+from ..priors.sources import KNOWN_SOURCES, PHI_PARTS, PINS, SourceCheck, check_candidates, start_hub_probe
 from ..priors.synthetic_unet import cached_fits, default_cache
 from ..render.gsplat_backend import find_nvcc, gsplat_build_state, jit_build_dir
 
@@ -109,15 +110,19 @@ def check_gsplat(report: Report) -> None:
     report.line("warn" if state == "no-toolkit" else "ok", "gsplat", f"{version}: {text}")
 
 
-def check_model(report: Report, role: str, model: str) -> str | None:
+def check_model(report: Report, role: str, model: str, parts: tuple[str, ...] = PHI_PARTS) -> SourceCheck | None:
     """The first answering source of ``model`` (each check a line), or None."""
-    checks = check_candidates(model)
+    checks = check_candidates(model, parts)
     if checks[-1].ok:
         check = checks[-1]
-        suffix = "" if check.reason != "on the Hugging Face Hub" else " (the first run downloads its weights)"
+        pinned = check.source in PINS
+        suffix = ""
+        if check.reason == "on the Hugging Face Hub":
+            suffix = " (the first run downloads its weights" + (" and checks their sha256)" if pinned else ")")
         name = check.source if check.source == model else f"{model} -> {check.source}"
-        report.line("ok", role, f"{name}: {check.reason}{suffix}")
-        return check.source
+        at = f" at {check.revision[:8]}" if check.revision else ""
+        report.line("ok", role, f"{name}{at}: {check.reason}{suffix}")
+        return check
     tried = [f"{c.source} ({c.reason})" for c in checks]
     family = f"{model} ({len(tried)} known source(s))" if model in KNOWN_SOURCES else model
     report.line(
@@ -130,36 +135,41 @@ def check_model(report: Report, role: str, model: str) -> str | None:
 
 
 def weights_gib(
-    source: str, dtype_bytes: int, parts: tuple[str, ...] = ("unet", "vae", "text_encoder")
+    source: str,
+    dtype_bytes: int,
+    parts: tuple[str, ...] = ("unet", "vae", "text_encoder"),
+    revision: str | None = None,
 ) -> float | None:
     """Exact parameter memory of the parts, from their config files only (models built on the meta device)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL}
+    at = {"revision": revision} if revision else {}
     total = 0
     try:
         for part in parts:
             with torch.device("meta"):
                 if part == "text_encoder":
-                    model = CLIPTextModel(CLIPTextConfig.from_pretrained(source, subfolder=part))
+                    model = CLIPTextModel(CLIPTextConfig.from_pretrained(source, subfolder=part, **at))
                 else:
                     cls = classes[part]
-                    model = cls.from_config(cls.load_config(source, subfolder=part))
+                    model = cls.from_config(cls.load_config(source, subfolder=part, **at))
             total += sum(p.numel() for p in model.parameters())
     except Exception:  # configs not to be had (offline, not cached): no estimate, said so
         return None
     return total * dtype_bytes / 2**30
 
 
-def check_gpu_memory(report: Report, config: GenerateConfig, phi_source: str | None, psi_source: str | None) -> None:
+def check_gpu_memory(report: Report, config: GenerateConfig, phi: SourceCheck | None, psi: SourceCheck | None) -> None:
     dtype_bytes = 4 if getattr(config.prior, "precision", "auto") == "fp32" else 2
     needed = None
-    if phi_source is not None:
-        needed = weights_gib(phi_source, dtype_bytes)
+    if phi is not None:
+        needed = weights_gib(phi.source, dtype_bytes, revision=phi.revision)
         separate_psi = not getattr(config.psi, "shared_unet", True)
         if needed is not None and separate_psi and config.distill.needs_psi:
-            extra = weights_gib(psi_source or phi_source, dtype_bytes, ("unet",))
+            base = psi or phi
+            extra = weights_gib(base.source, dtype_bytes, ("unet",), revision=base.revision)
             needed = None if extra is None else needed + extra
     if needed is not None:
         views = config.batch_size * (config.resolution / 512) ** 2
@@ -218,10 +228,12 @@ def run_doctor(args: DoctorArgs) -> int:
     if args.config is not None:
         config = load_yaml_config(args.config, "config file", base=config)
     report = Report()
+    source = config.prior.model_source()
+    if source is not None and not isinstance(config.prior, SyntheticUNetConfig):
+        start_hub_probe(args.model or source)  # answered while torch and gsplat are checked
     device = check_torch(report)
     check_gsplat(report)
     phi_source = psi_source = None
-    source = config.prior.model_source()
     if isinstance(config.prior, SyntheticUNetConfig):  # no download, but a fit on the first run
         check_fitted_unets(report, config.prior.cache or default_cache())
     elif source is None:
@@ -230,7 +242,7 @@ def run_doctor(args: DoctorArgs) -> int:
         phi_source = check_model(report, "phi", args.model or source)
         base_model = getattr(config.psi, "base_model", None)
         if not getattr(config.psi, "shared_unet", True) and base_model and config.distill.needs_psi:
-            psi_source = check_model(report, "psi base", base_model)
+            psi_source = check_model(report, "psi base", base_model, ("unet",))
     if device.type == "cuda":
         check_gpu_memory(report, config, phi_source, psi_source)
     check_disk(report, args.out)

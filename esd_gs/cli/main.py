@@ -2,7 +2,8 @@
 
 Every user-facing failure (bad flag values, unreadable files, missing models, occupied run directories) ends as
 one line on stderr and exit code 2 (a permission problem counts as one); a training failure (persistent NaNs) or a
-file system failure while running (a full disk, a vanished folder) exits 1, also with one line; Ctrl-C / SIGTERM
+file system failure while running (a full disk, a vanished folder) or a GPU out of memory exits 1, also with one line
+(for ``generate``, naming the settings to lower; its run saves a checkpoint and the scene first); Ctrl-C / SIGTERM
 during ``generate`` saves a checkpoint and the scene (or says in one line why it could not), then exits 130 / 143.
 Programming errors keep their traceback.
 
@@ -22,7 +23,7 @@ import signal
 import sys
 from typing import Any, NamedTuple, Union
 
-from ..errors import Stopped, UserError, public_names
+from ..errors import OutOfMemory, Stopped, UserError, out_of_memory, public_names
 
 
 class Subcommand(NamedTuple):
@@ -184,6 +185,8 @@ def _interrupted(signum: int) -> int:
 
 
 def _run(argv: list[str]) -> int:
+    import torch
+
     from ..io import PlyFormatError
     from ..training.trainer import Interrupted, TrainingError
 
@@ -201,8 +204,10 @@ def _run(argv: list[str]) -> int:
     except OSError as exc:  # not the input but the disk: full, read-only, vanished (exit 1, like a failed run)
         where = f" ({exc.filename})" if exc.filename else ""
         return _error(f"{exc.strerror or exc}{where}", 1)
-    except TrainingError as exc:
+    except (TrainingError, OutOfMemory) as exc:
         return _error(str(exc), 1)
+    except torch.cuda.OutOfMemoryError as exc:  # outside generate, which names its own settings (pipeline/generate.py)
+        return _error(f"{out_of_memory(exc)}: free what other processes hold, or use smaller sizes", 1)
     except Interrupted as exc:
         hint = (
             "resume with --resume" if exc.resumable is not False else "nothing was saved that --resume could continue"

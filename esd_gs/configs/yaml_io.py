@@ -8,7 +8,9 @@ estimator are mappings whose ``name`` says which one (``prior: {name: sd, model:
 
 Files written before the prior and the estimator had configs of their own (esd-gs 0.1: ``prior: sd`` with ``model``
 and ``precision`` at the top, ``synthetic:`` and ``synthetic_unet:`` sections, ``psi: {estimator: learned, ...}``)
-still load: ``upgrade_layout`` rewrites them into this layout first, with the same meaning.
+still load: ``upgrade_layout`` rewrites them into this layout first, with the same meaning. So do files with
+``densify.grad_threshold`` (the absolute growth threshold that the relative ``densify.grow_ratio`` replaced): a null
+one (the default rule) is dropped, a number is refused in one line (``upgrade_densify``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..errors import UserError
 from ..estimators import ESTIMATORS, EstimatorConfig
 from ..files import read_text_file
 from ..priors import PRIORS, PriorConfig
+from ..training.densify import DensifyConfig
 from .generate import GenerateConfig
 
 
@@ -207,14 +210,35 @@ OLD_PSI_DEFAULTS = {"lr": 1e-4, "loss_weighting": "prediction"}
 own defaults differ now), so that a 0.1 mapping keeps its meaning."""
 
 
-def upgrade_layout(data: Any) -> Any:
+def upgrade_densify(data: dict, where: str = "config") -> dict:
+    """Before issue 31 ``densify.grad_threshold`` was an absolute threshold on the screen-space gradient (null: by
+    method, 0.1 for VSD/ESD and 1.0 for SDS); growth is now relative to the run's own gradients
+    (``densify.grow_ratio``, a multiple of their median). A null threshold meant the default rule and is dropped, as
+    is a number in a mapping that turns densification off (it had no effect). Any other number has no equivalent
+    ratio (that depends on the model's gradients): one ``UserError`` saying what to do."""
+    densify = data.get("densify")
+    if not isinstance(densify, dict) or "grad_threshold" not in densify:
+        return data
+    value = densify["grad_threshold"]
+    if value is not None and densify.get("enabled") is not False:
+        raise UserError(
+            f"{where}: densify.grad_threshold {shown_value(value)} is an absolute gradient threshold, which esd-gs no "
+            "longer has: delete it (growth is now densify.grow_ratio, a multiple of the run's median gradient, "
+            f"default {DensifyConfig.grow_ratio:g})"
+        )
+    return {**data, "densify": {k: v for k, v in densify.items() if k != "grad_threshold"}}
+
+
+def upgrade_layout(data: Any, where: str = "config") -> Any:
     """A config mapping in esd-gs 0.1's layout -> the same settings in this one (anything else is returned as it
-    is, for ``_from_plain`` to check). 0.1 had ``prior: NAME`` (default sd) with Stable Diffusion's settings at the
+    is, for ``_from_plain`` to check); an old ``densify.grad_threshold`` goes through ``upgrade_densify`` (its
+    ``UserError`` starts with ``where``). 0.1 had ``prior: NAME`` (default sd) with Stable Diffusion's settings at the
     top, the synthetic priors' settings in ``synthetic:`` / ``synthetic_unet:``, and one ``psi:`` mapping whose
     ``estimator`` was ``learned`` (the prior's learned psi) or ``particle``; settings the chosen part does not read
     were ignored then and are dropped here."""
     if not isinstance(data, dict):
         return data
+    data = upgrade_densify(data, where)
     old_keys = {"synthetic", "synthetic_unet", *OLD_SD_SETTINGS}
     old_prior = not isinstance(data.get("prior"), dict) and (isinstance(data.get("prior"), str) or old_keys & set(data))
     psi = data.get("psi")
@@ -258,7 +282,7 @@ def upgrade_layout(data: Any) -> Any:
 
 def config_from_dict(data: dict, where: str = "config", base: GenerateConfig | None = None) -> GenerateConfig:
     """A ``GenerateConfig`` from a plain mapping (either layout), over ``base`` (default: the defaults)."""
-    return _from_plain(GenerateConfig, upgrade_layout(data), where, base)
+    return _from_plain(GenerateConfig, upgrade_layout(data, where), where, base)
 
 
 MAX_NESTING = 32

@@ -38,6 +38,9 @@ class ScoreEstimator(ABC):
 
     trains: ClassVar[bool]
     """Whether ``update`` trains it (a learned estimator) or it has nothing to learn."""
+    scaler_skipped: int | None = None
+    """The training steps its loss scaler skipped so far (inf/nan in the scaled gradients: an fp16 learned psi's
+    ``GradScaler``), 0 when it has no scaler to skip; None for an estimator that does not train."""
 
     @abstractmethod
     def eps(

@@ -7,8 +7,12 @@ psi = the base UNet + peft LoRA (rank 4 on attention to_q/to_k/to_v/to_out.0 by 
 
 added to the UNet's time embedding (diffusers' ``class_embedding``, fed through ``class_labels``). The null camera
 is the zero vector. Both LoRA B matrices and the MLP's last layer start at zero, so at step 0 psi equals its base
-model exactly, as Algorithm 1 initialises psi with phi. Trainable parameters are kept in float32 even when the
-UNet runs in fp16/bf16.
+model exactly, as Algorithm 1 initialises psi with phi. The LoRA A matrices start as threestudio's (the LoRA of
+ProlificDreamer and ESD, diffusers' ``LoRALinearLayer``): A ~ N(0, (1/r)^2), standard deviation 1/r (0.25 at rank 4;
+peft's ``init_lora_weights="gaussian"``). peft's default, kaiming-uniform A (standard deviation 1/sqrt(3 * fan_in),
+0.016 to 0.032 on Stable Diffusion's attention), is 8 to 16 times smaller there and slows psi's first steps
+(``--psi.lora-init kaiming`` keeps it). Trainable parameters are kept in float32 even when the UNet runs in
+fp16/bf16.
 
 Training, camera dropout and AdamW come from ``online.OnlineEstimator`` (Alg. 1, eq. 3). psi always gets the plain
 prompt (no view suffix, no CFG).
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +42,7 @@ from torch import Tensor, nn
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, UserError
 from ..priors import Prior, UNetPrior
-from ..priors.sources import load_failure_message, resolve_model
+from ..priors.sources import Loadable, load_first
 from .online import CameraEmbedding, OnlineEstimator, OnlineTrainingConfig
 
 
@@ -102,6 +106,12 @@ def _check_target_modules(unet, targets) -> None:
     )
 
 
+LoraInit = Literal["gaussian", "kaiming"]
+LORA_INITS: dict[str, str | bool] = {"gaussian": "gaussian", "kaiming": True}
+"""``--psi.lora-init`` -> peft's ``init_lora_weights``: A ~ N(0, (1/r)^2) (threestudio's), or kaiming-uniform A
+(peft's default); B = 0 in both."""
+
+
 class CameraLoRAEstimator(OnlineEstimator):
     """eps_psi(x_t, t, c, y) and its online training (see module docstring)."""
 
@@ -124,7 +134,7 @@ class CameraLoRAEstimator(OnlineEstimator):
                     r=config.lora_rank,
                     lora_alpha=config.lora_alpha,
                     target_modules=list(config.target_modules),
-                    init_lora_weights=True,  # B = 0: psi starts equal to its base
+                    init_lora_weights=LORA_INITS[config.lora_init],  # B = 0 either way: psi starts as its base
                 )
             )
         except ValueError as exc:  # peft: a target it cannot wrap (a whole block, a norm layer)
@@ -160,19 +170,19 @@ class CameraLoRAEstimator(OnlineEstimator):
             unet = copy.deepcopy(prior.unet)
             scheduler = prior.scheduler
         else:
-            base, checks = resolve_model(base, role="psi")
             from ..progress import console
 
-            console.print(f"psi: base UNet from {base} ({checks[-1].reason})")
-            try:
-                width = UNet2DConditionModel.load_config(base, subfolder="unet")["cross_attention_dim"]
-                _check_text_width(prior, width)  # before downloading a UNet that cannot be used
-                unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", torch_dtype=prior.dtype)
-                scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
-            except UserError:
-                raise
-            except Exception as exc:  # OSError, ValueError, and the Hub client's transport errors mid-download
-                raise UserError(load_failure_message(base, exc)) from None
+            def precheck(source: Loadable) -> None:  # before downloading a UNet that cannot be used
+                config = UNet2DConditionModel.load_config(source.source, subfolder="unet", **source.revision_kwargs())
+                _check_text_width(prior, config["cross_attention_dim"])
+
+            def load(source: Loadable):
+                path, weights, revision = source.source, source.weight_kwargs(), source.revision_kwargs()
+                unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=prior.dtype, **weights)
+                return unet, DDPMScheduler.from_pretrained(path, subfolder="scheduler", **revision)
+
+            source, (unet, scheduler) = load_first(base, "psi", ("unet",), load, console.print, precheck)
+            console.print(f"psi: base UNet from {source.describe()}")
         unet = unet.to(prior.device)
         unet.requires_grad_(False)
         unet.eval()
@@ -247,6 +257,10 @@ class LoRAPsiConfig(OnlineTrainingConfig):
     """LoRA scaling numerator (update scaled by alpha / r)."""
     target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
     """UNet attention projections that get LoRA."""
+    # gaussian: threestudio's LoRA (ProlificDreamer, ESD), A with standard deviation 1/r; kaiming: peft's default,
+    # A kaiming-uniform (std 1/sqrt(3 * fan_in), 8-16x smaller on SD 2.1), esd-gs's init before issue 31. B = 0.
+    lora_init: LoraInit = "gaussian"
+    """Initial LoRA A matrices: gaussian (N(0, 1/r^2), the reference's) or kaiming (peft's default); B starts at 0."""
     shared_unet: bool = True
     """Put psi's LoRA into phi's UNet (half the memory); phi's passes switch it off."""
     # A family name such as sd2.1 (ProlificDreamer's SD 2.1, v-prediction), a Hub id or a folder.

@@ -8,7 +8,8 @@ network's output and its target (eps, or v = alpha_t eps - sigma_t z for a v-pre
 (``diffusion.loss_weight``: 1, or the MSE of the implied clean image). The whole batch's camera is replaced by the
 null camera with probability ``p_null_camera``, so psi learns both q(x | c, y) and q(x | y) (the classifier-free
 trick of eq. 9). With an fp16 network the loss is scaled (``torch.amp.GradScaler``) so that the gradients do not
-underflow.
+underflow; a step whose scaled gradients overflowed (inf/nan) is skipped by the scaler, which halves its scale, and
+counted in ``scaler_skipped`` (in the metrics rows as ``psi_scaler_skipped``, and in checkpoints).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class OnlineEstimator(ScoreEstimator):
         device_type = torch.device(self.prior.device).type
         self.grad_scaler = torch.amp.GradScaler(device_type, enabled=self.prior.dtype == torch.float16)
         self.null_rate_counter = [0, 0]  # [null batches, all batches], for monitoring
+        self.scaler_skipped = 0  # steps the GradScaler skipped (fp16 only: inf/nan in the scaled gradients)
 
     def _forward(self, x_t: Tensor, timesteps: Tensor, text: Tensor, cameras: Tensor) -> Tensor:
         """The network's raw output (eps, or v for v-prediction) for camera embeddings [B, 16] (zeros = null)."""
@@ -193,30 +195,40 @@ class OnlineEstimator(ScoreEstimator):
         self.null_rate_counter[0] += int(drop)
         self.null_rate_counter[1] += 1
         condition = null_embedding(batch, latents.device) if drop else cameras.float()
-        x_t = self.prior.add_noise(latents, noise, timesteps)
-        target = prediction_target(latents, noise, self.prior.alphas_cumprod, timesteps, self.prediction_type)
-        out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), condition)
-        if self.config.loss_weighting == "prediction":  # the plain MSE, bit for bit as before the option existed
-            loss = torch.nn.functional.mse_loss(out.float(), target.float())
-        else:  # eq. 3's omega(t) of --psi.loss-weighting, a factor on each sample's MSE to the network's own target
-            weight = loss_weight(self.prior.alphas_cumprod, timesteps, self.prediction_type, self.config.loss_weighting)
-            loss = (weight * (out.float() - target.float()).pow(2).flatten(1).mean(dim=1)).mean()
+        loss = self.loss(latents, text, condition, timesteps, noise)
         self.optimizer.zero_grad(set_to_none=True)
         self.grad_scaler.scale(loss).backward()  # identity unless the UNet runs in fp16
         self.grad_scaler.step(self.optimizer)  # unscales the fp32 gradients; skips the step on overflow
-        self.grad_scaler.update()
+        if self.grad_scaler.is_enabled():
+            scale = self.grad_scaler.get_scale()
+            self.grad_scaler.update()
+            self.scaler_skipped += int(self.grad_scaler.get_scale() < scale)  # update() lowers it after a skip only
         return float(loss.detach())
+
+    def loss(self, latents: Tensor, text: Tensor, cameras: Tensor, timesteps: Tensor, noise: Tensor) -> Tensor:
+        """psi's training loss (eq. 3, the module docstring) on clean latents [B, C, h, w] noised with ``noise`` at
+        ``timesteps`` [B], for camera embeddings [B, 16] (zeros = null): a scalar with gradient."""
+        batch = latents.shape[0]
+        x_t = self.prior.add_noise(latents, noise, timesteps)
+        target = prediction_target(latents, noise, self.prior.alphas_cumprod, timesteps, self.prediction_type)
+        out = self._forward(x_t, timesteps, text.expand(batch, *text.shape[1:]), cameras)
+        if self.config.loss_weighting == "prediction":  # the plain MSE, bit for bit as before the option existed
+            return torch.nn.functional.mse_loss(out.float(), target.float())
+        # eq. 3's omega(t) of --psi.loss-weighting, a factor on each sample's MSE to the network's own target
+        weight = loss_weight(self.prior.alphas_cumprod, timesteps, self.prediction_type, self.config.loss_weighting)
+        return (weight * (out.float() - target.float()).pow(2).flatten(1).mean(dim=1)).mean()
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
         """The weights, AdamW's tensors (``optim.psi.*``), and in JSON AdamW's settings, the dropout counter and the
-        loss scaler."""
+        loss scaler (its state and the steps it skipped)."""
         tensors = dict(self.state_dict())
         flat, optimizer_meta = optimizer_to_flat("psi", self.optimizer)
         tensors.update(flat)
         meta = {"optimizer": optimizer_meta, "null_rate_counter": list(self.null_rate_counter)}
         if self.grad_scaler.is_enabled():
             meta["grad_scaler"] = self.grad_scaler.state_dict()
+            meta["scaler_skipped"] = self.scaler_skipped
         return tensors, meta
 
     def load_checkpoint_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
@@ -225,3 +237,4 @@ class OnlineEstimator(ScoreEstimator):
         self.null_rate_counter = list(meta["null_rate_counter"])
         if self.grad_scaler.is_enabled() and meta.get("grad_scaler"):
             self.grad_scaler.load_state_dict(meta["grad_scaler"])
+        self.scaler_skipped = int(meta.get("scaler_skipped", 0))  # 0: written before it was counted, or no scaler

@@ -11,13 +11,16 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from ..configs.generate import GenerateConfig
 from ..configs.yaml_io import load_yaml_config, run_config_text
-from ..environment import ensure_writable_dir, pick_device
-from ..errors import UserError
+from ..environment import check_writable_dir, ensure_writable_dir, pick_device
+from ..errors import OutOfMemory, UserError, out_of_memory
+from ..estimators import LoRAPsiConfig
 from ..priors import StableDiffusionConfig
 from ..progress import console
-from ..training.checkpoint import check_checkpoint, load_checkpoint
+from ..training.checkpoint import check_checkpoint, has_checkpoint, load_checkpoint
 from ..training.run_dir import REPLACED, RunDir, signals_held
 from .build import build_trainer
 
@@ -63,6 +66,42 @@ def announced_once_ready(config: GenerateConfig, prior):
     console.file.flush()
 
 
+@contextlib.contextmanager
+def out_of_memory_in_one_line(config: GenerateConfig, files: RunDir, running: bool = False):
+    """A GPU out of memory while loading the models, or while ``running`` the run, as one ``OutOfMemory`` line
+    (``out_of_memory_message``) instead of torch's traceback."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as error:
+        raise OutOfMemory(out_of_memory_message(config, files, error, running)) from None
+
+
+def out_of_memory_message(config: GenerateConfig, files: RunDir, error: Exception, running: bool) -> str:
+    """What was asked for; once ``running``, the settings that set the memory a step needs (and psi's own UNet, a
+    second copy of the model) and where the work done so far was kept; while loading, what sets the weights' memory
+    (their precision, psi's own UNet) (``Trainer.run`` saves a checkpoint and the
+    scene before it raises)."""
+    separate_psi = config.distill.needs_psi and isinstance(config.psi, LoRAPsiConfig) and not config.psi.shared_unet
+    if running:  # a step's activations: its batch and its render size
+        lower = f"lower --batch-size (now {config.batch_size}) or --resolution (now {config.resolution})"
+        if separate_psi:
+            lower += ", or let psi share phi's UNet (--psi.shared-unet)"
+    else:  # loading: the weights themselves, whatever the batch or the size
+        precision = getattr(config.prior, "precision", None)
+        lower = "free the GPU memory other processes hold"
+        if precision == "fp32":
+            lower += ", load the model in half precision (--prior.precision fp16)"
+        if separate_psi:
+            lower += ", let psi share phi's UNet (--psi.shared-unet)"
+    message = f"{out_of_memory(error)}: {lower}"
+    if running and has_checkpoint(files.checkpoint) and files.scene_ply.is_file():
+        message += (
+            f"; the run so far is kept in {files.path} (its scene.ply, and a checkpoint that --resume continues where "
+            "more memory is free; start again there with --overwrite)"
+        )
+    return message
+
+
 def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
     """Run (or resume, or replace) one generate run; ``prior``: an already built phi for it to reuse (``esd-gs
     batch``); ``announce``: where the closing line goes (default: the console)."""
@@ -81,7 +120,8 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
         with checkpoint_errors(files):
             check_checkpoint(*checkpoint, saved.steps)
         device = pick_device(config.device if config.device != "auto" else saved.device)
-        with announced_once_ready(saved, prior):
+        run_config = saved
+        with announced_once_ready(saved, prior), out_of_memory_in_one_line(saved, files):
             trainer = build_trainer(saved, files.path, device, prior=prior)
             with checkpoint_errors(files):
                 trainer.restore(checkpoint)
@@ -105,16 +145,20 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
                 f"{files.path} holds an unfinished run: pass --resume {files.path} to continue it, or --overwrite"
             )
         device = pick_device(config.device)
-        ensure_writable_dir(files.path)
-        with announced_once_ready(config, prior):  # loads the models: fail before touching old outputs
+        check_writable_dir(files.path)  # fails fast, and creates nothing
+        run_config = config
+        # Loads the models: fail before touching old outputs.
+        with announced_once_ready(config, prior), out_of_memory_in_one_line(config, files):
             trainer = build_trainer(config, files.path, device, prior=prior)
+        ensure_writable_dir(files.path)  # only once the models have loaded: a failed load leaves no empty folder
     try:
         if config.resume is None:
             if existing:  # --overwrite: the old run is moved aside, and removed only once the new one has finished
                 with signals_held():
                     files.set_aside(existing)
             files.write_config(run_config_text(config))
-        trainer.run()
+        with out_of_memory_in_one_line(run_config, files, running=True):
+            trainer.run()
     except BaseException:
         if files.replaced.is_dir():
             console.print(f"[yellow]the run this one replaces is kept in {files.replaced}[/yellow]")

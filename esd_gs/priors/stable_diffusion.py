@@ -28,7 +28,7 @@ from torch import Tensor
 from ..errors import UserError
 from .base import PriorConfig, RunContext, TextEmbeddings
 from .prompts import view_prompts
-from .sources import DEFAULT_MODEL, load_failure_message, resolve_model
+from .sources import DEFAULT_MODEL, PHI_PARTS, Loadable, load_first, start_hub_probe
 from .unet_prior import UNetPrior
 
 
@@ -125,25 +125,33 @@ class StableDiffusionPrior(UNetPrior):
         resize_to_native: bool = True,
         announce=None,
     ):
-        """Load phi's parts from a family name, a Hub id or a local diffusers folder (``sources.resolve_model``);
-        ``announce`` (default: the console) gets one line naming the source used. Failures: one ``UserError``."""
+        """Load phi's parts from a family name, a Hub id or a local diffusers folder (``sources.load_first``: a
+        family's mirrors in turn, until one answers and loads; a known mirror pinned and its weights verified);
+        ``announce`` (default: the console) gets one line naming the source used (and one per mirror that failed
+        before it). Failures: one ``UserError``."""
+        start_hub_probe(model)  # the Hub connectivity check runs while diffusers and transformers import
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
         device = torch.device(device)
         dtype = resolve_dtype(precision, device)
         quiet_loading()
-        model, checks = resolve_model(model, role="phi")
-        try:
-            kwargs = {"torch_dtype": dtype}
-            unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **kwargs)
-            vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **kwargs)
-            text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype)
-            tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
-            scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
-        except Exception as exc:  # OSError, ValueError, and the Hub client's own transport errors mid-download
-            raise UserError(load_failure_message(model, exc)) from None
-        _announce(announce, f"phi: Stable Diffusion from {model} ({checks[-1].reason})")  # once it has loaded
+
+        def load(source: Loadable):
+            path, weights, revision = source.source, source.weight_kwargs(), source.revision_kwargs()
+            return (
+                UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **weights),
+                AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **weights),
+                CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, **weights),
+                CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **revision),
+                DDPMScheduler.from_pretrained(path, subfolder="scheduler", **revision),
+            )
+
+        def say(line: str) -> None:
+            _announce(announce, line)
+
+        source, (unet, vae, text_encoder, tokenizer, scheduler) = load_first(model, "phi", PHI_PARTS, load, say)
+        say(f"phi: Stable Diffusion from {source.describe()}")  # once it has loaded
         return cls(
             unet.to(device),
             vae.to(device),

@@ -1,9 +1,19 @@
-"""Densification and pruning of theta: gsplat's DefaultStrategy plus the fixes a text-to-3D run needs.
+"""Densification and pruning of theta: gsplat's DefaultStrategy, with a growth threshold relative to the run's own
+gradients, plus the fixes a text-to-3D run needs.
 
 - gsplat's ``DefaultStrategy`` clones / splits Gaussians with a large accumulated screen-space gradient and prunes
   transparent or huge ones. It only needs the render ``info`` (``means2d`` with its gradient, ``radii`` [C, N, 2],
   ``width``, ``height``, ``n_cameras``, ``gaussian_ids``), which both our backends provide, and it runs on CPU
   tensors. A refinement that prunes every Gaussian ends the run (the trainer says so in one line).
+- **Growth is relative** (``RelativeGrowthStrategy``). gsplat compares each Gaussian's mean means2d gradient norm
+  since the last refinement (pixels of a [-1, 1] image, times the views per step) with a fixed number. How large
+  those gradients are depends on the prior (a trained Stable Diffusion against random weights, SDS's CFG 100
+  against VSD/ESD's 7.5, the loss reduction, the resolution), so a fixed number grows every Gaussian with one model
+  and none with another. Here the threshold is set at each refinement to ``grow_ratio`` times the median of those
+  mean gradients over the Gaussians seen since the last refinement (with a non-zero gradient): multiplying every
+  gradient by any factor leaves every decision unchanged, and at most half the seen Gaussians can grow at once
+  (for a ratio of at least 1). research/janus.md, Appendix C, compares this with a budget (gsplat's
+  ``MCMCStrategy``) and a fixed share, and measures the counts it gives.
 - Its periodic opacity reset never fires in gsplat 1.5.3 (``step % every == 0 & step > 0`` parses as
   ``step % every == (0 & step) > 0``), so it is done here with gsplat's own ``reset_opa``.
 - Gaussians with a non-finite parameter or an exploding scale are removed before they can blow up memory, and the
@@ -11,19 +21,12 @@
 All step numbers are derived from fractions of the run.
 
 In a run's checkpoints (``checkpoint.py``) the densifier keeps gsplat's running statistics, one entry per Gaussian,
-as the tensors ``densify.<key>`` (``Densifier.checkpoint_state``); it has no settings there (its config is the run's).
-
-The growth threshold is in gsplat's units: the mean over the steps a Gaussian was visible of the norm of its
-means2d gradient in pixels of a [-1, 1] image, times the views per step. Our score-distillation loss is summed over
-latent entries, and SDS's CFG 100 scales its gradients far above VSD/ESD's at CFG 7.5, so 3DGS's 2e-4 (from a
-mean-reduced photometric loss) would select every Gaussian at every refinement. ``GRAD_THRESHOLD`` is the default
-per method, set so that about the top fifth of the initial Gaussians grow at a refinement (see research/janus.md;
-``research/scripts/densify_grads.py`` accumulates these gradients in a real run).
+as the tensors ``densify.<key>`` (``Densifier.checkpoint_state``); it has no settings there (its config is the run's,
+and the threshold is recomputed from those statistics at each refinement).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -50,10 +53,9 @@ class DensifyConfig:
     """Fraction of the run after which densification stops."""
     every: float = 0.04
     """Densify every this fraction of the run (at least every step)."""
-    # The gradient as gsplat accumulates it: pixels of a [-1, 1] image, times the views per step. None takes
-    # GRAD_THRESHOLD (see the module docstring).
-    grad_threshold: float | None = None
-    """Split/clone Gaussians whose mean screen-space gradient exceeds this; None = by method, 0.1 VSD/ESD, 1.0 SDS."""
+    # A ratio, so the same whatever the prior's gradient scale; from 1 up, at most half the seen Gaussians grow at once.
+    grow_ratio: float = 2.0
+    """Clone/split the Gaussians whose mean screen-space gradient is above this multiple of the run's median one."""
     prune_opacity: float = 0.005
     """Remove Gaussians whose opacity falls below this."""
     opacity_reset_every: float = 0.3
@@ -75,8 +77,10 @@ class DensifyConfig:
                 f"--densify.prune-opacity must be in [0, 1) (an opacity; 1 would remove every Gaussian), "
                 f"got {self.prune_opacity}"
             )
-        if self.grad_threshold is not None and not self.grad_threshold > 0:
-            raise ConfigError(f"--densify.grad-threshold must be > 0, got {self.grad_threshold}")
+        if not self.grow_ratio > 0:  # NaN too; inf is allowed: no growth, pruning only
+            raise ConfigError(
+                f"--densify.grow-ratio must be > 0 (a multiple of the median gradient), got {self.grow_ratio}"
+            )
         if self.max_gaussians < 1:
             raise ConfigError(f"--densify.max-gaussians must be at least 1, got {self.max_gaussians}")
         if self.max_gaussians > MAX_GAUSSIANS:
@@ -85,36 +89,88 @@ class DensifyConfig:
             raise ConfigError(f"--densify.max-scale must be > 0, got {self.max_scale}")
 
 
-GRAD_THRESHOLD: dict[str, float] = {"vsd": 0.1, "esd": 0.1, "sds": 1.0}
-"""Default ``grad_threshold`` by method (see the module docstring)."""
-
-
-def resolve_grad_threshold(config: DensifyConfig, method: str) -> DensifyConfig:
-    """``config`` with its threshold filled in from ``GRAD_THRESHOLD`` when it is None."""
-    if config.grad_threshold is not None:
-        return config
-    return dataclasses.replace(config, grad_threshold=GRAD_THRESHOLD[method])
-
-
 def reset_value(prune_opacity: float) -> float:
     """The opacity the periodic reset lowers every Gaussian to: twice the pruning threshold, as in 3DGS (0.01 for
     0.005), or halfway between the threshold and 1 where twice would reach 1."""
     return 2.0 * prune_opacity if 2.0 * prune_opacity < 1 else (1.0 + prune_opacity) / 2.0
 
 
+def mean_gradients(state: dict) -> torch.Tensor:
+    """Each Gaussian's mean screen-space gradient norm since the last refinement, as gsplat's DefaultStrategy
+    thresholds it (0 for one not seen since): [N]."""
+    return state["grad2d"] / state["count"].clamp_min(1)
+
+
+def growth_threshold(state: dict, ratio: float) -> tuple[int, float, float]:
+    """(how many Gaussians were seen since the last refinement with a non-zero gradient, the median of their
+    ``mean_gradients``, ``ratio`` times it): the threshold ``RelativeGrowthStrategy`` grows above. The median and
+    the threshold are inf when no Gaussian has a gradient (nothing grows). Gaussians that were never seen, or that
+    got exactly zero gradient (hidden behind opaque ones), are left out so that they cannot pull the median to 0."""
+    grads = mean_gradients(state)
+    live = grads[(state["count"] > 0) & (grads > 0)]
+    if live.numel() == 0:
+        return 0, math.inf, math.inf
+    median = float(live.median())  # the lower median: one of the Gaussians' own mean gradients
+    return live.numel(), median, ratio * median
+
+
+@dataclass
+class Refinement:
+    """What one refinement did (``Densifier.last_refinement``; not checkpointed): the gradients are in gsplat's units
+    (pixels of a [-1, 1] image times the views per step), the rest are counts of Gaussians."""
+
+    step: int
+    seen: int
+    """Gaussians seen since the previous refinement with a non-zero gradient (the median is over these)."""
+    median_grad: float
+    threshold: float
+    """``grow_ratio`` x ``median_grad``: the Gaussians above it were cloned (small) or split (large)."""
+    cloned: int
+    split: int
+    pruned: int
+    """Removed by gsplat for a low opacity, or (after the first opacity reset) a large scale."""
+    gaussians: int
+    """The count after the refinement (before the cap, which ``Densifier.capped`` counts)."""
+
+
+@dataclass
+class RelativeGrowthStrategy(DefaultStrategy):
+    """gsplat's ``DefaultStrategy`` whose growth threshold (``grow_grad2d``) is set at every refinement to
+    ``grow_ratio`` x the median mean gradient of the Gaussians seen since the previous one (``growth_threshold``).
+    Everything else (accumulating the gradients, clone below / split above ``grow_scale3d``, pruning, zeroing the
+    statistics) is gsplat's. It hooks ``_grow_gs`` and ``_prune_gs``, which gsplat's ``step_post_backward`` calls at
+    each refinement in 1.x; ``tests/test_densify.py`` checks that the hook runs."""
+
+    grow_ratio: float = 2.0
+    grow_grad2d: float = math.inf  # set at each refinement
+    last: Refinement | None = None
+
+    def _grow_gs(self, params, optimizers, state, step):
+        seen, median, self.grow_grad2d = growth_threshold(state, self.grow_ratio)
+        n_dupli, n_split = super()._grow_gs(params, optimizers, state, step)
+        self.last = Refinement(step, seen, median, self.grow_grad2d, n_dupli, n_split, 0, 0)
+        return n_dupli, n_split
+
+    def _prune_gs(self, params, optimizers, state, step):
+        pruned = super()._prune_gs(params, optimizers, state, step)
+        if self.last is not None and self.last.step == step:
+            self.last.pruned, self.last.gaussians = pruned, len(params["means"])
+        return pruned
+
+
 class Densifier:
-    """Grows, prunes and caps theta's Gaussians in place (``params`` and its optimisers), step by step."""
+    """Grows, prunes and caps theta's Gaussians in place (``params`` and its optimisers), step by step.
+    ``last_refinement`` says what the latest refinement did (None before the first) and ``capped`` how many
+    Gaussians the cap has removed so far."""
 
     def __init__(self, config: DensifyConfig, total_steps: int, scene_scale: float, device: torch.device | str = "cpu"):
         """``device``: where the scene is (restored statistics go there)."""
-        if config.grad_threshold is None:
-            raise ValueError("resolve the growth threshold first (resolve_grad_threshold)")
         self.config = config
         every = max(1, round(config.every * total_steps))
         self.reset_every = max(1, round(config.opacity_reset_every * total_steps))
-        self.strategy = DefaultStrategy(
+        self.strategy = RelativeGrowthStrategy(
+            grow_ratio=config.grow_ratio,
             prune_opa=config.prune_opacity,
-            grow_grad2d=config.grad_threshold,
             refine_start_iter=round(config.start * total_steps),
             refine_stop_iter=round(config.stop * total_steps) if config.enabled else 0,
             refine_every=every,
@@ -124,6 +180,11 @@ class Densifier:
         self.state = self.strategy.initialize_state(scene_scale=scene_scale)
         self.stop_step = round(config.stop * total_steps)
         self.device = device
+        self.capped = 0
+
+    @property
+    def last_refinement(self) -> Refinement | None:
+        return self.strategy.last
 
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """(gsplat's running statistics by key: the tensors of ``state``, none before the first step, {})."""
@@ -174,6 +235,7 @@ class Densifier:
             mask = torch.zeros(n, dtype=torch.bool, device=params["means"].device)
             mask[order[:excess]] = True
             self._remove(params, optimizers, mask)
+            self.capped += excess
 
     def _remove(self, params, optimizers, mask: torch.Tensor) -> None:
         remove(params=params, optimizers=optimizers, state=self.state, mask=mask)

@@ -1,9 +1,11 @@
 """The run directory of ``esd-gs generate``: its layout, its status file, and the rules that protect finished work.
 
     config.yaml            the resolved configuration (what --resume reads back)
-    run.json               status: running | interrupted | finished | failed, and the step reached (and while
-                           running, the process: a killed run's "running" is read as interrupted or failed)
-    metrics.jsonl          one line per step: loss, t, Gaussians, it/s, psi loss, skipped steps
+    run.json               status: running | interrupted | finished | failed, the step reached, the renderer it
+                           uses (gsplat, torch) and while running, the process (a killed run's "running" is read as
+                           interrupted or failed)
+    metrics.jsonl          one line per step: loss, t, Gaussians, render size, it/s, psi loss, skipped steps (the
+                           loop's NaN steps, psi's fp16 loss-scaler skips), the renderer
     previews/step_*.png    4-view preview grids during training (a turntable of 4: azimuth 0, 90, 180, 270)
     checkpoint/            the last checkpoint (``checkpoint.py``)
     scene.ply, scene.splat the result (standard 3DGS, viewer up axis); scene.glb with --mesh
@@ -136,10 +138,13 @@ class RunDir:
             return None
         return record["pid"]
 
-    def write_status(self, status: str, step: int, steps: int) -> None:
-        """run.json, atomically. It always takes ``STATUS_BYTES`` bytes, so that when the disk is full (the
-        atomic write needs a second file) the status is still recorded by rewriting those bytes in place."""
+    def write_status(self, status: str, step: int, steps: int, renderer: str | None = None) -> None:
+        """run.json, atomically, with the ``renderer`` the run uses (the resolved backend) when given. It always takes
+        ``STATUS_BYTES`` bytes, so that when the disk is full (the atomic write needs a second file) the status is
+        still recorded by rewriting those bytes in place."""
         record = {"status": status, "step": step, "steps": steps}
+        if renderer is not None:
+            record["renderer"] = renderer
         if status == "running":  # who runs it: a later command can tell a killed run from a live one
             record.update(this_process())
         data = json.dumps(record, indent=1).encode()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainingConfig
-from .densify import Densifier, resolve_grad_threshold
+from .densify import Densifier
 from .outputs import export_mesh, export_scene
 from .run_dir import RunDir
 from .streams import RandomStreams
@@ -105,9 +106,7 @@ class Trainer:
         self.theta = Theta(ball, config.optim, device)
         self.views = TrainingViews(config, at_latent_size=self.prior.approximate_encoder)
         scene_scale = 1.1 * max(config.cameras.radius)
-        self.densifier = Densifier(
-            resolve_grad_threshold(config.densify, self.distill.config.method), config.steps, scene_scale, device
-        )
+        self.densifier = Densifier(config.densify, config.steps, scene_scale, device)
         self.densifier.check(self.scene.params, self.optimizers)
         self.step = 0
         self.skipped = 0
@@ -163,7 +162,9 @@ class Trainer:
     def train_step(self) -> dict:
         """One step; returns its metrics row: ``step`` (steps done), ``loss`` (None for a skipped step), ``t`` (the
         mean timestep), ``gaussians``, ``resolution`` (of the renders), ``psi_loss`` (None without a psi update),
-        ``skipped`` (steps skipped so far) and on CUDA ``gpu_mem_gb`` (peak so far)."""
+        ``psi_scaler_skipped`` (psi's updates its fp16 loss scaler skipped so far; None without a learned psi),
+        ``skipped`` (steps skipped so far), ``renderer`` (the backend that rendered: gsplat, torch, ...) and on CUDA
+        ``gpu_mem_gb`` (peak so far)."""
         cfg = self.cfg
         progress = self.step / cfg.steps
         self.theta.schedule(progress)
@@ -220,7 +221,9 @@ class Trainer:
             "gaussians": self.scene.num_gaussians,
             "resolution": size,
             "psi_loss": psi_loss,
+            "psi_scaler_skipped": self.psi.scaler_skipped if self.psi is not None else None,
             "skipped": self.skipped,
+            "renderer": self.backend,
         }
         if self.device.type == "cuda":
             row["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30  # peak so far
@@ -244,8 +247,10 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
         """Run from ``self.step`` to ``steps``, calling the callbacks (``callbacks.py``), then save the final
-        checkpoint and export; run.json says how it ended. Raises ``Interrupted`` on SIGINT / SIGTERM (after saving)
-        and ``TrainingError`` when the optimisation fails (after exporting what there is)."""
+        checkpoint and export; run.json says how it ended. Raises ``Interrupted`` on SIGINT / SIGTERM (after saving),
+        ``TrainingError`` when the optimisation fails (after exporting what there is), and
+        ``torch.cuda.OutOfMemoryError`` when the device runs out of memory (after saving a checkpoint where the step
+        failed, and the scene)."""
         cfg = self.cfg
         self._write_status("running")
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -292,6 +297,14 @@ class Trainer:
             finally:
                 self._settle("failed")
             raise
+        except torch.cuda.OutOfMemoryError as error:  # keep the work: free the failed step's tensors, then save
+            traceback.clear_frames(error.__traceback__)
+            try:
+                self._attempt(self.save, "save a checkpoint")
+                self._attempt(lambda: self.export(final=False), "export the scene")
+            finally:
+                self._settle("failed")
+            raise
         except BaseException as error:  # a full disk, a vanished folder, a second Ctrl-C: say so in run.json
             resumable = isinstance(error, KeyboardInterrupt) and has_checkpoint(self.files.checkpoint)
             self._settle("interrupted" if resumable else "failed")
@@ -333,7 +346,7 @@ class Trainer:
             raise Interrupted(signum)
 
     def _write_status(self, status: str) -> None:
-        self.files.write_status(status, self.step, self.cfg.steps)
+        self.files.write_status(status, self.step, self.cfg.steps, renderer=self.backend)
 
     # ------------------------------------------------------------------ outputs
     def export(self, final: bool) -> None:
