@@ -2,7 +2,9 @@
 loudly (exit 1, a reason per failure in the table and on stdout) when something is wrong.
 
     python benchmarks/gpu_acceptance.py --out runs/acceptance          # CUDA: full size, 512 px, 3 runs of 100 steps
-    python benchmarks/gpu_acceptance.py --out runs/acceptance --full   # CUDA: all 6 configurations, 300 steps a run
+    python benchmarks/gpu_acceptance.py --out runs/acceptance --full   # CUDA: all 7 configurations, 300 steps a run
+    python benchmarks/gpu_acceptance.py --out runs/acceptance --configs esd-shared-fp16,esd-shared-fp16-compiled
+                                                                       # CUDA: --compile beside eager, 100 steps
     .venv/bin/python benchmarks/gpu_acceptance.py --out runs/acc       # no CUDA: tiny sizes on CPU (about a minute)
 
 What it does, writing ``OUT/acceptance.md`` (a table) and ``OUT/acceptance.json``:
@@ -43,13 +45,16 @@ comparison ~5 s; each generate run ~30 s of process start, model load, turntable
 256 px, then 512 px; SDS ~0.1 s a step, ESD ~0.2-0.3 s: phi's CFG pass, psi's camera and null passes, psi's training
 step, the VAE encode and its backward); each learned psi's probe ~20 s (a second model load). Default: SDS fp16, ESD
 shared fp16 and ESD separate bf16, 100 steps each: 40 + 5 + 3 x 30 + (10 + 2 x 30) + 2 x 20 s ~ 4 min, ~ 8 min with
-the first gsplat build, inside 10. ``--full`` (six configurations, 300 steps each):
-45 + (30 + 5 x 90) + 6 x 30 + 5 x 20 s ~ 13.5 min, ~ 17.5 min with the build.
+the first gsplat build, inside 10. ``--full`` (six eager configurations, 300 steps each):
+45 + (30 + 5 x 90) + 6 x 30 + 5 x 20 s ~ 13.5 min, ~ 17.5 min with the build, plus the compiled run. The compiled
+run's first step compiles three UNet graphs and a backward with Triton (minutes; unmeasured), so its median it/s
+(after ``WARMUP_STEPS``) excludes the compile, and its wall time shows it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import math
@@ -83,6 +88,10 @@ class Config(NamedTuple):
     """In the default set; the others run with --full."""
     args: tuple[str, ...] = ()
     """Extra arguments for ``esd-gs generate``."""
+    cpu: bool = True
+    """In the CPU run's sets too (the tiny model; ``--configs`` still names any). A compiled run is not: its compile
+    costs minutes of C++ kernel builds on the 2-core CPU and gains nothing there (BENCHMARKS.md, "Compiled UNet
+    passes")."""
 
 
 CONFIGS: dict[str, Config] = {
@@ -92,6 +101,10 @@ CONFIGS: dict[str, Config] = {
     "esd-separate-fp16": Config("esd", "separate", "fp16", False),
     "esd-shared-bf16": Config("esd", "shared", "bf16", False),
     "esd-separate-bf16": Config("esd", "separate", "bf16", True),
+    # --compile beside its eager twin: `--configs esd-shared-fp16,esd-shared-fp16-compiled` times both in one run.
+    # Not in the default set: its compile (three UNet graphs and a backward, unmeasured on a GPU, minutes) would push
+    # that set past 10 minutes with a first gsplat build.
+    "esd-shared-fp16-compiled": Config("esd", "shared", "fp16", False, ("--compile",), cpu=False),
 }
 STEPS = {"default": 100, "full": 300, "cpu": 6}
 """Steps per generate run: the default set on CUDA, --full, and the tiny model on CPU."""
@@ -256,7 +269,7 @@ def _probe_psi(run_dir: Path, device: torch.device) -> dict:
     from esd_gs.pipeline.build import build_parts
     from esd_gs.training.trainer import Trainer
 
-    config = load_yaml_config(run_dir / "config.yaml")
+    config = dataclasses.replace(load_yaml_config(run_dir / "config.yaml"), compile=False)  # same weights, no compile
     parts = build_parts(config, device)
     trainer = Trainer(config, run_dir, device, parts)
     psi = trainer.psi
@@ -453,7 +466,9 @@ def main() -> int:
         help=f"steps per generate run (default {STEPS['default']} on CUDA, {STEPS['full']} with --full, "
         f"{STEPS['cpu']} on CPU)",
     )
-    parser.add_argument("--full", action="store_true", help="all six configurations (default: those marked default)")
+    parser.add_argument(
+        "--full", action="store_true", help=f"all {len(CONFIGS)} configurations (default: those marked default)"
+    )
     parser.add_argument("--configs", default=None, help=f"comma-separated subset of: {', '.join(CONFIGS)}")
     parser.add_argument("--tiny", action="store_true", help="use the tiny model even on CUDA")
     parser.add_argument(
@@ -463,7 +478,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.configs is None:
-        names = [n for n, c in CONFIGS.items() if args.full or c.default]
+        names = [n for n, c in CONFIGS.items() if (args.full or c.default) and (c.cpu or torch.cuda.is_available())]
     else:
         names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]

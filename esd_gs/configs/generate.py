@@ -77,6 +77,11 @@ class GenerateConfig(TrainingConfig):
     """Replace a run directory that already holds a run."""
     device: str = "auto"
     """auto (CUDA if available), cpu or cuda."""
+    # Costs a compile (minutes) in the first step and at each new render size; the guards pick the compiled graphs
+    # after that (priors/compile.py). A compiler failure is announced in one line and the run goes on eager. Off by
+    # default because it is unmeasured on a GPU.
+    compile: bool = False
+    """torch.compile the UNet passes (a compile at the start and at each new render size); off: unmeasured on a GPU."""
     viewer: bool = False
     """Serve a live 3D view of the Gaussians in the browser while training (viser; refreshed every few seconds)."""
     viewer_port: int = 8080
