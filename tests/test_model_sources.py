@@ -187,6 +187,30 @@ def test_a_mirror_with_a_broken_layout_gives_way_and_all_failing_is_one_line(tin
     assert message.count("(not a usable folder: ") == 2
 
 
+def test_running_out_of_memory_while_loading_stops_instead_of_trying_the_next_mirror(tiny_sd2, monkeypatch):
+    """Any other load failure gives way to the next mirror; out of memory is the machine's limit (the next mirror is
+    as big), so it reaches the caller, which says it in one line (``pipeline.generate``), after trying one source."""
+    monkeypatch.setitem(sources.KNOWN_SOURCES, "test-family", (str(tiny_sd2), str(tiny_sd2) + "/."))
+    tried, lines = [], []
+
+    def load(loadable):
+        tried.append(loadable.source)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        sources.load_first("test-family", "phi", sources.PHI_PARTS, load, lines.append)
+    assert tried == [str(tiny_sd2)] and lines == []
+
+    def fail(loadable):
+        tried.append(loadable.source)
+        raise ValueError("an odd layout")
+
+    tried.clear()
+    with pytest.raises(UserError):
+        sources.load_first("test-family", "phi", sources.PHI_PARTS, fail, lines.append)
+    assert len(tried) == 2  # the same load failing otherwise: both mirrors tried
+
+
 def test_verified_weights_are_hashed_once(tmp_path, monkeypatch):
     """A verified blob is recorded (size, modification time): the next run does not hash its gigabytes again."""
     monkeypatch.setenv("ESD_GS_CACHE", str(tmp_path / "cache"))
