@@ -287,6 +287,23 @@ def test_an_unreachable_hub_is_one_quick_line(tmp_path, hub, offline_start):
     assert elapsed < max(15.0, offline_start + sources.PROBE_TIMEOUT_S + 3.0), (elapsed, offline_start)
 
 
+def test_a_cached_model_loads_when_the_hub_is_unreachable(tiny_sd2, tmp_path):
+    """Downloaded once through the stand-in Hub, then the Hub gone (HF_HUB_OFFLINE unset): the quick check switches
+    to the cache, the run loads the same verified weights from it and finishes, saying once that the Hub is away."""
+    pins = {FIRST: pins_for(tiny_sd2)}
+    with serving({FIRST: str(tiny_sd2), SECOND: "missing"}) as server:
+        env = hub_env(server, tmp_path)
+        first = run_cli("generate", "a head", *SMALL_RUN, "--out", tmp_path / "online", env_extra=env, pins=pins)
+    assert first.returncode == 0, first.stderr[-3000:]
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed_port()}"
+    again = run_cli("generate", "a head", *SMALL_RUN, "--out", tmp_path / "cached", env_extra=env, pins=pins)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "cached" / "scene.ply").is_file()
+    assert f"phi: Stable Diffusion from {FIRST} at {PINNED[:8]}" in again.stderr
+    assert "weights verified: sha256" in again.stderr
+    assert "Traceback" not in again.stderr and "Retrying" not in again.stderr
+
+
 def test_offline_with_an_empty_cache_says_so(tmp_path):
     result = run_cli(
         "generate",
