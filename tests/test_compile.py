@@ -89,7 +89,10 @@ CUDA = pytest.param(
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-def test_compiled_passes_give_eager_update_compile_once_and_train_the_lora(tiny_model, device):
+def test_compiled_passes_give_eager_update_compile_once_and_train_the_lora(tiny_model, device, monkeypatch):
+    if device == "cuda":  # TF32 convolutions pick other algorithms for the compiled (channels-last) layout
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     lines = []
     before = unique_graphs()
     compiled, compiled_b = esd_steps(tiny_model, compiled=True, announce=lines.append, device=device)
@@ -185,3 +188,85 @@ def test_compile_is_saved_with_the_run_and_old_configs_load_without_it(tmp_path)
     assert load_yaml_config(tmp_path / "config.yaml").compile is True
     # the same run compiled or not (as on another device): a batch does not call it a run of other settings
     assert run_settings(compiled) == run_settings(dataclasses.replace(compiled, compile=False))
+
+
+@pytest.mark.parametrize("compiled_before", [False, True])
+def test_a_resume_compiles_as_its_own_command_line_says(tmp_path, monkeypatch, compiled_before):
+    """``--compile`` steers one invocation: ``--resume DIR --compile`` compiles a run started eager, and a resume
+    without it runs eager a run started compiled (a batch's interrupted job resumes as the batch says)."""
+    from esd_gs.pipeline import generate as generate_module
+    from esd_gs.pipeline.build import build_trainer
+
+    config = small_synthetic_config(steps=4, compile=compiled_before)
+    trainer = build_trainer(config, tmp_path, torch.device("cpu"))
+    trainer.train_step()
+    trainer.save()
+    (tmp_path / "config.yaml").write_text(run_config_text(config))
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def record(saved, *args, **kwargs):
+        built.append(saved.compile)
+        raise Built
+
+    monkeypatch.setattr(generate_module, "build_trainer", record)
+    with pytest.raises(Built):
+        generate_module.generate(dataclasses.replace(config, resume=tmp_path, compile=not compiled_before))
+    assert built == [not compiled_before]
+
+
+def test_the_shared_unets_roles_each_run_their_own_compiled_graph(tiny_model, monkeypatch):
+    """phi (adapters off, no camera MLP) and psi (adapters on, the camera MLP) are one module whose role switches
+    between passes of the same shapes: each compiled call must give that role's eager answer, in any order. psi's
+    LoRA B and camera MLP are made large first (at the start psi equals phi, which would hide a mix-up). The guards
+    are Dynamo's, so the ``aot_eager`` backend (no kernel builds) tests them."""
+    real_compile = torch.compile
+    monkeypatch.setattr(
+        compile_module.torch,
+        "compile",
+        lambda model, options=None, **kw: real_compile(model, backend="aot_eager", **kw),
+    )
+    torch.manual_seed(0)
+    prior = StableDiffusionPrior.from_pretrained(str(tiny_model), precision="fp32", announce=lambda line: None)
+    psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig())
+    with torch.no_grad():
+        for name, p in psi.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+        for p in psi.camera_embedding.parameters():
+            p.normal_(0, 0.2)
+    gen = torch.Generator().manual_seed(1)
+    x_t = torch.randn(2, 4, 8, 8, generator=gen)
+    t = torch.tensor([300, 700])
+    text = prior.text_embeddings(PROMPT).plain
+    cams = OrbitSampler().sample(2, generator=gen).embedding()
+    calls = [
+        lambda: prior.eps(x_t, t, text.expand(2, -1, -1), text, 1.0),
+        lambda: psi.eps(x_t, t, text, cams),
+        lambda: psi.eps(x_t, t, text, None),
+        lambda: prior.eps(x_t, t, text.expand(2, -1, -1), text, 1.0),
+        lambda: psi.eps(x_t, t, text, cams),
+    ]
+    eager = [call() for call in calls]
+    assert (eager[0] - eager[1]).abs().max() > 1e-2 and (eager[1] - eager[2]).abs().max() > 1e-3  # the roles differ
+    torch._dynamo.reset()
+    compile_unet_passes(prior, psi, announce=lambda line: None)
+    compiled = [call() for call in calls]
+    for index, (fast, slow) in enumerate(zip(compiled, eager)):
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5, msg=f"call {index}")
+
+
+def test_a_torch_that_cannot_compile_the_backward_with_the_forward_runs_eager_in_one_line(tiny_model, monkeypatch):
+    from esd_gs.pipeline import build
+
+    assert compile_module.unsupported() is None  # this torch (the tested one) can
+    monkeypatch.setattr(build, "compile_unsupported", lambda: "torch 2.1 compiles a backward only at its first use")
+    prior = StableDiffusionPrior.from_pretrained(str(tiny_model), precision="fp32", announce=lambda line: None)
+    lines = []
+    compile_unet_passes(prior, None, announce=lines.append)
+    assert lines == [
+        "[yellow]--compile: torch 2.1 compiles a backward only at its first use; the run is eager[/yellow]"
+    ]
+    assert prior.unet_forward is prior.unet

@@ -25,6 +25,7 @@ from ..estimators import CameraLoRAEstimator, ScoreEstimator
 from ..monitors.psi_error import PsiDiagnostic, PsiDiagnosticCallback
 from ..priors import UNetPrior
 from ..priors.compile import UNetCompiler
+from ..priors.compile import unsupported as compile_unsupported
 from ..progress import console
 from ..render import resolve_backend
 from ..training.callbacks import CheckpointWriter, MetricsWriter, PreviewWriter, TrainingCallback
@@ -59,6 +60,9 @@ def compile_unet_passes(prior: Prior, psi: ScoreEstimator | None, announce=None)
     parts = [part for part in (prior, psi) if isinstance(part, (UNetPrior, CameraLoRAEstimator))]
     if not parts:
         announce(f"--compile: {type(prior).__name__} has no UNet to compile; the run is eager")
+        return
+    if (why := compile_unsupported()) is not None:
+        announce(f"[yellow]--compile: {why}; the run is eager[/yellow]")
         return
     compiler, forwards = UNetCompiler(announce), {}
     for part in parts:

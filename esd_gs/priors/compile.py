@@ -13,8 +13,11 @@ call: three graphs per render size (Stable Diffusion resizes every render to its
 compiled during the first step, and none after (``tests/test_compile.py`` counts them). Dynamo's default recompile
 limit (8 graphs per function) bounds the rest; a shape beyond it runs eager.
 
-Mode: Inductor's default, on CPU and CUDA. CUDA graphs (``mode="reduce-overhead"``) are not used: each of the three
-graphs would replay into static output buffers that its next replay overwrites, and that is unmeasured on a GPU.
+Mode: Inductor's default, on CPU and CUDA. CUDA graphs (``mode="reduce-overhead"``) are not built yet, although the
+shapes are static: they exist only on a GPU, so nothing here could test them. Each of the three graphs would replay
+into static output buffers that its next replay overwrites, so a run would have to mark each step's start
+(``torch.compiler.cudagraph_mark_step_begin``) and clone what it keeps across passes; that is the next step once the
+default mode is measured on a GPU.
 
 On CPU, Inductor's layout optimisation (channels-last convolutions) is off (``inductor_options``): in torch 2.13 its C++
 backend, fusing loops of different shapes, recomputes a node's reads without the renames that make it wait for an
@@ -82,13 +85,20 @@ class UNetCompiler:
         self.announce(f"[yellow]--compile: torch.compile failed ({self.failure}); the UNet passes run eager[/yellow]")
 
 
-def _backward_compiled_with_forward():
-    """AOTAutograd compiles a backward at its first use unless told otherwise; compiled with the forward, its failure
-    is caught where the forward's is."""
-    import contextlib
-
+def unsupported() -> str | None:
+    """Why this torch cannot run ``--compile`` as promised, or None. The promise (one line and eager on a compiler
+    failure) needs AOTAutograd to compile a backward with its forward (``force_non_lazy_backward_lowering``): with a
+    lazy backward a failure would surface inside psi's ``loss.backward()``, mid-step, as a traceback."""
     from torch._functorch import config
 
-    if not hasattr(config, "force_non_lazy_backward_lowering"):  # older torch: the backward stays lazy
-        return contextlib.nullcontext()
+    if not hasattr(config, "force_non_lazy_backward_lowering"):
+        return f"torch {torch.__version__} compiles a backward only at its first use (tested: torch 2.13)"
+    return None
+
+
+def _backward_compiled_with_forward():
+    """AOTAutograd compiles a backward at its first use unless told otherwise; compiled with the forward, its failure
+    is caught where the forward's is (``unsupported``: a torch without the switch is not compiled at all)."""
+    from torch._functorch import config
+
     return config.patch(force_non_lazy_backward_lowering=True)
