@@ -104,6 +104,8 @@ class GenerateConfig(TrainingConfig):
             if importlib.util.find_spec("viser") is None:
                 raise UserError("--viewer needs viser, which is not installed: pip install 'esd-gs[viewer]'")
         self.prior.check_run(self.resolution_start)
+        if self.prompt.strip():
+            self.prior.check_prompt(self.prompt)
         if self.distill.needs_psi and not (self.psi.any_prior or self.psi.name in self.prior.estimators):
             usable = [name for name, config in ESTIMATORS.items() if config.any_prior or name in self.prior.estimators]
             raise UserError(
