@@ -59,7 +59,7 @@ class GenerateConfig(TrainingConfig):
 
     For example:
       esd-gs generate "a plush dragon toy"
-      esd-gs generate "a head" --preset synthetic
+      esd-gs generate "a red car" --preset synthetic
       esd-gs generate --resume runs/a-plush-dragon-toy-esd
     """
 
