@@ -138,7 +138,7 @@ class PriorConfig(ABC):
         return prior.text_embeddings(prompt)
 
     def check_prompt(self, prompt: str) -> None:
-        """Whether this prior can answer ``prompt`` (``GenerateConfig.validate``, before any work): one ``UserError``."""
+        """Whether this prior can answer ``prompt`` (``GenerateConfig.validate``, before any work): a UserError."""
         return None
 
     def check_run(self, resolution_start: int | None) -> None:
