@@ -153,6 +153,19 @@ def test_worker_reuses_its_prior_skips_finished_and_refuses_other_settings(tmp_p
     assert (tmp_path / "out" / jobs[2].name / "scene.ply").is_file()
 
 
+def test_a_batch_on_the_synthetic_prior_shows_each_prompts_object(tmp_path):
+    """Issue 30: "a head" and "a red car" gave byte-identical scenes. Each job's prior is now the object its prompt
+    names; a job whose prompt names none is refused, with the names, before any job runs."""
+    items = read_job_file(small_jobs(tmp_path / "j.yaml", ["a head", "a red car"]))
+    jobs = expand_jobs(items, tmp_path / "out", steps=3)
+    priors = PriorCache()
+    assert [run_job(j.name, j.config, priors).status for j in jobs] == ["finished"] * 2
+    head, car = ((tmp_path / "out" / j.name / "scene.ply").read_bytes() for j in jobs)
+    assert head != car and priors.loads == 2
+    with pytest.raises(UserError, match="job 2 .*'a plush dragon toy' names none: name one of head, car, house"):
+        expand_jobs(read_job_file(small_jobs(tmp_path / "k.yaml", ["a head", "a plush dragon toy"])), tmp_path / "o")
+
+
 def test_a_killed_workers_run_resumes_from_its_checkpoint(tmp_path):
     """run.json still says "running" (the worker was killed) and a checkpoint is there: the job resumes."""
     items = read_job_file(small_jobs(tmp_path / "j.yaml", ["a head"]))

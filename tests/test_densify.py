@@ -129,7 +129,7 @@ def test_densification_decisions_do_not_depend_on_the_scale_of_the_2d_gradients(
         config = parse_args(
             [
                 "generate",
-                "x",
+                "a head",
                 "--preset",
                 "synthetic",
                 "--prior.num-images",
@@ -194,9 +194,9 @@ def test_the_growth_rule_is_the_same_for_every_method(tmp_path):
 
     common = ["--preset", "synthetic", "--prior.num-images", "4", "--densify.enabled"]
     for method in ("sds", "esd", "vsd"):
-        config = parse_args(["generate", "x", "--method", method, *common])
+        config = parse_args(["generate", "a head", "--method", method, *common])
         assert build_trainer(config, tmp_path, torch.device("cpu")).densifier.strategy.grow_ratio == 2.0, method
-    config = parse_args(["generate", "x", "--densify.grow-ratio", "3", *common])
+    config = parse_args(["generate", "a head", "--densify.grow-ratio", "3", *common])
     assert build_trainer(config, tmp_path, torch.device("cpu")).densifier.strategy.grow_ratio == 3.0
     for bad in (0.0, -1.0, math.nan):
         with pytest.raises(ConfigError, match="--densify.grow-ratio must be > 0"):
@@ -211,7 +211,7 @@ def test_a_run_resumed_between_refinements_grows_the_same_gaussians(tmp_path):
 
     flags = ["--preset", "synthetic", "--prior.num-images", "4", "--steps", "8", "--init.num-points", "200"]
     flags += ["--densify.enabled", "--densify.start", "0", "--densify.stop", "1", "--densify.every", "0.25"]
-    config = parse_args(["generate", "x", *flags])  # refinements at steps 2, 4 and 6
+    config = parse_args(["generate", "a head", *flags])  # refinements at steps 2, 4 and 6
     cpu = torch.device("cpu")
     whole = build_trainer(config, tmp_path / "whole", cpu)
     while whole.step < 8:

@@ -308,3 +308,23 @@ def test_resume_on_another_device_type_reseeds_the_noise_with_a_notice(tiny_mode
     assert resumed.step == 2 and torch.equal(resumed.scene.params["means"], trainer.scene.params["means"])
     row = resumed.train_step()
     assert row["step"] == 3 and row["loss"] is not None
+
+
+def test_the_synthetic_prior_shows_the_object_the_prompt_names(tmp_path):
+    """Issue 30: "a plush dragon toy" on the synthetic prior made the head, silently. Now the prompt picks the object:
+    "a bald head" is the head of "a head" (byte-identical scene), "a red car" the car (another scene), and a prompt
+    naming none is refused in one line before any work."""
+    small = ["--preset", "synthetic", "--steps", "3", "--batch-size", "2", "--prior.num-images", "8"]
+    small += ["--init.num-points", "200", "--output.turntable-views", "2", "--output.turntable-size", "16"]
+    small += ["--output.preview-every", "0", "--output.checkpoint-every", "0", "--output.video-formats", "gif"]
+    scenes = {}
+    for prompt in ("a head", "a bald head", "a red car"):
+        done = esd_gs("generate", prompt, *small, "--out", tmp_path / prompt)
+        assert done.returncode == 0, done.stderr[-2000:]
+        scenes[prompt] = (tmp_path / prompt / "scene.ply").read_bytes()
+    assert scenes["a bald head"] == scenes["a head"] != scenes["a red car"]
+    refused = esd_gs("generate", "a plush dragon toy", *small, "--out", tmp_path / "dragon")
+    lines = [line for line in refused.stderr.splitlines() if line.strip() and "torchvision" not in line]
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert "names none: name one of head, car, house, mug, chair, penguin" in lines[0]
+    assert not (tmp_path / "dragon").exists()

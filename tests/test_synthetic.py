@@ -16,9 +16,12 @@ from esd_gs.cameras import OrbitSampler
 from esd_gs.diffusion import mixture_eps, posterior_mean, sd_alphas_cumprod
 from esd_gs.distillation import DistillationConfig, ScoreDistillation
 from esd_gs.distillation.timesteps import TimestepSchedule
+from esd_gs.errors import UserError
 from esd_gs.estimators import ParticleEstimator
 from esd_gs.evaluation.janus import aligned_psnr, count_arcs, inception_quality_variety, janus_metrics
 from esd_gs.priors.synthetic import SyntheticPrior, SyntheticPriorConfig, biased_cameras
+from esd_gs.priors.synthetic_objects import object_named
+from esd_gs.reference_objects import reference_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +93,44 @@ def test_prior_cfg_with_two_references_is_union_based(tmp_path):
     assert not torch.allclose(prior.reference_latents(0), prior.reference_latents(1))
     with pytest.raises(Exception, match="knows the prompts"):
         SyntheticPrior.build(config, "a cat", 16, OrbitSampler(), torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "prompt, name",
+    [("a red car", "car"), ("A bald Head", "head"), ("two mugs", "mug"), ("a penguin.", "penguin"), ("HOUSE", "house")],
+)
+def test_the_prompt_names_the_object(prompt, name):
+    assert object_named(prompt) == name
+
+
+@pytest.mark.parametrize(
+    "prompt, problem",
+    [
+        ("a plush dragon toy", "names none"),
+        ("a carpet", "names none"),  # whole words only
+        ("headphones", "names none"),
+        ("a penguin on a chair", "names chair and penguin"),
+    ],
+)
+def test_a_prompt_naming_no_object_or_two_is_refused_in_one_line(prompt, problem):
+    with pytest.raises(UserError) as error:
+        SyntheticPriorConfig().check_prompt(prompt)
+    message = str(error.value)
+    assert "\n" not in message and problem in message and f"'{prompt}'" in message
+    assert "head, car, house, mug, chair, penguin" in message and "--prior.reference PATH" in message
+
+
+def test_the_object_the_prompt_names_is_the_priors_and_a_reference_file_overrides_the_prompt():
+    def images(prompt, **settings):
+        config = SyntheticPriorConfig(num_images=4, **settings)
+        return SyntheticPrior.build(config, prompt, 16, OrbitSampler(), torch.device("cpu")).images
+
+    car, head = images("a red car"), images("a bald head")
+    assert torch.equal(car, images("anything at all", reference=(reference_path("car"),)))  # the file is the object
+    assert torch.equal(head, images("a head", reference=(ROOT / "assets" / "head.ply",)))
+    assert (car - head).abs().mean() > 0.05  # another object, not the head under another prompt
+    with pytest.raises(UserError, match="give the files too"):
+        SyntheticPriorConfig(reference_prompts=("a car",)).check_prompt("a car")
 
 
 def test_particle_estimator_esd_bracket():
@@ -559,3 +600,29 @@ def test_psi_draw_timesteps_default_and_window():
                        torch.tensor([7, 70, 700, 999]))  # fmt: skip
     with pytest.raises(ValueError, match="distillation timesteps"):
         psi.draw_timesteps(4, None, None, torch.device("cpu"))
+
+
+def test_evaluate_scores_a_car_run_against_the_car():
+    """``esd-gs evaluate --sides reference`` measures a run against the object its prompt named, not the head."""
+    from esd_gs.cli.main import parse_args
+    from esd_gs.evaluation.evaluate import _benchmark_turntable, _synthetic_reference
+    from esd_gs.io import read_ply
+    from esd_gs.render.views import render_images
+
+    run = parse_args(["generate", "a red car", "--preset", "synthetic", "--prior.num-images", "4"])
+    _, _, reference_views = _synthetic_reference(run, torch.device("cpu"))
+    car = render_images(read_ply(reference_path("car")), _benchmark_turntable(), run.resolution, background=1.0)
+    assert torch.equal(reference_views, car)
+
+
+def test_a_named_object_without_its_shipped_file_is_built_by_its_procedure(tmp_path, monkeypatch):
+    """An installed esd-gs has no assets/ folder: the objects are built as scripts/make_reference_assets.py does."""
+    from esd_gs import reference_objects
+    from esd_gs.io import read_ply
+    from esd_gs.priors.synthetic_objects import load_object
+
+    shipped = read_ply(reference_path("mug"))
+    monkeypatch.setattr(reference_objects, "ASSETS", tmp_path)  # no .ply there
+    built = load_object("mug")
+    assert built.num_gaussians == shipped.num_gaussians
+    assert torch.allclose(built.params["means"], shipped.params["means"], atol=1e-5)

@@ -35,10 +35,10 @@ from ..evaluation.janus import (
     janus_metrics,
     nearest_prior_distances,
 )
-from ..example import builtin_head
 from ..io import read_ply
 from ..pipeline.build import build_trainer
 from ..priors import SyntheticUNetConfig, SyntheticUNetPrior, synthetic_images
+from ..priors.synthetic_objects import load_object
 from ..progress import console, make_progress
 from ..render.views import render_images
 from ..training.run_dir import RunDir
@@ -166,7 +166,7 @@ def run_janus_benchmark(
     phi = prior  # one phi, shared by every run: the exact prior, or the UNet fitted to its images
     if isinstance(base.prior, SyntheticUNetConfig):
         phi = SyntheticUNetPrior.from_oracle(prior, base.resolution, base.prior, device)
-    reference_scene = (read_ply(reference) if reference is not None else builtin_head()).to(device)
+    reference_scene = load_object(images.references(base.prompt)[1][0]).to(device)
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     size = base.resolution
 

@@ -59,7 +59,7 @@ class GenerateConfig(TrainingConfig):
 
     For example:
       esd-gs generate "a plush dragon toy"
-      esd-gs generate "a head" --preset synthetic
+      esd-gs generate "a red car" --preset synthetic
       esd-gs generate --resume runs/a-plush-dragon-toy-esd
     """
 
@@ -110,6 +110,8 @@ class GenerateConfig(TrainingConfig):
             if importlib.util.find_spec("viser") is None:
                 raise UserError("--viewer needs viser, which is not installed: pip install 'esd-gs[viewer]'")
         self.prior.check_run(self.resolution_start)
+        if self.prompt.strip():
+            self.prior.check_prompt(self.prompt)
         if self.distill.needs_psi and not (self.psi.any_prior or self.psi.name in self.prior.estimators):
             usable = [name for name, config in ESTIMATORS.items() if config.any_prior or name in self.prior.estimators]
             raise UserError(

@@ -137,6 +137,10 @@ class PriorConfig(ABC):
         """The prompt's conditions for this prior, with this config's text settings (if it has any)."""
         return prior.text_embeddings(prompt)
 
+    def check_prompt(self, prompt: str) -> None:
+        """Whether this prior can answer ``prompt`` (``GenerateConfig.validate``, before any work): a UserError."""
+        return None
+
     def check_run(self, resolution_start: int | None) -> None:
         """How this prior fits the run's own settings (``GenerateConfig.validate``): one ``UserError``."""
         return None

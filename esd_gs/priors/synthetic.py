@@ -7,6 +7,8 @@ otherwise uniformly; elevation, radius and field of view come from the training 
 noise prediction is the exact one of the noised empirical distribution of those renders (``diffusion.mixture``), in
 pixel space: the "latent" is the image itself, mapped to [-1, 1], on the same noise schedule as Stable Diffusion.
 
+The object is the one the prompt names among the built-in ones (``synthetic_objects``: head, car, house, mug,
+chair, penguin; "a red car" -> the car), or the .ply file of ``--prior.reference`` (then the prompt is not read).
 Several references can be registered under prompts; the unconditional distribution is their union, so text
 classifier-free guidance means the same as with SD: eps = eps_union + s (eps_prompt - eps_union).
 
@@ -28,6 +30,7 @@ from ..diffusion import mixture_eps, sd_alphas_cumprod
 from ..errors import ConfigError, UserError
 from ..render.views import render_batches
 from .base import Prior, PriorConfig, RunContext, TextEmbeddings
+from .synthetic_objects import Source, load_object, object_named
 
 
 @dataclass
@@ -41,9 +44,9 @@ class SyntheticPriorConfig(PriorConfig):
     uses_context: ClassVar[bool] = True
 
     reference: tuple[Path, ...] = ()
-    """Reference 3DGS .ply files (-Y up); empty = the built-in head (assets/head.ply)."""
+    """Reference 3DGS .ply files (-Y up); empty = the built-in object the prompt names (head, car, house, ...)."""
     reference_prompts: tuple[str, ...] = ()
-    """Prompt of each reference (same order); empty = the generate prompt names the only reference."""
+    """Prompt of each reference file (same order); empty = the generate prompt names the only reference file."""
     num_images: int = 256
     """K: renders per reference in the prior's image distribution."""
     # The default 0.5 is a moderate bias, the Janus benchmark's default (see research/janus.md for why).
@@ -64,6 +67,25 @@ class SyntheticPriorConfig(PriorConfig):
         """phi for a run: these images, at the run's resolution and cameras and on its background."""
         background = {"white": 1.0, "black": 0.0}.get(context.background, 1.0)
         return SyntheticPrior.build(self, context.prompt, context.resolution, context.cameras, device, background)
+
+    def references(self, prompt: str) -> tuple[list[str], list[Source]]:
+        """(each reference's prompt, its object) for a run of ``prompt``: the ``reference`` files under their
+        prompts, or, without files, the built-in object the prompt names (``synthetic_objects.object_named``) under
+        the prompt itself. One ``UserError`` when they do not fit; the files are read later (``build``)."""
+        if not self.reference:
+            if self.reference_prompts:
+                raise UserError("--prior.reference-prompts names --prior.reference files: give the files too")
+            return [prompt], [object_named(prompt)]
+        sources: list[Source] = [Path(path) for path in self.reference]
+        prompts = list(self.reference_prompts) or ([prompt] if len(sources) == 1 else [])
+        if len(prompts) != len(sources):
+            raise UserError("give one --prior.reference-prompts entry per --prior.reference file")
+        if prompt not in prompts:
+            raise UserError(f"the synthetic prior knows the prompts {prompts}, not '{prompt}'")
+        return prompts, sources
+
+    def check_prompt(self, prompt: str) -> None:
+        self.references(prompt)
 
     def check_run(self, resolution_start: int | None) -> None:
         if resolution_start is not None:
@@ -107,21 +129,13 @@ class SyntheticPrior(Prior):
         device: torch.device,
         background: float = 1.0,
     ) -> SyntheticPrior:
-        from ..example import builtin_head
-        from ..io import read_ply
-
-        paths = list(config.reference) or [None]  # None: the built-in head
-        prompts = list(config.reference_prompts) or ([prompt] if len(paths) == 1 else [])
-        if len(prompts) != len(paths):
-            raise UserError("give one --prior.reference-prompts entry per --prior.reference file")
-        if prompt not in prompts:
-            raise UserError(f"the synthetic prior knows the prompts {prompts}, not '{prompt}'")
+        prompts, sources = config.references(prompt)
         gen = torch.Generator().manual_seed(config.seed)
         images, azimuths = [], []
-        for path in paths:
-            if path is not None and not Path(path).is_file():
-                raise UserError(f"reference {path} does not exist")
-            scene = (read_ply(path) if path is not None else builtin_head()).to(device)
+        for source in sources:
+            if isinstance(source, Path) and not source.is_file():
+                raise UserError(f"reference {source} does not exist")
+            scene = load_object(source).to(device)
             cams = biased_cameras(config.num_images, sampler, config.p_front, config.front_std, gen)
             for rgb in render_batches(scene, cams, resolution, background, batch=64):
                 images.append(rgb.clamp(0, 1) * 2.0 - 1.0)

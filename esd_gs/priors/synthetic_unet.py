@@ -97,6 +97,9 @@ class SyntheticUNetConfig(PriorConfig):
         oracle = self.images.build(torch.device("cpu"), context)
         return SyntheticUNetPrior.from_oracle(oracle, context.resolution, self, device)
 
+    def check_prompt(self, prompt: str) -> None:
+        self.images.check_prompt(prompt)
+
     def check_run(self, resolution_start: int | None) -> None:
         self.images.check_run(resolution_start)
 

@@ -86,7 +86,8 @@ def main() -> None:
         print(table(args.table))
         return
 
-    argv = ["generate", "densify-counts", "--preset", "synthetic" if args.prior == "synthetic" else "esd"]
+    synthetic = args.prior == "synthetic"  # the synthetic prior shows the object its prompt names: the head
+    argv = ["generate", "a head" if synthetic else "densify-counts", "--preset", "synthetic" if synthetic else "esd"]
     argv += ["--method", args.method, "--densify.enabled"]
     if args.steps is not None:
         argv += ["--steps", str(args.steps)]

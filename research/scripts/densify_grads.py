@@ -79,7 +79,7 @@ def main() -> None:
 
     argv = [
         "generate",
-        "densify-grads",
+        "a head" if args.prior == "synthetic" else "densify-grads",  # the synthetic prior's object: the head
         "--preset",
         "synthetic" if args.prior == "synthetic" else "esd",
         "--method",
