@@ -365,7 +365,7 @@ def _schedule(ray, jobs: list[Job], out: Path, workers: int | None, eval_config,
     stopping = False
     counts = {"done": 0, "failed": 0}
     with make_progress("done", "running", "failed", speed_window=24 * 3600) as progress:
-        task = progress.add_task("batch", total=len(jobs), done=0, running=0, failed=0)
+        task = progress.add_task("batch", total=len(jobs), unit="job", done=0, running=0, failed=0)
         while queue or running:
             if stop and not stopping:
                 stopping = True
@@ -396,7 +396,8 @@ def _schedule(ray, jobs: list[Job], out: Path, workers: int | None, eval_config,
                     idle.append(actor)
                 state[job.name].update(result)
                 _report(progress, job, result, counts)
-                progress.advance(task)
+                # the counts with the job just ended: the last line says "running 0" (issue 30)
+                progress.update(task, advance=1, done=counts["done"], running=len(running), failed=counts["failed"])
                 _write_state(out, state)
     _write_state(out, state)
     write_gallery(out, jobs, state)

@@ -184,14 +184,29 @@ def _interrupted(signum: int) -> int:
     return 128 + signum
 
 
-def _run(argv: list[str]) -> int:
-    import torch
+SLOW_STARTS = ("generate", "evaluate", "compare", "batch", "bench")
+"""The subcommands whose start-up (torch, the models) takes seconds: a spinner says so from the first one."""
 
-    from ..io import PlyFormatError
-    from ..training.trainer import Interrupted, TrainingError
+
+def _starting(argv: list[str], doing: str):
+    """A spinner while the libraries load and the command line is read, for ``SLOW_STARTS`` on a terminal only (a
+    mistake in the command line stays the only line; ``--help`` prints as it is)."""
+    from ..progress import stage
+
+    quiet = not argv or argv[0] not in SLOW_STARTS or any(arg in HELP_FLAGS for arg in argv)
+    return contextlib.nullcontext() if quiet else stage(f"esd-gs {argv[0]}: {doing}", terminal_only=True)
+
+
+def _run(argv: list[str]) -> int:
+    with _starting(argv, "loading torch"):  # before torch: its import is the first seconds of every command
+        import torch
+
+        from ..io import PlyFormatError
+        from ..training.trainer import Interrupted, TrainingError
 
     try:
-        args = parse_args(argv)
+        with _starting(argv, "reading the options"):
+            args = parse_args(argv)
         (command,) = [c for c in SUBCOMMANDS.values() if type(args) is _load(c.config)]
         code = _load(command.run)(args)
         if command.returns_exit_code:

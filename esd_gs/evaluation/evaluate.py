@@ -171,7 +171,9 @@ def evaluate(
     up = run.output.up if run is not None else "-y"
     scene = read_ply(target.scene, up=up).to(models.device)
     stages = ["render", *config.metrics, *(["ground truth"] if synthetic else [])]
-    task = progress.add_task(f"evaluating {target.name}", total=len(stages)) if progress is not None else None
+    task = (
+        progress.add_task(f"evaluating {target.name}", total=len(stages), rate=False) if progress is not None else None
+    )
     seconds: dict[str, float] = {}
     result: dict = {
         "scene": str(target.scene),

@@ -22,6 +22,7 @@ import torch
 
 from ..distillation import ScoreDistillation
 from ..monitors.psi_error import PsiDiagnostic, PsiDiagnosticCallback
+from ..progress import stage
 from ..render import resolve_backend
 from ..training.callbacks import CheckpointWriter, MetricsWriter, PreviewWriter, TrainingCallback
 from ..training.streams import RandomStreams
@@ -32,15 +33,29 @@ if TYPE_CHECKING:
     from ..priors import Prior
 
 
+PRIOR_STAGES = {
+    "sd": "loading Stable Diffusion",
+    "synthetic": "building the synthetic prior (rendering its reference images)",
+    "synthetic-unet": "building the synthetic UNet prior (fitted once, then loaded from the cache)",
+}
+"""What the start-up line says while each prior is built (``progress.stage``), by prior name."""
+
+
 def build_parts(config: GenerateConfig, device: torch.device, prior: Prior | None = None) -> RunParts:
     """The parts of a run of ``config`` on ``device`` (``prior``: an already built phi to reuse). The renderer is
     resolved first (a bad choice fails before any model loads); the random streams are made before psi, whose
     initialisation draws from torch's global generator they seed."""
     backend = resolve_backend(config.backend, device)
-    prior = prior if prior is not None else config.prior.build(device, config.run_context)
-    text = config.prior.text_embeddings(prior, config.prompt)
+    if prior is None:
+        with stage(f"phi: {PRIOR_STAGES.get(config.prior.name, f'building the {config.prior.name} prior')}"):
+            prior = config.prior.build(device, config.run_context)
+    with stage("encoding the prompt"):
+        text = config.prior.text_embeddings(prior, config.prompt)
     random = RandomStreams(config.seed, device)
-    psi = config.psi.build(prior) if config.distill.needs_psi else None
+    psi = None
+    if config.distill.needs_psi:
+        with stage(f"psi: building the {config.psi.name} estimator"):
+            psi = config.psi.build(prior)
     distill = ScoreDistillation(prior, text, config.distill, config.timesteps, psi)
     return RunParts(backend, prior, text, psi, distill, random)
 
@@ -48,7 +63,9 @@ def build_parts(config: GenerateConfig, device: torch.device, prior: Prior | Non
 def build_trainer(config: GenerateConfig, run_dir: Path, device: torch.device, prior: Prior | None = None) -> Trainer:
     """The Trainer of a run of ``config`` in ``run_dir`` on ``device`` (``prior``: an already built phi to reuse), with
     its callbacks (module docstring)."""
-    trainer = Trainer(config, run_dir, device, build_parts(config, device, prior))
+    parts = build_parts(config, device, prior)
+    with stage("theta: the initial Gaussians and their optimisers"):
+        trainer = Trainer(config, run_dir, device, parts)
     trainer.callbacks.extend(default_callbacks(config, trainer))
     return trainer
 
