@@ -10,14 +10,15 @@ logs. The same look for every long job.
   plain line per task when its description changes, at each tenth of it (at most one every ``min_gap_s``), at least
   every ``max_gap_s`` while it runs, and when it finishes (``LineProgress``).
 - A start-up stage (``stage``: loading a model, fitting a cache, starting Ray) is a spinner with its name on a
-  terminal, erased when the stage ends, and one plain line elsewhere. A progress bar that starts inside a stage
-  pauses its spinner until it ends.
+  terminal, erased when the stage ends, and elsewhere one plain line with its time once it has ended. A progress
+  bar that starts inside a stage pauses its spinner until it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -229,17 +230,20 @@ def _pause_stage(pause: bool) -> None:
 
 @contextlib.contextmanager
 def stage(text: str, terminal_only: bool = False) -> Iterator[None]:
-    """A start-up stage named ``text`` ("loading Stable Diffusion"): a spinner on a terminal, erased when the block
-    ends; elsewhere one plain line ``text ...`` (none with ``terminal_only``: for the stages before a command line is
-    checked, so that a mistake in it stays the only line). Under a running progress display (a benchmark's runs) it
-    shows nothing: that display's clock goes on."""
+    """A start-up stage named ``text`` ("phi: loading Stable Diffusion"): a spinner on a terminal from its first
+    moment, erased when the block ends; elsewhere one plain line once it has ended, with its time
+    (``phi: loading Stable Diffusion: 41.2 s``), and none when it fails: the failure's own line stays the only one.
+    ``terminal_only``: no line outside a terminal (the stages before a command line is checked). Under a running
+    progress display (a benchmark's runs) it shows nothing: that display's clock goes on."""
     if _displays[0] > 0:
         yield
         return
     if not _spinner_console.is_terminal:
-        if not terminal_only:
-            console.print(f"{text} ...", markup=False, highlight=False, soft_wrap=True)
+        start = time.perf_counter()
         yield
+        if not terminal_only:
+            line = f"{text}: {time.perf_counter() - start:.1f} s"
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         return
     spinner = Status(text, console=_spinner_console, spinner="dots")
     if _stages:

@@ -164,13 +164,15 @@ def test_rates_and_durations_read_the_same_at_any_speed():
     assert [format_duration(s) for s in (None, 5, 65, 3600 + 62)] == ["--", "0:05", "1:05", "1:01:02"]
 
 
-def test_a_stage_is_one_plain_line_in_a_log_and_nothing_before_the_command_line_is_checked(capsys):
+def test_a_stage_is_one_plain_line_in_a_log_once_it_ended_and_none_when_it_failed(capsys):
     with stage("phi: loading Stable Diffusion"):
         pass
     with stage("esd-gs generate: loading torch", terminal_only=True):
         pass
+    with pytest.raises(ValueError), stage("psi: building the lora estimator"):
+        raise ValueError("a failure: its own line is the only one")
     err = capsys.readouterr().err
-    assert err == "phi: loading Stable Diffusion ...\n"
+    assert re.fullmatch(r"phi: loading Stable Diffusion: 0\.\d s\n", err), err
 
 
 def test_generate_shows_grad_and_psi_and_keeps_them_in_metrics(tmp_path):
