@@ -54,15 +54,13 @@ def format_rate(speed: float | None, unit: str = "it") -> str:
 
 
 def format_field(value) -> str:
-    """A field's value as shown: floats to 3 significant digits, None as ``-``; at least 6 characters wide, so that
-    the line keeps its layout from step to step."""
+    """A field's value as shown: None as ``-``; floats to 3 significant digits, at least 6 characters wide (so that
+    the line keeps its layout from step to step)."""
     if value is None:
-        text = "-"
-    elif isinstance(value, float):
-        text = "nan" if not math.isfinite(value) else f"{value:.3g}"
-    else:
-        text = str(value)
-    return text.ljust(6)
+        return "-"
+    if isinstance(value, float):
+        return ("nan" if not math.isfinite(value) else f"{value:.3g}").ljust(6)
+    return str(value)
 
 
 @dataclass
@@ -77,21 +75,41 @@ class _Parts:
     fields: list[str]
 
 
-def _task_parts(task: Task, fields: tuple[str, ...]) -> _Parts:
+def task_speed(task: Task, window: float) -> float | None:
+    """Items per second of ``task``: while the last ``window`` seconds reach back to its start, what it did since
+    then over the time since then (the wait for its first item counts: a batch's first job, a comparison's first
+    run); later rich's estimate over the window. Frozen when it finishes."""
+    elapsed = task.finished_time if task.finished else task.elapsed
+    if not elapsed:
+        return None
+    if elapsed <= window and len(task._progress) < (task._progress.maxlen or math.inf):  # every sample is kept
+        done = sum(sample.completed for sample in task._progress)  # kept since the start: samples at most window old
+        return done / elapsed if done else None
+    return task.finished_speed or task.speed
+
+
+def _task_parts(task: Task, fields: tuple[str, ...], window: float) -> _Parts:
     total = f"{int(task.total)}" if task.total is not None else "?"
     rate = eta = None
     if task.fields.get("rate", True):
-        rate = format_rate(task.finished_speed or task.speed, task.fields.get("unit", "it"))
-        eta = "ETA " + format_duration(0.0 if task.finished else task.time_remaining)
+        speed = task_speed(task, window)
+        remaining = None
+        if task.finished:
+            remaining = 0.0
+        elif speed and task.total is not None:
+            remaining = (task.total - task.completed) / speed
+        rate = format_rate(speed, task.fields.get("unit", "it"))
+        eta = "ETA " + format_duration(remaining)
     shown = [f"{name} {format_field(task.fields[name])}" for name in fields if task.fields.get(name) not in (None, "")]
     shown[-1:] = [field.rstrip() for field in shown[-1:]]  # no blanks at the end of the line
     done = f"{int(task.completed):>{len(total)}}/{total}"
     return _Parts(task.description, done, rate, eta, format_duration(task.elapsed).rjust(4), shown)
 
 
-def task_line(task: Task, width: int, fields: tuple[str, ...] = ()) -> Text:
-    """``task``'s line on a terminal ``width`` columns wide: one line, never wider (module docstring)."""
-    parts = _task_parts(task, fields)
+def task_line(task: Task, width: int, fields: tuple[str, ...] = (), window: float = 30.0) -> Text:
+    """``task``'s line on a terminal ``width`` columns wide: one line, never wider (module docstring); ``window``:
+    seconds the rate is estimated over (``task_speed``)."""
+    parts = _task_parts(task, fields, window)
     required = [parts.done] + [p for p in (parts.rate, parts.eta) if p is not None]
     room = width - sum(len(p) + 1 for p in required)  # for the description, the bar, the elapsed time, the fields
     description = parts.description
@@ -129,9 +147,9 @@ def task_line(task: Task, width: int, fields: tuple[str, ...] = ()) -> Text:
     return line
 
 
-def plain_line(task: Task, fields: tuple[str, ...] = ()) -> str:
+def plain_line(task: Task, fields: tuple[str, ...] = (), window: float = 30.0) -> str:
     """``task``'s line in a log: every part, no bar, no control sequence."""
-    parts = _task_parts(task, fields)
+    parts = _task_parts(task, fields, window)
     percent = f" {100 * task.completed / task.total:.0f}%" if task.total else ""
     words = [parts.description, parts.done + percent, parts.rate, f"elapsed {parts.elapsed}", parts.eta, *parts.fields]
     return " ".join(" ".join(word for word in words if word is not None).split())
@@ -161,7 +179,9 @@ class LineProgress(Progress):
 
     def make_tasks_table(self, tasks) -> Group:  # noqa: D102 (rich's hook: the rows of the live display)
         width = self._output.width
-        return Group(*(task_line(task, width, self.fields) for task in tasks if task.visible))
+        return Group(
+            *(task_line(task, width, self.fields, self.speed_estimate_period) for task in tasks if task.visible)
+        )
 
     def start(self) -> None:
         if not self.plain and not self.live.is_started:
@@ -201,7 +221,9 @@ class LineProgress(Progress):
         )
         if due and not (finished and task.finished):
             self._logged[task_id] = (now, current, task.description, task.finished)
-            self.console.print(plain_line(task, self.fields), markup=False, highlight=False, soft_wrap=True)
+            self.console.print(
+                plain_line(task, self.fields, self.speed_estimate_period), markup=False, highlight=False, soft_wrap=True
+            )
 
 
 def make_progress(*extra_fields: str, speed_window: float = 30.0) -> LineProgress:

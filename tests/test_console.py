@@ -157,6 +157,19 @@ def test_a_task_of_runs_shows_seconds_per_run_and_its_stages_no_rate():
     assert "/s" not in evaluating and "ETA" not in evaluating and "1/10" in evaluating, evaluating
 
 
+def test_a_slow_task_counts_the_wait_for_its_first_item():
+    """batch's first job took 13 s and its second 2 s: 7.5 s a job, not the 2 s between the two (rich's estimate
+    starts at the first item done)."""
+    clock = Clock()
+    progress = LineProgress(output=Console(file=io.StringIO(), width=100), speed_window=24 * 3600, get_time=clock)
+    jobs = progress.add_task("batch", total=4, unit="job")
+    for seconds in (13.0, 2.0):
+        clock.now += seconds
+        progress.advance(jobs)
+    line = task_line(progress.tasks[0], 100, window=24 * 3600).plain
+    assert " 7.5 s/job 0:15 ETA 0:15" in line, line  # 15 s so far, 2 jobs to go
+
+
 def test_rates_and_durations_read_the_same_at_any_speed():
     assert format_rate(9.534, "step") == " 9.53 step/s"
     assert format_rate(0.04, "run") == " 25.0 s/run"

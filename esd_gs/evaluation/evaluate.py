@@ -257,9 +257,11 @@ def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -
         models.clip(config.clip_model)
     if "fid" in metrics:
         if config.fid_features == "inception":  # torch-fidelity loads (or downloads) its weights here
+            from ..progress import stage
             from .fid import fid_metric
 
-            fid_metric("inception")
+            with stage("loading the Inception network for FID"):
+                fid_metric("inception")
         for target in targets:
             run = target.run_config
             if run is None or synthetic_images(run.prior) is None:
