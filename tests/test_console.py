@@ -252,3 +252,13 @@ def test_the_first_line_comes_before_torch_is_imported(tmp_path):
     assert torch_imported and first_stage < torch_imported.start(), "the first line came after torch was imported"
     order = [text.index(s) for s in ("loading torch", "phi: building the synthetic prior", "generating")]
     assert order == sorted(order)
+
+
+def test_generate_help_says_what_the_numbers_mean(capsys):
+    from esd_gs.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "The progress line shows grad (the root mean square of the distillation gradient" in text
+    assert "grows as t falls, so a rise is no divergence" in text and "not a score of quality" in text
