@@ -10,8 +10,9 @@ logs. The same look for every long job.
   plain line per task when its description changes, at each tenth of it (at most one every ``min_gap_s``), at least
   every ``max_gap_s`` while it runs, and when it finishes (``LineProgress``).
 - A start-up stage (``stage``: loading a model, fitting a cache, starting Ray) is a spinner with its name on a
-  terminal, erased when the stage ends, and elsewhere one plain line with its time once it has ended. A progress
-  bar that starts inside a stage pauses its spinner until it ends.
+  terminal, erased when the stage ends, and elsewhere one plain line with its time, written once the stage has
+  ended and the command writes its next line (a failure's line before then stays the only one). A progress bar
+  that starts inside a stage pauses its spinner until it ends.
 """
 
 from __future__ import annotations
@@ -27,8 +28,21 @@ from rich.progress import Progress, Task, TaskID
 from rich.status import Status
 from rich.text import Text
 
-console = Console(stderr=True)
+
+class _Console(Console):
+    """A Console that writes the start-up stages' pending log lines (``stage``) before anything else it prints."""
+
+    pending: list[str]
+
+    def print(self, *objects, **kwargs) -> None:  # noqa: D102 (rich's)
+        while getattr(self, "pending", None):
+            super().print(self.pending.pop(0), markup=False, highlight=False, soft_wrap=True)
+        super().print(*objects, **kwargs)
+
+
+console = _Console(stderr=True)
 """Where esd-gs's own lines go (stderr)."""
+console.pending = []
 
 BAR_MIN, BAR_MAX = 10, 40
 """Widths of a task's bar: it is drawn only when this much is left of the line, and never wider."""
@@ -239,6 +253,22 @@ _spinner_console = Console(stderr=True)
 """The spinners' own console: ``console`` may be capturing what a model's loading prints (``pipeline.generate``),
 while the spinner still has to reach the terminal."""
 _stages: list[Status] = []
+_logging_stages = [False]  # inside stage_log: stages write their lines in a log
+
+
+@contextlib.contextmanager
+def stage_log() -> Iterator[None]:
+    """Where stderr is not a terminal, the start-up stages of the block write their lines (``stage``); what is
+    pending at its end (a command that failed) is dropped. The ``esd-gs`` command and a batch job's log use it; a
+    library caller's stages write nothing but the spinner."""
+    _logging_stages[0] = True
+    try:
+        yield
+    finally:
+        _logging_stages[0] = False
+        console.pending.clear()
+
+
 _displays = [0]  # progress displays running on the terminal
 
 
@@ -253,8 +283,9 @@ def _pause_stage(pause: bool) -> None:
 @contextlib.contextmanager
 def stage(text: str, terminal_only: bool = False) -> Iterator[None]:
     """A start-up stage named ``text`` ("phi: loading Stable Diffusion"): a spinner on a terminal from its first
-    moment, erased when the block ends; elsewhere one plain line once it has ended, with its time
-    (``phi: loading Stable Diffusion: 41.2 s``), and none when it fails: the failure's own line stays the only one.
+    moment, erased when the block ends; elsewhere one plain line with its time (``phi: loading Stable Diffusion:
+    41.2 s``), written before the next line esd-gs writes (the work's first progress line, "resuming ..."): a
+    failure before it (a stage's own, a checkpoint that does not fit psi) stays the only line.
     ``terminal_only``: no line outside a terminal (the stages before a command line is checked). Under a running
     progress display (a benchmark's runs) it shows nothing: that display's clock goes on."""
     if _displays[0] > 0:
@@ -263,9 +294,8 @@ def stage(text: str, terminal_only: bool = False) -> Iterator[None]:
     if not _spinner_console.is_terminal:
         start = time.perf_counter()
         yield
-        if not terminal_only:
-            line = f"{text}: {time.perf_counter() - start:.1f} s"
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if _logging_stages[0] and not terminal_only:
+            console.pending.append(f"{text}: {time.perf_counter() - start:.1f} s")
         return
     spinner = Status(text, console=_spinner_console, spinner="dots")
     if _stages:

@@ -21,7 +21,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from esd_gs.progress import LineProgress, format_duration, format_rate, stage, task_line
+from esd_gs.progress import LineProgress, console, format_duration, format_rate, stage, stage_log, task_line
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -177,15 +177,22 @@ def test_rates_and_durations_read_the_same_at_any_speed():
     assert [format_duration(s) for s in (None, 5, 65, 3600 + 62)] == ["--", "0:05", "1:05", "1:01:02"]
 
 
-def test_a_stage_is_one_plain_line_in_a_log_once_it_ended_and_none_when_it_failed(capsys):
-    with stage("phi: loading Stable Diffusion"):
+def test_a_stage_is_one_plain_line_in_a_log_before_the_next_line_and_none_when_it_failed(capsys):
+    with stage("a library's stage, outside a command: no line"):
+        pass
+    with stage_log(), stage("phi: loading Stable Diffusion"):
         pass
     with stage("esd-gs generate: loading torch", terminal_only=True):
         pass
-    with pytest.raises(ValueError), stage("psi: building the lora estimator"):
-        raise ValueError("a failure: its own line is the only one")
+    with stage_log():
+        with pytest.raises(ValueError), stage("psi: building the lora estimator"):
+            raise ValueError("a failure: its own line is the only one")
+        with stage("phi: loading Stable Diffusion"):
+            pass
+        assert capsys.readouterr().err == ""  # nothing yet: an error now would be the only line
+        console.print("resuming runs/x at step 3 of 6")
     err = capsys.readouterr().err
-    assert re.fullmatch(r"phi: loading Stable Diffusion: 0\.\d s\n", err), err
+    assert re.fullmatch(r"phi: loading Stable Diffusion: 0\.\d s\nresuming runs/x at step 3 of 6\n", err), err
 
 
 def test_generate_shows_grad_and_psi_and_keeps_them_in_metrics(tmp_path):

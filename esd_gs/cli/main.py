@@ -24,6 +24,7 @@ import sys
 from typing import Any, NamedTuple, Union
 
 from ..errors import OutOfMemory, Stopped, UserError, out_of_memory, public_names
+from ..progress import stage_log
 
 
 class Subcommand(NamedTuple):
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(ValueError):  # main called outside the main thread: signals stay as they are
             handlers = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
             handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _stop)
-        return _run(argv)
+        with stage_log():
+            return _run(argv)
     except KeyboardInterrupt:
         return _interrupted(signal.SIGINT)
     except Stopped as stop:
