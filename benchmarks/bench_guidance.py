@@ -26,6 +26,7 @@ from esd_gs.cameras import OrbitSampler
 from esd_gs.distillation import DistillationConfig, ScoreDistillation
 from esd_gs.distillation.timesteps import TimestepSchedule
 from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig
+from esd_gs.pipeline.build import compile_unet_passes
 from esd_gs.priors.stable_diffusion import StableDiffusionPrior, resolve_dtype
 from esd_gs.render import render
 from esd_gs.scene import BallInit, GaussianScene
@@ -64,11 +65,15 @@ def full_size_prior(device: torch.device, dtype: torch.dtype) -> StableDiffusion
     )
 
 
-def run_config(make_prior, method: str, shared: bool, args, device: torch.device) -> dict:
+def run_config(make_prior, method: str, shared: bool, args, device: torch.device, compiled: bool = False) -> dict:
+    """One configuration's steps (module docstring); ``compiled``: phi's and psi's UNet passes through torch.compile
+    (``--compile``), whose first step compiles them."""
     prior = make_prior()
     text = prior.text_embeddings("a head")
     config = DistillationConfig(method=method, lambda_entropy=0.5)
     psi = CameraLoRAEstimator.create(prior, LoRAPsiConfig(shared_unet=shared)) if config.needs_psi else None
+    if compiled:
+        compile_unet_passes(prior, psi)
     distill = ScoreDistillation(prior, text, config, TimestepSchedule(), psi)
     gen = torch.Generator().manual_seed(0)
     scene = GaussianScene.random_ball(BallInit(num_points=4096, opacity=0.3), generator=gen).to(device)
@@ -90,11 +95,20 @@ def run_config(make_prior, method: str, shared: bool, args, device: torch.device
         distill.update_psi(out.latents, cams)
         if device.type == "cuda":
             torch.cuda.synchronize()
+        if i == 0:
+            first = time.perf_counter() - start
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     median = statistics.median(times)
-    return {"method": method, "shared": shared if psi else "-", "step_s": median, "it_s": 1 / median, "peak_gib": peak}
+    return {
+        "method": method,
+        "shared": shared if psi else "-",
+        "step_s": median,
+        "it_s": 1 / median,
+        "peak_gib": peak,
+        "first_step_s": first,
+    }
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 loudly (exit 1, a reason per failure in the table and on stdout) when something is wrong.
 
     python benchmarks/gpu_acceptance.py --out runs/acceptance          # CUDA: full size, 512 px, 3 runs of 100 steps
-    python benchmarks/gpu_acceptance.py --out runs/acceptance --full   # CUDA: all 6 configurations, 300 steps a run
+    python benchmarks/gpu_acceptance.py --out runs/acceptance --full   # CUDA: all 7 configurations, 300 steps a run
+    python benchmarks/gpu_acceptance.py --out runs/acceptance --configs esd-shared-fp16,esd-shared-fp16-compiled
+                                                                       # CUDA: --compile beside eager, 100 steps
     .venv/bin/python benchmarks/gpu_acceptance.py --out runs/acc       # no CUDA: tiny sizes on CPU (about a minute)
 
 What it does, writing ``OUT/acceptance.md`` (a table) and ``OUT/acceptance.json``:
@@ -25,7 +27,8 @@ What it does, writing ``OUT/acceptance.md`` (a table) and ``OUT/acceptance.json`
      by at least ``PSI_MIN_LOSS_DROP`` (relative) from the psi the run started with (rebuilt from the run's seed) to
      the one it ended with; and its fp16 loss scaler skipped at most ``SCALER_MAX_SKIP_SHARE`` of its steps.
    and reports median it/s (after ``WARMUP_STEPS``) overall and at the final render size, peak GPU memory, Gaussians.
-Targets to report against (not asserted): ESD >= 8 it/s at 512 px with batch 1 on an H100, peak <= 16 GB.
+Targets to report against (not asserted): ESD >= 8 it/s eager and >= 12 it/s with ``--compile`` at 512 px with
+batch 1 on an H100, peak <= 16 GB. A compiled run fails when its passes ran eager after all (``compile_fallback``).
 Random weights give real shapes, memory and time, not meaningful pictures.
 
 Why the probe's loss drop separates a psi that learns from one that does not: a psi whose update does nothing ends
@@ -43,13 +46,16 @@ comparison ~5 s; each generate run ~30 s of process start, model load, turntable
 256 px, then 512 px; SDS ~0.1 s a step, ESD ~0.2-0.3 s: phi's CFG pass, psi's camera and null passes, psi's training
 step, the VAE encode and its backward); each learned psi's probe ~20 s (a second model load). Default: SDS fp16, ESD
 shared fp16 and ESD separate bf16, 100 steps each: 40 + 5 + 3 x 30 + (10 + 2 x 30) + 2 x 20 s ~ 4 min, ~ 8 min with
-the first gsplat build, inside 10. ``--full`` (six configurations, 300 steps each):
-45 + (30 + 5 x 90) + 6 x 30 + 5 x 20 s ~ 13.5 min, ~ 17.5 min with the build.
+the first gsplat build, inside 10. ``--full`` (six eager configurations, 300 steps each):
+45 + (30 + 5 x 90) + 6 x 30 + 5 x 20 s ~ 13.5 min, ~ 17.5 min with the build, plus the compiled run. The compiled
+run's first step compiles three UNet graphs and a backward with Triton (minutes; unmeasured), so its median it/s
+(after ``WARMUP_STEPS``) excludes the compile, and its wall time shows it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import math
@@ -83,6 +89,10 @@ class Config(NamedTuple):
     """In the default set; the others run with --full."""
     args: tuple[str, ...] = ()
     """Extra arguments for ``esd-gs generate``."""
+    cpu: bool = True
+    """In the CPU run's sets too (the tiny model; ``--configs`` still names any). A compiled run is not: its compile
+    costs minutes of C++ kernel builds on the 2-core CPU and gains nothing there (BENCHMARKS.md, "Compiled UNet
+    passes")."""
 
 
 CONFIGS: dict[str, Config] = {
@@ -92,6 +102,10 @@ CONFIGS: dict[str, Config] = {
     "esd-separate-fp16": Config("esd", "separate", "fp16", False),
     "esd-shared-bf16": Config("esd", "shared", "bf16", False),
     "esd-separate-bf16": Config("esd", "separate", "bf16", True),
+    # --compile beside its eager twin: `--configs esd-shared-fp16,esd-shared-fp16-compiled` times both in one run.
+    # Not in the default set: its compile (three UNet graphs and a backward, unmeasured on a GPU, minutes) would push
+    # that set past 10 minutes with a first gsplat build.
+    "esd-shared-fp16-compiled": Config("esd", "shared", "fp16", False, ("--compile",), cpu=False),
 }
 STEPS = {"default": 100, "full": 300, "cpu": 6}
 """Steps per generate run: the default set on CUDA, --full, and the tiny model on CPU."""
@@ -256,7 +270,7 @@ def _probe_psi(run_dir: Path, device: torch.device) -> dict:
     from esd_gs.pipeline.build import build_parts
     from esd_gs.training.trainer import Trainer
 
-    config = load_yaml_config(run_dir / "config.yaml")
+    config = dataclasses.replace(load_yaml_config(run_dir / "config.yaml"), compile=False)  # same weights, no compile
     parts = build_parts(config, device)
     trainer = Trainer(config, run_dir, device, parts)
     psi = trainer.psi
@@ -285,9 +299,38 @@ def _probe_psi(run_dir: Path, device: torch.device) -> dict:
     }
 
 
+def compile_fallback(stderr: str) -> str | None:
+    """The line of a ``--compile`` run that says its UNet passes ran eager after all (a compiler failure, or a torch
+    that cannot compile them: ``pipeline.build.compile_unet_passes``), or None."""
+    said = [line.strip() for line in stderr.splitlines() if line.strip().startswith("--compile:") and "eager" in line]
+    return said[0] if said else None
+
+
+def select_configs(names: str | None, full: bool, cuda: bool) -> list[str]:
+    """The configurations to run: ``names`` (comma-separated) as given, else the default set (all with ``full``),
+    without those that are for CUDA only when there is none (``Config.cpu``)."""
+    if names is not None:
+        return [n.strip() for n in names.split(",") if n.strip()]
+    return [n for n, c in CONFIGS.items() if (full or c.default) and (c.cpu or cuda)]
+
+
+def speedups(runs: list[dict]) -> list[str]:
+    """'compiled / eager' it/s at the final size, for each compiled run whose eager twin (its name without
+    "-compiled") ran beside it and both passed."""
+    done = {r["name"]: r for r in runs if r["ok"] and not r["failures"]}
+    return [
+        f"{name}: {r['it_s_final'] / done[name[: -len('-compiled')]]['it_s_final']:.2f}x its eager twin's it/s at "
+        f"the final size ({r['it_s_final']:.2f} against {done[name[: -len('-compiled')]]['it_s_final']:.2f})"
+        for name, r in done.items()
+        if name.endswith("-compiled") and name[: -len("-compiled")] in done
+    ]
+
+
 def run_failures(row: dict, renderer: str) -> list[str]:
     """Why a finished run fails acceptance (the module docstring's checks), one reason each."""
     failures = []
+    if row.get("compiled") and row.get("compile_fallback"):
+        failures.append(f"--compile ran eager, so its it/s are eager's: {row['compile_fallback']}")
     nonfinite = max(row["skipped_steps"], row["nonfinite_rows"])
     if nonfinite:
         failures.append(f"{nonfinite} non-finite step(s) (NaN/Inf loss or gradient)")
@@ -364,6 +407,8 @@ def run_generate(name: str, config: Config, precision: str, model: Path, out: Pa
         "method": config.method,
         "psi": config.psi,
         "precision": precision,
+        "compiled": "--compile" in config.args,
+        "compile_fallback": compile_fallback(proc.stderr),
         "wall_s": time.perf_counter() - start,
         "ok": proc.returncode == 0,
     }
@@ -438,7 +483,12 @@ def markdown(report: dict) -> str:
             f"{r['gaussians_start']:,} -> {r['gaussians_end']:,} | {max(r['skipped_steps'], r['nonfinite_rows'])} | "
             f"{moved} | {loss} | {skips} | {r['wall_s']:.0f} | {result} |"
         )
-    lines += ["", "Targets (H100, 512 px, batch 1): ESD >= 8 it/s, peak <= 16 GB."]
+    ratios = speedups(report["runs"])
+    lines += ["", *[f"- --compile: {ratio}" for ratio in ratios]] if ratios else []
+    lines += [
+        "",
+        "Targets (H100, 512 px, batch 1): ESD >= 8 it/s eager, >= 12 it/s with --compile; peak <= 16 GB.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -453,7 +503,11 @@ def main() -> int:
         help=f"steps per generate run (default {STEPS['default']} on CUDA, {STEPS['full']} with --full, "
         f"{STEPS['cpu']} on CPU)",
     )
-    parser.add_argument("--full", action="store_true", help="all six configurations (default: those marked default)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="all configurations (the compiled one on CUDA only); default: the default set",
+    )
     parser.add_argument("--configs", default=None, help=f"comma-separated subset of: {', '.join(CONFIGS)}")
     parser.add_argument("--tiny", action="store_true", help="use the tiny model even on CUDA")
     parser.add_argument(
@@ -462,10 +516,7 @@ def main() -> int:
         help="on CUDA, accept runs with the PyTorch renderer when gsplat does not load (else that fails the run)",
     )
     args = parser.parse_args()
-    if args.configs is None:
-        names = [n for n, c in CONFIGS.items() if args.full or c.default]
-    else:
-        names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    names = select_configs(args.configs, args.full, torch.cuda.is_available())
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         parser.error(f"unknown configuration(s) {', '.join(unknown)}: choose from {', '.join(CONFIGS)}")

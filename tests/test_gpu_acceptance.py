@@ -166,6 +166,38 @@ def test_a_run_that_used_another_renderer_fails(clean):
     ]
 
 
+def test_a_compiled_run_that_ran_eager_fails_and_a_compiled_pair_reports_its_speedup(clean):
+    """The compiled row times ``--compile``: a compile that fell back to eager (its one line in the run's stderr)
+    would report eager's it/s under its name, so it fails; beside its eager twin the report gives the ratio."""
+    _, report, _ = clean
+    eager = next(r for r in report["runs"] if r["name"] == "esd-shared-fp32")
+    stderr = "phi: ...\n--compile: torch.compile failed (BackendCompilerFailed: no nvcc); the UNet passes run eager\n"
+    line = gpu_acceptance.compile_fallback(stderr)
+    assert line == "--compile: torch.compile failed (BackendCompilerFailed: no nvcc); the UNet passes run eager"
+    assert (
+        gpu_acceptance.compile_fallback("--compile: UNet passes through torch.compile, compiled in the first step")
+        is None
+    )
+    compiled = dict(eager, name="esd-shared-fp32-compiled", compiled=True, compile_fallback=line)
+    assert gpu_acceptance.run_failures(compiled, "torch") == [f"--compile ran eager, so its it/s are eager's: {line}"]
+    assert gpu_acceptance.run_failures(dict(eager, compile_fallback=line), "torch") == []  # not a compiled run
+    fast = dict(compiled, compile_fallback=None, it_s_final=2 * eager["it_s_final"], failures=[])
+    assert gpu_acceptance.speedups([eager, fast]) == [
+        f"esd-shared-fp32-compiled: 2.00x its eager twin's it/s at the final size ({fast['it_s_final']:.2f} against "
+        f"{eager['it_s_final']:.2f})"
+    ]
+    assert gpu_acceptance.speedups([eager]) == []
+
+
+def test_the_compiled_row_runs_on_cuda_only_unless_named():
+    on_cpu = gpu_acceptance.select_configs(None, full=True, cuda=False)
+    assert "esd-shared-fp16-compiled" not in on_cpu and len(on_cpu) == len(gpu_acceptance.CONFIGS) - 1
+    assert "esd-shared-fp16-compiled" in gpu_acceptance.select_configs(None, full=True, cuda=True)
+    assert "esd-shared-fp16-compiled" not in gpu_acceptance.select_configs(None, full=False, cuda=True)
+    pair = "esd-shared-fp16,esd-shared-fp16-compiled"
+    assert gpu_acceptance.select_configs(pair, full=False, cuda=False) == pair.split(",")
+
+
 def test_gsplat_not_loading_on_cuda_fails_unless_the_fallback_is_accepted(monkeypatch, tmp_path, capsys):
     broken = GsplatProbe(False, "no CUDA toolkit (nvcc) to build gsplat's kernels")
     assert gpu_acceptance.gsplat_failure(False, broken, accept_torch=False) is None  # CPU: the PyTorch renderer

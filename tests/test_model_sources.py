@@ -187,6 +187,30 @@ def test_a_mirror_with_a_broken_layout_gives_way_and_all_failing_is_one_line(tin
     assert message.count("(not a usable folder: ") == 2
 
 
+def test_running_out_of_memory_while_loading_stops_instead_of_trying_the_next_mirror(tiny_sd2, monkeypatch):
+    """Any other load failure gives way to the next mirror; out of memory is the machine's limit (the next mirror is
+    as big), so it reaches the caller, which says it in one line (``pipeline.generate``), after trying one source."""
+    monkeypatch.setitem(sources.KNOWN_SOURCES, "test-family", (str(tiny_sd2), str(tiny_sd2) + "/."))
+    tried, lines = [], []
+
+    def load(loadable):
+        tried.append(loadable.source)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        sources.load_first("test-family", "phi", sources.PHI_PARTS, load, lines.append)
+    assert tried == [str(tiny_sd2)] and lines == []
+
+    def fail(loadable):
+        tried.append(loadable.source)
+        raise ValueError("an odd layout")
+
+    tried.clear()
+    with pytest.raises(UserError):
+        sources.load_first("test-family", "phi", sources.PHI_PARTS, fail, lines.append)
+    assert len(tried) == 2  # the same load failing otherwise: both mirrors tried
+
+
 def test_verified_weights_are_hashed_once(tmp_path, monkeypatch):
     """A verified blob is recorded (size, modification time): the next run does not hash its gigabytes again."""
     monkeypatch.setenv("ESD_GS_CACHE", str(tmp_path / "cache"))
@@ -261,6 +285,24 @@ def test_an_unreachable_hub_is_one_quick_line(tmp_path, hub, offline_start):
     why = "refused the connection" if hub == "closed port" else "did not answer within 5 s"
     assert f"{FIRST} (Hub unreachable (127.0.0.1:{port} {why}) and not in the cache)" in lines[0]
     assert elapsed < max(15.0, offline_start + sources.PROBE_TIMEOUT_S + 3.0), (elapsed, offline_start)
+
+
+def test_a_cached_model_loads_when_the_hub_is_unreachable(tiny_sd2, tmp_path):
+    """Downloaded once through the stand-in Hub, then the Hub gone (HF_HUB_OFFLINE unset): the quick check switches
+    to the cache, and the run loads the same verified weights from it and finishes, without retries."""
+    pins = {FIRST: pins_for(tiny_sd2)}
+    with serving({FIRST: str(tiny_sd2), SECOND: "missing"}) as server:
+        env = hub_env(server, tmp_path)
+        first = run_cli("generate", "a head", *SMALL_RUN, "--out", tmp_path / "online", env_extra=env, pins=pins)
+    assert first.returncode == 0, first.stderr[-3000:]
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed_port()}"
+    again = run_cli("generate", "a head", *SMALL_RUN, "--out", tmp_path / "cached", env_extra=env, pins=pins)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "cached" / "scene.ply").is_file()
+    phi = [line for line in again.stderr.splitlines() if line.startswith(f"phi: Stable Diffusion from {FIRST}")]
+    assert len(phi) == 1 and f"at {PINNED[:8]} (in the Hugging Face cache;" in phi[0], again.stderr
+    assert "weights verified: sha256" in phi[0]
+    assert "Traceback" not in again.stderr and "Retrying" not in again.stderr
 
 
 def test_offline_with_an_empty_cache_says_so(tmp_path):

@@ -82,6 +82,12 @@ class GenerateConfig(TrainingConfig):
     """Replace a run directory that already holds a run."""
     device: str = "auto"
     """auto (CUDA if available), cpu or cuda."""
+    # Costs a compile (minutes) in the first step, and for a pixel-space prior (synthetic-unet) again at its new render
+    # size (SD resizes every render to its native size); the guards pick the compiled graphs after that
+    # (priors/compile.py). Steers one invocation: a --resume compiles as its own command line says. A compiler
+    # failure is announced in one line and the run goes on eager. Off by default because it is unmeasured on a GPU.
+    compile: bool = False
+    """torch.compile the UNet passes (minutes of compile in the first step); off by default: unmeasured on a GPU."""
     viewer: bool = False
     """Serve a live 3D view of the Gaussians in the browser while training (viser; refreshed every few seconds)."""
     viewer_port: int = 8080

@@ -63,9 +63,10 @@ def config_to_dict(config: GenerateConfig) -> dict:
 
 def settings_of(plain: dict) -> dict:
     """What makes two runs the same run: a plain config (``config_to_dict``) but where it is written, on which
-    device, which preset it started from, and the options that only steer one invocation. An SDS run has no psi, so
-    its psi settings do not tell two SDS runs apart."""
-    steering = ("out", "device", "resume", "overwrite", "config", "preset", "viewer", "viewer_port")
+    device, whether compiled (``--compile``: the same updates to float rounding), which preset it started from, and the
+    options that only steer one invocation. An SDS run has no psi, so its psi settings do not tell two SDS runs
+    apart."""
+    steering = ("out", "device", "compile", "resume", "overwrite", "config", "preset", "viewer", "viewer_port")
     settings = {k: v for k, v in plain.items() if k not in steering}
     if settings.get("method") == "sds":
         settings.pop("psi", None)

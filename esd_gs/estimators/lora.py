@@ -121,6 +121,7 @@ class CameraLoRAEstimator(OnlineEstimator):
         self.prior, self.config = prior, config
         self.shared = unet is None
         self.unet = prior.unet if self.shared else unet
+        self.unet_forward = self.unet  # or its compiled forward (--compile, priors/compile.py)
         scheduler = scheduler if scheduler is not None else prior.scheduler
         self.prediction_type = scheduler.config.prediction_type
         if not torch.allclose(scheduler.alphas_cumprod.float().cpu(), prior.alphas_cumprod.float().cpu(), atol=1e-6):
@@ -192,7 +193,7 @@ class CameraLoRAEstimator(OnlineEstimator):
         """Raw psi output (eps or v) for camera embeddings [B, 16] (zeros = null camera)."""
         if self.roles is not None:
             self.roles.use("psi")
-        return self.unet(
+        return self.unet_forward(
             x_t.to(self.prior.dtype), timesteps, encoder_hidden_states=text.to(self.prior.dtype), class_labels=cameras
         ).sample
 

@@ -21,8 +21,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..distillation import ScoreDistillation
+from ..estimators import CameraLoRAEstimator, ScoreEstimator
 from ..monitors.psi_error import PsiDiagnostic, PsiDiagnosticCallback
-from ..progress import stage
+from ..priors import UNetPrior
+from ..priors.compile import UNetCompiler
+from ..priors.compile import unsupported as compile_unsupported
+from ..progress import console, stage
 from ..render import resolve_backend
 from ..training.callbacks import CheckpointWriter, MetricsWriter, PreviewWriter, TrainingCallback
 from ..training.streams import RandomStreams
@@ -56,8 +60,30 @@ def build_parts(config: GenerateConfig, device: torch.device, prior: Prior | Non
     if config.distill.needs_psi:
         with stage(f"psi: building the {config.psi.name} estimator"):
             psi = config.psi.build(prior)
+    if config.compile:
+        compile_unet_passes(prior, psi)
     distill = ScoreDistillation(prior, text, config.distill, config.timesteps, psi)
     return RunParts(backend, prior, text, psi, distill, random)
+
+
+def compile_unet_passes(prior: Prior, psi: ScoreEstimator | None, announce=None) -> None:
+    """``--compile``: phi's and psi's UNet passes through ``torch.compile`` (``priors.compile``), one compiled forward
+    per UNet (a shared-UNet psi shares phi's). Priors and estimators without a UNet run as they are. ``announce``
+    (default: the console) gets what the run is told: one line now, and one if the compiler fails."""
+    announce = announce or console.print
+    parts = [part for part in (prior, psi) if isinstance(part, (UNetPrior, CameraLoRAEstimator))]
+    if not parts:
+        announce(f"--compile: {type(prior).__name__} has no UNet to compile; the run is eager")
+        return
+    if (why := compile_unsupported()) is not None:
+        announce(f"[yellow]--compile: {why}; the run is eager[/yellow]")
+        return
+    compiler, forwards = UNetCompiler(announce), {}
+    for part in parts:
+        if id(part.unet) not in forwards:
+            forwards[id(part.unet)] = compiler.forward(part.unet)
+        part.unet_forward = forwards[id(part.unet)]
+    announce("--compile: UNet passes through torch.compile, compiled in the first step")
 
 
 def build_trainer(config: GenerateConfig, run_dir: Path, device: torch.device, prior: Prior | None = None) -> Trainer:

@@ -113,7 +113,10 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
         if files.read_status() == "finished":
             raise UserError(f"the run in {files.path} is already finished: its scene is {files.scene_ply}")
         refuse_a_live_run(files)
-        saved = replace(load_yaml_config(files.config), viewer=config.viewer, viewer_port=config.viewer_port)
+        # what only steers this invocation comes from the command line (yaml_io.settings_of), the rest from the run
+        saved = replace(
+            load_yaml_config(files.config), viewer=config.viewer, viewer_port=config.viewer_port, compile=config.compile
+        )
         saved.validate()
         # The checkpoint is read and checked before any model loads: a bad one costs nothing and prints one line.
         checkpoint = load_checkpoint(files.checkpoint)

@@ -583,6 +583,12 @@ def prepare(check: SourceCheck, parts: tuple[str, ...], verify: bool = True) -> 
 T = TypeVar("T")
 
 
+def is_gpu_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's ``OutOfMemoryError`` (the GPU's; known by its name: this module does not import
+    torch): a reason to stop loading, not to try the next, equally big, mirror; the caller turns it into one line."""
+    return type(exc).__name__ == "OutOfMemoryError"
+
+
 def load_first(
     model: str,
     role: str,
@@ -623,6 +629,8 @@ def load_first(
         except SourceFailure as exc:
             reason = str(exc)
         except Exception as exc:  # OSError, ValueError, the Hub client's transport errors mid-download, ...
+            if is_gpu_out_of_memory(exc):  # the GPU's limit, not the mirror's: the next mirror is as big; the caller's
+                raise
             if len(sources) == 1:
                 raise UserError(load_failure_message(source, exc, role)) from None
             reason = load_failure_reason(source, exc)

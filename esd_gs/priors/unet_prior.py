@@ -36,11 +36,12 @@ class UNetPrior(Prior):
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise UserError(f"unsupported prediction type '{self.prediction_type}' (need epsilon or v_prediction)")
         self.shared_unet_roles = None  # set by a shared-UNet psi (estimators.lora.SharedUNetRoles)
+        self.unet_forward = self.unet  # what runs a pass: the UNet, or its compiled forward (--compile, compile.py)
         self._own_class_embedding = self.unet.class_embedding  # what restore() puts back
 
     def _unet_eps(self, x_t: Tensor, timesteps: Tensor, text: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """One plain UNet pass of phi's UNet (adapters and camera embedding as currently set) -> eps, float32."""
-        out = self.unet(
+        out = self.unet_forward(
             x_t.to(self.dtype), timesteps, encoder_hidden_states=text.to(self.dtype), class_labels=class_labels
         ).sample
         return eps_from_prediction(out, x_t, self.alphas_cumprod, timesteps, self.prediction_type)
@@ -74,7 +75,7 @@ class UNetPrior(Prior):
 
     def restore(self) -> None:
         """``Prior.restore``: a shared-UNet psi's LoRA adapters deleted (peft's layers then compute exactly the base
-        layers) and its camera MLP detached."""
+        layers), its camera MLP detached, and the UNet's passes eager again (``--compile``)."""
         if self.shared_unet_roles is not None:
             self.shared_unet_roles.use("phi")
         adapters = list(getattr(self.unet, "peft_config", None) or {})  # also those of a psi that failed half-built
@@ -82,3 +83,4 @@ class UNetPrior(Prior):
             self.unet.delete_adapters(adapters)
         self.unet.class_embedding = self._own_class_embedding
         self.shared_unet_roles = None
+        self.unet_forward = self.unet
