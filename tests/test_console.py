@@ -267,5 +267,4 @@ def test_generate_help_says_what_the_numbers_mean(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "The progress line shows grad (the root mean square of the distillation gradient" in text
-    assert "grows as t falls, so a rise is no divergence" in text and "not a score of quality" in text
+    assert "Progress shows grad (the gradient's RMS: it grows as t falls) and psi's loss." in text

@@ -57,10 +57,7 @@ class GenerateConfig(TrainingConfig):
 
     The run directory gets scene.ply (3DGS), scene.splat and a turntable video.
 
-    The progress line shows grad (the root mean square of the distillation gradient: it follows the timestep
-    schedule and grows as t falls, so a rise is no divergence; nan is a skipped step), psi (psi's own loss, when
-    psi trains), skipped (NaN/Inf steps, once there is one) and gaussians. metrics.jsonl keeps them (grad_rms,
-    psi_loss) with loss, the target trick's 0.5 |g|^2 / B: the gradient's size squared, not a score of quality.
+    Progress shows grad (the gradient's RMS: it grows as t falls) and psi's loss.
 
     For example:
       esd-gs generate "a plush dragon toy"
