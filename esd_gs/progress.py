@@ -297,7 +297,9 @@ def stage(text: str, terminal_only: bool = False) -> Iterator[None]:
         if _logging_stages[0] and not terminal_only:
             console.pending.append(f"{text}: {time.perf_counter() - start:.1f} s")
         return
-    spinner = Status(text, console=_spinner_console, spinner="dots")
+    width = _spinner_console.width - 3  # the spinner and a space before the text: one line, never wrapped
+    shown = text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    spinner = Status(shown, console=_spinner_console, spinner="dots")
     if _stages:
         _stages[-1].stop()  # one spinner at a time: the inner stage replaces the outer one until it ends
     _stages.append(spinner)

@@ -268,3 +268,21 @@ def test_generate_help_says_what_the_numbers_mean(capsys):
         main(["generate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "Progress shows grad (the gradient's RMS: it grows as t falls) and psi's loss." in text
+
+
+def test_a_stage_longer_than_the_terminal_stays_one_line():
+    """A stage's spinner line wrapped at 80 columns (``phi: building the synthetic UNet prior ...``); now it is
+    shortened to the terminal's width."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from esd_gs.progress import stage
+        with stage("phi: " + "a long stage name " * 8):
+            pass
+        """
+    )
+    output = "".join(text for _, text in run_in_pty([sys.executable, "-c", script], columns=60))
+    shown = [line for line in frames(output) if "phi:" in line]
+    assert shown and all(len(line) <= 60 and line.endswith("…") for line in shown), shown
+    assert all(len(ANSI.sub("", line)) <= 60 for line in output.split("\n"))  # no line longer: none wrapped

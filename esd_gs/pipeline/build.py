@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 PRIOR_STAGES = {
     "sd": "loading Stable Diffusion",
     "synthetic": "building the synthetic prior (rendering its reference images)",
-    "synthetic-unet": "building the synthetic UNet prior (fitted once, then loaded from the cache)",
+    "synthetic-unet": "building the synthetic UNet prior (or loading its cached fit)",
 }
 """What the start-up line says while each prior is built (``progress.stage``), by prior name."""
 
