@@ -10,7 +10,9 @@ Programming errors keep their traceback.
 This module is the console entry point (``esd-gs = "esd_gs.cli.main:main"``) and imports nothing heavy itself: the
 subcommands, tyro and torch are imported inside ``main``, once Ctrl-C and SIGTERM are handled, so that a signal at
 any point of start-up (``import torch`` takes seconds) ends as one line, ``esd-gs: interrupted``, exit code 130 /
-143, never as a traceback. The subcommands' config classes are still importable from here (``__getattr__``).
+143, never as a traceback. Only rich comes first (``esd_gs.progress``): on a terminal, the long commands
+(``SLOW_STARTS``) name what they load from their first second, torch included. The subcommands' config classes
+are still importable from here (``__getattr__``).
 """
 
 from __future__ import annotations
