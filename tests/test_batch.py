@@ -351,6 +351,13 @@ def test_batch_on_the_tiny_stable_diffusion_with_a_local_ray(tmp_path):
     final = state(out)
     assert [s["status"] for s in final.values()] == ["finished"] * 4
     assert [s["prior_loads"] for s in final.values()] == [1] * 4  # one worker, one model load for four jobs
+    last = [line for line in done.stderr.splitlines() if line.startswith("batch ")][-1]  # issue 30: the last line
+    assert "4/4 100%" in last and "running 0" in last and "running 1" not in last, last
+    assert "Token authentication" not in done.stderr  # Ray's banner stays off the user's terminal
+    index = (out / "index.md").read_text()  # the gallery shows the gradient's size, not the target trick's "loss"
+    assert "| grad (rms) |" in index and "| loss |" not in index
+    grad = json.loads((out / next(iter(final)) / "metrics.jsonl").read_text().splitlines()[-1])["grad_rms"]
+    assert f"| {grad:.3g} |" in index
     assert all((out / n / "scene.ply").is_file() and (out / n / "contact_sheet.png").is_file() for n in final)
 
 

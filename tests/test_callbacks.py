@@ -114,6 +114,7 @@ def test_keys_added_before_the_metrics_writer_are_written_and_later_callbacks_se
     assert list(rows[0]) == [
         "step",
         "loss",
+        "grad_rms",
         "t",
         "gaussians",
         "resolution",

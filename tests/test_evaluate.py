@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -281,6 +282,10 @@ def test_evaluate_and_compare_commands(models_dir, tmp_path):
     done = run_cli("compare", *runs, "--out", tmp_path / "cmp", *small, env_extra=env)
     assert done.returncode == 0, done.stderr
     assert "esd: evaluated earlier with the same settings, reused" in done.stderr.replace("\n", " ")
+    lines = done.stderr.splitlines()  # issue 30: compare's rate is per run; an evaluation's stages show none
+    comparing = [line for line in lines if line.startswith("comparing ")]
+    assert comparing and all(re.search(r" (s/run|run/s) ", line) for line in comparing), comparing
+    assert all("/s" not in line for line in lines if line.startswith("evaluating ")), lines
     assert (runs[2] / "eval.json").stat().st_mtime_ns == before  # reused, not redone
     table = (tmp_path / "cmp" / "compare.md").read_text()
     rows = [

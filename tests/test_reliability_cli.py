@@ -241,7 +241,7 @@ def test_evaluate_refuses_a_cache_dir_that_is_a_file_before_any_work(tmp_path):
         "--cache-dir", cache / "sub", "--device", "cpu",
     )  # fmt: skip
     refused_by_cli(done, "--cache-dir")
-    assert "━" not in done.stderr + done.stdout  # no progress bar ran
+    assert "━" not in done.stderr + done.stdout and "evaluating" not in done.stderr  # no progress ran (bar or log line)
     assert sorted(p.name for p in run.iterdir()) == before  # no eval.json / eval.png
 
 

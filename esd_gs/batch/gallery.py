@@ -40,7 +40,7 @@ def job_rows(out: Path, jobs: list[Job], state: dict) -> list[dict]:
                 "seed": job.config.seed,
                 "status": info.get("status", "pending"),
                 "reason": info.get("reason", ""),
-                "loss": metrics.get("loss"),
+                "grad": metrics.get("grad_rms"),  # the last step's (README: why not "loss")
                 "gaussians": metrics.get("gaussians"),
                 "picture": f"{job.name}/contact_sheet.png" if (run / "contact_sheet.png").is_file() else None,
                 "scene": f"{job.name}/scene.ply" if (run / "scene.ply").is_file() else None,
@@ -66,7 +66,7 @@ def _janus(row: dict) -> str:
 def write_gallery(out: Path, jobs: list[Job], state: dict) -> None:
     rows = job_rows(out, jobs, state)
     evaluated = any(r["clip"] is not None or r["janus"] for r in rows)
-    head = ["job", "prompt", "method", "seed", "status", "loss", "Gaussians"]
+    head = ["job", "prompt", "method", "seed", "status", "grad (rms)", "Gaussians"]
     head += ["CLIP sim", "FID", "Janus"] if evaluated else []
     head += ["scene", "picture"]
     lines = [f"# Batch: {len(rows)} jobs", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -78,7 +78,7 @@ def write_gallery(out: Path, jobs: list[Job], state: dict) -> None:
             r["method"],
             str(r["seed"]),
             status.replace("|", "\\|"),
-            _fmt(r["loss"], ".4f"),
+            _fmt(r["grad"], ".3g"),
             _fmt(r["gaussians"], "d"),
         ]
         if evaluated:
@@ -98,7 +98,7 @@ def write_gallery(out: Path, jobs: list[Job], state: dict) -> None:
             else '<div class="none">no picture</div>'
         )
         scene = f'<a href="{html.escape(r["scene"])}">scene.ply</a>' if r["scene"] else ""
-        numbers = [f"loss {_fmt(r['loss'], '.4f')}", f"{_fmt(r['gaussians'], 'd')} Gaussians"]
+        numbers = [f"grad {_fmt(r['grad'], '.3g')}", f"{_fmt(r['gaussians'], 'd')} Gaussians"]
         if evaluated:
             numbers += [f"CLIP {_fmt(r['clip'], '.3f')}", f"FID {_fmt(r['fid'], '.4g')}", f"Janus {_janus(r)}"]
         reason = f'<p class="reason">{html.escape(r["reason"])}</p>' if r["reason"] else ""

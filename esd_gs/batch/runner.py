@@ -35,7 +35,7 @@ from pathlib import Path
 from ..atomic import atomic_path
 from ..environment import ensure_writable_dir
 from ..errors import Stopped, UserError, public_names
-from ..progress import console, make_progress
+from ..progress import console, make_progress, stage
 from .gallery import write_gallery
 from .jobs import Job
 from .worker import worker_class
@@ -188,7 +188,9 @@ def run_batch(
         _check_local_gpus(jobs)
     stop: list[int] = []
     with _signals_recorded(stop):
-        _start_ray(ray, address, stop, joining=address not in (None, "local"))  # 'auto' joins this machine's
+        joining = address not in (None, "local")  # 'auto' joins this machine's
+        with stage("starting Ray on this machine") if not joining else contextlib.nullcontext():
+            _start_ray(ray, address, stop, joining)
         try:
             return _schedule(ray, jobs, out, workers, eval_config, stop)
         finally:
@@ -348,7 +350,8 @@ def _schedule(ray, jobs: list[Job], out: Path, workers: int | None, eval_config,
         options = {"num_gpus": 0, "num_cpus": max(1, int(smallest // per_node))}
     Worker = worker_class(ray)
     actors = [Worker.options(**options).remote(eval_config) for _ in range(count)]
-    where = dict(zip(actors, _placed(ray, actors, stop, f"{count} worker(s) with {options}")))
+    with stage(f"starting {count} worker(s)"):
+        where = dict(zip(actors, _placed(ray, actors, stop, f"{count} worker(s) with {options}")))
     if stop:  # still starting up: nothing has run, nothing is written
         raise Stopped(stop[0])
     ensure_writable_dir(out)
@@ -365,7 +368,7 @@ def _schedule(ray, jobs: list[Job], out: Path, workers: int | None, eval_config,
     stopping = False
     counts = {"done": 0, "failed": 0}
     with make_progress("done", "running", "failed", speed_window=24 * 3600) as progress:
-        task = progress.add_task("batch", total=len(jobs), done=0, running=0, failed=0)
+        task = progress.add_task("batch", total=len(jobs), unit="job", done=0, running=0, failed=0)
         while queue or running:
             if stop and not stopping:
                 stopping = True
@@ -396,7 +399,8 @@ def _schedule(ray, jobs: list[Job], out: Path, workers: int | None, eval_config,
                     idle.append(actor)
                 state[job.name].update(result)
                 _report(progress, job, result, counts)
-                progress.advance(task)
+                # the counts with the job just ended: the last line says "running 0" (issue 30)
+                progress.update(task, advance=1, done=counts["done"], running=len(running), failed=counts["failed"])
                 _write_state(out, state)
     _write_state(out, state)
     write_gallery(out, jobs, state)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ..configs.generate import GenerateConfig
 from ..configs.yaml_io import load_yaml_config, run_settings
+from ..progress import stage_log
 from ..training.checkpoint import has_checkpoint
 from ..training.run_dir import RunDir
 
@@ -119,7 +120,7 @@ def run_job(name: str, config: GenerateConfig, priors: PriorCache, evaluate_with
         log = open(files.path / LOG, "a", encoding="utf-8")
     except OSError as exc:
         return JobResult(name, "failed", f"cannot write {files.path}: {exc.strerror or exc}")
-    with log, contextlib.redirect_stderr(log):
+    with log, contextlib.redirect_stderr(log), stage_log():
         try:
             prior = priors.get(config)
             generate(job, prior=prior)

@@ -180,7 +180,7 @@ def run_janus_benchmark(
     frontal = {"reference": frontal_flags(nearest_prior_distances(reference_views, prior_images), prior.azimuths)}
     jobs = [(seed, run) for seed in range(seeds) for run in runs]
     with make_progress(speed_window=24 * 3600) as progress:  # one advance per run: estimate from the whole benchmark
-        overall = progress.add_task("benchmark", total=len(jobs))
+        overall = progress.add_task("benchmark", total=len(jobs), unit="run")
         for seed, run in jobs:
             run_dir = out / "runs" / run.name(seed)
             distill = replace(base.distill, method=run.method, lambda_entropy=run.lambda_entropy)

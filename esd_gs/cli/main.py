@@ -10,7 +10,9 @@ Programming errors keep their traceback.
 This module is the console entry point (``esd-gs = "esd_gs.cli.main:main"``) and imports nothing heavy itself: the
 subcommands, tyro and torch are imported inside ``main``, once Ctrl-C and SIGTERM are handled, so that a signal at
 any point of start-up (``import torch`` takes seconds) ends as one line, ``esd-gs: interrupted``, exit code 130 /
-143, never as a traceback. The subcommands' config classes are still importable from here (``__getattr__``).
+143, never as a traceback. Only rich comes first (``esd_gs.progress``): on a terminal, the long commands
+(``SLOW_STARTS``) name what they load from their first second, torch included. The subcommands' config classes
+are still importable from here (``__getattr__``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 from typing import Any, NamedTuple, Union
 
 from ..errors import OutOfMemory, Stopped, UserError, out_of_memory, public_names
+from ..progress import stage_log
 
 
 class Subcommand(NamedTuple):
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(ValueError):  # main called outside the main thread: signals stay as they are
             handlers = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
             handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _stop)
-        return _run(argv)
+        with stage_log():
+            return _run(argv)
     except KeyboardInterrupt:
         return _interrupted(signal.SIGINT)
     except Stopped as stop:
@@ -184,14 +188,29 @@ def _interrupted(signum: int) -> int:
     return 128 + signum
 
 
-def _run(argv: list[str]) -> int:
-    import torch
+SLOW_STARTS = ("generate", "evaluate", "compare", "batch", "bench")
+"""The subcommands whose start-up (torch, the models) takes seconds: a spinner says so from the first one."""
 
-    from ..io import PlyFormatError
-    from ..training.trainer import Interrupted, TrainingError
+
+def _starting(argv: list[str], doing: str):
+    """A spinner while the libraries load and the command line is read, for ``SLOW_STARTS`` on a terminal only (a
+    mistake in the command line stays the only line; ``--help`` prints as it is)."""
+    from ..progress import stage
+
+    quiet = not argv or argv[0] not in SLOW_STARTS or any(arg in HELP_FLAGS for arg in argv)
+    return contextlib.nullcontext() if quiet else stage(f"esd-gs {argv[0]}: {doing}", terminal_only=True)
+
+
+def _run(argv: list[str]) -> int:
+    with _starting(argv, "loading torch"):  # before torch: its import is the first seconds of every command
+        import torch
+
+        from ..io import PlyFormatError
+        from ..training.trainer import Interrupted, TrainingError
 
     try:
-        args = parse_args(argv)
+        with _starting(argv, "reading the options"):
+            args = parse_args(argv)
         (command,) = [c for c in SUBCOMMANDS.values() if type(args) is _load(c.config)]
         code = _load(command.run)(args)
         if command.returns_exit_code:

@@ -57,6 +57,8 @@ class GenerateConfig(TrainingConfig):
 
     The run directory gets scene.ply (3DGS), scene.splat and a turntable video.
 
+    Progress shows grad (the gradient's RMS: it grows as t falls) and psi's loss.
+
     For example:
       esd-gs generate "a plush dragon toy"
       esd-gs generate "a red car" --preset synthetic

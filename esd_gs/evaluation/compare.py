@@ -32,7 +32,7 @@ def compare(
     names = _unique([t.name for t in targets])
     results, strips = [], []
     with make_progress() as progress:
-        task = progress.add_task("comparing", total=len(targets))
+        task = progress.add_task("comparing", total=len(targets), unit="run")
         for target in targets:
             result = saved_evaluation(target, config)
             if result is None:

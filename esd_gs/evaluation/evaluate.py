@@ -171,7 +171,9 @@ def evaluate(
     up = run.output.up if run is not None else "-y"
     scene = read_ply(target.scene, up=up).to(models.device)
     stages = ["render", *config.metrics, *(["ground truth"] if synthetic else [])]
-    task = progress.add_task(f"evaluating {target.name}", total=len(stages)) if progress is not None else None
+    task = (
+        progress.add_task(f"evaluating {target.name}", total=len(stages), rate=False) if progress is not None else None
+    )
     seconds: dict[str, float] = {}
     result: dict = {
         "scene": str(target.scene),
@@ -255,9 +257,11 @@ def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -
         models.clip(config.clip_model)
     if "fid" in metrics:
         if config.fid_features == "inception":  # torch-fidelity loads (or downloads) its weights here
+            from ..progress import stage
             from .fid import fid_metric
 
-            fid_metric("inception")
+            with stage("loading the Inception network for FID"):
+                fid_metric("inception")
         for target in targets:
             run = target.run_config
             if run is None or synthetic_images(run.prior) is None:

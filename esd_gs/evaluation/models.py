@@ -160,6 +160,10 @@ def _tensor(output) -> Tensor:
     raise TypeError(f"unexpected CLIP output {type(output).__name__}")
 
 
+MODEL_NAMES = {"clip": "CLIP", "classifier": "the image classifier", "stable_diffusion": "Stable Diffusion"}
+"""How the start-up lines name each kind of evaluation model."""
+
+
 class EvalModels:
     """The models of one evaluate / compare command, each loaded on first use and reused for every run."""
 
@@ -170,9 +174,13 @@ class EvalModels:
         """How many times each kind was loaded (tests check the models are loaded once)."""
 
     def cached(self, key: tuple[str, str], build):
-        """``build()`` once per ``key`` = (kind, source); later calls return the same object."""
+        """``build()`` once per ``key`` = (kind, source), named by a start-up line (``progress.stage``); later calls
+        return the same object."""
         if key not in self._loaded:
-            self._loaded[key] = build()
+            from ..progress import stage
+
+            with stage(f"loading {MODEL_NAMES.get(key[0], key[0])} ({key[1]})"):
+                self._loaded[key] = build()
             self.loads[key[0]] = self.loads.get(key[0], 0) + 1
         return self._loaded[key]
 

@@ -102,7 +102,11 @@ def stable_diffusion_samples(
         )
         folder.mkdir(parents=True, exist_ok=True)
         pipe = _pipeline(prior)
-        task = progress.add_task("sampling the prior", total=count - len(have)) if progress is not None else None
+        task = (
+            progress.add_task("sampling the prior", total=count - len(have), unit="image")
+            if progress is not None
+            else None
+        )
         while len(have) < count:
             first, size = len(have), min(batch, count - len(have))
             generators = [torch.Generator().manual_seed(settings.seed + first + i) for i in range(size)]

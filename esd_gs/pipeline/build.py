@@ -26,7 +26,7 @@ from ..monitors.psi_error import PsiDiagnostic, PsiDiagnosticCallback
 from ..priors import UNetPrior
 from ..priors.compile import UNetCompiler
 from ..priors.compile import unsupported as compile_unsupported
-from ..progress import console
+from ..progress import console, stage
 from ..render import resolve_backend
 from ..training.callbacks import CheckpointWriter, MetricsWriter, PreviewWriter, TrainingCallback
 from ..training.streams import RandomStreams
@@ -37,15 +37,29 @@ if TYPE_CHECKING:
     from ..priors import Prior
 
 
+PRIOR_STAGES = {
+    "sd": "loading Stable Diffusion",
+    "synthetic": "building the synthetic prior (rendering its reference images)",
+    "synthetic-unet": "building the synthetic UNet prior (or loading its cached fit)",
+}
+"""What the start-up line says while each prior is built (``progress.stage``), by prior name."""
+
+
 def build_parts(config: GenerateConfig, device: torch.device, prior: Prior | None = None) -> RunParts:
     """The parts of a run of ``config`` on ``device`` (``prior``: an already built phi to reuse). The renderer is
     resolved first (a bad choice fails before any model loads); the random streams are made before psi, whose
     initialisation draws from torch's global generator they seed."""
     backend = resolve_backend(config.backend, device)
-    prior = prior if prior is not None else config.prior.build(device, config.run_context)
-    text = config.prior.text_embeddings(prior, config.prompt)
+    if prior is None:
+        with stage(f"phi: {PRIOR_STAGES.get(config.prior.name, f'building the {config.prior.name} prior')}"):
+            prior = config.prior.build(device, config.run_context)
+    with stage("encoding the prompt"):
+        text = config.prior.text_embeddings(prior, config.prompt)
     random = RandomStreams(config.seed, device)
-    psi = config.psi.build(prior) if config.distill.needs_psi else None
+    psi = None
+    if config.distill.needs_psi:
+        with stage(f"psi: building the {config.psi.name} estimator"):
+            psi = config.psi.build(prior)
     if config.compile:
         compile_unet_passes(prior, psi)
     distill = ScoreDistillation(prior, text, config.distill, config.timesteps, psi)
@@ -75,7 +89,9 @@ def compile_unet_passes(prior: Prior, psi: ScoreEstimator | None, announce=None)
 def build_trainer(config: GenerateConfig, run_dir: Path, device: torch.device, prior: Prior | None = None) -> Trainer:
     """The Trainer of a run of ``config`` in ``run_dir`` on ``device`` (``prior``: an already built phi to reuse), with
     its callbacks (module docstring)."""
-    trainer = Trainer(config, run_dir, device, build_parts(config, device, prior))
+    parts = build_parts(config, device, prior)
+    with stage("theta: the initial Gaussians and their optimisers"):
+        trainer = Trainer(config, run_dir, device, parts)
     trainer.callbacks.extend(default_callbacks(config, trainer))
     return trainer
 

@@ -86,7 +86,10 @@ def resolve_backend(requested: str, device: torch.device | str) -> str:
         if requested == "gsplat":
             raise UserError("--backend gsplat needs a CUDA device: use --backend torch (or auto) on this machine")
         return "torch"
-    probe = probe_gsplat(announce=_notice)
+    from ..progress import stage
+
+    with stage("checking that gsplat's CUDA kernels load (its first run here builds them: minutes)"):
+        probe = probe_gsplat(announce=_notice)
     if probe.ok:
         return "gsplat"
     if requested == "gsplat":

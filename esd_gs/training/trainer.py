@@ -68,6 +68,22 @@ class RunParts:
     random: RandomStreams
 
 
+PROGRESS_FIELDS = ("grad", "psi", "skipped", "gaussians")
+"""What ``generate``'s progress line shows after the ETA (``progress_fields``), in the order it gives way on a narrow
+terminal: the gradient's size, psi's own loss, the steps skipped for NaN/Inf, the Gaussians."""
+
+
+def progress_fields(row: dict) -> dict:
+    """The progress line's fields of a metrics row: ``grad`` its ``grad_rms`` (``nan`` for a skipped step), ``psi``
+    its ``psi_loss`` (hidden without a psi update), ``skipped`` (hidden while 0), ``gaussians``."""
+    return {
+        "grad": row["grad_rms"] if row["grad_rms"] is not None else float("nan"),
+        "psi": row["psi_loss"],
+        "skipped": row["skipped"] or None,
+        "gaussians": row["gaussians"],
+    }
+
+
 class TrainingError(RuntimeError):
     """The optimisation itself failed (e.g. persistent NaNs): reported in one line, exit code 1."""
 
@@ -160,8 +176,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
-        """One step; returns its metrics row: ``step`` (steps done), ``loss`` (None for a skipped step), ``t`` (the
-        mean timestep), ``gaussians``, ``resolution`` (of the renders), ``psi_loss`` (None without a psi update),
+        """One step; returns its metrics row: ``step`` (steps done), ``loss`` (the target trick's 0.5 ||g||^2 / B,
+        ``rule.distillation_loss``: the gradient's size squared, not a score of quality; None for a skipped step),
+        ``grad_rms`` (the root mean square of the distillation gradient g = w(t) * the bracket of eq. 1 / 2 / 9, per
+        latent value; None for a skipped step), ``t`` (the mean timestep), ``gaussians``, ``resolution`` (of the
+        renders), ``psi_loss`` (psi's own denoising loss; None without a psi update),
         ``psi_scaler_skipped`` (psi's updates its fp16 loss scaler skipped so far; None without a learned psi),
         ``skipped`` (steps skipped so far), ``renderer`` (the backend that rendered: gsplat, torch, ...) and on CUDA
         ``gpu_mem_gb`` (peak so far)."""
@@ -217,6 +236,7 @@ class Trainer:
         row = {
             "step": self.step,
             "loss": float(result.loss.detach()) if finite else None,
+            "grad_rms": float(result.grad.float().square().mean().sqrt()) if finite else None,
             "t": float(result.timesteps.float().mean()),
             "gaussians": self.scene.num_gaussians,
             "resolution": size,
@@ -257,9 +277,9 @@ class Trainer:
         try:
             for callback in self.callbacks:
                 callback.on_start(self)
-            with make_progress("loss", "gaussians") as progress:
+            with make_progress(*PROGRESS_FIELDS) as progress:
                 task = progress.add_task(
-                    "generating", total=cfg.steps, completed=self.step, loss="-", gaussians=self.scene.num_gaussians
+                    "generating", total=cfg.steps, completed=self.step, unit="step", gaussians=self.scene.num_gaussians
                 )
                 while self.step < cfg.steps:
                     if self._stop_signal is not None:
@@ -269,8 +289,7 @@ class Trainer:
                     row = self.train_step()
                     for callback in self.callbacks:
                         callback.after_step(self, row)
-                    loss_text = f"{row['loss']:.4f}" if row["loss"] is not None else "nan"
-                    progress.update(task, completed=self.step, loss=loss_text, gaussians=row["gaussians"])
+                    progress.update(task, completed=self.step, **progress_fields(row))
             if self._stop_signal is not None:
                 raise Interrupted(self._stop_signal)
             self._finishing = True  # from here a signal interrupts at once: the loop no longer polls for it
