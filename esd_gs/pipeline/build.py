@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..distillation import ScoreDistillation
+from ..evaluation.front import run_front_finder
 from ..monitors.psi_error import PsiDiagnostic, PsiDiagnosticCallback
 from ..render import resolve_backend
 from ..training.callbacks import CheckpointWriter, MetricsWriter, PreviewWriter, TrainingCallback
@@ -50,6 +51,7 @@ def build_trainer(config: GenerateConfig, run_dir: Path, device: torch.device, p
     its callbacks (module docstring)."""
     trainer = Trainer(config, run_dir, device, build_parts(config, device, prior))
     trainer.callbacks.extend(default_callbacks(config, trainer))
+    trainer.find_front = run_front_finder(config, device, trainer.backend)
     return trainer
 
 

@@ -1,0 +1,109 @@
+"""What a run shows people (issue 30): pictures big enough to judge, and on the synthetic prior, where the front is
+known, a turntable, contact sheet and viewer that open on the run's own front."""
+
+import json
+import math
+from dataclasses import replace
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+from small_runs import small_synthetic_config
+
+from esd_gs.cameras import turntable
+from esd_gs.configs.presets import PRESETS
+from esd_gs.evaluation.evaluate import _benchmark_turntable
+from esd_gs.evaluation.front import front_azimuth
+from esd_gs.example import builtin_head
+from esd_gs.io.axes import transform_scene_params
+from esd_gs.pipeline.build import build_trainer
+from esd_gs.render.views import render_images, render_views
+from esd_gs.scene import GaussianScene
+from esd_gs.training.outputs import OutputConfig, export_scene, read_front
+from esd_gs.training.run_dir import RunDir
+
+CPU = torch.device("cpu")
+
+
+def turned(scene: GaussianScene, degrees: float) -> GaussianScene:
+    """``scene`` turned by ``degrees`` about +Z: its front (+X) then faces azimuth ``degrees``."""
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    rotation = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return GaussianScene(transform_scene_params(scene.raw(), rotation))
+
+
+def test_default_pictures_are_big_enough_to_judge():
+    synthetic, sd = PRESETS["synthetic"].config.output, OutputConfig()
+    assert synthetic.turntable_size >= 256 and sd.turntable_size >= 512
+    assert PRESETS["preview"].config.output.turntable_size >= 512
+    # a turn lasts the same 4 seconds however many views it has
+    assert math.isclose(synthetic.turntable_views / synthetic.turntable_seconds, 12.0)
+
+
+def test_previews_and_turntable_are_drawn_at_the_output_size_not_the_training_size(tmp_path):
+    size = PRESETS["synthetic"].config.output.turntable_size
+    config = small_synthetic_config(1)
+    config = replace(config, output=replace(config.output, preview_every=1.0, turntable_size=size))
+    assert config.resolution < size
+    trainer = build_trainer(config, tmp_path, CPU)
+    trainer.run()
+    preview = imageio.imread(RunDir(tmp_path).preview(1))
+    assert preview.shape[:2] == (size + 4, 4 * (size + 2) + 2)  # 4 views of ``size`` px, 2 px apart
+    sheet = imageio.imread(tmp_path / "contact_sheet.png")
+    assert sheet.shape[0] == size + 4
+    gif = imageio.get_reader(tmp_path / "turntable.gif")
+    assert gif.get_data(0).shape[:2] == (size, size)
+    # 4 views in a 4-second turn: one second a frame
+    assert math.isclose(gif.get_meta_data()["duration"], 1000.0 * config.output.turntable_seconds / 4, rel_tol=0.02)
+
+
+def test_the_aligned_offset_finds_the_front_of_a_turned_object():
+    head = builtin_head()
+    reference = render_images(head, _benchmark_turntable(), 32, background=1.0)
+    for degrees in (60.0, -90.0):
+        views = render_images(turned(head, degrees), _benchmark_turntable(), 32, background=1.0)
+        assert abs(front_azimuth(views, reference) - degrees) <= 3.0  # one view of the 120-view turntable
+
+
+def test_a_synthetic_run_shows_its_own_front_first(tmp_path):
+    """The run's result is the head turned by 60 degrees: the turntable, the contact sheet and front.json start at its
+    face, which is then what the unturned head shows from azimuth 0."""
+    config = small_synthetic_config(1)
+    config = replace(config, output=replace(config.output, turntable_views=8, turntable_size=48))
+    trainer = build_trainer(config, tmp_path, CPU)
+    result = turned(builtin_head(), 60.0)
+    front = trainer.find_front(result)
+    assert abs(front - 60.0) <= 3.0
+    export_scene(result, trainer.files, config.output, "torch", final=True, front=front)
+    assert read_front(tmp_path) == json.loads((tmp_path / "front.json").read_text())["azimuth"] == round(front, 3)
+    first = imageio.get_reader(tmp_path / "turntable.gif").get_data(0)[..., :3].astype(float)
+    face = render_views(builtin_head(), turntable(1), 48, background=1.0)[0].astype(float)
+    side = render_views(result, turntable(1), 48, background=1.0)[0].astype(float)
+    assert np.abs(first - face).mean() < 0.3 * np.abs(side - face).mean()
+    sheet = imageio.imread(tmp_path / "contact_sheet.png")[2:50, 2:50, :3].astype(float)
+    assert np.abs(sheet - face).mean() < 0.3 * np.abs(side - face).mean()
+
+
+def test_other_priors_and_old_runs_start_at_azimuth_zero(tmp_path):
+    from esd_gs.evaluation.front import run_front_finder
+    from esd_gs.priors import StableDiffusionConfig
+
+    config = replace(small_synthetic_config(1), prior=StableDiffusionConfig())
+    assert run_front_finder(config, CPU) is None
+    assert read_front(tmp_path) == 0.0  # no front.json
+    (tmp_path / "front.json").write_text("[not a mapping")
+    assert read_front(tmp_path) == 0.0
+
+
+def test_the_viewer_opens_on_the_front_it_is_given():
+    from test_viewer import free_port
+
+    from esd_gs.viewer.server import SplatViewer, start_position
+
+    x, y, _ = start_position(60.0)
+    assert math.isclose(math.degrees(math.atan2(y, x)), 60.0)
+    viewer = SplatViewer("127.0.0.1", free_port(), front=60.0)
+    try:
+        np.testing.assert_allclose(viewer.server.initial_camera.position, start_position(60.0))
+    finally:
+        viewer.close()
