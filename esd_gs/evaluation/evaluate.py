@@ -35,7 +35,7 @@ from ..priors import synthetic_images
 from ..priors.sources import DEFAULT_MODEL
 from .fid import FidFeatures
 from .metrics import METRICS, Metric, MetricInputs
-from .models import DEFAULT_CLASSIFIER, DEFAULT_CLIP, EvalModels
+from .models import DEFAULT_CLASSIFIER, DEFAULT_CLIP, EvalModels, ModelUnavailable
 from .samples import default_cache_dir
 
 ALL_METRICS: tuple[Metric, ...] = tuple(METRICS)
@@ -243,8 +243,33 @@ def _synthetic_key(run: GenerateConfig) -> str:
     return repr((synthetic_images(run.prior), run.prompt, run.resolution, run.cameras, run.background))
 
 
+OFFLINE_OPTION = "--metrics janus --sides reference"
+"""What measures a run of a synthetic prior without any downloaded model: the Janus measure under the prior's known
+answer (and the ground-truth metrics every synthetic run gets)."""
+
+
+def all_synthetic(targets: list[EvalTarget]) -> bool:
+    """Whether every target is a run of a synthetic prior (whose front and sides are known)."""
+    return bool(targets) and all(
+        t.run_config is not None and synthetic_images(t.run_config.prior) is not None for t in targets
+    )
+
+
 def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -> None:
-    """Load every model the targets need before any work, so that a missing one fails at once, in one line."""
+    """Load every model the targets need before any work, so that a missing one fails at once, in one line; when
+    every target is a run of a synthetic prior, that line also names ``OFFLINE_OPTION``, which needs no model."""
+    try:
+        _preload(targets, config, models)
+    except ModelUnavailable as exc:
+        if not all_synthetic(targets):
+            raise
+        raise ModelUnavailable(
+            f"{exc}; without the Hub, a run of the synthetic prior is measured against its known answer with "
+            f"{OFFLINE_OPTION}"
+        ) from None
+
+
+def _preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -> None:
     if config.sides == "reference" and "janus" in config.metrics:
         for target in targets:
             if target.run_config is None or synthetic_images(target.run_config.prior) is None:
