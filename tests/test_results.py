@@ -107,3 +107,84 @@ def test_the_viewer_opens_on_the_front_it_is_given():
         np.testing.assert_allclose(viewer.server.initial_camera.position, start_position(60.0))
     finally:
         viewer.close()
+
+
+def picture_boxes(fig) -> list:
+    """The drawn boxes (pixels) of the axes of ``fig`` that show a picture."""
+    fig.canvas.draw()
+    return [ax.get_window_extent() for ax in fig.axes if ax.images]
+
+
+def janus_only_result() -> dict:
+    """What evaluate records with ``--metrics janus`` alone: a one-faced turntable of 120 views, no CLIP."""
+    from esd_gs.evaluation.sides import SIDES, janus_measure
+
+    sides = ["front"] * 30 + ["side"] * 30 + ["back"] * 30 + ["side"] * 30
+    probabilities = torch.nn.functional.one_hot(torch.tensor([SIDES.index(s) for s in sides]), 3).float()
+    return {
+        "scene": "run/scene.ply",
+        "prompt": "a head",
+        "janus": {**janus_measure(probabilities).as_dict(), "classifier": "reference"},
+        "per_view": {},
+    }
+
+
+def test_eval_png_views_are_big_enough_and_a_janus_only_chart_is_filled():
+    import matplotlib.pyplot as plt
+
+    from esd_gs.evaluation.report import eval_figure
+
+    fig = eval_figure(janus_only_result(), torch.rand(120, 3, 32, 32))
+    try:
+        boxes = picture_boxes(fig)
+        assert len(boxes) == 12 and min(min(b.width, b.height) for b in boxes) >= 128
+        (chart,) = [ax for ax in fig.axes if not ax.images and ax.axison]
+        area = chart.get_window_extent()
+        drawn = sum(p.get_window_extent().width * p.get_window_extent().height for p in chart.patches)
+        assert drawn / (area.width * area.height) > 0.3  # the sides fill the panel, not an 8 % band at its foot
+    finally:
+        plt.close(fig)
+
+
+def test_compare_png_views_are_big_enough():
+    import matplotlib.pyplot as plt
+
+    from esd_gs.evaluation.report import compare_figure
+
+    result = janus_only_result()
+    fig = compare_figure(["a", "b"], [result, result], [torch.rand(8, 3, 32, 32)] * 2)
+    try:
+        boxes = picture_boxes(fig)
+        assert len(boxes) == 16 and min(min(b.width, b.height) for b in boxes) >= 128
+    finally:
+        plt.close(fig)
+
+
+def test_the_batch_gallery_shows_each_view_at_128_px_or_more(tmp_path):
+    import pytest
+
+    from esd_gs.batch.gallery import write_gallery
+    from esd_gs.batch.jobs import Job
+    from esd_gs.testing.browser import CHROMIUM, CHROMIUM_ARGS
+    from esd_gs.video import SHEET_COLUMNS, turntable_sheet, write_png
+
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: scripts/install_browser.sh installs Debian's chromium (as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
+    jobs = []
+    for name in ("a-head-esd-s0", "a-car-esd-s0"):
+        (tmp_path / name).mkdir()
+        frames = np.random.default_rng(0).integers(0, 255, (16, 256, 256, 3), dtype=np.uint8)
+        write_png(turntable_sheet(frames), tmp_path / name / "contact_sheet.png")
+        jobs.append(Job(name, small_synthetic_config(1)))
+    write_gallery(tmp_path, jobs, {})
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto((tmp_path / "index.html").as_uri())
+            page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+            widths = page.eval_on_selector_all("img", "images => images.map(i => i.getBoundingClientRect().width)")
+        finally:
+            browser.close()
+    assert len(widths) == 2 and min(widths) / SHEET_COLUMNS >= 128
