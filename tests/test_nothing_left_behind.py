@@ -90,3 +90,11 @@ def test_export_and_view_create_no_folder(tmp_path, capsys):
     failed(["export", "assets/head.ply", "--to", tmp_path / "new" / "head.splat"], capsys)
     failed(["view", tmp_path / "none.ply", "--seconds", "1"], capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_whose_model_does_not_load_leaves_no_folder(tmp_path, capsys):
+    bad = tmp_path / "bad.ply"
+    bad.write_bytes(b"ply\nformat nonsense\n")
+    argv = ["generate", "a head", "--preset", "synthetic", "--prior.reference", bad, "--out", tmp_path / "runs" / "a"]
+    failed(argv, capsys)
+    assert not (tmp_path / "runs").exists()

@@ -188,3 +188,47 @@ def test_the_batch_gallery_shows_each_view_at_128_px_or_more(tmp_path):
         finally:
             browser.close()
     assert len(widths) == 2 and min(widths) / SHEET_COLUMNS >= 128
+
+
+def test_a_page_that_connects_before_the_scene_opens_on_the_run_s_front(tmp_path):
+    """The browser connects first, the scene (the head turned to face azimuth 60) arrives after: the page still shows
+    the face, upright and framed, and its camera sits where the run's front is."""
+    import time
+
+    import imageio.v3 as iio
+    import pytest
+    from test_viewer import CROP, VIEWPORT, check_the_head, free_port, object_mask
+
+    from esd_gs.testing.browser import CHROMIUM, CHROMIUM_ARGS
+    from esd_gs.viewer.server import SplatViewer, start_position
+
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: scripts/install_browser.sh installs Debian's chromium (as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
+    viewer = SplatViewer("127.0.0.1", free_port(), front=60.0)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport=VIEWPORT)
+                page.goto(viewer.url)
+                deadline = time.time() + 60
+                while not viewer.server.get_clients() and time.time() < deadline:
+                    time.sleep(0.2)
+                viewer.show(turned(builtin_head(), 60.0))
+                previous, picture = None, None
+                while time.time() < deadline:
+                    picture = iio.imread(page.screenshot())
+                    drawn = object_mask(picture[CROP]).mean() > 0.05
+                    if drawn and previous is not None and np.abs(picture.astype(int) - previous).mean() < 0.5:
+                        break
+                    previous = picture.astype(int) if drawn else None
+                    time.sleep(1.0)
+                (client,) = viewer.server.get_clients().values()
+                position = client.camera.position
+            finally:
+                browser.close()
+    finally:
+        viewer.close()
+    np.testing.assert_allclose(position, start_position(60.0), atol=1e-3)
+    check_the_head(picture)  # the face, upright, framed in the middle
