@@ -19,8 +19,9 @@ from ..progress import console
 class ViewArgs:
     """Show a 3DGS .ply, or a run's scene.ply, in the browser (viser).
 
-    The scene stands upright, seen from its front (a run's own front where generate found it); stop the server
-    with Ctrl-C.
+    The scene stands upright, seen from its front (a run's own front: front.json).
+
+    Stop the server with Ctrl-C.
 
     For example:
       esd-gs view runs/a-plush-dragon-toy-esd
