@@ -301,18 +301,25 @@ def _benchmark_turntable():
 def _synthetic_reference(run: GenerateConfig, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(prior images, their azimuths, the reference object's turntable at the protocol of the benchmark) of a
     synthetic run, all at the run's resolution: what the ground truth is measured against."""
-    from ..example import builtin_head
-    from ..io import read_ply
     from ..render.views import render_images
 
-    images = synthetic_images(run.prior)
-    prior = images.build(device, run.run_context)
+    prior = synthetic_images(run.prior).build(device, run.run_context)
     index = prior.prompts.index(run.prompt)
-    paths = list(images.reference) or [None]
-    reference = (read_ply(paths[index]) if paths[index] is not None else builtin_head()).to(device)
+    reference = synthetic_reference_object(run, prior.prompts).to(device)
     reference_views = render_images(reference, _benchmark_turntable(), run.resolution, background=1.0)
     per = prior.per_reference
     return prior.reference_images(index).cpu(), prior.azimuths[index * per : (index + 1) * per].cpu(), reference_views
+
+
+def synthetic_reference_object(run: GenerateConfig, prompts: list[str]):
+    """The reference object (a ``GaussianScene``) of a synthetic run's prompt; ``prompts``: its prior's (``.prompts``
+    of the built prior, whose order is its references')."""
+    from ..example import builtin_head
+    from ..io import read_ply
+
+    paths = list(synthetic_images(run.prior).reference) or [None]
+    path = paths[prompts.index(run.prompt)]
+    return read_ply(path) if path is not None else builtin_head()
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -27,19 +27,22 @@ def front_azimuth(views: torch.Tensor, reference_views: torch.Tensor) -> float:
 
 
 def run_front_finder(
-    run: GenerateConfig, device: torch.device, backend: str = "auto"
+    run: GenerateConfig, prior, device: torch.device, backend: str = "auto"
 ) -> Callable[[GaussianScene], float] | None:
-    """For a run of a synthetic prior: a function scene -> its front's azimuth (``front_azimuth`` on the benchmark's
-    turntable at the run's resolution); None for any other prior (whose front is not known)."""
+    """For a run of a synthetic prior (``prior``: its built phi, whose ``prompts`` name its references): a function
+    scene -> its front's azimuth (``front_azimuth`` on the benchmark's turntable at the run's resolution, against the
+    reference object's views); None for any other prior (whose front is not known)."""
     if synthetic_images(run.prior) is None:
         return None
 
     def find(scene: GaussianScene) -> float:
         from ..render.views import render_images
-        from .evaluate import _benchmark_turntable, _synthetic_reference
+        from .evaluate import _benchmark_turntable, synthetic_reference_object
 
-        _, _, reference_views = _synthetic_reference(run, device)
-        views = render_images(scene, _benchmark_turntable(), run.resolution, background=1.0, backend=backend)
+        reference = synthetic_reference_object(run, prior.prompts).to(device)
+        cameras = _benchmark_turntable()
+        reference_views = render_images(reference, cameras, run.resolution, background=1.0, backend=backend)
+        views = render_images(scene, cameras, run.resolution, background=1.0, backend=backend)
         return front_azimuth(views.cpu(), reference_views.cpu())
 
     return find

@@ -51,7 +51,7 @@ def build_trainer(config: GenerateConfig, run_dir: Path, device: torch.device, p
     its callbacks (module docstring)."""
     trainer = Trainer(config, run_dir, device, build_parts(config, device, prior))
     trainer.callbacks.extend(default_callbacks(config, trainer))
-    trainer.find_front = run_front_finder(config, device, trainer.backend)
+    trainer.find_front = run_front_finder(config, trainer.prior, device, trainer.backend)
     return trainer
 
 
