@@ -63,18 +63,25 @@ def check_writable_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def output_folder(path: Path) -> Iterator[Path]:
-    """``ensure_writable_dir(path)`` for the block; when the block fails (any exception, Ctrl-C included), the folders
-    it created (``path`` and any missing parents) are removed again while they hold no file: a failed command leaves
-    no empty folder behind, keeps whatever it finished, and never touches what existed before."""
+def removed_if_left_empty(path: Path) -> Iterator[None]:
+    """When the block fails (any exception, Ctrl-C included), the folders it made of ``path`` and its missing parents
+    are removed again while they hold no file (deepest first): a failed command leaves no empty folder behind, keeps
+    whatever it finished, and never touches what existed before."""
     path = Path(path)
     created = [folder for folder in (path, *path.parents) if not os.path.lexists(folder)]  # deepest first
-    ensure_writable_dir(path)
     try:
-        yield path
+        yield
     except BaseException:
         for folder in created:
             if not folder.is_dir() or any(files for _, _, files in os.walk(folder)):
                 break
             shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def output_folder(path: Path) -> Iterator[Path]:
+    """``ensure_writable_dir(path)`` for the block, removed again if the block fails (``removed_if_left_empty``)."""
+    with removed_if_left_empty(path):
+        ensure_writable_dir(path)
+        yield Path(path)

@@ -33,7 +33,7 @@ from collections import deque
 from pathlib import Path
 
 from ..atomic import atomic_path
-from ..environment import ensure_writable_dir
+from ..environment import ensure_writable_dir, removed_if_left_empty
 from ..errors import Stopped, UserError, public_names
 from ..progress import console, make_progress
 from .gallery import write_gallery
@@ -190,7 +190,8 @@ def run_batch(
     with _signals_recorded(stop):
         _start_ray(ray, address, stop, joining=address not in (None, "local"))  # 'auto' joins this machine's
         try:
-            return _schedule(ray, jobs, out, workers, eval_config, stop)
+            with removed_if_left_empty(out):  # made once the workers are placed: no empty folder if it fails
+                return _schedule(ray, jobs, out, workers, eval_config, stop)
         finally:
             ray.shutdown()
 
