@@ -232,3 +232,38 @@ def test_a_page_that_connects_before_the_scene_opens_on_the_run_s_front(tmp_path
         viewer.close()
     np.testing.assert_allclose(position, start_position(60.0), atol=1e-3)
     check_the_head(picture)  # the face, upright, framed in the middle
+
+
+def test_esd_gs_view_opens_a_run_on_its_front_json(tmp_path):
+    """``esd-gs view RUN`` reads the run's front.json: a run whose result is the head turned to azimuth 60 opens on
+    its face."""
+    import signal
+
+    import pytest
+    from test_viewer import check_the_head, free_port, screenshot_when_drawn, start, wait_for_port
+
+    from esd_gs.io import write_ply
+    from esd_gs.testing.browser import CHROMIUM, CHROMIUM_ARGS
+    from esd_gs.training.outputs import write_front
+
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: scripts/install_browser.sh installs Debian's chromium (as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
+    run = tmp_path / "run"
+    run.mkdir()
+    write_ply(turned(builtin_head(), 60.0), run / "scene.ply")
+    write_front(RunDir(run), 60.0)
+    port = free_port()
+    proc = start("view", run, "--port", port, "--seconds", 120)
+    try:
+        wait_for_port(port, proc)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                picture, _ = screenshot_when_drawn(browser, f"http://127.0.0.1:{port}")
+            finally:
+                browser.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    check_the_head(picture)  # the face, upright and framed
