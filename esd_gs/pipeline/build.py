@@ -11,6 +11,9 @@ Every run gets, in this order (the order they are called in, ``training.callback
 4. the live view (``monitors.live_view.LiveViewCallback``), with ``--viewer``: after the previews, whose grids it shows
    (imported only then, like viser);
 5. checkpoints on schedule (``CheckpointWriter``, ``--output.checkpoint-every``).
+
+On a synthetic prior the trainer also gets ``find_front`` (``evaluation.front``): where the finished scene's own
+front is, for its turntable and contact sheet.
 """
 
 from __future__ import annotations
