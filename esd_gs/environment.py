@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -57,3 +60,28 @@ def check_writable_dir(path: Path) -> None:
         if os.path.isdir(path):
             raise UserError(f"output directory {path} is not writable") from None
         raise UserError(f"cannot create output directory {path}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(path: Path) -> Iterator[None]:
+    """When the block fails (any exception, Ctrl-C included), the folders it made of ``path`` and its missing parents
+    are removed again while they hold no file (deepest first): a failed command leaves no empty folder behind, keeps
+    whatever it finished, and never touches what existed before."""
+    path = Path(path)
+    created = [folder for folder in (path, *path.parents) if not os.path.lexists(folder)]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            if not folder.is_dir() or any(files for _, _, files in os.walk(folder)):
+                break
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def output_folder(path: Path) -> Iterator[Path]:
+    """``ensure_writable_dir(path)`` for the block, removed again if the block fails (``removed_if_left_empty``)."""
+    with removed_if_left_empty(path):
+        ensure_writable_dir(path)
+        yield Path(path)

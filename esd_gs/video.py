@@ -94,7 +94,11 @@ def contact_sheet(frames: np.ndarray, columns: int = 8, pad: int = 2, background
     return sheet
 
 
-def turntable_sheet(frames: np.ndarray, count: int = 16, max_columns: int = 8) -> np.ndarray:
+SHEET_COLUMNS = 8
+"""Columns of a turntable's contact sheet (``turntable_sheet``): its 16 views in two rows."""
+
+
+def turntable_sheet(frames: np.ndarray, count: int = 16, max_columns: int = SHEET_COLUMNS) -> np.ndarray:
     """A contact sheet of ``count`` frames picked evenly around a turntable (the first one: its first frame)."""
     frames = _check_frames(frames)
     picks = np.linspace(0, len(frames), num=min(count, len(frames)), endpoint=False).astype(int)

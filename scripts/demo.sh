@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, offline on any machine: set up .venv (first time only), then run the whole text-to-3D pipeline
 # (ESD, lambda 1, with the particle psi: the synthetic defaults) against the synthetic prior, whose images are renders
-# of the built-in head. About a minute on 2 CPU cores. Results: runs/demo/scene.ply, scene.splat, turntable.mp4/.gif, contact_sheet.png, previews/.
+# of the built-in head. About a minute on 2 CPU cores. Results: runs/demo/scene.ply, scene.splat, turntable.mp4/.gif and
+# contact_sheet.png (256 px views, from the result's own front: front.json), previews/ (256 px views).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_env.sh

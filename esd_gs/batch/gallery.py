@@ -11,7 +11,13 @@ from pathlib import Path
 from ..atomic import atomic_path
 from ..errors import UserError
 from ..files import read_json_or_none, read_text_file
+from ..video import SHEET_COLUMNS
 from .jobs import Job
+
+THUMBNAIL_PX = 136
+"""Width at which index.html shows each view of a job's contact sheet (at least 128 px, so that a person can judge
+it): a card is as wide as ``SHEET_COLUMNS`` of them."""
+CARD_PX = SHEET_COLUMNS * THUMBNAIL_PX
 
 
 def _last_metrics(run: Path) -> dict:
@@ -110,7 +116,7 @@ def write_gallery(out: Path, jobs: list[Job], state: dict) -> None:
     page = (
         '<!doctype html><html><head><meta charset="utf-8"><title>esd-gs batch</title><style>'
         "body{font-family:sans-serif;margin:1.5em}main{display:flex;flex-wrap:wrap;gap:1em}"
-        "figure{margin:0;width:420px;border:1px solid #ccc;padding:.5em}img{width:100%}"
+        f"figure{{margin:0;width:{CARD_PX}px;border:1px solid #ccc;padding:.5em}}img{{width:100%}}"
         "figure.failed{border-color:#d62728}.reason{color:#d62728;margin:.2em 0}.none{height:4em;color:#888}"
         f"</style></head><body><h1>Batch: {len(rows)} jobs</h1><main>{''.join(cards)}</main></body></html>\n"
     )

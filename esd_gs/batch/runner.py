@@ -33,7 +33,7 @@ from collections import deque
 from pathlib import Path
 
 from ..atomic import atomic_path
-from ..environment import ensure_writable_dir
+from ..environment import ensure_writable_dir, removed_if_left_empty
 from ..errors import Stopped, UserError, public_names
 from ..progress import console, make_progress, stage
 from .gallery import write_gallery
@@ -192,7 +192,8 @@ def run_batch(
         with stage("starting Ray on this machine") if not joining else contextlib.nullcontext():
             _start_ray(ray, address, stop, joining)
         try:
-            return _schedule(ray, jobs, out, workers, eval_config, stop)
+            with removed_if_left_empty(out):  # made once the workers are placed: no empty folder if it fails
+                return _schedule(ray, jobs, out, workers, eval_config, stop)
         finally:
             ray.shutdown()
 

@@ -117,7 +117,15 @@ def bench_base_config(
         prompt="a head",
         steps=base.steps if steps is None else steps,
         prior=prior_config,
-        output=replace(base.output, preview_every=0.0, checkpoint_every=0.0, video_formats=("mp4",)),
+        # The benchmark's runs keep their small turntable (120 views of 96 px): nobody watches them one by one.
+        output=replace(
+            base.output,
+            preview_every=0.0,
+            checkpoint_every=0.0,
+            video_formats=("mp4",),
+            turntable_views=120,
+            turntable_size=96,
+        ),
         diagnose=replace(base.diagnose, enabled=diagnose),
     )
 

@@ -14,8 +14,9 @@ from ..bench.janus import RESULTS, BenchRun, bench_base_config, run_janus_benchm
 from ..diffusion import LossWeighting
 from ..distillation import METHODS
 from ..distillation.timesteps import ScheduleName
+from ..environment import output_folder
 from ..errors import UserError
-from .common import ensure_writable_dir, pick_device
+from .common import pick_device
 
 
 @dataclass
@@ -143,9 +144,9 @@ def run_bench(args: BenchArgs) -> Path:
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None
     base.validate()
-    ensure_writable_dir(args.out)
-    if args.overwrite:  # the old results first: a half-done replacement never pairs them with new runs
-        for name in (RESULTS, "results.md", "janus.png"):
-            (args.out / name).unlink(missing_ok=True)
-        shutil.rmtree(args.out / "runs", ignore_errors=True)
-    return run_janus_benchmark(runs, args.seeds, base, args.out, device)
+    with output_folder(args.out):  # a benchmark that fails before any run is saved leaves no empty folder
+        if args.overwrite:  # the old results first: a half-done replacement never pairs them with new runs
+            for name in (RESULTS, "results.md", "janus.png"):
+                (args.out / name).unlink(missing_ok=True)
+            shutil.rmtree(args.out / "runs", ignore_errors=True)
+        return run_janus_benchmark(runs, args.seeds, base, args.out, device)

@@ -8,12 +8,13 @@ from typing import Annotated
 
 import tyro
 
+from ..environment import output_folder
 from ..errors import UserError
 from ..evaluation.compare import compare
 from ..evaluation.evaluate import EvalConfig, check_dependencies, preload, saved_evaluation
 from ..evaluation.models import EvalModels
 from ..render import UserBackend, resolve_backend
-from .common import ensure_writable_dir, pick_device
+from .common import pick_device
 from .evaluate_cmd import targets_of
 from .help import PATHS
 
@@ -57,7 +58,8 @@ def run_compare(args: CompareArgs) -> Path:
         raise UserError(f"{args.out} already holds a comparison: pass --overwrite or choose another --out")
     device = pick_device(args.device)
     backend = resolve_backend(args.backend, device)
-    ensure_writable_dir(args.out)
-    models = EvalModels(device, args.precision)
-    preload([t for t in targets if saved_evaluation(t, args.eval) is None], args.eval, models)  # the ones to evaluate
-    return compare(targets, args.eval, models, args.out, backend, args.overwrite)
+    with output_folder(args.out):  # a failure (a model that does not load) leaves no empty folder
+        models = EvalModels(device, args.precision)
+        to_evaluate = [t for t in targets if saved_evaluation(t, args.eval) is None]
+        preload(to_evaluate, args.eval, models)
+        return compare(targets, args.eval, models, args.out, backend, args.overwrite)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import tyro
 
+from ..environment import output_folder
 from ..errors import UserError
 from ..evaluation.evaluate import (
     EVAL_FILE,
@@ -23,7 +25,7 @@ from ..evaluation.models import EvalModels
 from ..evaluation.report import summary_lines
 from ..progress import make_progress
 from ..render import UserBackend, resolve_backend
-from .common import ensure_writable_dir, pick_device
+from .common import pick_device
 from .help import PATHS
 
 
@@ -82,16 +84,17 @@ def run_evaluate(args: EvaluateArgs) -> list[dict]:
             raise UserError(f"{target.out / EVAL_FILE} exists: pass --overwrite to replace it")
     device = pick_device(args.device)
     backend = resolve_backend(args.backend, device)
-    for target in targets:
-        ensure_writable_dir(target.out)
-    models = EvalModels(device, args.precision)
-    preload(targets, args.eval, models)
-    results = []
-    with make_progress() as progress:
+    with contextlib.ExitStack() as folders:  # a failure (a model that does not load) leaves no empty folder
         for target in targets:
-            result, views = evaluate(target, args.eval, models, backend, progress)
-            written = write_evaluation(target, result, views)
-            progress.console.print(f"[bold]{target.name}[/bold]: " + "; ".join(summary_lines(result)))
-            progress.console.print(f"wrote {', '.join(str(p) for p in written)}")
-            results.append(result)
+            folders.enter_context(output_folder(target.out))
+        models = EvalModels(device, args.precision)
+        preload(targets, args.eval, models)
+        results = []
+        with make_progress() as progress:
+            for target in targets:
+                result, views = evaluate(target, args.eval, models, backend, progress)
+                written = write_evaluation(target, result, views)
+                progress.console.print(f"[bold]{target.name}[/bold]: " + "; ".join(summary_lines(result)))
+                progress.console.print(f"wrote {', '.join(str(p) for p in written)}")
+                results.append(result)
     return results

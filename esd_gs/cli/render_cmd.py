@@ -10,13 +10,14 @@ from typing import Literal
 import tyro
 
 from ..cameras import MAX_VIEWS, turntable
+from ..environment import check_writable_dir, output_folder
 from ..errors import UserError
 from ..io import UpAxis, read_ply
 from ..progress import console
 from ..render import UserBackend, resolve_backend
 from ..render.views import render_views
 from ..video import turntable_sheet, write_png, write_turntable
-from .common import ensure_writable_dir, pick_device
+from .common import pick_device
 
 
 @dataclass
@@ -88,14 +89,15 @@ def run_render(args: RenderArgs) -> list[Path]:
     device = pick_device(args.device)
     backend = resolve_backend(args.backend, device)
     scene = read_ply(args.scene, up=args.up).to(device)
-    ensure_writable_dir(args.out)
+    check_writable_dir(args.out)  # creates nothing: the folder is made once the frames exist
     cams = turntable(args.views, elevation=args.elevation, radius=args.radius, fovy=args.fovy)
     frames = render_views(
         scene, cams, args.size, background=args.background, progress_label="rendering", backend=backend
     )
-    written = write_turntable(frames, args.out, stem="turntable", formats=args.formats, fps=args.fps)
-    sheet_path = args.out / "contact_sheet.png"
-    write_png(turntable_sheet(frames, args.sheet_views), sheet_path)
+    with output_folder(args.out):  # a failed write leaves no empty folder
+        written = write_turntable(frames, args.out, stem="turntable", formats=args.formats, fps=args.fps)
+        sheet_path = args.out / "contact_sheet.png"
+        write_png(turntable_sheet(frames, args.sheet_views), sheet_path)
     written.append(sheet_path)
     for path in written:
         console.print(f"wrote {path}")

@@ -19,7 +19,9 @@ from ..progress import console
 class ViewArgs:
     """Show a 3DGS .ply, or a run's scene.ply, in the browser (viser).
 
-    The scene stands upright, seen from its front; stop the server with Ctrl-C.
+    The scene stands upright, seen from its front (a run's own front: front.json).
+
+    Stop the server with Ctrl-C.
 
     For example:
       esd-gs view runs/a-plush-dragon-toy-esd
@@ -59,9 +61,12 @@ def run_view(args: ViewArgs) -> int:
         refuse_nonfinite_splats(scene, action="show")
     except ValueError as exc:
         raise UserError(f"{path}: {exc}") from None
+    from ..training.outputs import read_front
     from ..viewer.server import SplatViewer
 
-    viewer = SplatViewer(args.host, args.port, title=path.name)
+    # A run's scene.ply opens on the run's own front (its front.json); any other file on azimuth 0.
+    front = read_front(path.parent) if path.name == "scene.ply" else 0.0
+    viewer = SplatViewer(args.host, args.port, title=path.name, front=front)
     viewer.show(scene, title=str(path))
     console.print(f"viewing {path} ({scene.num_gaussians} Gaussians) at {viewer.url}  (Ctrl-C to stop)")
     stop: list[int] = []

@@ -35,7 +35,7 @@ from ..priors import synthetic_images
 from ..priors.sources import DEFAULT_MODEL
 from .fid import FidFeatures
 from .metrics import METRICS, Metric, MetricInputs
-from .models import DEFAULT_CLASSIFIER, DEFAULT_CLIP, EvalModels
+from .models import DEFAULT_CLASSIFIER, DEFAULT_CLIP, EvalModels, ModelUnavailable
 from .samples import default_cache_dir
 
 ALL_METRICS: tuple[Metric, ...] = tuple(METRICS)
@@ -245,8 +245,33 @@ def _synthetic_key(run: GenerateConfig) -> str:
     return repr((synthetic_images(run.prior), run.prompt, run.resolution, run.cameras, run.background))
 
 
+OFFLINE_OPTION = "--metrics janus --sides reference"
+"""What measures a run of a synthetic prior without any downloaded model: the Janus measure under the prior's known
+answer (and the ground-truth metrics every synthetic run gets)."""
+
+
+def all_synthetic(targets: list[EvalTarget]) -> bool:
+    """Whether every target is a run of a synthetic prior (whose front and sides are known)."""
+    return bool(targets) and all(
+        t.run_config is not None and synthetic_images(t.run_config.prior) is not None for t in targets
+    )
+
+
 def preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -> None:
-    """Load every model the targets need before any work, so that a missing one fails at once, in one line."""
+    """Load every model the targets need before any work, so that a missing one fails at once, in one line; when
+    every target is a run of a synthetic prior, that line also names ``OFFLINE_OPTION``, which needs no model."""
+    try:
+        _preload(targets, config, models)
+    except ModelUnavailable as exc:
+        if not all_synthetic(targets):
+            raise
+        raise ModelUnavailable(
+            f"{exc}; without the Hub, a run of the synthetic prior is measured against its known answer with "
+            f"{OFFLINE_OPTION}"
+        ) from None
+
+
+def _preload(targets: list[EvalTarget], config: EvalConfig, models: EvalModels) -> None:
     if config.sides == "reference" and "janus" in config.metrics:
         for target in targets:
             if target.run_config is None or synthetic_images(target.run_config.prior) is None:
@@ -280,16 +305,23 @@ def _benchmark_turntable():
 def _synthetic_reference(run: GenerateConfig, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(prior images, their azimuths, the reference object's turntable at the protocol of the benchmark) of a
     synthetic run, all at the run's resolution: what the ground truth is measured against."""
-    from ..priors.synthetic_objects import load_object
     from ..render.views import render_images
 
-    images = synthetic_images(run.prior)
-    prior = images.build(device, run.run_context)
+    prior = synthetic_images(run.prior).build(device, run.run_context)
     index = prior.prompts.index(run.prompt)
-    reference = load_object(images.references(run.prompt)[1][index]).to(device)
+    reference = synthetic_reference_object(run, prior.prompts).to(device)
     reference_views = render_images(reference, _benchmark_turntable(), run.resolution, background=1.0)
     per = prior.per_reference
     return prior.reference_images(index).cpu(), prior.azimuths[index * per : (index + 1) * per].cpu(), reference_views
+
+
+def synthetic_reference_object(run: GenerateConfig, prompts: list[str]):
+    """The reference object (a ``GaussianScene``) of a synthetic run's prompt; ``prompts``: its prior's (``.prompts``
+    of the built prior, whose order is its references')."""
+    from ..priors.synthetic_objects import load_object
+
+    _, sources = synthetic_images(run.prior).references(run.prompt)  # the files, or the object the prompt names
+    return load_object(sources[prompts.index(run.prompt)])
 
 
 # ---------------------------------------------------------------------------------------------- files

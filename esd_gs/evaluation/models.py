@@ -39,6 +39,10 @@ def _quiet():
         logging.set_verbosity(level)
 
 
+class ModelUnavailable(UserError):
+    """A model of the evaluation that could not be loaded (``load_failure``'s line)."""
+
+
 def load_failure(what: str, option: str, source: str, exc: BaseException) -> UserError:
     """The one line for a model that did not load."""
     if looks_like_path(source):
@@ -49,7 +53,7 @@ def load_failure(what: str, option: str, source: str, exc: BaseException) -> Use
             reason = f"not a folder written by save_pretrained: {first}"
     else:
         reason = hub_failure_reason(exc)
-    return UserError(
+    return ModelUnavailable(
         f"could not load the {what} '{source}' ({reason}); pass {option} with a local folder written by "
         "save_pretrained or another Hugging Face id, run `hf auth login` for a gated model, or check the network"
     )

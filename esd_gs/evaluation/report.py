@@ -48,49 +48,96 @@ def summary_lines(result: dict) -> list[str]:
     return lines
 
 
-def write_eval_figure(result: dict, views: Tensor, path: Path) -> Path:
-    """eval.png: a strip of views with each one's side, CLIP similarity and side over the whole turntable, and the
-    metrics."""
+THUMBNAIL_INCHES = 1.6
+"""Side of each view's picture in eval.png and compare.png, in inches: 160 px at their 100 dpi, so that a person can
+judge it (at least 128 px)."""
+STRIP_COLUMNS = 6
+"""Views per row of eval.png's strip (its ``STRIP_VIEWS`` in two rows)."""
+DPI = 100
+
+
+def eval_figure(result: dict, views: Tensor):
+    """The figure of eval.png (a matplotlib ``Figure``): a strip of views (``STRIP_VIEWS``, ``STRIP_COLUMNS`` a row)
+    with each one's side; a chart over the whole turntable, of the CLIP similarity with the sides as a band under it,
+    or of the sides alone when CLIP was not measured (``--metrics janus``), none when neither was; and the metrics.
+    Every panel holds something."""
     plt = _pyplot()
     picks = strip_indices(views.shape[0])
     sides = result.get("janus", {}).get("sides")
-    fig = plt.figure(figsize=(12, 6.2))
-    grid = fig.add_gridspec(3, len(picks), height_ratios=[1.0, 1.1, 0.7], hspace=0.45)
-    for column, index in enumerate(picks):
-        ax = fig.add_subplot(grid[0, column])
+    clip = result.get("per_view", {}).get("clip_similarity")
+    lines = summary_lines(result)
+    columns = min(STRIP_COLUMNS, len(picks))
+    rows = -(-len(picks) // columns)
+    chart = clip is not None or bool(sides)
+    text_inches = 0.2 * len(lines) + 0.3
+    heights = [THUMBNAIL_INCHES + 0.7] * rows + ([1.7] if chart else []) + [text_inches]
+    width, height = columns * (THUMBNAIL_INCHES + 0.2) + 1.1, sum(heights) + 2.0
+    fig = plt.figure(figsize=(width, height), dpi=DPI)
+    grid = fig.add_gridspec(
+        len(heights),
+        columns,
+        height_ratios=heights,
+        hspace=0.3,
+        wspace=0.12,
+        left=0.8 / width,
+        right=1 - 0.3 / width,
+        top=1 - 0.6 / height,
+        bottom=0.15 / height,
+    )
+    for position, index in enumerate(picks):
+        ax = fig.add_subplot(grid[position // columns, position % columns])
         ax.imshow(_picture(views[index]))
         ax.set_xticks([])
         ax.set_yticks([])
         azimuth = index * 360.0 / views.shape[0]
         ax.set_title(
-            f"{azimuth:.0f}°" + (f"\n{sides[index]}" if sides else ""),
-            fontsize=8,
+            f"{azimuth:.0f}°" + (f", {sides[index]}" if sides else ""),
+            fontsize=9,
             color=SIDE_COLOURS.get(sides[index], "black") if sides else "black",
         )
         if sides:
             for spine in ax.spines.values():
                 spine.set_color(SIDE_COLOURS[sides[index]])
                 spine.set_linewidth(2.5)
-    ax = fig.add_subplot(grid[1, :])
-    azimuths = np.arange(views.shape[0]) * 360.0 / views.shape[0]
-    if "clip_similarity" in result.get("per_view", {}):
-        ax.plot(azimuths, result["per_view"]["clip_similarity"], color="black", lw=1.2, label="CLIP similarity")
-        ax.set_ylabel("CLIP similarity")
-    if sides:
-        low, high = ax.get_ylim() if ax.lines else (0.0, 1.0)
-        for azimuth, side in zip(azimuths, sides):
-            ax.axvspan(azimuth, azimuth + 360.0 / len(sides), ymin=0, ymax=0.08, color=SIDE_COLOURS[side], lw=0)
-        ax.set_ylim(low, high)
-        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in SIDE_COLOURS.values()]
-        ax.legend(handles, list(SIDE_COLOURS), loc="upper right", fontsize=8, ncol=3, title="side", title_fontsize=8)
-    ax.set_xlim(0, 360)
-    ax.set_xlabel("azimuth (degrees, 0 = front)")
-    text = fig.add_subplot(grid[2, :])
+    if chart:
+        ax = fig.add_subplot(grid[rows, :])
+        azimuths = np.arange(views.shape[0]) * 360.0 / views.shape[0]
+        if clip is not None:
+            ax.plot(azimuths, clip, color="black", lw=1.2, label="CLIP similarity")
+            ax.set_ylabel("CLIP similarity")
+        if sides:
+            step = 360.0 / len(sides)
+            if clip is not None:  # a band under the curve
+                low, high = ax.get_ylim()
+                for azimuth, side in zip(azimuths, sides):
+                    ax.axvspan(azimuth, azimuth + step, ymin=0, ymax=0.08, color=SIDE_COLOURS[side], lw=0)
+                ax.set_ylim(low, high)
+            else:  # the sides alone: each view's side as a bar of its colour at its level
+                level = {"front": 2, "side": 1, "back": 0}
+                for azimuth, side in zip(azimuths, sides):
+                    ax.bar(azimuth, level[side] + 1, width=step, align="edge", color=SIDE_COLOURS[side], lw=0)
+                ax.set_yticks([1, 2, 3], ["back", "side", "front"])
+                ax.set_ylim(0, 3.2)
+                ax.set_ylabel("side")
+            handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in SIDE_COLOURS.values()]
+            ax.legend(
+                handles, list(SIDE_COLOURS), loc="upper right", fontsize=8, ncol=3, title="side", title_fontsize=8
+            )
+        ax.set_xlim(0, 360)
+        ax.set_xlabel("azimuth (degrees, 0 = front)")
+    text = fig.add_subplot(grid[-1, :])
     text.axis("off")
-    text.text(0.0, 1.0, "\n".join(summary_lines(result)), va="top", family="monospace", fontsize=9)
+    text.text(0.0, 0.0, "\n".join(lines), va="bottom", family="monospace", fontsize=9)
     fig.suptitle(f'{Path(result["scene"]).parent.name}/{Path(result["scene"]).name}: "{result["prompt"]}"')
+    return fig
+
+
+def write_eval_figure(result: dict, views: Tensor, path: Path) -> Path:
+    """eval.png: ``eval_figure`` at ``DPI``, its blank margins trimmed."""
+    plt = _pyplot()
+    fig = eval_figure(result, views)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -211,12 +258,22 @@ def compare_markdown(names: list[str], results: list[dict]) -> str:
     return header + "\n\n" + "\n".join(lines) + "\n"
 
 
-def write_compare_figure(names: list[str], results: list[dict], strips: list[Tensor], path: Path) -> Path:
-    """compare.png: one turntable strip per run, its metrics beside it."""
+def compare_figure(names: list[str], results: list[dict], strips: list[Tensor]):
+    """The figure of compare.png: one turntable strip per run (each view ``THUMBNAIL_INCHES`` wide), its metrics
+    beside it."""
     plt = _pyplot()
-    columns = max(s.shape[0] for s in strips)
-    fig = plt.figure(figsize=(1.25 * columns + 4.8, 1.45 * len(strips) + 0.4))
-    grid = fig.add_gridspec(len(strips), columns + 1, width_ratios=[1.0] * columns + [3.8], wspace=0.05, hspace=0.3)
+    columns, text_units = max(s.shape[0] for s in strips), 3.0
+    width = (columns + text_units) * (THUMBNAIL_INCHES + 0.1) / 0.96
+    fig = plt.figure(figsize=(width, (THUMBNAIL_INCHES + 0.35) * len(strips) + 0.4), dpi=DPI)
+    grid = fig.add_gridspec(
+        len(strips),
+        columns + 1,
+        width_ratios=[1.0] * columns + [text_units],
+        wspace=0.05,
+        hspace=0.3,
+        left=0.02,
+        right=0.98,
+    )
     for row, (name, result, strip) in enumerate(zip(names, results, strips)):
         for column in range(strip.shape[0]):
             ax = fig.add_subplot(grid[row, column])
@@ -230,8 +287,15 @@ def write_compare_figure(names: list[str], results: list[dict], strips: list[Ten
         text = fig.add_subplot(grid[row, columns])
         text.axis("off")
         text.text(0.03, 0.5, "\n".join(summary_lines(result)), va="center", fontsize=7, family="monospace")
+    return fig
+
+
+def write_compare_figure(names: list[str], results: list[dict], strips: list[Tensor], path: Path) -> Path:
+    """compare.png: ``compare_figure`` at ``DPI``."""
+    plt = _pyplot()
+    fig = compare_figure(names, results, strips)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 

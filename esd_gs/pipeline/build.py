@@ -11,6 +11,9 @@ Every run gets, in this order (the order they are called in, ``training.callback
 4. the live view (``monitors.live_view.LiveViewCallback``), with ``--viewer``: after the previews, whose grids it shows
    (imported only then, like viser);
 5. checkpoints on schedule (``CheckpointWriter``, ``--output.checkpoint-every``).
+
+On a synthetic prior the trainer also gets ``find_front`` (``evaluation.front``): where the finished scene's own
+front is, for its turntable and contact sheet.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 
 from ..distillation import ScoreDistillation
 from ..estimators import CameraLoRAEstimator, ScoreEstimator
+from ..evaluation.front import run_front_finder
 from ..monitors.psi_error import PsiDiagnostic, PsiDiagnosticCallback
 from ..priors import UNetPrior
 from ..priors.compile import UNetCompiler
@@ -93,6 +97,7 @@ def build_trainer(config: GenerateConfig, run_dir: Path, device: torch.device, p
     with stage("theta: the initial Gaussians and their optimisers"):
         trainer = Trainer(config, run_dir, device, parts)
     trainer.callbacks.extend(default_callbacks(config, trainer))
+    trainer.find_front = run_front_finder(config, trainer.prior, device, trainer.backend)
     return trainer
 
 

@@ -100,7 +100,8 @@ class PreviewWriter(TrainingCallback):
 
     def after_step(self, trainer: Trainer, row: dict) -> None:
         if self.due(trainer.step):
-            write_preview(trainer.scene, trainer.files, trainer.step, trainer.cfg.resolution, trainer.backend)
+            size = trainer.cfg.output.turntable_size
+            write_preview(trainer.scene, trainer.files, trainer.step, size, trainer.backend)
 
 
 class CheckpointWriter(TrainingCallback):

@@ -4,11 +4,16 @@ for their suffixes, the same that ``esd-gs export`` uses."""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from ..atomic import atomic_path
 from ..cameras import MAX_VIEWS, turntable
 from ..errors import ConfigError
+from ..files import read_json_or_none
 from ..formats import WriteOptions, write_scene
 from ..render.views import render_views
 from ..scene import GaussianScene
@@ -17,6 +22,8 @@ from .run_dir import RunDir
 
 PREVIEW_VIEWS = 4
 """A preview grid is a turntable of 4 views: azimuth 0 (the front), 90, 180 and 270 degrees."""
+FRONT_FILE = "front.json"
+"""Where a run records the azimuth its turntable starts from (``write_front``; absent: 0, the world's front)."""
 
 
 @dataclass
@@ -29,8 +36,10 @@ class OutputConfig:
     """Write a checkpoint every this fraction of the run (and always on Ctrl-C / SIGTERM)."""
     turntable_views: int = 120
     """Views in the final turntable video."""
-    turntable_size: int = 256
-    """Pixel size of the final turntable and contact sheet."""
+    turntable_size: int = 512
+    """Pixel size of the final turntable, the contact sheet and the preview grids' views."""
+    turntable_seconds: float = 4.0
+    """Seconds one turn of the turntable video lasts (its frame rate: views / seconds)."""
     video_formats: tuple[Literal["mp4", "gif"], ...] = ("mp4",)
     """Video formats of the final turntable."""
     up: Literal["-y", "y", "z"] = "-y"
@@ -44,6 +53,8 @@ class OutputConfig:
             )
         if self.turntable_views > MAX_VIEWS:
             raise ConfigError(f"--output.turntable-views must be at most {MAX_VIEWS}, got {self.turntable_views}")
+        if not (math.isfinite(self.turntable_seconds) and self.turntable_seconds > 0):
+            raise ConfigError(f"--output.turntable-seconds must be positive, got {self.turntable_seconds}")
         if not self.video_formats:
             raise ConfigError("--output.video-formats needs at least one of mp4, gif")
         for name in ("preview_every", "checkpoint_every"):
@@ -54,29 +65,46 @@ class OutputConfig:
                 )
 
 
-def write_preview(scene: GaussianScene, files: RunDir, step: int, resolution: int, backend: str) -> None:
-    """previews/step_<step>.png: a turntable of ``PREVIEW_VIEWS`` at 64..256 px (the run's size, clamped)."""
-    size = max(64, min(256, resolution))
+def write_preview(scene: GaussianScene, files: RunDir, step: int, size: int, backend: str) -> None:
+    """previews/step_<step>.png: a turntable of ``PREVIEW_VIEWS`` views of ``size`` px (``output.turntable_size``)."""
     frames = render_views(scene, turntable(PREVIEW_VIEWS), size, background=1.0, backend=backend)
     write_png(contact_sheet(frames, columns=PREVIEW_VIEWS), files.preview(step))
 
 
-def export_scene(scene: GaussianScene, files: RunDir, config: OutputConfig, backend: str, final: bool) -> None:
-    """scene.ply and scene.splat always; with ``final`` also the turntable video(s) and the contact sheet."""
+def export_scene(
+    scene: GaussianScene, files: RunDir, config: OutputConfig, backend: str, final: bool, front: float = 0.0
+) -> None:
+    """scene.ply and scene.splat always; with ``final`` also the turntable video(s) and the contact sheet, which
+    start at azimuth ``front`` (degrees: the run's own front where it is known, ``write_front``), and front.json."""
     plain = GaussianScene(scene.raw()).cpu()
     for path in (files.scene_ply, files.scene_splat):
         write_scene(plain, path, WriteOptions(up=config.up))
     if final:
         frames = render_views(
             scene,
-            turntable(config.turntable_views),
+            turntable(config.turntable_views, start_azimuth=front),
             config.turntable_size,
             background=1.0,
             progress_label="turntable",
             backend=backend,
         )
-        write_turntable(frames, files.path, stem="turntable", formats=config.video_formats, fps=30)
+        fps = config.turntable_views / config.turntable_seconds
+        write_turntable(frames, files.path, stem="turntable", formats=config.video_formats, fps=fps)
         write_png(turntable_sheet(frames), files.contact_sheet)
+        write_front(files, front)
+
+
+def write_front(files: RunDir, azimuth: float) -> None:
+    """front.json: ``{"azimuth": degrees}``, where the turntable and contact sheet start and ``esd-gs view`` opens."""
+    with atomic_path(files.path / FRONT_FILE) as tmp:
+        tmp.write_text(json.dumps({"azimuth": round(float(azimuth), 3)}) + "\n")
+
+
+def read_front(run: Path) -> float:
+    """The azimuth front.json of the run directory ``run`` records; 0 (the world's front) without a readable one."""
+    saved = read_json_or_none(Path(run) / FRONT_FILE)
+    value = saved.get("azimuth") if isinstance(saved, dict) else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
 
 def export_mesh(scene: GaussianScene, files: RunDir) -> None:

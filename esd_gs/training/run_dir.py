@@ -9,7 +9,8 @@
     previews/step_*.png    4-view preview grids during training (a turntable of 4: azimuth 0, 90, 180, 270)
     checkpoint/            the last checkpoint (``checkpoint.py``)
     scene.ply, scene.splat the result (standard 3DGS, viewer up axis); scene.glb with --mesh
-    turntable.mp4/.gif     the final turntable video(s), contact_sheet.png the final contact sheet
+    turntable.mp4/.gif     the final turntable video(s), contact_sheet.png the final contact sheet, both from the
+                           azimuth front.json records (the run's own front on a synthetic prior, else 0)
     psi_error.png          with --diagnose.enabled: psi's error against the exact scores over the run
     eval.json, eval.png    written by ``esd-gs evaluate`` (and ``compare``) into the run directory
     replaced-run/          with --overwrite: the run being replaced, until the new one has finished
@@ -98,6 +99,7 @@ class RunDir:
             self.metrics,
             *videos,
             self.contact_sheet,
+            self.path / "front.json",
             self.psi_error_plot,
             self.path / "eval.json",
             self.path / "eval.png",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import signal
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +116,9 @@ class Trainer:
         self.cfg, self.run_dir, self.device = config, Path(run_dir), device
         self.files = RunDir(self.run_dir)
         self.callbacks: list[TrainingCallback] = list(callbacks)
+        self.find_front: Callable[[GaussianScene], float] | None = None
+        """Where the finished scene's own front is (azimuth, degrees; ``export``'s turntable starts there), when the
+        prior knows it (``pipeline.build``); None: azimuth 0."""
         self.backend, self.prior, self.text = parts.backend, parts.prior, parts.text
         self.psi, self.distill, self.random = parts.psi, parts.distill, parts.random
         ball = GaussianScene.random_ball(config.init, generator=torch.Generator().manual_seed(config.seed + 2))
@@ -370,7 +373,8 @@ class Trainer:
     # ------------------------------------------------------------------ outputs
     def export(self, final: bool) -> None:
         """scene.ply and scene.splat always; the turntable video and contact sheet at the end of the run."""
-        export_scene(self.scene, self.files, self.cfg.output, self.backend, final)
+        front = self.find_front(self.scene) if final and self.find_front is not None else 0.0
+        export_scene(self.scene, self.files, self.cfg.output, self.backend, final, front)
         if final and self.cfg.mesh:
             export_mesh(self.scene, self.files)
 

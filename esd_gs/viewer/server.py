@@ -1,7 +1,9 @@
 """The viser server of ``esd-gs view`` and of ``generate --viewer``.
 
 The scene is shown upright in esd-gs's convention (viser's up direction +Z) and the camera starts where the
-turntables start: at the front (azimuth 0), 15 degrees up, 2.5 from the origin, 50 degrees vertical field of view.
+turntables start: at the front (azimuth 0, or the run's own front that ``esd-gs view`` reads from its front.json),
+15 degrees up, 2.5 from the origin, 50 degrees vertical field of view. Every browser that connects is put there
+(``on_client_connect``), so a page that connects before the scene is drawn still opens on it.
 The side panel shows the file's stats (``splats.scene_stats``) and, live, the step, the loss, the Gaussian count and
 the latest preview grid.
 """
@@ -30,10 +32,15 @@ def import_viser():
     return viser
 
 
-def start_position() -> tuple[float, float, float]:
-    """The camera's first position: azimuth 0 (the front, +X), START_ELEVATION up, START_RADIUS away."""
-    el = math.radians(START_ELEVATION)
-    return (START_RADIUS * math.cos(el), 0.0, START_RADIUS * math.sin(el))
+def start_position(azimuth: float = 0.0) -> tuple[float, float, float]:
+    """The camera's first position: at ``azimuth`` (degrees; 0 = the front, +X; cameras.py's convention),
+    START_ELEVATION up, START_RADIUS away."""
+    el, az = math.radians(START_ELEVATION), math.radians(azimuth)
+    return (
+        START_RADIUS * math.cos(el) * math.cos(az),
+        START_RADIUS * math.cos(el) * math.sin(az),
+        START_RADIUS * math.sin(el),
+    )
 
 
 def check_address(host: str, port: int) -> None:
@@ -51,12 +58,20 @@ def check_address(host: str, port: int) -> None:
         raise UserError(f"cannot serve the viewer on {host}:{port} ({reason}): choose another port or host") from None
 
 
-def set_front_camera(server) -> None:
+def set_front_camera(server, azimuth: float = 0.0) -> None:
+    """The camera of every page: the initial one, and each connecting client's own (module docstring)."""
     server.scene.set_up_direction("+z")
-    server.initial_camera.position = start_position()
+    server.initial_camera.position = start_position(azimuth)
     server.initial_camera.look_at = (0.0, 0.0, 0.0)
     server.initial_camera.up = (0.0, 0.0, 1.0)
     server.initial_camera.fov = math.radians(START_FOVY)
+
+    @server.on_client_connect
+    def _(client) -> None:
+        client.camera.up_direction = (0.0, 0.0, 1.0)
+        client.camera.position = start_position(azimuth)
+        client.camera.look_at = (0.0, 0.0, 0.0)
+        client.camera.fov = math.radians(START_FOVY)
 
 
 def stats_markdown(title: str, stats: dict) -> str:
@@ -70,12 +85,13 @@ def stats_markdown(title: str, stats: dict) -> str:
 class SplatViewer:
     """One viser server showing one scene (replaced by ``show``)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, title: str = "esd-gs"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, title: str = "esd-gs", front: float = 0.0):
+        """``front``: the azimuth (degrees) the camera starts at."""
         viser = import_viser()
         check_address(host, port)
         with contextlib.redirect_stdout(io.StringIO()):  # viser prints its own address panel: we print ours
             self.server = viser.ViserServer(host=host, port=port, verbose=False)
-        set_front_camera(self.server)
+        set_front_camera(self.server, front)
         self.title = title
         self.stats = self.server.gui.add_markdown(f"**{title}**")
         self.status = None
