@@ -92,14 +92,18 @@ class _Parts:
 def task_speed(task: Task, window: float) -> float | None:
     """Items per second of ``task``: while the last ``window`` seconds reach back to its start, what it did since
     then over the time since then (the wait for its first item counts: a batch's first job, a comparison's first
-    run); later rich's estimate over the window. Frozen when it finishes."""
+    run); later rich's estimate over the window, or the whole run's average when items take longer than the window
+    (rich then holds under two samples). Frozen when it finishes."""
     elapsed = task.finished_time if task.finished else task.elapsed
     if not elapsed:
         return None
     if elapsed <= window and len(task._progress) < (task._progress.maxlen or math.inf):  # every sample is kept
         done = sum(sample.completed for sample in task._progress)  # kept since the start: samples at most window old
         return done / elapsed if done else None
-    return task.finished_speed or task.speed
+    speed = task.finished_speed or task.speed
+    if speed is None and task.completed:  # items slower than the window: rich has under two samples in it
+        return task.completed / elapsed
+    return speed
 
 
 def _task_parts(task: Task, fields: tuple[str, ...], window: float) -> _Parts:
@@ -261,12 +265,13 @@ def stage_log() -> Iterator[None]:
     """Where stderr is not a terminal, the start-up stages of the block write their lines (``stage``); what is
     pending at its end (a command that failed) is dropped. The ``esd-gs`` command and a batch job's log use it; a
     library caller's stages write nothing but the spinner."""
-    _logging_stages[0] = True
+    outer, _logging_stages[0] = _logging_stages[0], True
     try:
         yield
     finally:
-        _logging_stages[0] = False
-        console.pending.clear()
+        _logging_stages[0] = outer  # a nested use (a batch job run under the command) leaves the command's on
+        if not outer:
+            console.pending.clear()
 
 
 _displays = [0]  # progress displays running on the terminal

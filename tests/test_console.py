@@ -135,25 +135,22 @@ def test_plain_lines_in_a_log_at_each_tenth_without_control_sequences():
 def test_a_task_of_runs_shows_seconds_per_run_and_its_stages_no_rate():
     """compare showed 2.44 s/it while a run took 25 s: the rate shown was the stages' of one evaluation. Now the
     ``comparing`` task counts runs (``unit="run"``, ``evaluation/compare.py``) and an evaluation's stages
-    (``rate=False``, ``evaluation/evaluate.py``) show none."""
-    compare_source = (ROOT / "esd_gs" / "evaluation" / "compare.py").read_text()
-    evaluate_source = (ROOT / "esd_gs" / "evaluation" / "evaluate.py").read_text()
-    assert 'add_task("comparing", total=len(targets), unit="run")' in compare_source
-    assert re.search(r'add_task\(f"evaluating \{target.name\}", total=len\(stages\), rate=False\)', evaluate_source)
+    (``rate=False``, ``evaluation/evaluate.py``) show none. Runs of 75 s, longer than the display's 30 s window (in
+    which rich then holds under two samples), still get a rate."""
     clock = Clock()
     progress = LineProgress(output=Console(file=io.StringIO(), width=100), get_time=clock)
     runs = progress.add_task("comparing", total=3, unit="run")
     for _ in range(2):
         stages = progress.add_task("evaluating esd", total=10, rate=False)
         for _ in range(10):
-            clock.now += 2.5
+            clock.now += 7.5
             progress.advance(stages)
         progress.remove_task(stages)
         progress.advance(runs)
     stages = progress.add_task("evaluating vsd", total=10, rate=False)
     progress.advance(stages)
     comparing, evaluating = (task_line(task, 100).plain for task in progress.tasks)
-    assert " 25.0 s/run " in comparing and "ETA 0:25" in comparing, comparing
+    assert re.search(r" 7\d\.\d s/run ", comparing) and re.search(r"ETA 1:\d\d", comparing), comparing
     assert "/s" not in evaluating and "ETA" not in evaluating and "1/10" in evaluating, evaluating
 
 

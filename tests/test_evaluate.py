@@ -285,6 +285,7 @@ def test_evaluate_and_compare_commands(models_dir, tmp_path):
     lines = done.stderr.splitlines()  # issue 30: compare's rate is per run; an evaluation's stages show none
     comparing = [line for line in lines if line.startswith("comparing ")]
     assert comparing and all(re.search(r" (s/run|run/s) ", line) for line in comparing), comparing
+    assert re.search(r" \d+\.\d+ (s/run|run/s) ", comparing[-1]), comparing  # a rate, not "--"
     assert all("/s" not in line for line in lines if line.startswith("evaluating ")), lines
     assert (runs[2] / "eval.json").stat().st_mtime_ns == before  # reused, not redone
     table = (tmp_path / "cmp" / "compare.md").read_text()

@@ -1,5 +1,6 @@
 """The synthetic prior's exact score, the particle estimator, the Janus metrics, and a short benchmark run."""
 
+import dataclasses
 import json
 import math
 import os
@@ -626,3 +627,42 @@ def test_a_named_object_without_its_shipped_file_is_built_by_its_procedure(tmp_p
     built = load_object("mug")
     assert built.num_gaussians == shipped.num_gaussians
     assert torch.allclose(built.params["means"], shipped.params["means"], atol=1e-5)
+
+
+def test_a_run_records_its_object_and_one_saved_before_objects_had_names_stays_the_head(tmp_path):
+    """A run's config.yaml names the object it showed, so resuming or evaluating it reads that object back. A
+    synthetic run saved before the objects had names showed the head whatever its prompt said ("a red car", "a plush
+    dragon toy"): it is read back as the head, and evaluated against the head's views, not refused or re-read as the
+    car."""
+    import yaml
+
+    from esd_gs.cli.main import parse_args
+    from esd_gs.configs.yaml_io import load_run_config, run_config_text, run_settings
+    from esd_gs.evaluation.evaluate import _benchmark_turntable, _synthetic_reference
+    from esd_gs.example import builtin_head
+    from esd_gs.render.views import render_images
+
+    car = parse_args(["generate", "a red car", "--preset", "synthetic", "--prior.num-images", "4"])
+    saved = yaml.safe_load(run_config_text(car))
+    assert saved["prior"]["object"] == "car"
+    (tmp_path / "config.yaml").write_text(run_config_text(car))
+    assert load_run_config(tmp_path / "config.yaml").prior.object == "car"
+    assert run_settings(load_run_config(tmp_path / "config.yaml")) == run_settings(car)  # a batch sees the same run
+    for prompt in ("a red car", "a plush dragon toy"):
+        old = dict(saved, prompt=prompt, prior={k: v for k, v in saved["prior"].items() if k != "object"})
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+        run = load_run_config(tmp_path / "config.yaml")
+        assert run.prior.object == "head"
+        run.validate()  # resumable: no refusal of its prompt
+        _, _, reference_views = _synthetic_reference(run, torch.device("cpu"))
+        head = render_images(builtin_head(), _benchmark_turntable(), run.resolution, background=1.0)
+        assert torch.equal(reference_views, head)
+
+
+def test_prior_object_shows_a_named_object_whatever_the_prompt():
+    from esd_gs.cli.main import parse_args
+
+    run = parse_args(["generate", "something", "--preset", "synthetic", "--prior.object", "mug"])
+    assert run.prior.references(run.prompt) == (["something"], ["mug"])
+    with pytest.raises(UserError, match="--prior.object must be one of head, car"):
+        dataclasses.replace(run.prior, object="dragon").references("something")

@@ -20,7 +20,7 @@ import traceback
 from dataclasses import asdict, dataclass, replace
 
 from ..configs.generate import GenerateConfig
-from ..configs.yaml_io import load_yaml_config, run_settings
+from ..configs.yaml_io import load_run_config, run_settings
 from ..progress import stage_log
 from ..training.checkpoint import has_checkpoint
 from ..training.run_dir import RunDir
@@ -100,7 +100,7 @@ def run_job(name: str, config: GenerateConfig, priors: PriorCache, evaluate_with
     status = files.read_status()
     if files.config.is_file():
         try:
-            saved = load_yaml_config(files.config)
+            saved = load_run_config(files.config)
         except UserError as exc:
             return JobResult(name, "failed", f"{files.config}: {exc}")
         if run_settings(saved) != run_settings(replace(config, out=None)):

@@ -39,7 +39,7 @@ from ..io import read_ply
 from ..pipeline.build import build_trainer
 from ..priors import SyntheticUNetConfig, SyntheticUNetPrior, synthetic_images
 from ..priors.synthetic_objects import load_object
-from ..progress import console, make_progress
+from ..progress import console, make_progress, stage
 from ..render.views import render_images
 from ..training.run_dir import RunDir
 from ..video import write_png
@@ -170,10 +170,12 @@ def run_janus_benchmark(
     reference = images.reference[0] if images.reference else None
     if reference is not None and not Path(reference).is_file():
         raise UserError(f"reference {reference} does not exist")
-    prior = images.build(device, base.run_context)  # the exact prior: the oracle every run is scored against
+    with stage("phi: rendering the synthetic prior's images"):
+        prior = images.build(device, base.run_context)  # the exact prior: the oracle every run is scored against
     phi = prior  # one phi, shared by every run: the exact prior, or the UNet fitted to its images
     if isinstance(base.prior, SyntheticUNetConfig):
-        phi = SyntheticUNetPrior.from_oracle(prior, base.resolution, base.prior, device)
+        with stage("phi: the synthetic UNet (its cached fit, or fitting it: minutes)"):
+            phi = SyntheticUNetPrior.from_oracle(prior, base.resolution, base.prior, device)
     reference_scene = load_object(images.references(base.prompt)[1][0]).to(device)
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     size = base.resolution

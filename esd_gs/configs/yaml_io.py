@@ -74,7 +74,35 @@ def settings_of(plain: dict) -> dict:
 
 
 def run_settings(config: GenerateConfig) -> dict:
-    return settings_of(config_to_dict(config))
+    return settings_of(config_to_dict(with_synthetic_object(config)))
+
+
+def with_synthetic_object(config: GenerateConfig, name: str | None = None) -> GenerateConfig:
+    """``config`` with its synthetic prior's built-in object written out (``synthetic.with_object``: the one the
+    prompt names; ``name``: that one instead), for a synthetic or synthetic-unet prior without reference files; any
+    other config as it is. A run records it, and two configs compare with it (``run_settings``)."""
+    from ..priors import SyntheticPriorConfig, SyntheticUNetConfig
+    from ..priors.synthetic import with_object
+
+    def resolved(images: SyntheticPriorConfig) -> SyntheticPriorConfig:
+        if name is not None and not images.reference and not images.object:
+            return dataclasses.replace(images, object=name)
+        return with_object(images, config.prompt)
+
+    if isinstance(config.prior, SyntheticUNetConfig):
+        return dataclasses.replace(
+            config, prior=dataclasses.replace(config.prior, images=resolved(config.prior.images))
+        )
+    if isinstance(config.prior, SyntheticPriorConfig):
+        return dataclasses.replace(config, prior=resolved(config.prior))
+    return config
+
+
+def load_run_config(path: Path) -> GenerateConfig:
+    """A run's saved config.yaml (``--resume``, ``evaluate``, a batch's finished job). A synthetic run saved before
+    the synthetic prior's objects had names records none, and it showed the head whatever its prompt said: so it is
+    read as the head, not as the object its prompt would name today."""
+    return with_synthetic_object(load_yaml_config(path), name="head")
 
 
 _SHOWN = reprlib.Repr()
@@ -337,7 +365,7 @@ def run_config_text(config: GenerateConfig) -> str:
     """A run's config.yaml: its resolved config without the options that only steer one invocation (what
     ``--resume`` reads back)."""
     saved = dataclasses.replace(
-        config,
+        with_synthetic_object(config),
         resume=None,
         overwrite=False,
         config=None,

@@ -31,7 +31,7 @@ def compare(
             )
     names = _unique([t.name for t in targets])
     results, strips = [], []
-    with make_progress() as progress:
+    with make_progress(speed_window=24 * 3600) as progress:  # one advance per run (minutes): the whole average
         task = progress.add_task("comparing", total=len(targets), unit="run")
         for target in targets:
             result = saved_evaluation(target, config)

@@ -119,14 +119,14 @@ class EvalTarget:
 def resolve_target(path: Path, prompt: str | None = None, out: Path | None = None) -> EvalTarget:
     """A run directory (its scene.ply and config.yaml) or a .ply (then ``prompt`` is needed) -> the target.
     Default output: the run directory itself, or ``<stem>-eval/`` beside the .ply."""
-    from ..configs.yaml_io import load_yaml_config
+    from ..configs.yaml_io import load_run_config
     from ..training.run_dir import RunDir
 
     if path.is_dir():
         run = RunDir(path)
         if not run.scene_ply.is_file():
             raise UserError(f"{path} holds no scene.ply: not a finished run (or --resume it first)")
-        config = load_yaml_config(run.config) if run.config.is_file() else None
+        config = load_run_config(run.config) if run.config.is_file() else None
         if prompt is None and config is None:
             raise UserError(f"{path} has no config.yaml to read the prompt from: pass --prompt")
         return EvalTarget(path.name, run.scene_ply, prompt or config.prompt, config, out or path)
@@ -214,7 +214,11 @@ def evaluate(
 
     key = _synthetic_key(run) if synthetic else ""
     reference = (
-        models.cached(("synthetic reference", key), lambda: _synthetic_reference(run, models.device))
+        models.cached(
+            ("synthetic reference", key),
+            lambda: _synthetic_reference(run, models.device),
+            label="rendering the synthetic prior's images and its reference object's views",
+        )
         if synthetic
         else None
     )

@@ -87,7 +87,11 @@ def fid(inputs: MetricInputs) -> dict:
     config, models, run = inputs.config, inputs.models, inputs.target.run_config
     if inputs.synthetic:  # the prior's distribution is defined at the run's resolution: compare there
         key = ("synthetic samples", inputs.synthetic_key + f"|{config.fid_samples}")
-        real = models.cached(key, lambda: synthetic_samples(run, config.fid_samples, run.resolution, models.device))
+        real = models.cached(
+            key,
+            lambda: synthetic_samples(run, config.fid_samples, run.resolution, models.device),
+            label="sampling the synthetic prior for FID",
+        )
         fake = inputs.prior_size_views()
         source = f"synthetic prior ({run.resolution} px)"
     else:

@@ -177,13 +177,13 @@ class EvalModels:
         self.loads: dict[str, int] = {}
         """How many times each kind was loaded (tests check the models are loaded once)."""
 
-    def cached(self, key: tuple[str, str], build):
-        """``build()`` once per ``key`` = (kind, source), named by a start-up line (``progress.stage``); later calls
-        return the same object."""
+    def cached(self, key: tuple, build, label: str | None = None):
+        """``build()`` once per ``key`` = (kind, source), named by a start-up line (``progress.stage``: ``label``, or
+        the kind and its source); later calls return the same object."""
         if key not in self._loaded:
             from ..progress import stage
 
-            with stage(f"loading {MODEL_NAMES.get(key[0], key[0])} ({key[1]})"):
+            with stage(label or f"loading {MODEL_NAMES.get(key[0], key[0])} ({key[1]})"):
                 self._loaded[key] = build()
             self.loads[key[0]] = self.loads.get(key[0], 0) + 1
         return self._loaded[key]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..configs.generate import GenerateConfig
-from ..configs.yaml_io import load_yaml_config, run_config_text
+from ..configs.yaml_io import load_run_config, run_config_text
 from ..environment import check_writable_dir, ensure_writable_dir, pick_device
 from ..errors import OutOfMemory, UserError, out_of_memory
 from ..estimators import LoRAPsiConfig
@@ -115,7 +115,7 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
         refuse_a_live_run(files)
         # what only steers this invocation comes from the command line (yaml_io.settings_of), the rest from the run
         saved = replace(
-            load_yaml_config(files.config), viewer=config.viewer, viewer_port=config.viewer_port, compile=config.compile
+            load_run_config(files.config), viewer=config.viewer, viewer_port=config.viewer_port, compile=config.compile
         )
         saved.validate()
         # The checkpoint is read and checked before any model loads: a bad one costs nothing and prints one line.

@@ -18,7 +18,7 @@ It is the offline prior of ``esd-gs generate --preset synthetic`` and ``esd-gs b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,7 +30,7 @@ from ..diffusion import mixture_eps, sd_alphas_cumprod
 from ..errors import ConfigError, UserError
 from ..render.views import render_batches
 from .base import Prior, PriorConfig, RunContext, TextEmbeddings
-from .synthetic_objects import Source, load_object, object_named
+from .synthetic_objects import OBJECTS, Source, load_object, object_named
 
 
 @dataclass
@@ -45,6 +45,10 @@ class SyntheticPriorConfig(PriorConfig):
 
     reference: tuple[Path, ...] = ()
     """Reference 3DGS .ply files (-Y up); empty = the built-in object the prompt names (head, car, house, ...)."""
+    # A run's config.yaml records the object it showed (yaml_io.run_config_text), so that resuming or evaluating it
+    # never depends on how prompts are read; one saved before objects had names has none, and was the head.
+    object: str = ""
+    """The built-in object to show (head, car, house, mug, chair, penguin); empty = the one the prompt names."""
     reference_prompts: tuple[str, ...] = ()
     """Prompt of each reference file (same order); empty = the generate prompt names the only reference file."""
     num_images: int = 256
@@ -72,10 +76,14 @@ class SyntheticPriorConfig(PriorConfig):
         """(each reference's prompt, its object) for a run of ``prompt``: the ``reference`` files under their
         prompts, or, without files, the built-in object the prompt names (``synthetic_objects.object_named``) under
         the prompt itself. One ``UserError`` when they do not fit; the files are read later (``build``)."""
+        if self.object and self.reference:
+            raise UserError("--prior.object names a built-in object and --prior.reference gives files: choose one")
         if not self.reference:
             if self.reference_prompts:
                 raise UserError("--prior.reference-prompts names --prior.reference files: give the files too")
-            return [prompt], [object_named(prompt)]
+            if self.object and self.object not in OBJECTS:
+                raise UserError(f"--prior.object must be one of {', '.join(OBJECTS)}, got '{self.object}'")
+            return [prompt], [self.object or object_named(prompt)]
         sources: list[Source] = [Path(path) for path in self.reference]
         prompts = list(self.reference_prompts) or ([prompt] if len(sources) == 1 else [])
         if len(prompts) != len(sources):
@@ -183,3 +191,14 @@ class SyntheticPrior(Prior):
             return eps_cond  # one reference: the union is the prompt's own distribution
         eps_uncond = self.eps_text(x_t, timesteps, negative.expand(x_t.shape[0]))
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+def with_object(config: SyntheticPriorConfig, prompt: str) -> SyntheticPriorConfig:
+    """``config`` with ``object`` set to the built-in object a run of ``prompt`` shows (unchanged with reference
+    files, an object already named, or a prompt that names none, which ``references`` refuses)."""
+    if config.reference or config.object:
+        return config
+    try:
+        return replace(config, object=object_named(prompt))
+    except UserError:
+        return config
