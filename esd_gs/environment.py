@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,16 +66,33 @@ def removed_if_left_empty(path: Path) -> Iterator[None]:
     """When the block fails (any exception, Ctrl-C included), the folders it made of ``path`` and its missing parents
     are removed again while they hold no file (deepest first): a failed command leaves no empty folder behind, keeps
     whatever it finished, and never touches what existed before."""
-    path = Path(path)
-    created = [folder for folder in (path, *path.parents) if not os.path.lexists(folder)]  # deepest first
+    created = []  # deepest first; a "." or ".." in the path ends the list (new/.. is a folder that exists)
+    for folder in (Path(path), *Path(path).parents):
+        if folder.name in ("", ".", "..") or os.path.lexists(folder):
+            break
+        created.append(folder)
     try:
         yield
     except BaseException:
         for folder in created:
-            if not folder.is_dir() or any(files for _, _, files in os.walk(folder)):
+            if not _remove_empty_tree(folder):
                 break
-            shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _remove_empty_tree(folder: Path) -> bool:
+    """Remove ``folder`` and the folders under it, with ``os.rmdir`` only, which removes nothing but an empty
+    folder (never a file, a link, or a file written meanwhile); False where something stays."""
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        return False
+    try:
+        for root, dirs, _ in os.walk(folder, topdown=False):
+            for name in dirs:
+                os.rmdir(os.path.join(root, name))
+        os.rmdir(folder)
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """A command that fails leaves no folder it created behind (issue 30), and never removes one that was there: one test
-per command that can fail after choosing its output folder (in-process ``main``, so each stays fast). generate's
-own case (a model that does not load) is in tests/test_generate.py."""
+per command that can fail after choosing its output folder (in-process ``main``, so each stays fast), generate's
+(a model that does not load) included. batch's uses the same helper around its scheduling, after Ray has stopped."""
 
 import shutil
 from pathlib import Path
@@ -39,6 +39,18 @@ def test_the_folder_is_removed_only_while_empty_and_only_if_new(tmp_path):
     with pytest.raises(RuntimeError), output_folder(tmp_path / "kept"):
         raise RuntimeError
     assert (tmp_path / "kept").is_dir()  # it was there before
+
+
+def test_a_path_through_dot_dot_never_removes_a_folder_that_was_there(tmp_path, monkeypatch):
+    """``new/../out``: ``new/..`` is the working folder, which existed; with only empty folders in it, a removal by
+    path would have taken them all."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep_a").mkdir()
+    (tmp_path / "keep_b" / "inner").mkdir(parents=True)
+    with pytest.raises(RuntimeError), output_folder(Path("new") / ".." / "out"):
+        raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep_a", "keep_b", "new"]
+    assert (tmp_path / "keep_b" / "inner").is_dir()
 
 
 def test_evaluate_without_its_model_leaves_no_folder_and_names_the_offline_option(run, tmp_path, capsys):

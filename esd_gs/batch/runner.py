@@ -191,11 +191,11 @@ def run_batch(
         joining = address not in (None, "local")  # 'auto' joins this machine's
         with stage("starting Ray on this machine") if not joining else contextlib.nullcontext():
             _start_ray(ray, address, stop, joining)
-        try:
-            with removed_if_left_empty(out):  # made once the workers are placed: no empty folder if it fails
+        with removed_if_left_empty(out):  # made once the workers are placed: no empty folder if it fails
+            try:
                 return _schedule(ray, jobs, out, workers, eval_config, stop)
-        finally:
-            ray.shutdown()
+            finally:
+                ray.shutdown()  # the workers stop writing before any clean-up
 
 
 @contextlib.contextmanager

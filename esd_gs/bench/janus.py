@@ -212,6 +212,7 @@ def run_janus_benchmark(
                 run_dir.mkdir(parents=True)
                 RunDir(run_dir).write_config(run_config_text(config))  # as generate does: evaluate and --resume read it
                 trainer = build_trainer(config, run_dir, device, prior=phi)
+                trainer.find_front = None  # the benchmark scores the views itself; its outputs stay small
                 try:
                     trainer.run()
                 finally:

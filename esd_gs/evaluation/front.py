@@ -34,12 +34,15 @@ def run_front_finder(
     reference object's views); None for any other prior (whose front is not known)."""
     if synthetic_images(run.prior) is None:
         return None
+    from .evaluate import _benchmark_turntable, synthetic_reference_object
+
+    # read now, with the prior's own reading of it: a reference file moved or changed during a long run cannot fail
+    # the run's end (the outputs are written after this)
+    reference = synthetic_reference_object(run, prior.prompts).to(device)
 
     def find(scene: GaussianScene) -> float:
         from ..render.views import render_images
-        from .evaluate import _benchmark_turntable, synthetic_reference_object
 
-        reference = synthetic_reference_object(run, prior.prompts).to(device)
         cameras = _benchmark_turntable()
         reference_views = render_images(reference, cameras, run.resolution, background=1.0, backend=backend)
         views = render_images(scene, cameras, run.resolution, background=1.0, backend=backend)

@@ -373,7 +373,12 @@ class Trainer:
     # ------------------------------------------------------------------ outputs
     def export(self, final: bool) -> None:
         """scene.ply and scene.splat always; the turntable video and contact sheet at the end of the run."""
-        front = self.find_front(self.scene) if final and self.find_front is not None else 0.0
+        front = 0.0
+        if final and self.find_front is not None:
+            try:
+                front = self.find_front(self.scene)
+            except Exception as exc:  # a nicety: never a reason to lose the scene, which is written next
+                console.print(f"[yellow]could not find the run's front ({exc}); the turntable starts at 0[/yellow]")
         export_scene(self.scene, self.files, self.cfg.output, self.backend, final, front)
         if final and self.cfg.mesh:
             export_mesh(self.scene, self.files)

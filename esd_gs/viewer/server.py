@@ -67,11 +67,12 @@ def set_front_camera(server, azimuth: float = 0.0) -> None:
     server.initial_camera.fov = math.radians(START_FOVY)
 
     @server.on_client_connect
-    def _(client) -> None:
-        client.camera.up_direction = (0.0, 0.0, 1.0)
-        client.camera.position = start_position(azimuth)
-        client.camera.look_at = (0.0, 0.0, 0.0)
-        client.camera.fov = math.radians(START_FOVY)
+    async def _(client) -> None:  # on viser's event loop, between the browser's own camera messages
+        with client.atomic():
+            client.camera.up_direction = (0.0, 0.0, 1.0)
+            client.camera.position = start_position(azimuth)
+            client.camera.look_at = (0.0, 0.0, 0.0)
+            client.camera.fov = math.radians(START_FOVY)
 
 
 def stats_markdown(title: str, stats: dict) -> str:
