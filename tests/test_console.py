@@ -40,10 +40,10 @@ class Clock:
 def run_in_pty(argv: list[str], columns: int, env: dict | None = None, timeout: float = 120) -> list[tuple[int, str]]:
     """Run ``argv`` in a pseudo-terminal ``columns`` wide; returns what it wrote, as (index of the chunk, text)."""
     pid, fd = pty.fork()
-    if pid == 0:  # the child: its stdin, stdout and stderr are the terminal
+    if pid == 0:  # the child: its stdin, stdout and stderr are the terminal, sized before the program starts
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         os.chdir(ROOT)
         os.execve(argv[0], argv, env or os.environ)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     chunks = []
     while True:
         ready, _, _ = select.select([fd], [], [], timeout)

@@ -377,6 +377,8 @@ class Trainer:
         if final and self.find_front is not None:
             try:
                 front = self.find_front(self.scene)
+            except Interrupted:  # a signal during the final export: stop now, as everywhere in it
+                raise
             except Exception as exc:  # a nicety: never a reason to lose the scene, which is written next
                 console.print(f"[yellow]could not find the run's front ({exc}); the turntable starts at 0[/yellow]")
         export_scene(self.scene, self.files, self.cfg.output, self.backend, final, front)
