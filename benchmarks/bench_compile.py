@@ -14,41 +14,24 @@ compile; later rounds find the graphs compiled in this process, and their first 
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
 
 import torch
-from bench_guidance import full_size_prior, run_config
+from bench_guidance import prior_factory, run_config, step_parser
 
-from esd_gs.priors.stable_diffusion import StableDiffusionPrior, resolve_dtype
-from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
+from esd_gs.priors.stable_diffusion import resolve_dtype
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full-size", action="store_true", help="SD 2.1-base UNet/VAE configs, random weights")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
-    parser.add_argument("--size", type=int, default=64, help="render size in pixels (latents are size / 8)")
-    parser.add_argument("--batch", type=int, default=1, help="views per step")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser = step_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="eager / compiled pairs")
     args = parser.parse_args()
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="esd-gs-inductor-")  # read at the first compile
     device = torch.device(args.device)
     dtype = resolve_dtype(args.precision, device)
-    if args.full_size:
-
-        def make_prior():
-            return full_size_prior(device, dtype)
-    else:
-        path = build_tiny_stable_diffusion(tempfile.mkdtemp(prefix="esd-gs-bench-") + "/tiny", "epsilon")
-
-        def make_prior():
-            return StableDiffusionPrior.from_pretrained(str(path), device=device, precision=args.precision)
+    make_prior = prior_factory(args, device, dtype)
 
     print(
         f"torch {torch.__version__}, device {device}, dtype {dtype}, {args.size} px, batch {args.batch}, "

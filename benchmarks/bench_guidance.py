@@ -111,8 +111,10 @@ def run_config(make_prior, method: str, shared: bool, args, device: torch.device
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def step_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a guidance-step benchmark: model size, device, precision, size, batch, steps (this script's and
+    ``bench_compile.py``'s)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full-size", action="store_true", help="SD 2.1-base UNet/VAE configs, random weights")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
@@ -120,19 +122,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="views per step")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    args = parser.parse_args()
+    return parser
+
+
+def prior_factory(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
+    """A function that makes a fresh phi for each configuration: the full-size random-weight SD or the tiny one."""
+    if args.full_size:
+        return lambda: full_size_prior(device, dtype)
+    path = build_tiny_stable_diffusion(tempfile.mkdtemp(prefix="esd-gs-bench-") + "/tiny", "epsilon")
+    return lambda: StableDiffusionPrior.from_pretrained(str(path), device=device, precision=args.precision)
+
+
+def main() -> None:
+    args = step_parser(__doc__).parse_args()
     device = torch.device(args.device)
     dtype = resolve_dtype(args.precision, device)
-
-    if args.full_size:
-
-        def make_prior():
-            return full_size_prior(device, dtype)
-    else:
-        path = build_tiny_stable_diffusion(tempfile.mkdtemp(prefix="esd-gs-bench-") + "/tiny", "epsilon")
-
-        def make_prior():
-            return StableDiffusionPrior.from_pretrained(str(path), device=device, precision=args.precision)
+    make_prior = prior_factory(args, device, dtype)
 
     print(
         f"torch {torch.__version__}, device {device}, dtype {dtype}, {args.size} px, batch {args.batch}, "
