@@ -8,9 +8,9 @@ noise prediction on 16 fixed noisy images (t from 50 to 950) is compared with th
 start, Adam moves B by about lr per element per step whatever A is, so the first updates move psi's output in
 proportion to A's scale.
 
-Usage (from the repository root; a minute once the UNet is cached):
+Usage (from the repository root; a few minutes once the UNet is cached):
 
-    .venv/bin/python research/scripts/lora_init_movement.py --json research/results/lora_init/lora_init_movement.json
+    OMP_NUM_THREADS=1 .venv/bin/python research/scripts/lora_init_movement.py --json research/results/lora_init/lora_init_movement.json
 """
 
 from __future__ import annotations
