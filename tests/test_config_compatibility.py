@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from esd_gs.configs.yaml_io import load_yaml_config, run_config_text
+from esd_gs.configs.yaml_io import load_yaml_config, run_config_text, with_synthetic_object
 from esd_gs.estimators import ParticlePsiConfig, ResidualPsiConfig
 from esd_gs.pipeline.build import build_trainer
 from esd_gs.priors import SyntheticPriorConfig
@@ -46,9 +46,10 @@ def test_a_flat_config_run_resumes_to_the_scene_its_version_reached(tmp_path, na
     expected = load_file(str(RUNS / name / "expected_scene.safetensors"))
     for key, value in expected.items():
         torch.testing.assert_close(trainer.scene.params[key].detach(), value, rtol=0, atol=ROUNDING, msg=key)
-    # saved again, the config is in this version's layout and reads back to the same config
+    # saved again, the config is in this version's layout and reads back to the same config, now naming the object
+    # the synthetic prior showed (the built-in head: these runs predate the objects' names)
     (tmp_path / "again.yaml").write_text(run_config_text(config))
-    assert load_yaml_config(tmp_path / "again.yaml") == config
+    assert load_yaml_config(tmp_path / "again.yaml") == with_synthetic_object(config, name="head")
 
 
 def test_the_command_line_resumes_a_flat_config_run(tmp_path):

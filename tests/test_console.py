@@ -39,11 +39,13 @@ class Clock:
 
 def run_in_pty(argv: list[str], columns: int, env: dict | None = None, timeout: float = 120) -> list[tuple[int, str]]:
     """Run ``argv`` in a pseudo-terminal ``columns`` wide; returns what it wrote, as (index of the chunk, text)."""
+    # the terminal's own size, not one inherited from the environment (COLUMNS and LINES override it for rich)
+    env = {k: v for k, v in (env or os.environ).items() if k not in ("COLUMNS", "LINES")}
     pid, fd = pty.fork()
     if pid == 0:  # the child: its stdin, stdout and stderr are the terminal, sized before the program starts
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         os.chdir(ROOT)
-        os.execve(argv[0], argv, env or os.environ)
+        os.execve(argv[0], argv, env)
     chunks = []
     while True:
         ready, _, _ = select.select([fd], [], [], timeout)
