@@ -10,7 +10,8 @@ proportion to A's scale.
 
 Usage (from the repository root; a few minutes once the UNet is cached):
 
-    OMP_NUM_THREADS=1 .venv/bin/python research/scripts/lora_init_movement.py --json research/results/lora_init/lora_init_movement.json
+    OMP_NUM_THREADS=1 .venv/bin/python research/scripts/lora_init_movement.py \
+        --json research/results/lora_init/lora_init_movement.json
 """
 
 from __future__ import annotations
