@@ -89,7 +89,7 @@ def test_other_priors_and_old_runs_start_at_azimuth_zero(tmp_path):
     from esd_gs.priors import StableDiffusionConfig
 
     config = replace(small_synthetic_config(1), prior=StableDiffusionConfig())
-    assert run_front_finder(config, None, CPU) is None
+    assert run_front_finder(config, CPU) is None
     assert read_front(tmp_path) == 0.0  # no front.json
     (tmp_path / "front.json").write_text("[not a mapping")
     assert read_front(tmp_path) == 0.0

@@ -84,17 +84,11 @@ def with_synthetic_object(config: GenerateConfig, name: str | None = None) -> Ge
     from ..priors import SyntheticPriorConfig, SyntheticUNetConfig
     from ..priors.synthetic import with_object
 
-    def resolved(images: SyntheticPriorConfig) -> SyntheticPriorConfig:
-        if name is not None and not images.reference and not images.object:
-            return dataclasses.replace(images, object=name)
-        return with_object(images, config.prompt)
-
     if isinstance(config.prior, SyntheticUNetConfig):
-        return dataclasses.replace(
-            config, prior=dataclasses.replace(config.prior, images=resolved(config.prior.images))
-        )
+        images = with_object(config.prior.images, config.prompt, name)
+        return dataclasses.replace(config, prior=dataclasses.replace(config.prior, images=images))
     if isinstance(config.prior, SyntheticPriorConfig):
-        return dataclasses.replace(config, prior=resolved(config.prior))
+        return dataclasses.replace(config, prior=with_object(config.prior, config.prompt, name))
     return config
 
 

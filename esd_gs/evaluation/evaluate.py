@@ -313,18 +313,18 @@ def _synthetic_reference(run: GenerateConfig, device: torch.device) -> tuple[Ten
 
     prior = synthetic_images(run.prior).build(device, run.run_context)
     index = prior.prompts.index(run.prompt)
-    reference = synthetic_reference_object(run, prior.prompts).to(device)
+    reference = synthetic_reference_object(run).to(device)
     reference_views = render_images(reference, _benchmark_turntable(), run.resolution, background=1.0)
     per = prior.per_reference
     return prior.reference_images(index).cpu(), prior.azimuths[index * per : (index + 1) * per].cpu(), reference_views
 
 
-def synthetic_reference_object(run: GenerateConfig, prompts: list[str]):
-    """The reference object (a ``GaussianScene``) of a synthetic run's prompt; ``prompts``: its prior's (``.prompts``
-    of the built prior, whose order is its references')."""
+def synthetic_reference_object(run: GenerateConfig):
+    """The reference object (a ``GaussianScene``) of a synthetic run's prompt: its file, or the built-in object it
+    names (``SyntheticPriorConfig.references``, which the prior is built from)."""
     from ..priors.synthetic_objects import load_object
 
-    _, sources = synthetic_images(run.prior).references(run.prompt)  # the files, or the object the prompt names
+    prompts, sources = synthetic_images(run.prior).references(run.prompt)
     return load_object(sources[prompts.index(run.prompt)])
 
 

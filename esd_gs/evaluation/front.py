@@ -27,18 +27,18 @@ def front_azimuth(views: torch.Tensor, reference_views: torch.Tensor) -> float:
 
 
 def run_front_finder(
-    run: GenerateConfig, prior, device: torch.device, backend: str = "auto"
+    run: GenerateConfig, device: torch.device, backend: str = "auto"
 ) -> Callable[[GaussianScene], float] | None:
-    """For a run of a synthetic prior (``prior``: its built phi, whose ``prompts`` name its references): a function
-    scene -> its front's azimuth (``front_azimuth`` on the benchmark's turntable at the run's resolution, against the
-    reference object's views); None for any other prior (whose front is not known)."""
+    """For a run of a synthetic prior: a function scene -> its front's azimuth (``front_azimuth`` on the benchmark's
+    turntable at the run's resolution, against the reference object's views); None for any other prior (whose front
+    is not known)."""
     if synthetic_images(run.prior) is None:
         return None
     from .evaluate import _benchmark_turntable, synthetic_reference_object
 
-    # read now, with the prior's own reading of it: a reference file moved or changed during a long run cannot fail
-    # the run's end (the outputs are written after this)
-    reference = synthetic_reference_object(run, prior.prompts).to(device)
+    # read now, when the prior reads it: a reference file moved or changed during a long run cannot fail the run's end
+    # (the outputs are written after this)
+    reference = synthetic_reference_object(run).to(device)
 
     def find(scene: GaussianScene) -> float:
         from ..render.views import render_images

@@ -41,21 +41,13 @@ if TYPE_CHECKING:
     from ..priors import Prior
 
 
-PRIOR_STAGES = {
-    "sd": "loading Stable Diffusion",
-    "synthetic": "building the synthetic prior (rendering its reference images)",
-    "synthetic-unet": "building the synthetic UNet prior (or loading its cached fit)",
-}
-"""What the start-up line says while each prior is built (``progress.stage``), by prior name."""
-
-
 def build_parts(config: GenerateConfig, device: torch.device, prior: Prior | None = None) -> RunParts:
     """The parts of a run of ``config`` on ``device`` (``prior``: an already built phi to reuse). The renderer is
     resolved first (a bad choice fails before any model loads); the random streams are made before psi, whose
     initialisation draws from torch's global generator they seed."""
     backend = resolve_backend(config.backend, device)
     if prior is None:
-        with stage(f"phi: {PRIOR_STAGES.get(config.prior.name, f'building the {config.prior.name} prior')}"):
+        with stage(f"phi: {config.prior.building}"):
             prior = config.prior.build(device, config.run_context)
     with stage("encoding the prompt"):
         text = config.prior.text_embeddings(prior, config.prompt)
@@ -97,7 +89,7 @@ def build_trainer(config: GenerateConfig, run_dir: Path, device: torch.device, p
     with stage("theta: the initial Gaussians and their optimisers"):
         trainer = Trainer(config, run_dir, device, parts)
     trainer.callbacks.extend(default_callbacks(config, trainer))
-    trainer.find_front = run_front_finder(config, trainer.prior, device, trainer.backend)
+    trainer.find_front = run_front_finder(config, device, trainer.backend)
     return trainer
 
 

@@ -114,6 +114,8 @@ class PriorConfig(ABC):
 
     name: ClassVar[str]
     """The prior's name on the command line and in saved configs."""
+    building: ClassVar[str] = "building the prior"
+    """What a run's start-up line says while ``build`` runs (``progress.stage``: "phi: <building>")."""
     learned_estimator: ClassVar[str]
     """The learned psi this prior takes (a name in ``estimators.ESTIMATORS``)."""
     estimators: ClassVar[tuple[str, ...]]

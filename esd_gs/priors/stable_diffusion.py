@@ -37,6 +37,7 @@ class StableDiffusionConfig(PriorConfig):
     """A frozen Stable Diffusion 1.x / 2.x as phi, and how renders and the prompt reach it."""
 
     name: ClassVar[str] = "sd"
+    building: ClassVar[str] = "loading Stable Diffusion"
     learned_estimator: ClassVar[str] = "lora"
     estimators: ClassVar[tuple[str, ...]] = ("lora",)
 

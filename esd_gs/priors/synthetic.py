@@ -38,6 +38,7 @@ class SyntheticPriorConfig(PriorConfig):
     """The exact score of renders of a known object (offline, no model), and how those renders are drawn."""
 
     name: ClassVar[str] = "synthetic"
+    building: ClassVar[str] = "building the synthetic prior (rendering its reference images)"
     learned_estimator: ClassVar[str] = "residual"
     estimators: ClassVar[tuple[str, ...]] = ("residual",)
     pixel_space: ClassVar[bool] = True
@@ -193,12 +194,15 @@ class SyntheticPrior(Prior):
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
-def with_object(config: SyntheticPriorConfig, prompt: str) -> SyntheticPriorConfig:
-    """``config`` with ``object`` set to the built-in object a run of ``prompt`` shows (unchanged with reference
-    files, an object already named, or a prompt that names none, which ``references`` refuses)."""
+def with_object(config: SyntheticPriorConfig, prompt: str, name: str | None = None) -> SyntheticPriorConfig:
+    """``config`` with ``object`` set to the built-in object a run of ``prompt`` shows, or to ``name`` when given
+    (unchanged with reference files, an object already named, or a prompt that names none, which ``references``
+    refuses)."""
     if config.reference or config.object:
         return config
-    try:
-        return replace(config, object=object_named(prompt))
-    except UserError:
-        return config
+    if name is None:
+        try:
+            name = object_named(prompt)
+        except UserError:
+            return config
+    return replace(config, object=name)

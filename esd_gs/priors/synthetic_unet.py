@@ -56,6 +56,7 @@ class SyntheticUNetConfig(PriorConfig):
     """A small UNet fitted to the synthetic prior's images (once, then cached); it takes the LoRA psi."""
 
     name: ClassVar[str] = "synthetic-unet"
+    building: ClassVar[str] = "building the synthetic UNet prior (or loading its cached fit)"
     learned_estimator: ClassVar[str] = "lora"
     estimators: ClassVar[tuple[str, ...]] = ("lora",)
     pixel_space: ClassVar[bool] = True
