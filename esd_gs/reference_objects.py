@@ -1,5 +1,6 @@
 """Procedural reference objects for the Janus benchmark besides the head: a toy car, a house, a mug, an armchair and
-a penguin.
+a penguin (the development objects), and a cat, a bus and a radio (the held-out objects, built before any run on
+them and never used to choose a setting: ``priors.synthetic_objects.HELD_OUT``).
 
 Each has a clearly distinct front (+X) and back (-X) and a different shape, so that the benchmark's metrics and
 methods are measured on more than one kind of object:
@@ -14,7 +15,13 @@ methods are measured on more than one kind of object:
   backrest (three gold buttons), dark wooden legs and armrests, and blue fabric across the back of the backrest
   (a colour no other view shows, so that the benchmark's nearest-image classifier tells the back from the front);
 - **penguin**: a tall egg-shaped body and a round head, black at the back and sides, a white belly and face at the
-  front, an orange beak and feet, black flippers.
+  front, an orange beak and feet, black flippers;
+- **cat** (an animal with a face): a sitting ginger cat, a white muzzle, green eyes, a pink nose and a white chest
+  and paws at the front, dark stripes across its back and a tail curled up behind;
+- **bus** (a vehicle with a windscreen): a long yellow box, white roof; a large windscreen over two headlights at
+  the front, a small rear window and red lights at the back, a row of windows and two wheels on each side;
+- **radio** (front and back differ only in colour): a wooden box, symmetric front to back; a cream speaker grille
+  with slats, a round dial and two knobs at the front, a plain grey panel at the back.
 
 Like the head (``example.py``), every surface is a set of flat, opaque Gaussians (disks) tangent to it, with a soft
 diffuse light baked into the colours; axes are esd-gs's world (+Z up, front +X). ``scripts/make_reference_assets.py``
@@ -339,12 +346,130 @@ def make_penguin_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScen
     return _finish(parts)
 
 
+# ---------------------------------------------------------------------------------------------------------- cat
+CAT_FUR, CAT_STRIPE, CAT_WHITE, CAT_EYE, CAT_NOSE = (
+    (0.90, 0.55, 0.20),
+    (0.55, 0.28, 0.08),
+    (0.96, 0.94, 0.90),
+    (0.25, 0.70, 0.25),
+    (0.95, 0.55, 0.60),
+)
+CAT_BODY_CENTRE, CAT_BODY_AXES = (-0.06, 0.0, -0.17), (0.30, 0.22, 0.27)
+CAT_HEAD_CENTRE, CAT_HEAD_AXES = (0.13, 0.0, 0.22), (0.17, 0.19, 0.16)
+
+
+def _cat_shell(n: int, centre, axes, white: Callable[[Tensor], Tensor], g: torch.Generator) -> Part:
+    """An ellipsoid of ginger fur, dark stripes across its back half, white where ``white(u)`` (unit-sphere
+    coordinates [n, 3]) marks it."""
+    pts, normals, u = _ellipsoid_shell(n, centre, axes, g)
+    colours = _plain(CAT_FUR)(pts)
+    colours[(u[:, 0] < -0.1) & (torch.sin(14.0 * u[:, 2]) > 0.4)] = torch.tensor(CAT_STRIPE)
+    colours[white(u)] = torch.tensor(CAT_WHITE)
+    return pts, normals, colours, torch.full((n,), _spacing(_ellipsoid_area(axes), n))
+
+
+def make_cat_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
+    """A sitting cat, face and white chest at the front (+X), striped back and tail behind (module docstring),
+    deterministic for ``seed``, within radius 0.6."""
+    g = torch.Generator().manual_seed(seed)
+    n = num_gaussians
+    body = _cat_shell(int(0.50 * n), CAT_BODY_CENTRE, CAT_BODY_AXES, lambda u: (u[:, 0] > 0.55) & (u[:, 2] > -0.6), g)
+    head = _cat_shell(int(0.26 * n), CAT_HEAD_CENTRE, CAT_HEAD_AXES, lambda u: (u[:, 0] > 0.6) & (u[:, 2] < 0.0), g)
+    parts = [body, head, _blob(int(0.012 * n), (0.295, 0.0, 0.205), (0.015, 0.022, 0.016), CAT_NOSE, g)]
+    for side in (1, -1):
+        parts.append(_blob(int(0.03 * n), (0.10, side * 0.11, 0.38), (0.035, 0.05, 0.07), CAT_FUR, g))  # ears
+        parts.append(_blob(int(0.015 * n), (0.285, side * 0.07, 0.26), (0.012, 0.028, 0.024), CAT_EYE, g))
+        parts.append(_blob(int(0.04 * n), (0.17, side * 0.09, -0.42), (0.08, 0.05, 0.03), CAT_WHITE, g))  # paws
+    for i in range(5):  # the tail curls up the back from the floor
+        a = i / 4 * math.pi / 2
+        centre = (-0.36 - 0.06 * math.sin(a), 0.0, -0.40 + 0.34 * (1 - math.cos(a)) + 0.10 * math.sin(a))
+        parts.append(_blob(int(0.012 * n), centre, (0.05, 0.05, 0.07), CAT_STRIPE if i % 2 else CAT_FUR, g))
+    return _finish(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------- bus
+BUS_BODY, BUS_GLASS, BUS_ROOF, BUS_DARK, BUS_LAMP, BUS_TAIL = (
+    (0.95, 0.75, 0.10),
+    (0.40, 0.65, 0.85),
+    (0.95, 0.95, 0.95),
+    (0.10, 0.10, 0.10),
+    (1.0, 1.0, 0.80),
+    (0.90, 0.10, 0.10),
+)
+BUS_X, BUS_Y, BUS_Z = 0.56, 0.21, (-0.24, 0.26)
+
+
+def _paint_bus(pts: Tensor) -> Tensor:
+    colours = _plain(BUS_BODY)(pts)
+    front, back = pts[:, 0] > BUS_X - 1e-3, pts[:, 0] < -BUS_X + 1e-3
+    colours[front & _in_box(pts, (0, -0.18, -0.01), (1, 0.18, 0.22))] = torch.tensor(BUS_GLASS)  # the windscreen
+    colours[(front | back) & (pts[:, 2] < -0.17)] = torch.tensor(BUS_DARK)  # bumpers
+    for side in (1, -1):
+        colours[front & _disks_in(pts, (0.14 * side, -0.10), 0.04, (1, 2))] = torch.tensor(BUS_LAMP)
+        colours[back & _in_box(pts, (-1, 0.15 * side - 0.03, -0.14), (0, 0.15 * side + 0.03, -0.04))] = torch.tensor(
+            BUS_TAIL
+        )
+        flank = pts[:, 1] * side > BUS_Y - 1e-3
+        for x in (-0.40, -0.20, 0.0, 0.20, 0.40):  # a row of side windows
+            colours[flank & _in_box(pts, (x - 0.08, -1, 0.03), (x + 0.08, 1, 0.20))] = torch.tensor(BUS_GLASS)
+        for x in (0.36, -0.36):
+            colours[flank & _disks_in(pts, (x, -0.22), 0.09, (0, 2))] = torch.tensor(BUS_DARK)  # wheels
+    colours[back & _in_box(pts, (-1, -0.12, 0.08), (0, 0.12, 0.20))] = torch.tensor(BUS_GLASS)  # a small rear window
+    colours[pts[:, 2] > BUS_Z[1] - 1e-3] = torch.tensor(BUS_ROOF)
+    colours[pts[:, 2] < BUS_Z[0] + 1e-3] = torch.tensor(BUS_DARK)  # underside
+    return colours
+
+
+def make_bus_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
+    """A bus, windscreen and headlights at the front (+X), a small window and red lights at the back (module
+    docstring), deterministic for ``seed``, within radius 0.65."""
+    g = torch.Generator().manual_seed(seed)
+    return _finish(_box((-BUS_X, -BUS_Y, BUS_Z[0]), (BUS_X, BUS_Y, BUS_Z[1]), num_gaussians, _paint_bus, g))
+
+
+# -------------------------------------------------------------------------------------------------------- radio
+RADIO_WOOD, RADIO_GRILLE, RADIO_SLAT, RADIO_DIAL, RADIO_KNOB, RADIO_PANEL = (
+    (0.55, 0.33, 0.15),
+    (0.92, 0.86, 0.70),
+    (0.45, 0.38, 0.28),
+    (0.97, 0.97, 0.92),
+    (0.15, 0.12, 0.10),
+    (0.28, 0.30, 0.34),
+)
+RADIO_X, RADIO_Y, RADIO_Z = 0.17, 0.36, (-0.24, 0.22)
+
+
+def _paint_radio(pts: Tensor) -> Tensor:
+    colours = _plain(RADIO_WOOD)(pts)
+    front, back = pts[:, 0] > RADIO_X - 1e-3, pts[:, 0] < -RADIO_X + 1e-3
+    grille = front & _in_box(pts, (0, -0.30, -0.18), (1, 0.03, 0.16))
+    colours[grille] = torch.tensor(RADIO_GRILLE)
+    colours[grille & (torch.sin(pts[:, 2] * 2 * math.pi / 0.06) > 0.6)] = torch.tensor(RADIO_SLAT)
+    colours[front & _disks_in(pts, (0.18, 0.04), 0.095, (1, 2))] = torch.tensor(RADIO_DIAL)
+    for y in (0.12, 0.24):
+        colours[front & _disks_in(pts, (y, -0.14), 0.035, (1, 2))] = torch.tensor(RADIO_KNOB)
+    colours[back & _in_box(pts, (-1, -0.30, -0.19), (0, 0.30, 0.17))] = torch.tensor(RADIO_PANEL)
+    return colours
+
+
+def make_radio_scene(num_gaussians: int = 3000, seed: int = 0) -> GaussianScene:
+    """A box-shaped radio whose front and back differ only in colour: a cream speaker grille, a dial and two knobs at
+    the front (+X), a plain grey panel at the back (module docstring), deterministic for ``seed``, within radius
+    0.46."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = (-RADIO_X, -RADIO_Y, RADIO_Z[0]), (RADIO_X, RADIO_Y, RADIO_Z[1])
+    return _finish(_box(lo, hi, num_gaussians, _paint_radio, g))
+
+
 REFERENCE_OBJECTS: dict[str, Callable[..., GaussianScene]] = {
     "car": make_car_scene,
     "house": make_house_scene,
     "mug": make_mug_scene,
     "chair": make_chair_scene,
     "penguin": make_penguin_scene,
+    "cat": make_cat_scene,
+    "bus": make_bus_scene,
+    "radio": make_radio_scene,
 }
 """The procedural reference objects by name (the head is ``example.make_head_scene``)."""
 

@@ -7,9 +7,9 @@ otherwise uniformly; elevation, radius and field of view come from the training 
 noise prediction is the exact one of the noised empirical distribution of those renders (``diffusion.mixture``), in
 pixel space: the "latent" is the image itself, mapped to [-1, 1], on the same noise schedule as Stable Diffusion.
 
-The object is the one the prompt names among the built-in ones (``synthetic_objects``: head, car, house, mug,
-chair, penguin; "a red car" -> the car), or the .ply file of ``--prior.reference`` (then the prompt is not read).
-Several references can be registered under prompts; the unconditional distribution is their union, so text
+The object is the one the prompt names among the built-in ones (``synthetic_objects``: head, car, house, mug, chair,
+penguin, cat, bus, radio; "a red car" -> the car), or the .ply file of ``--prior.reference`` (then the prompt is not
+read). Several references can be registered under prompts; the unconditional distribution is their union, so text
 classifier-free guidance means the same as with SD: eps = eps_union + s (eps_prompt - eps_union).
 
 It is the offline prior of ``esd-gs generate --preset synthetic`` and ``esd-gs bench janus``: its answer is known.
@@ -49,7 +49,8 @@ class SyntheticPriorConfig(PriorConfig):
     # A run's config.yaml records the object it showed (yaml_io.run_config_text), so that resuming or evaluating it
     # never depends on how prompts are read; one saved before objects had names has none, and was the head.
     object: str = ""
-    """The built-in object to show (head, car, house, mug, chair, penguin); empty = the one the prompt names."""
+    """The built-in object to show (head, car, house, mug, chair, penguin, cat, bus, radio); empty = the one the
+    prompt names."""
     reference_prompts: tuple[str, ...] = ()
     """Prompt of each reference file (same order); empty = the generate prompt names the only reference file."""
     num_images: int = 256
