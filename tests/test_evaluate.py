@@ -370,11 +370,14 @@ def test_the_measure_finds_two_faces_and_a_face_everywhere(models_dir, tmp_path)
     janus, _ = evaluate(resolve_target(run), config, models)
     assert janus["janus"]["frontal_arcs"] == 2 and janus["janus"]["verdict"] == "Janus"
     assert janus["ground_truth"]["face_count"] == 2 and janus["ground_truth"]["excess_faces"] == 1
+    assert janus["ground_truth"]["true_back_share"] < 0.5 and janus["ground_truth"]["one_face"] is False
+    assert collapsed["ground_truth"]["one_face"] is False  # a face everywhere: no excess face, the share far off
     from esd_gs.example import builtin_head
 
     write_ply(builtin_head(), run / "scene.ply")
     single, _ = evaluate(resolve_target(run), config, models)
     assert single["janus"]["verdict"] == "one face" and single["ground_truth"]["excess_faces"] == 0
+    assert single["ground_truth"]["true_back_share"] == 1.0 and single["ground_truth"]["one_face"] is True
 
 
 # ---------------------------------------------------------------------------------------------- the metric table

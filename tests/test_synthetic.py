@@ -248,6 +248,11 @@ def test_bench_janus_end_to_end(tmp_path):
     assert {r["psi_t_window"] for r in runs} == {50} and "timestep_window: 50" in sds_saved
     assert "name: particle" in particle_saved and "loss_weighting" not in particle_saved
     assert data["reference"]["face_count"] == 1  # the ground truth has one face
+    assert data["reference"]["true_back_share"] == 1.0  # its back is its own, not its twin's front
+    assert all(0.0 <= r["true_back_share"] <= 1.0 for r in runs)
+    text = (out / "results.md").read_text()
+    assert "| true back | second front | frontal share | share gap | one face |" in text
+    assert "- ESD l=1 (particle): target " in text and "dB over SDS" in text  # the verdict against SDS, per config
     assert (
         "| SDS |" in (out / "results.md").read_text()
         and "dreamtime timestep schedule" in (out / "results.md").read_text()
@@ -350,6 +355,38 @@ def test_janus_metrics_on_rendered_objects_of_several_shapes(stretch):
     assert turned.best_offset_deg == pytest.approx(270.0) and turned.excess_faces == 0 and turned.side_accuracy == 1.0
 
 
+def test_true_back_share_compares_the_aligned_back_with_the_reference_s_and_the_twin_s():
+    """Known answers on 8 views (azimuths 0, 45, .., 315: the back views are 135, 180 and 225): a run equal to the
+    reference scores 1, one equal to the twin 0, one with the twin's back at 180 only 2/3; the run's views are turned
+    by the aligned shift first, and the verdict needs the twin's test, the faces and the share all passed."""
+    from esd_gs.evaluation.janus import JanusMetrics, back_views, true_back_share
+
+    assert back_views(8).tolist() == [False, False, False, True, True, True, False, False]
+    g = torch.Generator().manual_seed(0)
+    reference = torch.rand(8, 3, 4, 4, generator=g)
+    twin = reference.clone()
+    twin[3:6] = torch.rand(3, 3, 4, 4, generator=g)  # another back
+    assert true_back_share(reference, reference, twin, 0) == 1.0
+    assert true_back_share(twin, reference, twin, 0) == 0.0
+    mixed = reference.clone()
+    mixed[4] = twin[4]
+    assert true_back_share(mixed, reference, twin, 0) == pytest.approx(2 / 3)
+    assert true_back_share(torch.roll(mixed, -3, dims=0), reference, twin, 3) == pytest.approx(2 / 3)
+    assert true_back_share(torch.roll(twin, 5, dims=0), reference, twin, -5) == 0.0
+    passing = JanusMetrics(20.0, 0.0, 1, 0.3, 1.0, 2.0, excess_faces=0, frontal_share_gap=0.1, true_back_share=0.6)
+    assert passing.one_face and not passing.second_front
+    assert not dataclasses.replace(passing, frontal_share_gap=-0.11).one_face  # the share: within 0.1 either way
+    assert (
+        not dataclasses.replace(passing, excess_faces=1).one_face
+        and dataclasses.replace(passing, excess_faces=1).second_front
+    )
+    assert (
+        not dataclasses.replace(passing, true_back_share=0.5).one_face
+        and dataclasses.replace(passing, true_back_share=0.5).second_front
+    )
+    assert not dataclasses.replace(passing, true_back_share=math.nan).one_face  # not measured: no verdict of one face
+
+
 def test_results_header_names_the_learned_psi_s_settings_only_where_a_run_has_one():
     from esd_gs.bench.janus import METRICS, BenchRun, results_markdown
     from esd_gs.evaluation.janus import JanusMetrics
@@ -357,7 +394,7 @@ def test_results_header_names_the_learned_psi_s_settings_only_where_a_run_has_on
     reference = JanusMetrics(
         aligned_psnr=120.0, best_offset_deg=0.0, face_count=1, frontal_fraction=0.22, iq=1.6, iv=2.0
     )
-    common = {k: 0.5 for k in METRICS} | {"steps": 10, "p_front": 0.5, "seed": 0}
+    common = {k: 0.5 for k in METRICS} | {"best_offset_deg": 0.0, "steps": 10, "p_front": 0.5, "seed": 0}
     sds = common | {
         "method": "sds",
         "lambda_entropy": 0.0,

@@ -235,7 +235,10 @@ def evaluate(
         start = stage("ground truth")
         prior_images, prior_azimuths, reference_views = inputs.synthetic_reference
         gt_views = render_images(scene, _benchmark_turntable(), run.resolution, background=1.0, backend=backend)
-        result["ground_truth"] = janus_metrics(gt_views, reference_views, prior_images, prior_azimuths).as_dict()
+        twin = synthetic_reference_object(run, twin=True).to(gt_views.device)
+        twin_views = render_images(twin, _benchmark_turntable(), run.resolution, background=1.0, backend=backend)
+        metrics = janus_metrics(gt_views, reference_views, prior_images, prior_azimuths, twin_views)
+        result["ground_truth"] = metrics.as_dict() | {"one_face": metrics.one_face}
         done("ground truth", start)
     result["per_view"] = inputs.per_view
     result["seconds"] = seconds
@@ -319,13 +322,14 @@ def _synthetic_reference(run: GenerateConfig, device: torch.device) -> tuple[Ten
     return prior.reference_images(index).cpu(), prior.azimuths[index * per : (index + 1) * per].cpu(), reference_views
 
 
-def synthetic_reference_object(run: GenerateConfig):
+def synthetic_reference_object(run: GenerateConfig, twin: bool = False):
     """The reference object (a ``GaussianScene``) of a synthetic run's prompt: its file, or the built-in object it
-    names (``SyntheticPriorConfig.references``, which the prior is built from)."""
-    from ..priors.synthetic_objects import load_object
+    names (``SyntheticPriorConfig.references``, which the prior is built from); with ``twin``, its two-faced twin
+    (``synthetic_objects.twin_of``)."""
+    from ..priors.synthetic_objects import load_object, twin_of
 
     prompts, sources = synthetic_images(run.prior).references(run.prompt)
-    return load_object(sources[prompts.index(run.prompt)])
+    return (twin_of if twin else load_object)(sources[prompts.index(run.prompt)])
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -11,6 +11,13 @@
   count - the reference's), **frontal-share gap** = frontal fraction - the reference's, and **side accuracy** = the
   share of views, at the aligned offset, whose side (the nearest prior image's azimuth quadrant: front, left, back,
   right) matches the reference view's.
+- **True back share** (against the reference's two-faced twin, ``reference_objects.two_faced``: its front mirrored
+  onto its back): of the views within 45 degrees of the back (at the aligned offset), the share closer (mean squared
+  pixel error) to the reference's view than to the twin's. A back that is a second front is closer to the twin's, so
+  this sees a second front on objects whose back the nearest-image classifier reads as frontal (the car, the bus),
+  and whatever the classifier says. NaN when no twin was given.
+- **The verdict** (``JanusMetrics.one_face``, the benchmark's target per run): no excess face, a frontal-share gap
+  within ``SHARE_TOLERANCE`` of 0, and a true back share above one half.
 - **IQ / IV** (paper eq. 10): with the classifier p(y | x) = softmax over the prior's azimuth bins (``num_bins`` of
   equal width, bin 0 centred on the front) of minus the distance to the nearest prior image of each bin divided by
   ``temperature`` (distances are mean squared pixel errors in [0, 1] units): IQ = mean entropy of p(y | x_v) (lower:
@@ -29,6 +36,10 @@ from ..cameras import wrap_azimuth
 from . import quality
 
 FRONTAL_HALF_WIDTH = 45.0
+BACK_HALF_WIDTH = 45.0
+"""Views within this many degrees of the back (azimuth 180, at the aligned offset) are compared with the twin's."""
+SHARE_TOLERANCE = 0.1
+"""The verdict's largest frontal-share gap: a run's frontal share within this of the reference's."""
 TURNTABLE_VIEWS = 120
 """Views of the protocol's turntable (the paper's 120)."""
 TURNTABLE_ELEVATION = 15.0
@@ -46,6 +57,23 @@ class JanusMetrics:
     excess_faces: int = 0
     frontal_share_gap: float = 0.0
     side_accuracy: float = 1.0
+    true_back_share: float = math.nan
+    """Share of the back views closer to the reference's than to its two-faced twin's (NaN: not measured)."""
+
+    @property
+    def second_front(self) -> bool:
+        """A second front: more faces than the reference shows, or a back closer to the twin's (not measured: no)."""
+        return self.excess_faces > 0 or self.true_back_share <= 0.5
+
+    @property
+    def one_face(self) -> bool:
+        """The verdict: no second front (both ways of seeing one measured) and the reference's frontal share within
+        ``SHARE_TOLERANCE``. False when the twin was not compared."""
+        return (
+            self.excess_faces == 0
+            and self.true_back_share > 0.5
+            and abs(self.frontal_share_gap) <= SHARE_TOLERANCE + 1e-9
+        )
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -117,8 +145,34 @@ def view_sides(distances: Tensor, prior_azimuths: Tensor) -> Tensor:
     return azimuth_bins(prior_azimuths[distances.argmin(dim=1)], 4)
 
 
-def janus_metrics(views: Tensor, reference_views: Tensor, prior_images: Tensor, prior_azimuths: Tensor) -> JanusMetrics:
-    """All metrics for one result: views / reference_views [120, 3, H, W], prior images [K, 3, H, W], in [0, 1]."""
+def back_views(count: int) -> Tensor:
+    """[count] bool: the views of an evenly spaced turntable (view 0 at azimuth 0, the front) within
+    ``BACK_HALF_WIDTH`` of the back."""
+    azimuths = torch.arange(count, dtype=torch.float32) * 360.0 / count
+    return wrap_azimuth(azimuths - 180.0).abs() <= BACK_HALF_WIDTH
+
+
+def true_back_share(views: Tensor, reference_views: Tensor, twin_views: Tensor, shift: int) -> float:
+    """Of the back views, the share closer to the reference's than to its twin's, after turning ``views`` by the
+    aligned ``shift`` (``aligned_psnr``'s); all [V, 3, H, W] on the same evenly spaced azimuths."""
+    aligned = torch.roll(views, shifts=shift, dims=0)
+    back = back_views(views.shape[0])
+
+    def distance(other: Tensor) -> Tensor:
+        return (aligned[back] - other[back]).square().flatten(1).mean(1)
+
+    return float((distance(reference_views) < distance(twin_views)).float().mean())
+
+
+def janus_metrics(
+    views: Tensor,
+    reference_views: Tensor,
+    prior_images: Tensor,
+    prior_azimuths: Tensor,
+    twin_views: Tensor | None = None,
+) -> JanusMetrics:
+    """All metrics for one result: views / reference_views / twin_views (the reference's two-faced twin, optional)
+    [120, 3, H, W], prior images [K, 3, H, W], in [0, 1]."""
     psnr, shift = aligned_psnr(views, reference_views)
     distances = nearest_prior_distances(views, prior_images)
     flags = frontal_flags(distances, prior_azimuths)
@@ -137,4 +191,5 @@ def janus_metrics(views: Tensor, reference_views: Tensor, prior_images: Tensor, 
         excess_faces=max(0, face_count - count_arcs(reference_flags)),
         frontal_share_gap=frontal_fraction - float(reference_flags.float().mean()),
         side_accuracy=float((aligned_sides == view_sides(reference_distances, prior_azimuths)).float().mean()),
+        true_back_share=math.nan if twin_views is None else true_back_share(views, reference_views, twin_views, shift),
     )

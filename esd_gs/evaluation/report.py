@@ -41,9 +41,11 @@ def summary_lines(result: dict) -> list[str]:
     lines = [entry.summary(result[entry.key]) for entry in METRICS.values() if entry.key in result]
     if "ground_truth" in result:
         gt = result["ground_truth"]
+        verdict = {True: "one face", False: "missed"}.get(gt.get("one_face"), "-")  # older eval.json: none
         lines.append(
-            f"ground truth: aligned PSNR {gt['aligned_psnr']:.2f} dB, excess faces {gt['excess_faces']}, "
-            f"share gap {gt['frontal_share_gap']:+.2f}, side accuracy {gt['side_accuracy']:.2f}"
+            f"ground truth: {verdict}, aligned PSNR {gt['aligned_psnr']:.2f} dB, excess faces {gt['excess_faces']}, "
+            f"true back {gt.get('true_back_share', float('nan')):.2f}, share gap {gt['frontal_share_gap']:+.2f}, "
+            f"side accuracy {gt['side_accuracy']:.2f}"
         )
     return lines
 
@@ -231,12 +233,14 @@ def compare_markdown(names: list[str], results: list[dict]) -> str:
             "",
             "Ground truth (synthetic prior): the Janus benchmark's metrics against the reference object.",
             "",
-            "| run | aligned PSNR (dB) | faces | excess faces | frontal share | share gap | side accuracy |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| run | verdict | aligned PSNR (dB) | faces | excess faces | true back | frontal share | share gap "
+            "| side accuracy |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {n} | {g['aligned_psnr']:.2f} | {g['face_count']} | {g['excess_faces']} | {g['frontal_fraction']:.2f} "
-            f"| {g['frontal_share_gap']:+.2f} | {g['side_accuracy']:.2f} |"
+            f"| {n} | {({True: 'one face', False: 'missed'}).get(g.get('one_face'), '-')} | {g['aligned_psnr']:.2f} "
+            f"| {g['face_count']} | {g['excess_faces']} | {g.get('true_back_share', float('nan')):.2f} "
+            f"| {g['frontal_fraction']:.2f} | {g['frontal_share_gap']:+.2f} | {g['side_accuracy']:.2f} |"
             for n, g in truths
         ]
     prompts = sorted({r["prompt"] for r in results})

@@ -58,3 +58,13 @@ def load_object(source: Source) -> GaussianScene:
 
     path = reference_path(source)
     return read_ply(path) if path.is_file() else REFERENCE_OBJECTS[source]()
+
+
+def twin_of(source: Source) -> GaussianScene:
+    """The two-faced twin of a reference object (``reference_objects.two_faced``: its front mirrored onto its back),
+    mirrored where a built-in object's front meets its back (``reference_objects.TWIN_PLANES``; its shipped file
+    too), at x = 0 for any other file."""
+    from ..reference_objects import TWIN_PLANES, reference_path, two_faced
+
+    name = source if isinstance(source, str) else next((n for n in OBJECTS if reference_path(n) == source), "")
+    return two_faced(load_object(source), TWIN_PLANES.get(name, 0.0))

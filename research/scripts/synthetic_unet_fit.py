@@ -4,11 +4,15 @@ samples of both side by side (DDIM, 50 steps) with the share of samples whose ne
 
     .venv/bin/python research/scripts/synthetic_unet_fit.py --json research/results/synthetic-unet/fit.json \
         --png research/results/synthetic-unet/samples.png
+
+``--fit-steps N`` fits with N optimiser steps instead of the default (cached under its own key), ``--reference
+FILE.ply`` fits another object's images.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -43,10 +47,14 @@ def ddim_samples(prior, count: int, steps: int, seed: int) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--fit-steps", type=int, default=None, help="the fit's optimiser steps (--prior.steps)")
+    parser.add_argument("--reference", type=Path, default=None, help="another object's .ply (default: the head)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args()
-    base = bench_base_config(prior="synthetic-unet")
+    base = bench_base_config(prior="synthetic-unet", reference=args.reference)
+    if args.fit_steps is not None:
+        base = dataclasses.replace(base, prior=dataclasses.replace(base.prior, steps=args.fit_steps))
     start = time.perf_counter()
     prior = base.prior.build(torch.device("cpu"), base.run_context)  # fits (minutes) unless the cache has it
     fit_seconds = time.perf_counter() - start
