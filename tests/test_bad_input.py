@@ -172,6 +172,7 @@ def test_render_and_bench_do_not_reuse_an_output_directory(capsys, tmp_path):
         (["--psi-lr", "nan"], "--psi-lr must be a number > 0, got nan"),
         (["--psi-steps", "0"], "--psi-steps must be at least 1, got 0"),
         (["--psi-t-window", "-1"], "--psi-t-window must be at least 0, got -1"),
+        (["--psi-steps-until", "0"], "--psi-steps-until must be in (0, 1], got 0"),
     ],
 )
 def test_bad_bench_options(capsys, tmp_path, flags, expected):

@@ -222,6 +222,8 @@ def test_bench_janus_end_to_end(tmp_path):
         "2",
         "--psi-t-window",
         "50",
+        "--psi-steps-until",
+        "0.5",
         "--out",
         str(out),
     ]
@@ -246,6 +248,7 @@ def test_bench_janus_end_to_end(tmp_path):
     assert {r["psi_lr"] for r in runs} == {0.002} and "lr: 0.002" in sds_saved
     assert {r["psi_steps"] for r in runs} == {2} and "train_steps_per_iter: 2" in sds_saved
     assert {r["psi_t_window"] for r in runs} == {50} and "timestep_window: 50" in sds_saved
+    assert {r["psi_steps_until"] for r in runs} == {0.5} and "train_steps_until: 0.5" in sds_saved
     assert "name: particle" in particle_saved and "loss_weighting" not in particle_saved
     assert data["reference"]["face_count"] == 1  # the ground truth has one face
     assert data["reference"]["true_back_share"] == 1.0  # its back is its own, not its twin's front
@@ -611,6 +614,34 @@ def test_psi_timestep_window_trains_psi_around_the_step_s_distillation_t(tmp_pat
         assert offsets.abs().max() > 100  # U[0, T)
     else:
         assert offsets.abs().max() <= window and len(torch.unique(offsets)) > 1
+
+
+def test_psi_train_steps_until_gives_the_extra_updates_to_the_start_of_the_run(tmp_path):
+    """--psi.train-steps-per-iter 3 with --psi.train-steps-until 0.5: three psi updates (AdamW steps, each moving
+    psi's weights) in each of the first half's steps, one in each step after; the cost is 3 * 0.5 + 0.5 = 2 updates
+    a step on average."""
+    from dataclasses import replace
+
+    from esd_gs.configs.presets import PRESETS
+    from esd_gs.pipeline.build import build_trainer
+
+    base = PRESETS["synthetic"].with_psi("residual")
+    psi = replace(base.psi, train_steps_per_iter=3, train_steps_until=0.5)
+    config = replace(base, prompt="a head", steps=6, batch_size=2, init=replace(base.init, num_points=100), psi=psi,
+                     prior=replace(base.prior, num_images=8))  # fmt: skip
+    trainer = build_trainer(config, tmp_path, torch.device("cpu"))
+    updates, moved = [], []
+    for _ in range(config.steps):
+        before = [p.detach().clone() for p in trainer.psi.trainable_parameters]
+        count = trainer.psi.null_rate_counter[1]
+        trainer.train_step()
+        updates.append(trainer.psi.null_rate_counter[1] - count)
+        moved.append(any(not torch.equal(a, b) for a, b in zip(before, trainer.psi.trainable_parameters)))
+    assert updates == [3, 3, 3, 1, 1, 1] and all(moved)  # steps 0-2 have progress 0, 1/6, 2/6 < 0.5
+    state = trainer.psi.optimizer.state[trainer.psi.trainable_parameters[0]]
+    assert int(state["step"]) == 12  # the optimiser stepped once per update
+    with pytest.raises(Exception, match="train-steps-until"):
+        replace(base.psi, train_steps_until=0.0)
 
 
 def test_psi_draw_timesteps_default_and_window():

@@ -89,13 +89,15 @@ def bench_base_config(
     psi_lr: float | None = None,
     psi_steps: int | None = None,
     psi_t_window: int | None = None,
+    psi_steps_until: float | None = None,
 ) -> GenerateConfig:
-    """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``,
-    ``reference``, ``p_front``, the timestep schedule's name (``timesteps``: uniform, linear or dreamtime) and the
-    learned psi's loss weighting (``psi_loss_weighting``: prediction or x0, eq. 3's omega(t)), learning rate
-    (``psi_lr``), updates per 3D step (``psi_steps``) and training timesteps' window (``psi_t_window``) when
-    given; with ``diagnose``, psi measured against the exact scores; ``prior`` synthetic (exact) or synthetic-unet
-    (fitted). Its psi is the prior's learned one (``psi_config`` gives each run's)."""
+    """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``, ``reference``,
+    ``p_front``, the timestep schedule's name (``timesteps``: uniform, linear or dreamtime) and the learned psi's
+    loss weighting (``psi_loss_weighting``: prediction or x0, eq. 3's omega(t)), learning rate (``psi_lr``), updates
+    per 3D step (``psi_steps``) and the share of the run that has them (``psi_steps_until``), and training
+    timesteps' window (``psi_t_window``) when given; with ``diagnose``, psi measured against the exact scores;
+    ``prior`` synthetic (exact) or synthetic-unet (fitted). Its psi is the prior's learned one (``psi_config`` gives
+    each run's)."""
     chosen = preset(prior)
     base = chosen.with_psi(chosen.config.prior.learned_estimator)
     if timesteps is not None:
@@ -105,6 +107,7 @@ def bench_base_config(
         "lr": psi_lr,
         "train_steps_per_iter": psi_steps,
         "timestep_window": psi_t_window,
+        "train_steps_until": psi_steps_until,
     }
     base = replace(base, psi=replace(base.psi, **{k: v for k, v in changes.items() if v is not None}))
     images = synthetic_images(base.prior)
@@ -240,6 +243,7 @@ def run_janus_benchmark(
                     "psi_lr": base.psi.lr,
                     "psi_steps": base.psi.train_steps_per_iter,
                     "psi_t_window": base.psi.timestep_window,
+                    "psi_steps_until": base.psi.train_steps_until,
                 }
                 with atomic_path(run_dir / RUN_RECORD) as tmp:
                     tmp.write_text(json.dumps({"config": run_settings(config), "record": record}, indent=1))
@@ -385,6 +389,8 @@ def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> st
         updates = learned.get("psi_steps", 1)  # records made before --psi-steps ran with one
         psi = f"learned psi's loss weighting {weighting}, learning rate {lr} and {updates} update"
         psi += "s per 3D step" if updates != 1 else " per 3D step"
+        if updates != 1 and learned.get("psi_steps_until", 1.0) < 1.0:  # records made before it: the whole run
+            psi += f" for the first {learned['psi_steps_until']:g} of the run, one after"
         if learned.get("psi_t_window") is not None:  # records made before --psi-t-window drew t from [0, T)
             psi += f", trained at t within {learned['psi_t_window']} of each step's distillation t"
     lines = [

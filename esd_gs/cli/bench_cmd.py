@@ -63,6 +63,8 @@ class BenchArgs:
     """Learned psi updates per 3D step (as generate's --psi.train-steps-per-iter); None = generate's."""
     psi_t_window: int | None = None
     """Train the learned psi within this many timesteps of each distillation t; None = generate's, t ~ U[0, T)."""
+    psi_steps_until: float | None = None
+    """Share of each run with --psi-steps updates a step, one after (as --psi.train-steps-until); None = generate's."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"
@@ -120,6 +122,8 @@ def run_bench(args: BenchArgs) -> Path:
         raise UserError(f"--psi-steps must be at least 1, got {args.psi_steps}")
     if args.psi_t_window is not None and args.psi_t_window < 0:
         raise UserError(f"--psi-t-window must be at least 0, got {args.psi_t_window}")
+    if args.psi_steps_until is not None and not 0.0 < args.psi_steps_until <= 1.0:
+        raise UserError(f"--psi-steps-until must be in (0, 1], got {args.psi_steps_until:g}")
     runs = bench_configs(args)
     device = pick_device(args.device)
     if (args.out / RESULTS).exists() and not args.overwrite:
@@ -140,6 +144,7 @@ def run_bench(args: BenchArgs) -> Path:
             args.psi_lr,
             args.psi_steps,
             args.psi_t_window,
+            args.psi_steps_until,
         )
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None

@@ -128,13 +128,15 @@ class ScoreDistillation:
         cameras: Cameras,
         generator: torch.Generator | None = None,
         distill_t: Tensor | None = None,
+        progress: float = 0.0,
     ) -> float | None:
         """psi's training on the detached latents (``ScoreEstimator.update``), told this step's distillation
-        timesteps ``distill_t``; None for SDS and for an estimator that does not train. Returns the last loss."""
+        timesteps ``distill_t`` and the share of the run done, ``progress``; None for SDS and for an estimator that
+        does not train. Returns the last loss."""
         if self.psi is None or not self.psi.trains:
             return None
         embedding = cameras.embedding().to(latents.device)
-        return self.psi.update(latents, self.text.plain, embedding, generator, distill_t)
+        return self.psi.update(latents, self.text.plain, embedding, generator, distill_t, progress)
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

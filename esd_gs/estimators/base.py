@@ -68,10 +68,12 @@ class ScoreEstimator(ABC):
         cameras: Tensor,
         generator: torch.Generator | None = None,
         distill_t: Tensor | None = None,
+        progress: float = 0.0,
     ) -> float | None:
         """psi's training on this step's detached latents [B, C, h, w] and camera embeddings [B, 16], after theta's
         update (Alg. 1), told the step's distillation timesteps ``distill_t`` [B]
-        (``OnlineTrainingConfig.timestep_window``); returns the last loss, or None when it does not train."""
+        (``OnlineTrainingConfig.timestep_window``) and the share of the run done, ``progress`` in [0, 1]
+        (``OnlineTrainingConfig.train_steps_until``); returns the last loss, or None when it does not train."""
         return None
 
     @abstractmethod

@@ -44,7 +44,11 @@ class OnlineTrainingConfig(EstimatorConfig):
     p_null_camera: float = 0.1
     """Probability of training a batch with the null camera (classifier-free camera dropout)."""
     train_steps_per_iter: int = 1
-    """psi updates per 3D step."""
+    """psi updates per 3D step (until ``train_steps_until`` of the run, one after)."""
+    # Several updates cost their number of psi passes; giving them only to the start of the run (where the scene
+    # changes fastest, and DreamTime's t is highest) costs k u + (1 - u) updates a step on average.
+    train_steps_until: float = 1.0
+    """Share of the run (0 to 1] with --psi.train-steps-per-iter updates a step; one update a step after it."""
     # A window w draws t uniformly from [t_d - w, t_d + w], clipped to [0, T), around each sample's distillation
     # timestep t_d of the step: psi is trained where the update reads it (see research/janus.md).
     timestep_window: int | None = None
@@ -59,6 +63,8 @@ class OnlineTrainingConfig(EstimatorConfig):
             raise ConfigError(f"--psi.p-null-camera must be in [0, 1], got {self.p_null_camera}")
         if not (math.isfinite(self.lr) and self.lr > 0) or self.train_steps_per_iter < 1:
             raise ConfigError("--psi.lr must be > 0 and --psi.train-steps-per-iter at least 1")
+        if not 0.0 < self.train_steps_until <= 1.0:
+            raise ConfigError(f"--psi.train-steps-until must be in (0, 1], got {self.train_steps_until}")
         if self.timestep_window is not None and self.timestep_window < 0:
             raise ConfigError(f"--psi.timestep-window must be >= 0 (or None), got {self.timestep_window}")
         if not all(0 <= b < 1 for b in self.betas) or self.weight_decay < 0:
@@ -150,10 +156,13 @@ class OnlineEstimator(ScoreEstimator):
         cameras: Tensor,
         generator: torch.Generator | None = None,
         distill_t: Tensor | None = None,
+        progress: float = 0.0,
     ) -> float:
-        """``config.train_steps_per_iter`` training steps on this step's renders; returns the last loss."""
+        """``config.train_steps_per_iter`` training steps on this step's renders while ``progress`` (the share of the
+        run done) is under ``config.train_steps_until``, one after; returns the last loss."""
         loss = None
-        for _ in range(self.config.train_steps_per_iter):
+        early = progress < self.config.train_steps_until
+        for _ in range(self.config.train_steps_per_iter if early else 1):
             loss = self.train_step(latents, text, cameras, generator, distill_t)
         return loss
 

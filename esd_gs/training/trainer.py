@@ -226,7 +226,7 @@ class Trainer:
                     f"densification pruned every Gaussian at step {self.step} (opacity under "
                     f"--densify.prune-opacity {cfg.densify.prune_opacity}, or too large): lower --densify.prune-opacity"
                 )
-            psi_loss = self.distill.update_psi(result.latents, cams, self.random.noise, result.timesteps)
+            psi_loss = self.distill.update_psi(result.latents, cams, self.random.noise, result.timesteps, progress)
         else:
             self.skipped += 1
             self.bad_in_a_row += 1
