@@ -177,3 +177,16 @@ def test_a_run_on_the_fitted_unet_resumes_exactly_from_a_checkpoint(fitted_confi
     straight, second = resumed_and_straight(trainer, steps=6, stop=4)
     for key, value in straight.psi.state_dict().items():
         assert torch.equal(value, second.psi.state_dict()[key]), key
+
+
+def test_bench_unet_steps_sets_the_fit_and_its_cache_key():
+    """bench janus --unet-steps N: the fitted UNet's optimiser steps, a fit of its own (another cache key); the
+    default is generate's."""
+    from esd_gs.bench.janus import bench_base_config
+
+    default, longer = bench_base_config(prior="synthetic-unet"), bench_base_config(prior="synthetic-unet", unet_steps=7)
+    assert default.prior.steps == synthetic_unet.SyntheticUNetConfig().steps and longer.prior.steps == 7
+    from esd_gs.priors.synthetic import SyntheticPrior
+
+    oracle = SyntheticPrior(torch.rand(4, 3, 8, 8) * 2 - 1, ["a head"], torch.zeros(4), torch.device("cpu"))
+    assert synthetic_unet.cache_key(oracle, 8, default.prior) != synthetic_unet.cache_key(oracle, 8, longer.prior)

@@ -90,6 +90,7 @@ def bench_base_config(
     psi_steps: int | None = None,
     psi_t_window: int | None = None,
     psi_steps_until: float | None = None,
+    unet_steps: int | None = None,
 ) -> GenerateConfig:
     """generate's synthetic defaults for every run: no previews or checkpoints, mp4 only; ``steps``, ``reference``,
     ``p_front``, the timestep schedule's name (``timesteps``: uniform, linear or dreamtime) and the learned psi's
@@ -97,7 +98,7 @@ def bench_base_config(
     per 3D step (``psi_steps``) and the share of the run that has them (``psi_steps_until``), and training
     timesteps' window (``psi_t_window``) when given; with ``diagnose``, psi measured against the exact scores;
     ``prior`` synthetic (exact) or synthetic-unet (fitted). Its psi is the prior's learned one (``psi_config`` gives
-    each run's)."""
+    each run's); ``unet_steps``: the fitted UNet's optimiser steps (synthetic-unet only)."""
     chosen = preset(prior)
     base = chosen.with_psi(chosen.config.prior.learned_estimator)
     if timesteps is not None:
@@ -116,6 +117,10 @@ def bench_base_config(
     if p_front is not None:
         images = replace(images, p_front=p_front)
     prior_config = replace(base.prior, images=images) if hasattr(base.prior, "images") else images
+    if unet_steps is not None:  # the fitted UNet's optimiser steps (a fit of its own, cached under its settings)
+        if not isinstance(prior_config, SyntheticUNetConfig):
+            raise ValueError("--unet-steps sets the fit of --prior synthetic-unet, and the prior is the exact one")
+        prior_config = replace(prior_config, steps=unet_steps)
     return replace(
         base,
         prompt="a head",

@@ -50,6 +50,8 @@ class BenchArgs:
     # synthetic-unet's learned psi is the LoRA + camera MLP of Stable Diffusion runs.
     prior: Literal["synthetic", "synthetic-unet"] = "synthetic"
     """phi: the exact prior, or a UNet fitted to its images (cached); every run is scored against the exact one."""
+    unet_steps: int | None = None
+    """Optimiser steps of the fitted UNet (--prior synthetic-unet, as generate's --prior.steps); None = generate's."""
     # uniform: t ~ U[t_min, t_max], t_max lowered after a fifth of the run; dreamtime: DreamTime's deterministic,
     # decreasing t (the paper's Fig. 3).
     timesteps: ScheduleName = "uniform"
@@ -122,6 +124,8 @@ def run_bench(args: BenchArgs) -> Path:
         raise UserError(f"--psi-steps must be at least 1, got {args.psi_steps}")
     if args.psi_t_window is not None and args.psi_t_window < 0:
         raise UserError(f"--psi-t-window must be at least 0, got {args.psi_t_window}")
+    if args.unet_steps is not None and args.unet_steps < 1:
+        raise UserError(f"--unet-steps must be at least 1, got {args.unet_steps}")
     if args.psi_steps_until is not None and not 0.0 < args.psi_steps_until <= 1.0:
         raise UserError(f"--psi-steps-until must be in (0, 1], got {args.psi_steps_until:g}")
     runs = bench_configs(args)
@@ -145,6 +149,7 @@ def run_bench(args: BenchArgs) -> Path:
             args.psi_steps,
             args.psi_t_window,
             args.psi_steps_until,
+            args.unet_steps,
         )
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None

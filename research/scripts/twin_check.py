@@ -4,7 +4,9 @@ For each turntable view within 45 degrees of the back (azimuth 135 to 225, after
 the run's render with the reference's view there and with its two-faced twin's (``reference_objects.two_faced``: the
 front mirrored onto the back). A run whose back views are closer to the reference's than to the twin's has no second
 front there. Used for the car, whose back looks frontal to the benchmark's 32 px classifier (research/janus.md,
-Finding 15).
+Finding 15). Since Finding 16, ``bench janus`` measures this in every run (its "true back" column,
+``evaluation.janus.true_back_share``: the same views, the same test) and its verdict uses it; this script stays to
+re-check saved run folders.
 
     .venv/bin/python research/scripts/twin_check.py --reference assets/references/car.ply RUN_DIR [RUN_DIR ...]
 """
