@@ -98,7 +98,14 @@ def test_prior_cfg_with_two_references_is_union_based(tmp_path):
 
 @pytest.mark.parametrize(
     "prompt, name",
-    [("a red car", "car"), ("A bald Head", "head"), ("two mugs", "mug"), ("a penguin.", "penguin"), ("HOUSE", "house")],
+    [
+        ("a red car", "car"),
+        ("A bald Head", "head"),
+        ("two mugs", "mug"),
+        ("two buses", "bus"),
+        ("a penguin.", "penguin"),
+        ("HOUSE", "house"),
+    ],
 )
 def test_the_prompt_names_the_object(prompt, name):
     assert object_named(prompt) == name
@@ -256,6 +263,27 @@ def test_bench_janus_end_to_end(tmp_path):
     text = (out / "results.md").read_text()
     assert "| true back | second front | frontal share | share gap | one face |" in text
     assert "- ESD l=1 (particle): target " in text and "dB over SDS" in text  # the verdict against SDS, per config
+    from esd_gs.bench.janus import run_metrics
+
+    for row, record in (("| SDS |", runs[0]), ("| ESD l=1 (particle) |", runs[1])):
+        line = next(line for line in text.splitlines() if line.startswith(row))
+        assert line.split(" | ")[8] == f"{int(run_metrics(record).one_face)}/1"  # the one face column: the verdict
+    # A finished run scored by an older version (no true back share) is kept and scored again, not trained again.
+    record_file = out / "runs" / "esd-l1-particle-s0" / "janus.json"
+    saved = json.loads(record_file.read_text())
+    scored = dict(saved["record"])
+    del saved["record"]["true_back_share"]
+    record_file.write_text(json.dumps(saved))
+    scene_time = (out / "runs" / "esd-l1-particle-s0" / "scene.ply").stat().st_mtime_ns
+    (out / "results.json").unlink()
+    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finished earlier, kept, scored again by this version" in again.stdout + again.stderr
+    assert (out / "runs" / "esd-l1-particle-s0" / "scene.ply").stat().st_mtime_ns == scene_time
+    rescored = json.loads(record_file.read_text())["record"]
+    assert rescored.keys() == scored.keys()
+    for key, value in scored.items():  # the scene read back from its .ply: float rounding only
+        assert rescored[key] == (pytest.approx(value, rel=1e-6) if isinstance(value, float) else value), key
     assert (
         "| SDS |" in (out / "results.md").read_text()
         and "dreamtime timestep schedule" in (out / "results.md").read_text()
@@ -376,6 +404,10 @@ def test_true_back_share_compares_the_aligned_back_with_the_reference_s_and_the_
     assert true_back_share(mixed, reference, twin, 0) == pytest.approx(2 / 3)
     assert true_back_share(torch.roll(mixed, -3, dims=0), reference, twin, 3) == pytest.approx(2 / 3)
     assert true_back_share(torch.roll(twin, 5, dims=0), reference, twin, -5) == 0.0
+    same_at_180 = twin.clone()
+    same_at_180[4] = reference[4]  # only views 3 and 5 can tell the back from the twin's
+    assert true_back_share(mixed, reference, same_at_180, 0) == 1.0
+    assert math.isnan(true_back_share(reference, reference, reference.clone(), 0))  # no back view differs
     passing = JanusMetrics(20.0, 0.0, 1, 0.3, 1.0, 2.0, excess_faces=0, frontal_share_gap=0.1, true_back_share=0.6)
     assert passing.one_face and not passing.second_front
     assert not dataclasses.replace(passing, frontal_share_gap=-0.11).one_face  # the share: within 0.1 either way
@@ -679,7 +711,7 @@ def test_evaluate_scores_a_car_run_against_the_car():
     from esd_gs.render.views import render_images
 
     run = parse_args(["generate", "a red car", "--preset", "synthetic", "--prior.num-images", "4"])
-    _, _, reference_views = _synthetic_reference(run, torch.device("cpu"))
+    _, _, reference_views, _ = _synthetic_reference(run, torch.device("cpu"))
     car = render_images(read_ply(reference_path("car")), _benchmark_turntable(), run.resolution, background=1.0)
     assert torch.equal(reference_views, car)
 
@@ -722,7 +754,7 @@ def test_a_run_records_its_object_and_one_saved_before_objects_had_names_stays_t
         run = load_run_config(tmp_path / "config.yaml")
         assert run.prior.object == "head"
         run.validate()  # resumable: no refusal of its prompt
-        _, _, reference_views = _synthetic_reference(run, torch.device("cpu"))
+        _, _, reference_views, _ = _synthetic_reference(run, torch.device("cpu"))
         head = render_images(builtin_head(), _benchmark_turntable(), run.resolution, background=1.0)
         assert torch.equal(reference_views, head)
 

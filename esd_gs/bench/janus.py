@@ -152,9 +152,10 @@ def _saved_settings(plain) -> dict | None:
         return None
 
 
-def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:
-    """The metrics of a finished, scored run in ``run_dir`` made with ``config``'s settings; None when the run is
-    unfinished or unscored. A run of other settings is refused in one line (it is never reused or removed)."""
+def finished_run(run_dir: Path, config: GenerateConfig) -> dict | None:
+    """The saved record file (``RUN_RECORD``, as a dict) of a finished run in ``run_dir`` made with ``config``'s
+    settings, scored or not; None when there is none or the run is unfinished. A run of other settings is refused in
+    one line (it is never reused or removed)."""
     try:
         saved = json.loads((run_dir / RUN_RECORD).read_text())
     except (OSError, ValueError):
@@ -165,8 +166,19 @@ def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:
         raise UserError(f"{run_dir} holds a run of other settings: pass --overwrite or choose another --out")
     if not (run_dir / "scene.ply").is_file() or RunDir(run_dir).read_status() != "finished":
         return None
-    record = saved.get("record")
-    return record if isinstance(record, dict) and set(METRICS) <= set(record) else None  # scored by this version
+    return saved
+
+
+def scored_record(saved: dict | None) -> dict | None:
+    """The metrics of a saved record file when this version scored it (every one of ``METRICS``), else None."""
+    record = None if saved is None else saved.get("record")
+    return record if isinstance(record, dict) and set(METRICS) <= set(record) else None
+
+
+def finished_record(run_dir: Path, config: GenerateConfig) -> dict | None:
+    """The metrics of a finished run in ``run_dir`` made with ``config``'s settings and scored by this version; None
+    when the run is unfinished or unscored (``finished_run``'s refusal of other settings included)."""
+    return scored_record(finished_run(run_dir, config))
 
 
 def run_janus_benchmark(
@@ -201,6 +213,11 @@ def run_janus_benchmark(
         return janus_metrics(views, reference_views, prior_images, prior.azimuths, twin_views)
 
     reference_metrics = metrics_of(reference_views)
+    if not reference_metrics.true_back_share == 1.0:  # NaN: its twin looks the same from behind
+        console.print(
+            "warning: the twin test cannot tell this reference's back from its front (its front must face +X): "
+            "no run can get the verdict one face"
+        )
     records, strips = [], {}
     frontal = {"reference": frontal_flags(nearest_prior_distances(reference_views, prior_images), prior.azimuths)}
     jobs = [(seed, run) for seed in range(seeds) for run in runs]
@@ -216,10 +233,12 @@ def run_janus_benchmark(
                 out=run_dir,
                 psi=psi_config(base, run.estimator),
             )
-            record = finished_record(run_dir, config)
-            if record is not None:  # a finished run of the same settings (an interrupted benchmark, re-run)
-                console.print(f"[bold]{run.label}[/bold], seed {seed}: finished earlier, kept")
+            saved = finished_run(run_dir, config)
+            record = scored_record(saved)
+            if saved is not None:  # a finished run of the same settings (an interrupted benchmark, re-run)
                 views = views_of(read_ply(run_dir / "scene.ply", up=config.output.up).to(device))
+                kept = "kept" if record is not None else "kept, scored again by this version"
+                console.print(f"[bold]{run.label}[/bold], seed {seed}: finished earlier, {kept}")
             else:
                 console.print(f"[bold]{run.label}[/bold], seed {seed}")
                 if run_dir.is_dir():  # unfinished, other settings, or --overwrite: start the run afresh
@@ -233,13 +252,13 @@ def run_janus_benchmark(
                 finally:
                     phi.restore()  # a shared-UNet LoRA psi leaves phi's UNet as it found it for the next run
                 views = views_of(trainer.scene)
-                metrics = metrics_of(views)
+            if record is None:
                 record = {
                     "method": run.method,
                     "lambda_entropy": run.lambda_entropy,
                     "estimator": run.estimator,
                     "seed": seed,
-                    **metrics.as_dict(),
+                    **metrics_of(views).as_dict(),
                     "steps": config.steps,
                     "p_front": images.p_front,
                     "prior": base.prior.name,
@@ -250,6 +269,8 @@ def run_janus_benchmark(
                     "psi_t_window": base.psi.timestep_window,
                     "psi_steps_until": base.psi.train_steps_until,
                 }
+                if isinstance(base.prior, SyntheticUNetConfig):
+                    record["unet_steps"] = base.prior.steps
                 with atomic_path(run_dir / RUN_RECORD) as tmp:
                     tmp.write_text(json.dumps({"config": run_settings(config), "record": record}, indent=1))
             records.append(record)
@@ -385,6 +406,8 @@ def results_table(records: list[dict], runs: list[BenchRun], reference) -> Table
 
 def results_markdown(records: list[dict], runs: list[BenchRun], reference) -> str:
     phi = PRIOR_NAMES[records[0].get("prior", "synthetic")]
+    if "unet_steps" in records[0]:  # records made before --unet-steps: the default fit
+        phi += f" ({records[0]['unet_steps']} fit steps)"
     learned = next((r for r in records if r.get("estimator") == "learned"), None)  # SDS and particle runs have no psi
     if learned is None:
         psi = "no learned psi"

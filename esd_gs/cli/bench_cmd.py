@@ -44,7 +44,7 @@ class BenchArgs:
     steps: int | None = None
     """Steps per run; None = generate's default for the synthetic prior."""
     reference: Path | None = None
-    """Reference 3DGS .ply (-Y up); None = the built-in head."""
+    """Reference 3DGS .ply (-Y up, its front facing +X: its twin mirrors that front); None = the built-in head."""
     p_front: float | None = None
     """Share of frontal images in the prior; None = the default of generate's --prior.p-front."""
     # synthetic-unet's learned psi is the LoRA + camera MLP of Stable Diffusion runs.

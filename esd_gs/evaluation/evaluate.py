@@ -233,10 +233,8 @@ def evaluate(
         from .janus import janus_metrics
 
         start = stage("ground truth")
-        prior_images, prior_azimuths, reference_views = inputs.synthetic_reference
+        prior_images, prior_azimuths, reference_views, twin_views = inputs.synthetic_reference
         gt_views = render_images(scene, _benchmark_turntable(), run.resolution, background=1.0, backend=backend)
-        twin = synthetic_reference_object(run, twin=True).to(gt_views.device)
-        twin_views = render_images(twin, _benchmark_turntable(), run.resolution, background=1.0, backend=backend)
         metrics = janus_metrics(gt_views, reference_views, prior_images, prior_azimuths, twin_views)
         result["ground_truth"] = metrics.as_dict() | {"one_face": metrics.one_face}
         done("ground truth", start)
@@ -309,17 +307,21 @@ def _benchmark_turntable():
     return turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
 
 
-def _synthetic_reference(run: GenerateConfig, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """(prior images, their azimuths, the reference object's turntable at the protocol of the benchmark) of a
-    synthetic run, all at the run's resolution: what the ground truth is measured against."""
+def _synthetic_reference(run: GenerateConfig, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(prior images, their azimuths, the reference object's turntable at the protocol of the benchmark, its
+    two-faced twin's) of a synthetic run, all at the run's resolution: what the ground truth is measured against."""
     from ..render.views import render_images
 
     prior = synthetic_images(run.prior).build(device, run.run_context)
     index = prior.prompts.index(run.prompt)
-    reference = synthetic_reference_object(run).to(device)
-    reference_views = render_images(reference, _benchmark_turntable(), run.resolution, background=1.0)
+
+    def views(twin: bool) -> Tensor:
+        scene = synthetic_reference_object(run, twin=twin).to(device)
+        return render_images(scene, _benchmark_turntable(), run.resolution, background=1.0)
+
     per = prior.per_reference
-    return prior.reference_images(index).cpu(), prior.azimuths[index * per : (index + 1) * per].cpu(), reference_views
+    images, azimuths = prior.reference_images(index).cpu(), prior.azimuths[index * per : (index + 1) * per].cpu()
+    return images, azimuths, views(twin=False), views(twin=True)
 
 
 def synthetic_reference_object(run: GenerateConfig, twin: bool = False):

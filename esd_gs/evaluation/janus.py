@@ -39,6 +39,9 @@ FRONTAL_HALF_WIDTH = 45.0
 BACK_HALF_WIDTH = 45.0
 """Views within this many degrees of the back (azimuth 180, at the aligned offset) are compared with the twin's."""
 SHARE_TOLERANCE = 0.1
+DISTINCT_MSE = 1e-6
+"""A back view counts in the true back share only where the reference's and its twin's differ by more than this
+(mean squared error, [0, 1] units)."""
 """The verdict's largest frontal-share gap: a run's frontal share within this of the reference's."""
 TURNTABLE_VIEWS = 120
 """Views of the protocol's turntable (the paper's 120)."""
@@ -153,14 +156,20 @@ def back_views(count: int) -> Tensor:
 
 
 def true_back_share(views: Tensor, reference_views: Tensor, twin_views: Tensor, shift: int) -> float:
-    """Of the back views, the share closer to the reference's than to its twin's, after turning ``views`` by the
-    aligned ``shift`` (``aligned_psnr``'s); all [V, 3, H, W] on the same evenly spaced azimuths."""
+    """Of the back views where the reference's and its twin's views differ, the share closer to the reference's than
+    to its twin's, after turning ``views`` by the aligned ``shift`` (``aligned_psnr``'s); all [V, 3, H, W] on the
+    same evenly spaced azimuths. NaN when no back view differs."""
     aligned = torch.roll(views, shifts=shift, dims=0)
     back = back_views(views.shape[0])
+    # Only where the twin's view differs from the reference's can a view be closer to one of them: an object whose
+    # back is its mirrored front (or whose front does not face +X) leaves none, and the share is NaN (not measured).
+    back &= (reference_views - twin_views).square().flatten(1).mean(1) > DISTINCT_MSE
 
     def distance(other: Tensor) -> Tensor:
         return (aligned[back] - other[back]).square().flatten(1).mean(1)
 
+    if not back.any():
+        return math.nan
     return float((distance(reference_views) < distance(twin_views)).float().mean())
 
 

@@ -44,8 +44,9 @@ class MetricInputs:
     """The turntable views [V, 3, S, S] at ``config.size``."""
     prior_size_views: Callable[[], Tensor]
     """The same views at a synthetic run's prior resolution (rendered at the first call)."""
-    synthetic_reference: tuple[Tensor, Tensor, Tensor] | None
-    """A synthetic run's (prior images, their azimuths, the reference's benchmark turntable); None otherwise."""
+    synthetic_reference: tuple[Tensor, Tensor, Tensor, Tensor] | None
+    """A synthetic run's (prior images, their azimuths, the reference's benchmark turntable, its twin's); None
+    otherwise."""
     synthetic_key: str
     """What a synthetic run's prior depends on (the key of its cached samples); "" otherwise."""
     progress: Any = None
@@ -128,7 +129,7 @@ def iq_iv(inputs: MetricInputs) -> dict:
 def janus(inputs: MetricInputs) -> dict:
     """The frontal share and the frontal arcs under the side classifier (``--sides``)."""
     if inputs.config.sides == "reference":
-        prior_images, prior_azimuths, _ = inputs.synthetic_reference
+        prior_images, prior_azimuths, *_ = inputs.synthetic_reference
         side_views = inputs.prior_size_views()
         classifier = ReferenceSideClassifier(prior_images, prior_azimuths)
     else:

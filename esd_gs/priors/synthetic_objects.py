@@ -2,11 +2,11 @@
 
 The objects: the head (``example.builtin_head``, ``assets/head.ply``) and the procedural car, house, mug, chair,
 penguin, cat, bus and radio (``reference_objects``, ``assets/references/<name>.ply``). A prompt names an object when
-one of its words is the object's name or that name with a plural "s", in any case: "a red car" -> car, "A bald Head"
--> head, "two mugs" -> mug. Words are runs of letters, so "carpet" and "headphones" name nothing. Only the name is
-read: the rest of the prompt ("red", "bald") does not change the object, which has one look. A prompt that names
-none of them, or names two different ones ("a penguin on a chair"), is refused in one line: the prior shows one
-object per prompt."""
+one of its words is the object's name or that name with a plural "s" or "es", in any case: "a red car" -> car, "A
+bald Head" -> head, "two mugs" -> mug, "two buses" -> bus. Words are runs of letters, so "carpet" and "headphones"
+name nothing. Only the name is read: the rest of the prompt ("red", "bald") does not change the object, which has
+one look. A prompt that names none of them, or names two different ones ("a penguin on a chair"), is refused in one
+line: the prior shows one object per prompt."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ Source = Path | str
 def object_named(prompt: str) -> str:
     """The built-in object ``prompt`` names (module docstring), or one ``UserError`` listing the names."""
     words = set(re.findall(r"[a-z]+", prompt.lower()))
-    named = [name for name in OBJECTS if name in words or f"{name}s" in words]
+    named = [name for name in OBJECTS if words & {name, f"{name}s", f"{name}es"}]
     if len(named) == 1:
         return named[0]
     if named:
@@ -63,8 +63,11 @@ def load_object(source: Source) -> GaussianScene:
 def twin_of(source: Source) -> GaussianScene:
     """The two-faced twin of a reference object (``reference_objects.two_faced``: its front mirrored onto its back),
     mirrored where a built-in object's front meets its back (``reference_objects.TWIN_PLANES``; its shipped file
-    too), at x = 0 for any other file."""
+    too, however its path is written), at x = 0 for any other file: its front must face +X."""
     from ..reference_objects import TWIN_PLANES, reference_path, two_faced
 
-    name = source if isinstance(source, str) else next((n for n in OBJECTS if reference_path(n) == source), "")
+    if isinstance(source, str):
+        name = source
+    else:  # a shipped file, however the path was written (relative to the working folder, or with a link)
+        name = next((n for n in OBJECTS if n != "head" and reference_path(n).resolve() == source.resolve()), "")
     return two_faced(load_object(source), TWIN_PLANES.get(name, 0.0))
