@@ -504,8 +504,8 @@ def mirror_x(scene: GaussianScene, plane_x: float = 0.0) -> GaussianScene:
 def two_faced(scene: GaussianScene, plane_x: float = 0.0) -> GaussianScene:
     """The Janus twin of a reference object (front +X): its front part (x >= ``plane_x``) kept, and its back part
     replaced by the front part reflected through x = ``plane_x``, so that it shows its front from azimuth 0 and from
-    azimuth 180. ``plane_x`` is where the object's front meets its back (``TWIN_PLANES``): 0 for the head, the car,
-    the house and the mug, the middle of the backrest for the chair, whose front faces forward from behind x = 0.
+    azimuth 180. ``plane_x`` is where the object's front meets its back (``TWIN_PLANES``): the middle of the
+    backrest for the chair, whose front faces forward from behind x = 0, and 0 for every other object.
     The twin is moved by -``plane_x`` along x, so that its mirror plane lies at x = 0, the centre of the cameras'
     orbit. Comparing a run's back views with the object's and with its twin's tells a second front from a back."""
     front = GaussianScene({k: v.detach()[scene.params["means"][:, 0] >= plane_x] for k, v in scene.params.items()})

@@ -31,6 +31,7 @@ from esd_gs.example import builtin_head
 from esd_gs.io import read_ply, write_ply
 from esd_gs.monitors.objective import AZIMUTH_ONLY
 from esd_gs.pipeline.build import build_trainer
+from esd_gs.priors.synthetic_objects import twin_of
 from esd_gs.render.views import render_images
 
 METHODS = {  # name: (method, lambda, psi settings)
@@ -107,12 +108,14 @@ def main() -> None:
         prior = base.prior.build(torch.device("cpu"), base.run_context)
         size = base.resolution
         reference = render_images(truth, cams, size, background=1.0)
+        twin = render_images(twin_of(args.reference if args.reference is not None else "head"), cams, size,
+                             background=1.0)  # fmt: skip
         prior_images = prior.reference_images(0).cpu()
         prior_share = float(is_frontal(prior.azimuths).float().mean())
 
-        def score(scene, reference=reference, prior=prior, prior_images=prior_images, size=size) -> dict:
+        def score(scene, reference=reference, prior=prior, prior_images=prior_images, size=size, twin=twin) -> dict:
             views = render_images(scene, cams, size, background=1.0)
-            return janus_metrics(views, reference, prior_images, prior.azimuths).as_dict()
+            return janus_metrics(views, reference, prior_images, prior.azimuths, twin).as_dict()
 
         for name in args.methods:
             method, lambda_entropy, psi = METHODS[name]

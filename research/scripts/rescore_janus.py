@@ -22,6 +22,7 @@ from esd_gs.configs.yaml_io import load_yaml_config
 from esd_gs.evaluation.janus import janus_metrics
 from esd_gs.example import builtin_head
 from esd_gs.io import read_ply
+from esd_gs.priors.synthetic_objects import twin_of
 from esd_gs.render.views import render_images
 
 
@@ -35,6 +36,7 @@ def main() -> None:
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     truth = read_ply(args.reference) if args.reference is not None else builtin_head()
     reference = render_images(truth, cams, base.resolution)
+    twin = render_images(twin_of(args.reference if args.reference is not None else "head"), cams, base.resolution)
     scores = {}
     for path in args.scenes:
         if path.is_dir():
@@ -43,7 +45,8 @@ def main() -> None:
         else:
             scene, name = read_ply(path), path.stem
         views = render_images(scene, cams, base.resolution)
-        scores[name] = janus_metrics(views, reference, prior.reference_images(0).cpu(), prior.azimuths).as_dict()
+        metrics = janus_metrics(views, reference, prior.reference_images(0).cpu(), prior.azimuths, twin)
+        scores[name] = metrics.as_dict()
     print(json.dumps(scores, indent=1))
 
 
