@@ -116,6 +116,7 @@ def test_the_prompt_names_the_object(prompt, name):
     [
         ("a plush dragon toy", "names none"),
         ("a carpet", "names none"),  # whole words only
+        ("a robot who cares", "names none"),  # "es" makes a plural of the bus only
         ("headphones", "names none"),
         ("a penguin on a chair", "names chair and penguin"),
     ],

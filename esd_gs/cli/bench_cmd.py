@@ -44,14 +44,14 @@ class BenchArgs:
     steps: int | None = None
     """Steps per run; None = generate's default for the synthetic prior."""
     reference: Path | None = None
-    """Reference 3DGS .ply (-Y up, its front facing +X: its twin mirrors that front); None = the built-in head."""
+    """Reference 3DGS .ply (-Y up, front +X: the true-back test mirrors its front onto its back); None = the head."""
     p_front: float | None = None
     """Share of frontal images in the prior; None = the default of generate's --prior.p-front."""
     # synthetic-unet's learned psi is the LoRA + camera MLP of Stable Diffusion runs.
     prior: Literal["synthetic", "synthetic-unet"] = "synthetic"
     """phi: the exact prior, or a UNet fitted to its images (cached); every run is scored against the exact one."""
     unet_steps: int | None = None
-    """Optimiser steps of the fitted UNet (--prior synthetic-unet, as generate's --prior.steps); None = generate's."""
+    """Fit steps of the UNet of --prior synthetic-unet (a new value fits and caches its own); None = generate's."""
     # uniform: t ~ U[t_min, t_max], t_max lowered after a fifth of the run; dreamtime: DreamTime's deterministic,
     # decreasing t (the paper's Fig. 3).
     timesteps: ScheduleName = "uniform"
@@ -66,7 +66,7 @@ class BenchArgs:
     psi_t_window: int | None = None
     """Train the learned psi within this many timesteps of each distillation t; None = generate's, t ~ U[0, T)."""
     psi_steps_until: float | None = None
-    """Share of each run with --psi-steps updates a step, one after (as --psi.train-steps-until); None = generate's."""
+    """Share of each run with --psi-steps updates a step, one after (--psi.train-steps-until); None = the whole run."""
     out: Path = Path("runs/bench-janus")
     """Output directory: results.json, results.md, janus.png and one run directory per configuration and seed."""
     device: str = "auto"

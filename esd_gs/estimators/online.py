@@ -44,11 +44,11 @@ class OnlineTrainingConfig(EstimatorConfig):
     p_null_camera: float = 0.1
     """Probability of training a batch with the null camera (classifier-free camera dropout)."""
     train_steps_per_iter: int = 1
-    """psi updates per 3D step (until ``train_steps_until`` of the run, one after)."""
+    """psi updates per 3D step (during --psi.train-steps-until of the run; one a step after it)."""
     # Several updates cost their number of psi passes; giving them only to the start of the run (where the scene
     # changes fastest, and DreamTime's t is highest) costs k u + (1 - u) updates a step on average.
     train_steps_until: float = 1.0
-    """Share of the run (0 to 1] with --psi.train-steps-per-iter updates a step; one update a step after it."""
+    """Share of the run, in (0, 1], with --psi.train-steps-per-iter updates a step, one after it; 1 = the whole run."""
     # A window w draws t uniformly from [t_d - w, t_d + w], clipped to [0, T), around each sample's distillation
     # timestep t_d of the step: psi is trained where the update reads it (see research/janus.md).
     timestep_window: int | None = None

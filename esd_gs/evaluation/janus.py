@@ -39,10 +39,10 @@ FRONTAL_HALF_WIDTH = 45.0
 BACK_HALF_WIDTH = 45.0
 """Views within this many degrees of the back (azimuth 180, at the aligned offset) are compared with the twin's."""
 SHARE_TOLERANCE = 0.1
+"""The verdict's largest frontal-share gap: a run's frontal share within this of the reference's."""
 DISTINCT_MSE = 1e-6
 """A back view counts in the true back share only where the reference's and its twin's differ by more than this
 (mean squared error, [0, 1] units)."""
-"""The verdict's largest frontal-share gap: a run's frontal share within this of the reference's."""
 TURNTABLE_VIEWS = 120
 """Views of the protocol's turntable (the paper's 120)."""
 TURNTABLE_ELEVATION = 15.0

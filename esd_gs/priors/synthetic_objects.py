@@ -2,11 +2,11 @@
 
 The objects: the head (``example.builtin_head``, ``assets/head.ply``) and the procedural car, house, mug, chair,
 penguin, cat, bus and radio (``reference_objects``, ``assets/references/<name>.ply``). A prompt names an object when
-one of its words is the object's name or that name with a plural "s" or "es", in any case: "a red car" -> car, "A
-bald Head" -> head, "two mugs" -> mug, "two buses" -> bus. Words are runs of letters, so "carpet" and "headphones"
-name nothing. Only the name is read: the rest of the prompt ("red", "bald") does not change the object, which has
-one look. A prompt that names none of them, or names two different ones ("a penguin on a chair"), is refused in one
-line: the prior shows one object per prompt."""
+one of its words is the object's name or that name with a plural "s" ("es" after an "s"), in any case: "a red car"
+-> car, "A bald Head" -> head, "two mugs" -> mug, "two buses" -> bus. Words are runs of letters, so "carpet" and
+"headphones" name nothing. Only the name is read: the rest of the prompt ("red", "bald") does not change the object,
+which has one look. A prompt that names none of them, or names two different ones ("a penguin on a chair"), is
+refused in one line: the prior shows one object per prompt."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ Source = Path | str
 def object_named(prompt: str) -> str:
     """The built-in object ``prompt`` names (module docstring), or one ``UserError`` listing the names."""
     words = set(re.findall(r"[a-z]+", prompt.lower()))
-    named = [name for name in OBJECTS if words & {name, f"{name}s", f"{name}es"}]
+    named = [name for name in OBJECTS if words & {name, f"{name}es" if name.endswith("s") else f"{name}s"}]
     if len(named) == 1:
         return named[0]
     if named:
