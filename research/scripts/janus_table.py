@@ -8,7 +8,7 @@ no excess face, a true back over one half, the frontal share within 0.1 of the r
 aligned PSNR and its gain over the same object's SDS runs, and whether the target (every seed one face, +2 dB) is met.
 
     .venv/bin/python research/scripts/janus_table.py runs/finding16/{head,house,mug,chair,car,penguin,cat,bus,radio} \
-        --more runs/finding16-6seeds/{head,house,chair,mug} --out research/results/finding16/table.md
+        --more runs/finding16-6seeds/chair --out research/results/finding16/table.md
 """
 
 from __future__ import annotations
@@ -22,7 +22,17 @@ from pathlib import Path
 from esd_gs.bench.janus import TARGET_GAIN_DB, run_metrics
 from esd_gs.priors.synthetic_objects import DEVELOPMENT, HELD_OUT
 
-SETTINGS = ("steps", "p_front", "prior", "timesteps", "psi_loss_weighting", "psi_lr", "psi_steps", "psi_t_window")
+SETTINGS = (
+    "steps",
+    "p_front",
+    "prior",
+    "timesteps",
+    "psi_loss_weighting",
+    "psi_lr",
+    "psi_steps",
+    "psi_t_window",
+    "psi_steps_until",
+)
 """What the runs of one object's folders must share (a ``--more`` folder adds seeds, not settings)."""
 
 
