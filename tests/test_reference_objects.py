@@ -119,7 +119,8 @@ def test_the_one_janus_verdict_passes_each_reference_and_fails_its_twin(name):
     def views(scene: GaussianScene) -> torch.Tensor:
         return render_images(scene, cams, base.resolution, background=1.0)
 
-    reference, twin = views(load_object(name)), views(twin_of(name))  # what bench janus scores against
+    scene = load_object(name)
+    reference, twin = views(scene), views(twin_of(scene, name))  # what bench janus scores against
 
     def metrics(scene_views: torch.Tensor):
         return janus_metrics(scene_views, reference, prior.reference_images(0), prior.azimuths, twin)
@@ -141,12 +142,13 @@ def test_the_one_janus_verdict_passes_each_reference_and_fails_its_twin(name):
 
 def test_a_shipped_file_s_twin_is_mirrored_where_its_front_meets_its_back_however_its_path_is_written(monkeypatch):
     """``bench janus --reference assets/references/chair.ply`` (a relative path, as the README writes it) takes the
-    chair's mirror plane, as ``twin_of("chair")`` does; a copy of the file elsewhere is mirrored at x = 0 (next
+    chair's mirror plane, as the built-in name does; a copy of the file elsewhere is mirrored at x = 0 (next
     test)."""
     monkeypatch.chdir(ROOT)
-    by_name, by_path = twin_of("chair"), twin_of(Path("assets/references/chair.ply"))
+    chair = load_object("chair")
+    by_name, by_path = twin_of(chair, "chair"), twin_of(chair, Path("assets/references/chair.ply"))
     assert torch.equal(by_path.raw()["means"], by_name.raw()["means"])
-    assert torch.equal(by_name.raw()["means"], two_faced(load_object("chair"), CHAIR_TWIN_PLANE).raw()["means"])
+    assert torch.equal(by_name.raw()["means"], two_faced(chair, CHAIR_TWIN_PLANE).raw()["means"])
 
 
 def test_another_file_s_twin_is_mirrored_at_x_0(tmp_path):
@@ -154,5 +156,6 @@ def test_another_file_s_twin_is_mirrored_at_x_0(tmp_path):
 
     copy = tmp_path / "my-chair.ply"
     shutil.copy(reference_path("chair"), copy)
-    assert torch.equal(twin_of(copy).raw()["means"], two_faced(read_ply(copy), 0.0).raw()["means"])
-    assert not torch.equal(twin_of(copy).raw()["means"], twin_of("chair").raw()["means"])
+    scene = read_ply(copy)
+    assert torch.equal(twin_of(scene, copy).raw()["means"], two_faced(scene, 0.0).raw()["means"])
+    assert not torch.equal(twin_of(scene, copy).raw()["means"], twin_of(scene, "chair").raw()["means"])

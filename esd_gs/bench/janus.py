@@ -206,7 +206,7 @@ def run_janus_benchmark(
         return render_images(scene, cams, size, background=1.0)
 
     reference_views = views_of(reference_scene)
-    twin_views = views_of(twin_of(source).to(device))  # a second front on the back: what true_back_share sees
+    twin_views = views_of(twin_of(reference_scene, source))  # a second front on the back: what true_back_share sees
     prior_images = prior.reference_images(0).cpu()
 
     def metrics_of(views: torch.Tensor) -> JanusMetrics:
@@ -315,12 +315,8 @@ def run_metrics(record: dict) -> JanusMetrics:
     return JanusMetrics(**{k: record[k] for k in JanusMetrics.__dataclass_fields__})
 
 
-def _rows_of(records: list[dict], run: BenchRun) -> list[dict]:
-    return [r for r in records if (r["method"], r["lambda_entropy"], r["estimator"]) == run.key()]
-
-
 def _summary(records: list[dict], run: BenchRun) -> dict:
-    rows = _rows_of(records, run)
+    rows = [r for r in records if (r["method"], r["lambda_entropy"], r["estimator"]) == run.key()]
 
     def stat(key):
         values = [float(r[key]) for r in rows]

@@ -310,28 +310,34 @@ def _benchmark_turntable():
 def _synthetic_reference(run: GenerateConfig, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(prior images, their azimuths, the reference object's turntable at the protocol of the benchmark, its
     two-faced twin's) of a synthetic run, all at the run's resolution: what the ground truth is measured against."""
+    from ..priors.synthetic_objects import load_object, twin_of
     from ..render.views import render_images
 
     prior = synthetic_images(run.prior).build(device, run.run_context)
     index = prior.prompts.index(run.prompt)
+    source = synthetic_reference_source(run)
+    reference = load_object(source).to(device)
 
-    def views(twin: bool) -> Tensor:
-        scene = synthetic_reference_object(run, twin=twin).to(device)
+    def views(scene) -> Tensor:
         return render_images(scene, _benchmark_turntable(), run.resolution, background=1.0)
 
     per = prior.per_reference
     images, azimuths = prior.reference_images(index).cpu(), prior.azimuths[index * per : (index + 1) * per].cpu()
-    return images, azimuths, views(twin=False), views(twin=True)
+    return images, azimuths, views(reference), views(twin_of(reference, source))
 
 
-def synthetic_reference_object(run: GenerateConfig, twin: bool = False):
-    """The reference object (a ``GaussianScene``) of a synthetic run's prompt: its file, or the built-in object it
-    names (``SyntheticPriorConfig.references``, which the prior is built from); with ``twin``, its two-faced twin
-    (``synthetic_objects.twin_of``)."""
-    from ..priors.synthetic_objects import load_object, twin_of
-
+def synthetic_reference_source(run: GenerateConfig):
+    """Where the reference object of a synthetic run's prompt comes from (``synthetic_objects.Source``): its file, or
+    the built-in object it names (``SyntheticPriorConfig.references``, which the prior is built from)."""
     prompts, sources = synthetic_images(run.prior).references(run.prompt)
-    return (twin_of if twin else load_object)(sources[prompts.index(run.prompt)])
+    return sources[prompts.index(run.prompt)]
+
+
+def synthetic_reference_object(run: GenerateConfig):
+    """The reference object (a ``GaussianScene``) of a synthetic run's prompt (``synthetic_reference_source``)."""
+    from ..priors.synthetic_objects import load_object
+
+    return load_object(synthetic_reference_source(run))
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -36,16 +36,20 @@ def _picture(view: Tensor) -> np.ndarray:
     return view.clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
+def _verdict(ground_truth: dict) -> str:
+    """A ground truth's verdict (``JanusMetrics.one_face``) in words; "-" for an eval.json written before it."""
+    return {True: "one face", False: "missed"}.get(ground_truth.get("one_face"), "-")
+
+
 def summary_lines(result: dict) -> list[str]:
     """The metrics of one eval.json as short lines (figure captions, terminal)."""
     lines = [entry.summary(result[entry.key]) for entry in METRICS.values() if entry.key in result]
     if "ground_truth" in result:
         gt = result["ground_truth"]
-        verdict = {True: "one face", False: "missed"}.get(gt.get("one_face"), "-")  # older eval.json: none
         lines.append(
-            f"ground truth: {verdict}, aligned PSNR {gt['aligned_psnr']:.2f} dB, excess faces {gt['excess_faces']}, "
-            f"true back {gt.get('true_back_share', float('nan')):.2f}, share gap {gt['frontal_share_gap']:+.2f}, "
-            f"side accuracy {gt['side_accuracy']:.2f}"
+            f"ground truth: {_verdict(gt)}, aligned PSNR {gt['aligned_psnr']:.2f} dB, "
+            f"excess faces {gt['excess_faces']}, true back {gt.get('true_back_share', float('nan')):.2f}, "
+            f"share gap {gt['frontal_share_gap']:+.2f}, side accuracy {gt['side_accuracy']:.2f}"
         )
     return lines
 
@@ -238,7 +242,7 @@ def compare_markdown(names: list[str], results: list[dict]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {n} | {({True: 'one face', False: 'missed'}).get(g.get('one_face'), '-')} | {g['aligned_psnr']:.2f} "
+            f"| {n} | {_verdict(g)} | {g['aligned_psnr']:.2f} "
             f"| {g['face_count']} | {g['excess_faces']} | {g.get('true_back_share', float('nan')):.2f} "
             f"| {g['frontal_fraction']:.2f} | {g['frontal_share_gap']:+.2f} | {g['side_accuracy']:.2f} |"
             for n, g in truths

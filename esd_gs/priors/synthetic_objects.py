@@ -60,14 +60,15 @@ def load_object(source: Source) -> GaussianScene:
     return read_ply(path) if path.is_file() else REFERENCE_OBJECTS[source]()
 
 
-def twin_of(source: Source) -> GaussianScene:
-    """The two-faced twin of a reference object (``reference_objects.two_faced``: its front mirrored onto its back),
-    mirrored where a built-in object's front meets its back (``reference_objects.TWIN_PLANES``; its shipped file
-    too, however its path is written), at x = 0 for any other file: its front must face +X."""
+def twin_of(scene: GaussianScene, source: Source) -> GaussianScene:
+    """The two-faced twin (``reference_objects.two_faced``: its front mirrored onto its back) of the reference object
+    ``scene`` loaded from ``source`` (``load_object``'s), mirrored where a built-in object's front meets its back
+    (``reference_objects.TWIN_PLANES``; its shipped file too, however its path is written), at x = 0 for any other
+    file: its front must face +X."""
     from ..reference_objects import TWIN_PLANES, reference_path, two_faced
 
     if isinstance(source, str):
         name = source
     else:  # a shipped file, however the path was written (relative to the working folder, or with a link)
         name = next((n for n in OBJECTS if n != "head" and reference_path(n).resolve() == source.resolve()), "")
-    return two_faced(load_object(source), TWIN_PLANES.get(name, 0.0))
+    return two_faced(scene, TWIN_PLANES.get(name, 0.0))

@@ -108,8 +108,7 @@ def main() -> None:
         prior = base.prior.build(torch.device("cpu"), base.run_context)
         size = base.resolution
         reference = render_images(truth, cams, size, background=1.0)
-        twin = render_images(twin_of(args.reference if args.reference is not None else "head"), cams, size,
-                             background=1.0)  # fmt: skip
+        twin = render_images(twin_of(truth, args.reference or "head"), cams, size, background=1.0)
         prior_images = prior.reference_images(0).cpu()
         prior_share = float(is_frontal(prior.azimuths).float().mean())
 

@@ -36,7 +36,7 @@ def main() -> None:
     cams = turntable(TURNTABLE_VIEWS, elevation=TURNTABLE_ELEVATION)
     truth = read_ply(args.reference) if args.reference is not None else builtin_head()
     reference = render_images(truth, cams, base.resolution)
-    twin = render_images(twin_of(args.reference if args.reference is not None else "head"), cams, base.resolution)
+    twin = render_images(twin_of(truth, args.reference or "head"), cams, base.resolution)
     scores = {}
     for path in args.scenes:
         if path.is_dir():
