@@ -88,7 +88,7 @@ def test_jobs_expand_over_methods_and_seeds_on_their_base(tmp_path):
     assert (first.distill.method, first.seed, first.out) == ("esd", 1, tmp_path / "a-head-esd-s1")
     assert first.prior.name == "synthetic" and first.prior.p_front == 0.8
     assert first.prior.num_images == 256 and first.background == "white"  # the synthetic defaults underneath
-    assert first.psi.name == "particle" and first.steps == 1200
+    assert first.psi.name == "residual" and first.steps == 1200
     assert jobs[4].config.prior.name == "sd" and jobs[4].config.steps == 9
     # A job of esd-gs 0.1 (prior: synthetic, synthetic: {...}) is the same job; --preset is every job's default.
     old = expand_jobs([{"prompt": "a head", "prior": "synthetic", "synthetic": {"p_front": 0.8}}], tmp_path)

@@ -126,8 +126,8 @@ def test_keys_added_before_the_metrics_writer_are_written_and_later_callbacks_se
         "it_s",
     ]
     assert reader.rows == rows
-    # the renderer that drew the run, in every row and in run.json; no loss scaler for the (untrained) particle psi
-    assert {row["renderer"] for row in rows} == {"torch"} and {row["psi_scaler_skipped"] for row in rows} == {None}
+    # the renderer that drew the run, in every row and in run.json; the learned psi's fp32 network skipped no step
+    assert {row["renderer"] for row in rows} == {"torch"} and {row["psi_scaler_skipped"] for row in rows} == {0}
     assert json.loads((tmp_path / "run.json").read_text())["renderer"] == "torch"
 
 

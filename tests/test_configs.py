@@ -14,6 +14,7 @@ from esd_gs.cli.main import parse_args
 from esd_gs.configs.generate import GenerateConfig
 from esd_gs.configs.presets import PRESETS
 from esd_gs.configs.yaml_io import config_from_dict, config_to_dict, dump_yaml_config, load_yaml_config
+from esd_gs.distillation import TimestepSchedule
 from esd_gs.errors import UserError
 from esd_gs.estimators import LoRAPsiConfig, ParticlePsiConfig, ResidualPsiConfig
 from esd_gs.priors import StableDiffusionConfig, SyntheticPriorConfig, SyntheticUNetConfig
@@ -48,17 +49,24 @@ def test_the_shipped_config_files_equal_their_presets():
         assert load_yaml_config(path, base=PRESETS[path.stem].config) == PRESETS[path.stem].config, path
 
 
-def test_the_presets_with_another_estimator_keep_the_0_1_defaults():
-    """``with_psi``: the synthetic prior's learned psi is the residual one at 1e-3 with x0 weighting, the fitted
-    UNet's is the LoRA at 1e-3 with the prediction loss (esd-gs 0.1's synthetic defaults); Stable Diffusion's LoRA
-    trains at 1e-4."""
-    assert PRESETS["synthetic"].with_psi("residual").psi == ResidualPsiConfig(lr=1e-3, loss_weighting="x0")
-    assert PRESETS["synthetic-unet"].with_psi("lora").psi == LoRAPsiConfig(lr=1e-3, loss_weighting="prediction")
+def test_the_synthetic_presets_psi_and_schedule():
+    """The exact prior's preset runs the learned psi's best setting (the residual psi at 1e-3 with x0 weighting and
+    four updates a step, DreamTime's schedule; research/janus.md, Finding 19), and ``with_psi("particle")`` changes its
+    psi and nothing else; the fitted UNet's keeps the particle psi and the uniform schedule, its LoRA at 1e-3 with the
+    prediction loss (esd-gs 0.1's); Stable Diffusion's LoRA trains at 1e-4, one update a step."""
+    synthetic = PRESETS["synthetic"].config
+    assert synthetic.psi == ResidualPsiConfig(lr=1e-3, loss_weighting="x0", train_steps_per_iter=4)
+    assert synthetic.timesteps == TimestepSchedule(name="dreamtime")
+    assert PRESETS["synthetic"].with_psi("residual") == synthetic
+    assert PRESETS["synthetic"].with_psi("particle") == replace(synthetic, psi=ParticlePsiConfig())
+    unet = PRESETS["synthetic-unet"]
+    assert unet.config.psi == ParticlePsiConfig() and unet.config.timesteps == TimestepSchedule(name="uniform")
+    assert unet.with_psi("lora").psi == LoRAPsiConfig(lr=1e-3, loss_weighting="prediction", train_steps_per_iter=1)
     assert PRESETS["esd"].config.psi == LoRAPsiConfig() and LoRAPsiConfig().lr == 1e-4
-    assert PRESETS["synthetic"].with_psi("particle") == PRESETS["synthetic"].config
+    assert LoRAPsiConfig().train_steps_per_iter == 1 and PRESETS["esd"].config.timesteps.name == "uniform"
     assert PRESETS["esd"].with_psi("particle").psi == ParticlePsiConfig()
-    assert isinstance(PRESETS["synthetic"].config.prior, SyntheticPriorConfig)
-    assert isinstance(PRESETS["synthetic-unet"].config.prior, SyntheticUNetConfig)
+    assert isinstance(synthetic.prior, SyntheticPriorConfig)
+    assert isinstance(unet.config.prior, SyntheticUNetConfig)
     assert PRESETS["esd"].config == replace(GenerateConfig(), preset="esd")
 
 
@@ -119,11 +127,11 @@ def test_a_file_over_a_preset_keeps_what_it_does_not_give(tmp_path):
     config = load_yaml_config(path, base=base)
     assert config == replace(base, steps=300, prior=replace(base.prior, p_front=0.9))
     assert isinstance(config.prior, SyntheticPriorConfig) and config.prior.num_images == base.prior.num_images
-    assert (config.resolution, config.background, config.psi) == (32, "white", ParticlePsiConfig())
-    path.write_text("psi:\n  bank_size: 4\n")  # the base's estimator, one setting changed
+    assert (config.resolution, config.background, config.psi) == (32, "white", base.psi)
+    path.write_text("psi:\n  lr: 0.002\n")  # the base's estimator, one setting changed: the preset's others kept
+    assert load_yaml_config(path, base=base).psi == replace(base.psi, lr=0.002) and base.psi.train_steps_per_iter == 4
+    path.write_text("psi:\n  name: particle\n  bank_size: 4\n")  # another estimator: its defaults under the file's
     assert load_yaml_config(path, base=base).psi == ParticlePsiConfig(bank_size=4)
-    path.write_text("psi:\n  name: residual\n  lr: 0.002\n")  # another estimator: its own defaults under the file's
-    assert load_yaml_config(path, base=base).psi == ResidualPsiConfig(lr=0.002)
     path.write_text("prior:\n  name: sd\n")  # another prior: Stable Diffusion's defaults
     assert load_yaml_config(path, base=base).prior == StableDiffusionConfig()
     path.write_text("")
@@ -192,7 +200,9 @@ def test_a_learned_psi_chosen_on_the_command_line_has_the_preset_s_defaults():
     images = parse_args(["generate", "a head", "--preset", "synthetic-unet", "--prior.images.p-front", "0.9"])
     assert images.prior.images.p_front == 0.9 and isinstance(images.psi, ParticlePsiConfig)
     residual = parse_args(["generate", "a head", "--preset", "synthetic", "psi:residual"])
-    assert residual.psi == ResidualPsiConfig(lr=1e-3, loss_weighting="x0")
+    assert residual.psi == ResidualPsiConfig(lr=1e-3, loss_weighting="x0", train_steps_per_iter=4)
+    particle = parse_args(["generate", "a head", "--preset", "synthetic", "psi:particle"])
+    assert particle == replace(PRESETS["synthetic"].config, prompt="a head", psi=ParticlePsiConfig())
 
 
 def test_prior_and_psi_tokens_choose_the_parts():

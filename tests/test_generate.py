@@ -222,8 +222,9 @@ def test_preset_synthetic_brings_its_own_defaults_and_flags_still_win():
         "synthetic",
         32,
         "white",
-        "particle",
+        "residual",
     )
+    assert (config.psi.train_steps_per_iter, config.timesteps.name) == (4, "dreamtime")  # the learned psi's best
     assert config.distill.lambda_entropy == 1.0 and config.prior.p_front == 0.5
     assert config == replace(PRESETS["synthetic"].config, prompt="a head")
     tweaked = parse_args(["generate", "a head", "--preset=synthetic", "--steps", "5", "psi:residual"])

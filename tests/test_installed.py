@@ -50,4 +50,5 @@ def test_presets_work_from_an_installed_wheel(tmp_path):
     small += ["--output.turntable-views", "2", "--output.video-formats", "gif", "--out", "run"]
     run("-m", "esd_gs", "generate", "a head", "--preset", "synthetic", *small, cwd=elsewhere, env=env)
     saved = (elsewhere / "run" / "config.yaml").read_text()
-    assert "preset: synthetic\n" in saved and "name: particle" in saved and (elsewhere / "run" / "scene.ply").is_file()
+    assert "preset: synthetic\n" in saved and "name: residual" in saved and "train_steps_per_iter: 4" in saved
+    assert (elsewhere / "run" / "scene.ply").is_file()

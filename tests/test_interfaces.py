@@ -120,7 +120,7 @@ def test_a_new_prior_runs_through_the_registry_alone(tmp_path, monkeypatch):
             return CountingPrior(built.images, built.prompts, built.azimuths, device)
 
     monkeypatch.setitem(priors.PRIORS, "counting", CountingConfig)
-    config = replace(small_config(), prior=CountingConfig())
+    config = replace(small_config(psi={"name": "particle"}), prior=CountingConfig())
     config.validate()
     trainer = build_trainer(config, tmp_path, torch.device("cpu"))
     assert isinstance(trainer.prior, CountingPrior) and isinstance(trainer.psi, ParticleEstimator)
@@ -160,7 +160,7 @@ def test_a_prior_without_a_learned_psi_is_one_clear_line(monkeypatch):
             return SyntheticPriorConfig().build(device, context)
 
     monkeypatch.setitem(priors.PRIORS, "plain", PlainConfig)
-    config = replace(small_config(), prior=PlainConfig())
+    config = replace(small_config(psi={"name": "particle"}), prior=PlainConfig())
     config.validate()  # its particle psi
     learned = replace(config, psi=ResidualPsiConfig())
     with pytest.raises(UserError, match="^prior:plain works with psi:particle, not psi:residual$"):

@@ -196,7 +196,7 @@ def test_an_sds_run_has_no_psi_to_diagnose(tmp_path):
 
 def test_the_run_plots_its_psi_error(tmp_path):
     pytest.importorskip("matplotlib")
-    config = small_synthetic_config(4, psi={"bank_size": 4})
+    config = small_synthetic_config(4, psi={"name": "particle", "bank_size": 4})
     config = replace(config, diagnose=replace(config.diagnose, enabled=True, every=0.5, holdout=2, bank_size=4))
     trainer = build_trainer(config, tmp_path, torch.device("cpu"))
     trainer.run()
@@ -211,7 +211,7 @@ def test_a_plot_that_fails_never_fails_the_finished_run(tmp_path, monkeypatch, c
         raise ValueError("no axes")
 
     monkeypatch.setattr(psi_error, "plot_psi_errors", broken)
-    config = small_synthetic_config(2, psi={"bank_size": 4})
+    config = small_synthetic_config(2, psi={"name": "particle", "bank_size": 4})
     config = replace(config, diagnose=replace(config.diagnose, enabled=True, every=1.0, holdout=2, bank_size=4))
     build_trainer(config, tmp_path, torch.device("cpu")).run()
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "finished"

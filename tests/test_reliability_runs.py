@@ -273,11 +273,13 @@ def test_a_damaged_checkpoint_of_a_stable_diffusion_run_is_refused_before_phi_lo
     """Item 10: the checkpoint is checked before phi loads, so the one line is the error; no ``phi:`` line precedes
     it (the run's config.yaml names the tiny Stable Diffusion as its prior)."""
     from esd_gs.configs.yaml_io import dump_yaml_config, load_yaml_config
+    from esd_gs.estimators import ParticlePsiConfig
     from esd_gs.priors import StableDiffusionConfig
 
     copy = damaged(checkpointed_run, tmp_path, lambda t: t.pop("optim.means.0.exp_avg_sq"))
     config = load_yaml_config(copy / "config.yaml")
-    sd = replace(config, prior=StableDiffusionConfig(model=str(tiny_model)))
+    # A psi Stable Diffusion takes (the synthetic preset's learned one reads the exact prior)
+    sd = replace(config, prior=StableDiffusionConfig(model=str(tiny_model)), psi=ParticlePsiConfig())
     (copy / "config.yaml").write_text(dump_yaml_config(sd))
     assert "name: sd" in (copy / "config.yaml").read_text()
     one_error_line(esd_gs("generate", "--resume", copy), "lacks its exp_avg_sq")

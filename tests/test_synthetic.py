@@ -17,7 +17,7 @@ from esd_gs.cameras import OrbitSampler
 from esd_gs.diffusion import mixture_eps, posterior_mean, sd_alphas_cumprod
 from esd_gs.distillation import DistillationConfig, ScoreDistillation
 from esd_gs.distillation.timesteps import TimestepSchedule
-from esd_gs.errors import UserError
+from esd_gs.errors import ConfigError, UserError
 from esd_gs.estimators import ParticleEstimator
 from esd_gs.evaluation.janus import aligned_psnr, count_arcs, inception_quality_variety, janus_metrics
 from esd_gs.priors.synthetic import SyntheticPrior, SyntheticPriorConfig, biased_cameras
@@ -513,10 +513,10 @@ def test_bench_resume_keeps_runs_of_the_same_settings_and_refuses_others(tmp_pat
     assert finished_record(run, moved) == record
     with pytest.raises(UserError, match="holds a run of other settings: pass --overwrite"):
         finished_record(run, replace(config, seed=1))
-    dreamtime = replace(bench_base_config(steps=10, timesteps="dreamtime"), out=config.out, seed=0)
-    assert dreamtime.timesteps.name == "dreamtime" and config.timesteps.name == "uniform"
+    uniform = replace(bench_base_config(steps=10, timesteps="uniform"), out=config.out, seed=0)
+    assert uniform.timesteps.name == "uniform" and config.timesteps.name == "dreamtime"  # the preset's
     with pytest.raises(UserError, match="holds a run of other settings"):  # a schedule's runs are not reused
-        finished_record(run, dreamtime)
+        finished_record(run, uniform)
 
     # psi's loss weighting: another setting for a run with a learned psi; a particle run has no such setting.
     def learned(cfg):
@@ -600,7 +600,7 @@ def test_trainer_start_from_trains_the_given_object_with_its_own_optimisers(tmp_
     from esd_gs.example import make_head_scene
     from esd_gs.pipeline.build import build_trainer
 
-    base = PRESETS["synthetic"].config
+    base = PRESETS["synthetic"].with_psi("particle")
     config = replace(base, prompt="a head", steps=4, batch_size=1, init=replace(base.init, num_points=100),
                      prior=replace(base.prior, num_images=8), psi=replace(base.psi, bank_size=2))  # fmt: skip
     trainer = build_trainer(config, tmp_path, torch.device("cpu"))
@@ -675,6 +675,8 @@ def test_psi_train_steps_until_gives_the_extra_updates_to_the_start_of_the_run(t
     assert int(state["step"]) == 12  # the optimiser stepped once per update
     with pytest.raises(Exception, match="train-steps-until"):
         replace(base.psi, train_steps_until=0.0)
+    with pytest.raises(ConfigError, match="train-steps-per-iter, which is 1"):  # with one update it would do nothing
+        replace(base.psi, train_steps_per_iter=1, train_steps_until=0.5)
 
 
 def test_psi_draw_timesteps_default_and_window():

@@ -27,7 +27,7 @@ class BenchArgs:
 
     For example:
       esd-gs bench janus --seeds 3
-      esd-gs bench janus --methods sds,esd --lambdas 1.0 --timesteps dreamtime
+      esd-gs bench janus --methods sds,esd --lambdas 0.5,1.0 --timesteps uniform
     """
 
     which: tyro.conf.Positional[Literal["janus"]]
@@ -35,8 +35,8 @@ class BenchArgs:
     methods: Annotated[
         tuple[str, ...], tyro.conf.arg(help=f"Methods to compare (space- or comma-separated): {', '.join(METHODS)}.")
     ] = METHODS
-    lambdas: tuple[str, ...] = ("0.5", "1.0")
-    """ESD lambda values to run (space- or comma-separated, each in [0, 1])."""
+    lambdas: tuple[str, ...] = ("1.0",)
+    """ESD lambda values to run (space- or comma-separated, each in [0, 1]); 1.0 is the synthetic presets'."""
     estimators: tuple[str, ...] = ("learned", "particle")
     """psi estimators for ESD (VSD always uses the learned one): learned, particle."""
     seeds: int = 3
@@ -54,15 +54,15 @@ class BenchArgs:
     """Fit steps of the UNet of --prior synthetic-unet (a new value fits and caches its own); None = generate's."""
     # uniform: t ~ U[t_min, t_max], t_max lowered after a fifth of the run; dreamtime: DreamTime's deterministic,
     # decreasing t (the paper's Fig. 3).
-    timesteps: ScheduleName = "uniform"
-    """Timestep schedule: uniform (generate's default), linear (t_max lowered linearly) or dreamtime."""
+    timesteps: ScheduleName | None = None
+    """Timestep schedule: uniform, linear (t_max lowered linearly) or dreamtime; None = the prior's preset's."""
     # generate's: x0 with the exact prior, prediction with the fitted UNet (configs.generate.synthetic_defaults).
     psi_loss_weighting: LossWeighting | None = None
     """omega(t) of the learned psi's loss (as generate's --psi.loss-weighting); None = generate's for the prior."""
     psi_lr: float | None = None
     """AdamW learning rate of the learned psi (as generate's --psi.lr); None = generate's, 1e-3 with either prior."""
     psi_steps: int | None = None
-    """Learned psi updates per 3D step (as generate's --psi.train-steps-per-iter); None = generate's."""
+    """Learned psi updates per 3D step (as generate's --psi.train-steps-per-iter); None = the preset's (4; UNet: 1)."""
     psi_t_window: int | None = None
     """Train the learned psi within this many timesteps of each distillation t; None = generate's, t ~ U[0, T)."""
     psi_steps_until: float | None = None

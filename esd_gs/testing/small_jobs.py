@@ -17,6 +17,8 @@ SMALL_SYNTHETIC = {
     "batch_size": 2,
     "init": {"num_points": 200},
     "prior": {"num_images": 16},
+    "psi": {"name": "particle"},
     "output": SMALL_OUTPUT,
 }
-"""The synthetic prior with 16 images, 200 Gaussians, batch 2 (at its default 32 px)."""
+"""The synthetic prior with 16 images, 200 Gaussians, batch 2 (at its default 32 px), and the training-free particle
+psi (the preset's learned one trains four times a step: these runs are about the jobs, not psi)."""
