@@ -173,6 +173,11 @@ def test_render_and_bench_do_not_reuse_an_output_directory(capsys, tmp_path):
         (["--psi-steps", "0"], "--psi-steps must be at least 1, got 0"),
         (["--psi-t-window", "-1"], "--psi-t-window must be at least 0, got -1"),
         (["--psi-steps-until", "0"], "--psi-steps-until must be in (0, 1], got 0"),
+        (["--psi-steps", "1", "--psi-steps-until", "0.5"], "limits the extra updates of --psi-steps, which is 1"),
+        (
+            ["--prior", "synthetic-unet", "--psi-steps-until", "0.5"],
+            "--psi-steps, which is 1 with --prior synthetic-unet",
+        ),
         (["--unet-steps", "0"], "--unet-steps must be at least 1, got 0"),
         (["--unet-steps", "9"], "--unet-steps sets the fit of --prior synthetic-unet, and the prior is the exact one"),
     ],

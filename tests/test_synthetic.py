@@ -676,7 +676,16 @@ def test_psi_train_steps_until_gives_the_extra_updates_to_the_start_of_the_run(t
     with pytest.raises(Exception, match="train-steps-until"):
         replace(base.psi, train_steps_until=0.0)
     with pytest.raises(ConfigError, match="train-steps-per-iter, which is 1"):  # with one update it would do nothing
-        replace(base.psi, train_steps_per_iter=1, train_steps_until=0.5)
+        replace(config, psi=replace(base.psi, train_steps_per_iter=1, train_steps_until=0.5)).validate()
+    # Checked once the preset is in: the synthetic preset's four updates take the flag alone; one update refuses it
+    from esd_gs.cli.main import parse_args
+
+    alone = parse_args(["generate", "a head", "--preset", "synthetic", "--psi.train-steps-until", "0.5"])
+    assert (alone.psi.train_steps_per_iter, alone.psi.train_steps_until) == (4, 0.5)
+    alone.validate()
+    lora = ["generate", "a head", "--preset", "synthetic-unet", "psi:lora", "--psi.train-steps-until", "0.5"]
+    with pytest.raises(UserError, match="which is 1: give it a value above 1"):
+        parse_args(lora).validate()
 
 
 def test_psi_draw_timesteps_default_and_window():
@@ -769,3 +778,27 @@ def test_prior_object_shows_a_named_object_whatever_the_prompt():
     assert run.prior.references(run.prompt) == (["something"], ["mug"])
     with pytest.raises(UserError, match="--prior.object must be one of head, car"):
         dataclasses.replace(run.prior, object="dragon").references("something")
+
+
+def test_bench_janus_defaults_are_the_presets_and_lambda_1():
+    """With no option, ``bench janus`` runs SDS, VSD and ESD at lambda 1 with both psis (12 runs for 3 seeds), and
+    each prior's runs take its preset's schedule and psi updates: DreamTime and four on the exact prior, the uniform
+    schedule and one for the fitted UNet's LoRA psi; a flag still wins."""
+    from esd_gs.bench.janus import BenchRun, bench_base_config
+    from esd_gs.cli.bench_cmd import BenchArgs, bench_configs
+    from esd_gs.cli.main import parse_args
+
+    args = parse_args(["bench", "janus"])
+    assert isinstance(args, BenchArgs) and (args.timesteps, args.psi_steps, args.seeds) == (None, None, 3)
+    assert bench_configs(args) == [
+        BenchRun("sds", 0.0, "-"),
+        BenchRun("vsd", 0.0, "learned"),
+        BenchRun("esd", 1.0, "learned"),
+        BenchRun("esd", 1.0, "particle"),
+    ]
+    exact = bench_base_config(args.steps, prior=args.prior, timesteps=args.timesteps, psi_steps=args.psi_steps)
+    assert (exact.timesteps.name, exact.psi.name, exact.psi.train_steps_per_iter) == ("dreamtime", "residual", 4)
+    unet = bench_base_config(prior="synthetic-unet")
+    assert (unet.timesteps.name, unet.psi.name, unet.psi.train_steps_per_iter) == ("uniform", "lora", 1)
+    flagged = bench_base_config(timesteps="uniform", psi_steps=1)
+    assert (flagged.timesteps.name, flagged.psi.train_steps_per_iter) == ("uniform", 1)

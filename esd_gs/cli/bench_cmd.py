@@ -153,6 +153,11 @@ def run_bench(args: BenchArgs) -> Path:
         )
     except ValueError as exc:  # a component refused a value (e.g. --p-front outside [0, 1])
         raise UserError(str(exc)) from None
+    if args.psi_steps_until is not None and base.psi.train_steps_per_iter == 1:  # bench's spelling of psi's check
+        raise UserError(
+            f"--psi-steps-until {args.psi_steps_until:g} limits the extra updates of --psi-steps, which is 1 with "
+            f"--prior {args.prior}: give --psi-steps a value above 1"
+        )
     base.validate()
     with output_folder(args.out):  # a benchmark that fails before any run is saved leaves no empty folder
         if args.overwrite:  # the old results first: a half-done replacement never pairs them with new runs

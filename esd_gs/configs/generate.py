@@ -119,3 +119,4 @@ class GenerateConfig(TrainingConfig):
             raise UserError(
                 f"prior:{self.prior.name} works with psi:{' or psi:'.join(usable)}, not psi:{self.psi.name}"
             )
+        self.psi.check_run()

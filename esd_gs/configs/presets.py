@@ -86,7 +86,8 @@ PRESETS: dict[str, Preset] = {
         )
     ),
     # The learned psi's best setting on the exact prior (x0 loss, four updates a 3D step, DreamTime's schedule):
-    # it beats the particle psi over six seeds on the development objects (research/janus.md, Finding 19).
+    # it beats the particle psi over six seeds on the development objects (research/janus.md, Finding 19). Another
+    # psi or method on this preset keeps DreamTime (the particle psi's six-seed runs used it too).
     "synthetic": Preset(
         _synthetic(
             SyntheticPriorConfig(),

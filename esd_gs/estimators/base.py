@@ -94,6 +94,11 @@ class EstimatorConfig(ABC):
     any_prior: ClassVar[bool] = False
     """Works with every prior (a training-free estimator); otherwise a prior lists it in ``PriorConfig.estimators``."""
 
+    def check_run(self) -> None:
+        """Checks of settings that only mean something together, once the preset and every flag are in (a
+        ``UserError``); ``__post_init__`` checks each value on its own, before a preset's values are applied."""
+        return None  # nothing to check unless an estimator says otherwise
+
     @abstractmethod
     def build(self, prior: Prior) -> ScoreEstimator:
         """psi for a run with the prior phi ``prior`` (a ``UserError`` when this estimator cannot work with it)."""

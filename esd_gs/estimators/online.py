@@ -65,16 +65,18 @@ class OnlineTrainingConfig(EstimatorConfig):
             raise ConfigError("--psi.lr must be > 0 and --psi.train-steps-per-iter at least 1")
         if not 0.0 < self.train_steps_until <= 1.0:
             raise ConfigError(f"--psi.train-steps-until must be in (0, 1], got {self.train_steps_until}")
-        if self.train_steps_until < 1.0 and self.train_steps_per_iter == 1:  # it would change nothing
-            raise ConfigError(
-                f"--psi.train-steps-until {self.train_steps_until:g} limits the extra updates of "
-                "--psi.train-steps-per-iter, which is 1: give it a value above 1"
-            )
         if self.timestep_window is not None and self.timestep_window < 0:
             raise ConfigError(f"--psi.timestep-window must be >= 0 (or None), got {self.timestep_window}")
         if not all(0 <= b < 1 for b in self.betas) or self.weight_decay < 0:
             raise ConfigError(
                 f"--psi.betas must be in [0, 1) and --psi.weight-decay >= 0, got {self.betas}, {self.weight_decay}"
+            )
+
+    def check_run(self) -> None:
+        if self.train_steps_until < 1.0 and self.train_steps_per_iter == 1:  # it would change nothing
+            raise ConfigError(
+                f"--psi.train-steps-until {self.train_steps_until:g} limits the extra updates of "
+                "--psi.train-steps-per-iter, which is 1: give it a value above 1"
             )
 
 
