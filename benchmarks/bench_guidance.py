@@ -26,10 +26,10 @@ from esd_gs.cameras import OrbitSampler
 from esd_gs.distillation import DistillationConfig, ScoreDistillation
 from esd_gs.distillation.timesteps import TimestepSchedule
 from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig
+from esd_gs.initial import BallInit
 from esd_gs.pipeline.build import compile_unet_passes
 from esd_gs.priors.stable_diffusion import StableDiffusionPrior, resolve_dtype
 from esd_gs.render import render
-from esd_gs.scene import BallInit, GaussianScene
 from esd_gs.testing.tiny_sd import (
     build_tiny_stable_diffusion,
     sd21_base_unet_config,
@@ -76,7 +76,7 @@ def run_config(make_prior, method: str, shared: bool, args, device: torch.device
         compile_unet_passes(prior, psi)
     distill = ScoreDistillation(prior, text, config, TimestepSchedule(), psi)
     gen = torch.Generator().manual_seed(0)
-    scene = GaussianScene.random_ball(BallInit(num_points=4096, opacity=0.3), generator=gen).to(device)
+    scene = BallInit(num_points=4096, opacity=0.3).scene(generator=gen).to(device)
     optimizer = torch.optim.Adam(scene.parameters(), lr=1e-3)
     sampler = OrbitSampler()
     times = []

@@ -19,13 +19,14 @@ import time
 import torch
 
 from esd_gs.cameras import orbit_cameras
+from esd_gs.initial import BallInit
 from esd_gs.render import render
-from esd_gs.scene import BallInit, GaussianScene
+from esd_gs.scene import GaussianScene
 
 
 def make_scene(n: int) -> GaussianScene:
     g = torch.Generator().manual_seed(0)
-    scene = GaussianScene.random_ball(BallInit(num_points=n, radius=0.6, opacity=0.5), generator=g)
+    scene = BallInit(num_points=n, radius=0.6, opacity=0.5).scene(generator=g)
     with torch.no_grad():
         scene.params["sh0"].copy_(torch.randn(n, 1, 3, generator=g))
     return scene

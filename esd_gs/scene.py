@@ -20,12 +20,9 @@ Colour convention (as in 3DGS and gsplat): ``rgb = clamp_min(SH(dir) + 0.5, 0)``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
 from .sh import num_sh_bases, sh_degree_of
 
 SH_C0 = 0.28209479177387814
@@ -62,30 +59,6 @@ def nearest_neighbour_distance(points: Tensor, chunk: int = 2048) -> Tensor:
         d2[torch.arange(block.shape[0], device=points.device), idx] = float("inf")
         out[start : start + block.shape[0]] = d2.min(dim=1).values.sqrt()
     return out
-
-
-@dataclass
-class BallInit:
-    """The initial Gaussians: random points in a ball at the origin (the usual start for text-to-3D)."""
-
-    num_points: int = 4096
-    """Number of Gaussians."""
-    radius: float = 0.6
-    """Radius of the ball, in world units (the camera orbits at ~2.5)."""
-    opacity: float = 0.1
-    """Initial opacity of every Gaussian."""
-    color: float = 0.5
-    """Initial gray level of every Gaussian."""
-    sh_degree: int = 0
-    """Spherical-harmonic degree (0..3)."""
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.sh_degree <= 3:
-            raise ConfigError(f"--init.sh-degree must be in 0..3, got {self.sh_degree}")
-        if self.num_points < 1:
-            raise ConfigError(f"--init.num-points must be at least 1, got {self.num_points}")
-        if not self.radius > 0 or not 0 < self.opacity < 1 or not 0 <= self.color <= 1:
-            raise ConfigError("--init.radius must be > 0, --init.opacity in (0, 1) and --init.color in [0, 1]")
 
 
 class GaussianScene(torch.nn.Module):
@@ -146,27 +119,33 @@ class GaussianScene(torch.nn.Module):
         )
 
     @classmethod
-    def random_ball(cls, init: BallInit | None = None, generator: torch.Generator | None = None) -> GaussianScene:
-        """Points uniform in a ball; isotropic scale = distance to the nearest neighbour; gray; identity rotation.
-        ``init`` defaults to ``BallInit()``."""
-        init = BallInit() if init is None else init
-        if init.num_points < 1:
+    def random_ball(
+        cls,
+        num_points: int,
+        radius: float,
+        opacity: float,
+        color: float = 0.5,
+        sh_degree: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> GaussianScene:
+        """``num_points`` centres uniform in a ball of ``radius`` at the origin; isotropic scale = distance to the
+        nearest neighbour; gray level ``color``; identity rotation (``initial.BallInit``, ``--init ball``)."""
+        if num_points < 1:
             raise ValueError("num_points must be at least 1")
-        n = init.num_points
-        direction = torch.randn(n, 3, generator=generator)
+        direction = torch.randn(num_points, 3, generator=generator)
         direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        radius = init.radius * torch.rand(n, generator=generator).pow(1.0 / 3.0)
-        means = direction * radius[:, None]
+        distance = radius * torch.rand(num_points, generator=generator).pow(1.0 / 3.0)
+        means = direction * distance[:, None]
         scale = nearest_neighbour_distance(means).clamp_min(1e-4)
-        quats = torch.zeros(n, 4)
+        quats = torch.zeros(num_points, 4)
         quats[:, 0] = 1.0
         return cls.from_activated(
             means=means,
-            scales=scale[:, None].expand(n, 3),
+            scales=scale[:, None].expand(num_points, 3),
             quats=quats,
-            opacities=torch.full((n,), init.opacity),
-            colors=torch.full((n, 3), init.color),
-            sh_degree=init.sh_degree,
+            opacities=torch.full((num_points,), opacity),
+            colors=torch.full((num_points, 3), color),
+            sh_degree=sh_degree,
         )
 
     # ------------------------------------------------------------------ views

@@ -188,10 +188,10 @@ def test_bad_bench_options(capsys, tmp_path, flags, expected):
 
 
 def test_export_refuses_a_scene_that_overflows_when_rotated(capsys, tmp_path):
+    from esd_gs.initial import BallInit
     from esd_gs.io import write_ply
-    from esd_gs.scene import BallInit, GaussianScene
 
-    scene = GaussianScene.random_ball(BallInit(num_points=4), generator=torch.Generator().manual_seed(0))
+    scene = BallInit(num_points=4).scene(generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         scene.params["quats"][0] = torch.tensor([3.0e38, 3.0e38, 0.0, 0.0])
     write_ply(scene, tmp_path / "big.ply", up="z")

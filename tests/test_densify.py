@@ -14,15 +14,15 @@ import yaml
 
 from esd_gs.cameras import OrbitSampler
 from esd_gs.errors import ConfigError, UserError
+from esd_gs.initial import BallInit
 from esd_gs.render import render
-from esd_gs.scene import BallInit, GaussianScene
 from esd_gs.training.densify import Densifier, DensifyConfig, RelativeGrowthStrategy, growth_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def setup(n=200, **overrides):
-    scene = GaussianScene.random_ball(BallInit(num_points=n, opacity=0.5), generator=torch.Generator().manual_seed(0))
+    scene = BallInit(num_points=n, opacity=0.5).scene(generator=torch.Generator().manual_seed(0))
     optimizers = {k: torch.optim.Adam([p], lr=1e-3) for k, p in scene.params.items()}
     config = DensifyConfig(**({"start": 0.0, "stop": 1.0, "every": 0.1, "grow_ratio": 1e-9} | overrides))
     return scene, optimizers, Densifier(config, total_steps=10, scene_scale=2.75)
@@ -84,7 +84,7 @@ def run_densifier_with_scaled_gradients(densifier, factor, steps=9):
     the optimiser steps, are untouched). Returns each refinement's decisions, as gsplat's ops received them (the
     indices cloned, split and removed), and the final parameters."""
     torch.manual_seed(0)  # gsplat's split draws the new centres from the global generator
-    scene = GaussianScene.random_ball(BallInit(num_points=300, opacity=0.3), generator=torch.Generator().manual_seed(0))
+    scene = BallInit(num_points=300, opacity=0.3).scene(generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         scene.params["scales"][:100] = math.log(0.01)  # small: cloned when they grow (the rest are split)
         scene.params["opacities"][-20:] = -6.0  # opacity 0.0025: pruned at the first refinement

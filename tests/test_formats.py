@@ -17,10 +17,11 @@ import trimesh
 from esd_gs.cli.export_cmd import ExportArgs
 from esd_gs.cli.main import main
 from esd_gs.formats import FORMATS, WriteOptions, format_of, listed, suffixes
+from esd_gs.initial import BallInit
 from esd_gs.io import read_ply
 from esd_gs.io.splat import read_splat
 from esd_gs.mesh.extract import MeshConfig
-from esd_gs.scene import BallInit, GaussianScene
+from esd_gs.scene import GaussianScene
 from esd_gs.training.outputs import OutputConfig, export_mesh, export_scene
 from esd_gs.training.run_dir import RunDir
 
@@ -141,7 +142,7 @@ def test_run_outputs_are_written_by_the_table_entries(tmp_path, monkeypatch):
         monkeypatch.setitem(FORMATS, suffix, spying(FORMATS[suffix]))
     files = RunDir(tmp_path / "run")
     files.path.mkdir()
-    scene = GaussianScene.random_ball(BallInit(num_points=64), generator=torch.Generator().manual_seed(0))
+    scene = BallInit(num_points=64).scene(generator=torch.Generator().manual_seed(0))
     export_scene(scene, files, OutputConfig(up="z"), "torch", final=False)
     assert calls == [
         (".ply", files.scene_ply, WriteOptions(up="z")),

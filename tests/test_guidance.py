@@ -10,9 +10,9 @@ from esd_gs.distillation.rule import weight_of_t
 from esd_gs.distillation.timesteps import TimestepSchedule
 from esd_gs.errors import UserError
 from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig
+from esd_gs.initial import BallInit
 from esd_gs.priors import RunContext, StableDiffusionConfig, StableDiffusionPrior
 from esd_gs.render import render
-from esd_gs.scene import BallInit, GaussianScene
 from esd_gs.testing.tiny_sd import build_tiny_stable_diffusion
 
 PROMPT = "a head"
@@ -187,9 +187,7 @@ def test_separate_v_prediction_psi_base(tiny_eps, tiny_v):
 
 def test_gradient_reaches_every_scene_parameter(tiny_eps):
     distill = make(tiny_eps, method="esd")
-    scene = GaussianScene.random_ball(
-        BallInit(num_points=300, opacity=0.5, sh_degree=1), generator=torch.Generator().manual_seed(0)
-    )
+    scene = BallInit(num_points=300, opacity=0.5, sh_degree=1).scene(generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         scene.params["shN"].normal_(0, 0.1)
         scene.params["scales"][:, 0] += 0.5  # anisotropic, so that rotations change the image

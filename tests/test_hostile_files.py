@@ -24,9 +24,9 @@ import plyfile
 import pytest
 import torch
 
+from esd_gs.initial import BallInit
 from esd_gs.io import PlyFormatError, read_ply, write_ply, write_splat
 from esd_gs.io.ply import ply_property_names
-from esd_gs.scene import BallInit, GaussianScene
 from esd_gs.viewer.splats import refuse_nonfinite_splats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ TAIL_ROWS = 2_000_000  # list rows after the vertex element (2 MB): the issue's 
 
 def small_scene(n=6, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    scene = GaussianScene.random_ball(BallInit(num_points=n, sh_degree=1), generator=generator)
+    scene = BallInit(num_points=n, sh_degree=1).scene(generator=generator)
     with torch.no_grad():
         scene.params["quats"].copy_(torch.randn(n, 4, generator=generator))  # long numbers in the last column
     return scene

@@ -41,6 +41,8 @@ LAYERS = [
     "priors",
     "estimators",
     "distillation",
+    # theta's starting point (a ball, a file, or a 3D prior's object)
+    "initial",
     # the loop, and what watches it from above (the psi diagnostic, the live view)
     "training",
     "monitors",

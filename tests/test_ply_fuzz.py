@@ -18,17 +18,15 @@ import plyfile
 import pytest
 import torch
 
+from esd_gs.initial import BallInit
 from esd_gs.io import PlyFormatError, read_ply, write_ply
-from esd_gs.scene import BallInit, GaussianScene
 
 CASES_PER_FORMAT = 200
 STRUCTURE_CASES_PER_FORMAT = 100
 
 
 def scene(n=40, degree=1, seed=0):
-    return GaussianScene.random_ball(
-        BallInit(num_points=n, sh_degree=degree), generator=torch.Generator().manual_seed(seed)
-    )
+    return BallInit(num_points=n, sh_degree=degree).scene(generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(scope="module")

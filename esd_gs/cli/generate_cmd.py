@@ -20,6 +20,7 @@ from ..configs.presets import preset
 from ..configs.yaml_io import load_yaml_config
 from ..errors import UserError
 from ..estimators import ESTIMATORS
+from ..initial import INITS
 from ..pipeline.generate import default_run_dir, generate
 from ..priors import PRIORS
 
@@ -57,14 +58,14 @@ def old_spelling(command: str, argv: list[str]) -> str | None:
 
 
 def part_option_hint(argv: list[str]) -> str | None:
-    """One line for the first ``--prior.X`` / ``--psi.X`` of ``argv`` that only another prior or estimator has (called
-    when tyro refuses the command line): the part to name first. None when there is none."""
+    """One line for the first ``--prior.X`` / ``--psi.X`` / ``--init.X`` of ``argv`` that only another prior, estimator
+    or start has (called when tyro refuses the command line): the part to name first. None when there is none."""
     for arg in argv:
         part, _, option = arg.split("=", 1)[0].removeprefix("--").partition(".")
-        if part not in ("prior", "psi") or not option or option.startswith("no-"):
+        if part not in ("prior", "psi", "init") or not option or option.startswith("no-"):
             continue
         field = option.split(".")[0].replace("-", "_")
-        table = PRIORS if part == "prior" else ESTIMATORS
+        table = {"prior": PRIORS, "psi": ESTIMATORS, "init": INITS}[part]
         owners = [name for name, config in table.items() if field in {f.name for f in dataclasses.fields(config)}]
         named = [a.split(":", 1)[1] for a in argv if a.startswith(f"{part}:")]
         if owners and not set(owners) & set(named):
@@ -72,12 +73,34 @@ def part_option_hint(argv: list[str]) -> str | None:
     return None
 
 
+def init_short_form(argv: list[str]) -> list[str]:
+    """``argv`` with the short form of the start, ``--init NAME`` (``--init ply PATH``, ``--init shap-e``, ``--init
+    ball``, or ``--init=NAME``), written as tyro takes it: ``init:NAME`` (``init:ply --init.path PATH``)."""
+    line: list[str] = []
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg != "--init" and not arg.startswith("--init="):
+            line.append(arg)
+            continue
+        name = arg.partition("=")[2] if "=" in arg else (rest.pop(0) if rest else "")
+        if name not in INITS:
+            shown = f" {name}" if name else ""
+            raise UserError(f"--init{shown}: use --init ball (the default), --init ply PATH or --init shap-e")
+        line.append(f"init:{name}")
+        if name == "ply":
+            if not rest or rest[0].startswith("-"):
+                raise UserError("--init ply needs the file to start from: --init ply PATH")
+            line += ["--init.path", rest.pop(0)]
+    return line
+
+
 def name_default_parts(argv: list[str], defaults: GenerateConfig) -> list[str]:
-    """``argv`` with ``prior:NAME`` / ``psi:NAME`` (the defaults' own) put before the first negated switch of that part
-    (``--psi.no-shared-unet``) when the line names no such part: tyro 1.0 takes a default part's options, but not the
-    ``--X.no-*`` form of its switches, unless the part is named."""
+    """``argv`` with ``prior:NAME`` / ``psi:NAME`` / ``init:NAME`` (the defaults' own) put before the first negated
+    switch of that part (``--psi.no-shared-unet``) when the line names no such part: tyro 1.0 takes a default part's
+    options, but not the ``--X.no-*`` form of its switches, unless the part is named."""
     line = list(argv)
-    for part in ("prior", "psi"):
+    for part in ("prior", "psi", "init"):
         if any(arg.startswith(f"{part}:") for arg in line):
             continue
         first = next((i for i, arg in enumerate(line) if arg.startswith(f"--{part}.no-")), None)
@@ -121,6 +144,7 @@ __all__ = [
     "default_run_dir",
     "defaults_for",
     "generate_defaults",
+    "init_short_form",
     "name_default_parts",
     "part_option_hint",
     "old_spelling",

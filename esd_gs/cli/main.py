@@ -108,7 +108,7 @@ def _parse(commands, argv: list[str], lenient: bool = False):
                 args=argv,
                 description=DESCRIPTION,
                 registry=optional_metavars(),
-                config=(tyro.conf.CascadeSubcommandArgs,),  # options may follow prior:NAME and psi:NAME
+                config=(tyro.conf.CascadeSubcommandArgs,),  # options may follow prior:NAME, psi:NAME and init:NAME
                 return_unknown_args=lenient,
             )
             return parsed[0] if lenient else parsed
@@ -148,8 +148,9 @@ def parse_args(argv: list[str]) -> Any:
 
     if chosen != "generate":
         return parse(None, argv)
-    from .generate_cmd import generate_defaults, name_default_parts
+    from .generate_cmd import generate_defaults, init_short_form, name_default_parts
 
+    argv = init_short_form(argv)
     without_help = [arg for arg in argv if arg not in HELP_FLAGS]  # help waits for the preset's defaults
     defaults = generate_defaults(lambda defaults: parse(defaults, without_help, lenient=True))
     return parse(defaults, name_default_parts(argv, defaults))

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from ..distillation import DistillationConfig, TimestepSchedule
 from ..errors import UserError
 from ..estimators import ESTIMATORS, EstimatorConfig, LoRAPsiConfig, ParticlePsiConfig, ResidualPsiConfig
+from ..initial import BallInit
 from ..priors import SyntheticPriorConfig, SyntheticUNetConfig
-from ..scene import BallInit
 from ..training.densify import DensifyConfig
 from ..training.outputs import OutputConfig
 from .generate import PRESET_SUMMARIES, GenerateConfig

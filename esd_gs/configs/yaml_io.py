@@ -30,9 +30,14 @@ import yaml
 from ..errors import UserError
 from ..estimators import ESTIMATORS, EstimatorConfig
 from ..files import read_text_file
+from ..initial import InitConfig
 from ..priors import PRIORS, PriorConfig
 from ..training.densify import DensifyConfig
 from .generate import GenerateConfig
+
+NAMED_CONFIGS = (PriorConfig, EstimatorConfig, InitConfig)
+"""The configs a union chooses by name: the prior, psi and the start (``name:`` under ``prior:``, ``psi:``,
+``init:``)."""
 
 
 def _is_flat(f: dataclasses.Field) -> bool:
@@ -41,7 +46,7 @@ def _is_flat(f: dataclasses.Field) -> bool:
 
 def _to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
-        plain = {"name": value.name} if isinstance(value, (PriorConfig, EstimatorConfig)) else {}
+        plain = {"name": value.name} if isinstance(value, NAMED_CONFIGS) else {}
         for f in dataclasses.fields(value):
             item = _to_plain(getattr(value, f.name))
             if _is_flat(f):
@@ -171,13 +176,15 @@ def _checked(value: Any, annotation: Any, where: str, base: Any = None) -> Any:
 
 
 def _named_option(value: Any, options: list, where: str, base: Any = None) -> Any:
-    """A union of named configs (the prior, psi): the option whose ``name`` the mapping gives (default: ``base``'s,
-    else the first), read from the rest of it (over ``base`` when it is the same option); None when ``options`` are
-    not named configs."""
+    """A union of named configs (the prior, psi, the start): the option whose ``name`` the mapping gives (default:
+    ``base``'s, else the first), read from the rest of it (over ``base`` when it is the same option); a name alone
+    (``init: shap-e``) is that option with its defaults. None when ``options`` are not named configs."""
     classes = [typing.get_args(o)[0] if typing.get_origin(o) is typing.Annotated else o for o in options]
-    if not all(isinstance(c, type) and issubclass(c, (PriorConfig, EstimatorConfig)) for c in classes):
+    if not all(isinstance(c, type) and issubclass(c, NAMED_CONFIGS) for c in classes):
         return None
     names = {c.name: c for c in classes}
+    if isinstance(value, str) and value in names:
+        value = {"name": value}
     if not isinstance(value, dict):
         raise UserError(f"{where}: expected a mapping with a name ({', '.join(names)}), got {shown_value(value)}")
     name = value.get("name", base.name if base is not None else classes[0].name)
@@ -192,7 +199,7 @@ def _from_plain(cls, data: dict, where: str, base: Any = None):
     mapping does not give come from ``base`` (an instance of ``cls``) when there is one, else from the defaults."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
-    if issubclass(cls, (PriorConfig, EstimatorConfig)) and "name" in data:  # a named config written on its own
+    if issubclass(cls, NAMED_CONFIGS) and "name" in data:  # a named config written on its own
         if data["name"] != cls.name:
             raise UserError(f"{where}.name: expected {cls.name!r}, got {shown_value(data['name'])}")
         data = {k: v for k, v in data.items() if k != "name"}

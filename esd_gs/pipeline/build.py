@@ -26,12 +26,14 @@ import torch
 from ..distillation import ScoreDistillation
 from ..estimators import CameraLoRAEstimator, ScoreEstimator
 from ..evaluation.front import run_front_finder
+from ..initial import InitContext
 from ..monitors.psi_error import PsiDiagnostic, PsiDiagnosticCallback
 from ..priors import UNetPrior
 from ..priors.compile import UNetCompiler
 from ..priors.compile import unsupported as compile_unsupported
 from ..progress import console, stage
 from ..render import resolve_backend
+from ..scene import GaussianScene
 from ..training.callbacks import CheckpointWriter, MetricsWriter, PreviewWriter, TrainingCallback
 from ..training.streams import RandomStreams
 from ..training.trainer import RunParts, Trainer
@@ -41,11 +43,16 @@ if TYPE_CHECKING:
     from ..priors import Prior
 
 
-def build_parts(config: GenerateConfig, device: torch.device, prior: Prior | None = None) -> RunParts:
+def build_parts(
+    config: GenerateConfig, device: torch.device, prior: Prior | None = None, resuming: bool = False
+) -> RunParts:
     """The parts of a run of ``config`` on ``device`` (``prior``: an already built phi to reuse). The renderer is
-    resolved first (a bad choice fails before any model loads); the random streams are made before psi, whose
-    initialisation draws from torch's global generator they seed."""
+    resolved first (a bad choice fails before any model loads), then the initial Gaussians are made (``--init``;
+    not for a run ``resuming`` from its checkpoint): a start that runs a model (Shap-E) has the GPU to itself and
+    gives it back before phi loads. The random streams are made before psi, whose initialisation draws from torch's
+    global generator they seed."""
     backend = resolve_backend(config.backend, device)
+    initial = None if resuming else initial_gaussians(config, device)
     if prior is None:
         with stage(f"phi: {config.prior.building}"):
             prior = config.prior.build(device, config.run_context)
@@ -59,7 +66,13 @@ def build_parts(config: GenerateConfig, device: torch.device, prior: Prior | Non
     if config.compile:
         compile_unet_passes(prior, psi)
     distill = ScoreDistillation(prior, text, config.distill, config.timesteps, psi)
-    return RunParts(backend, prior, text, psi, distill, random)
+    return RunParts(backend, prior, text, psi, distill, random, initial)
+
+
+def initial_gaussians(config: GenerateConfig, device: torch.device) -> GaussianScene:
+    """theta's start (``--init``: ``initial.INITS``), on the CPU, announced by its start-up line."""
+    with stage(f"theta: {config.init.describe()}"):
+        return config.init.build(InitContext(config.prompt, config.seed, device, config.cameras))
 
 
 def compile_unet_passes(prior: Prior, psi: ScoreEstimator | None, announce=None) -> None:
@@ -82,11 +95,14 @@ def compile_unet_passes(prior: Prior, psi: ScoreEstimator | None, announce=None)
     announce("--compile: UNet passes through torch.compile, compiled in the first step")
 
 
-def build_trainer(config: GenerateConfig, run_dir: Path, device: torch.device, prior: Prior | None = None) -> Trainer:
+def build_trainer(
+    config: GenerateConfig, run_dir: Path, device: torch.device, prior: Prior | None = None, resuming: bool = False
+) -> Trainer:
     """The Trainer of a run of ``config`` in ``run_dir`` on ``device`` (``prior``: an already built phi to reuse), with
-    its callbacks (module docstring)."""
-    parts = build_parts(config, device, prior)
-    with stage("theta: the initial Gaussians and their optimisers"):
+    its callbacks (module docstring); ``resuming``: its scene comes from the checkpoint (``Trainer.restore``), so no
+    initial Gaussians are made."""
+    parts = build_parts(config, device, prior, resuming)
+    with stage("theta: the Gaussians' optimisers"):
         trainer = Trainer(config, run_dir, device, parts)
     trainer.callbacks.extend(default_callbacks(config, trainer))
     trainer.find_front = run_front_finder(config, device, trainer.backend)

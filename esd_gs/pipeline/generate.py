@@ -125,7 +125,7 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
         device = pick_device(config.device if config.device != "auto" else saved.device)
         run_config = saved
         with announced_once_ready(saved, prior), out_of_memory_in_one_line(saved, files):
-            trainer = build_trainer(saved, files.path, device, prior=prior)
+            trainer = build_trainer(saved, files.path, device, prior=prior, resuming=True)
             with checkpoint_errors(files):
                 trainer.restore(checkpoint)
         del checkpoint

@@ -143,12 +143,55 @@ WEIGHT_FILES = (
 """Any of these in the cache makes an unpinned Hub source "in the cache" (a pinned one needs its ``PART_WEIGHTS``)."""
 
 
-def candidates(model: str) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class ModelLayout:
+    """What kind of diffusers pipeline a source must be: Stable Diffusion (phi, psi's base) or Shap-E (``--init
+    shap-e``). The checks and loaders below take one; Stable Diffusion's (``SD_LAYOUT``) is their default."""
+
+    what: str
+    """Its name in messages ("Stable Diffusion")."""
+    folders: tuple[str, ...]
+    """The sub-folders a local diffusers folder of it holds."""
+    weight_files: tuple[str, ...]
+    """Any of these in the cache makes an unpinned Hub source "in the cache"."""
+    families: Mapping[str, tuple[str, ...]]
+    """Family name -> its Hub sources, tried in order."""
+    remedy: str
+    """What to do when no source loads ("{flag}": the option naming the model)."""
+
+
+SD_LAYOUT = ModelLayout(
+    "Stable Diffusion",
+    ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+    WEIGHT_FILES,
+    KNOWN_SOURCES,
+    REMEDY.replace("--prior.model", "{flag}", 1),
+)
+
+SHAP_E_LAYOUT = ModelLayout(
+    "Shap-E",
+    ("prior", "text_encoder", "tokenizer", "scheduler", "shap_e_renderer"),
+    (
+        "prior/diffusion_pytorch_model.safetensors",
+        "prior/diffusion_pytorch_model.bin",
+        "shap_e_renderer/diffusion_pytorch_model.bin",
+        "shap_e_renderer/diffusion_pytorch_model.safetensors",
+    ),
+    {"shap-e": ("openai/shap-e",)},
+    "pass {flag} PATH to a local diffusers Shap-E folder (or a Hub id), check the network, or start from init:ball "
+    "(the default)",
+)
+"""OpenAI's Shap-E text-to-3D model in diffusers (``ShapEPipeline``), for ``--init shap-e``: no commit or digest of
+``openai/shap-e`` is pinned, so it loads unverified, as a Hub id outside ``PINS`` does."""
+
+
+def candidates(model: str, layout: ModelLayout | None = None) -> tuple[str, ...]:
     """The sources ``model`` stands for: a family's mirrors in order; a removed id, itself (it may be in the cache)
     then its family's mirrors; else the id or path itself."""
-    if model in REMOVED_IDS:
+    layout = layout or SD_LAYOUT
+    if model in REMOVED_IDS and layout is SD_LAYOUT:
         return (model, *KNOWN_SOURCES[REMOVED_IDS[model]])
-    return KNOWN_SOURCES.get(model, (model,))
+    return layout.families.get(model, (model,))
 
 
 def looks_like_path(model: str) -> bool:
@@ -303,27 +346,32 @@ def _first_line(exc: BaseException, width: int = 160) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- does it answer?
-def check_local(path: Path) -> SourceCheck:
+def check_local(path: Path, layout: ModelLayout | None = None) -> SourceCheck:
+    layout = layout or SD_LAYOUT
     source = str(path)
     if not path.exists():
         if source.startswith((".", "/", "~")):
             return SourceCheck(source, False, "no such folder")
-        families = ", ".join(KNOWN_SOURCES)
+        families = ", ".join(layout.families)
         return SourceCheck(
             source, False, f"no such folder, and not a Hub id (owner/name) or a known family ({families})"
         )
-    missing = [part for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / part).is_dir()]
+    missing = [part for part in layout.folders if not (path / part).is_dir()]
     if missing:
-        return SourceCheck(source, False, f"not a diffusers Stable Diffusion folder (no {', '.join(missing)})")
+        return SourceCheck(source, False, f"not a diffusers {layout.what} folder (no {', '.join(missing)})")
     return SourceCheck(source, True, "local folder")
 
 
-def check_source(source: str, parts: tuple[str, ...] = PHI_PARTS, pinned: bool = True) -> SourceCheck:
+def check_source(
+    source: str, parts: tuple[str, ...] = PHI_PARTS, pinned: bool = True, layout: ModelLayout | None = None
+) -> SourceCheck:
     """Can ``source`` (a Hub id or a folder) be loaded here? Fetches at most its model_index.json (at its pinned
     revision, unless not ``pinned``: an id named explicitly), never weights. ``parts``: what will be loaded (a pinned
-    source is "in the cache" when their weight files are)."""
+    source is "in the cache" when their weight files are); ``layout``: what kind of pipeline it must be (default:
+    Stable Diffusion)."""
+    layout = layout or SD_LAYOUT
     if looks_like_path(source):
-        return check_local(Path(source).expanduser())
+        return check_local(Path(source).expanduser(), layout)
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     pin = PINS.get(source) if pinned else None
@@ -333,8 +381,8 @@ def check_source(source: str, parts: tuple[str, ...] = PHI_PARTS, pinned: bool =
         return isinstance(try_to_load_from_cache(source, name, revision=revision), str)
 
     index_cached = cached("model_index.json")
-    weights = [PART_WEIGHTS[p] for p in parts]
-    weights_cached = all(map(cached, weights)) if pin else any(map(cached, WEIGHT_FILES))
+    weights = [PART_WEIGHTS[p] for p in parts] if pin else []
+    weights_cached = all(map(cached, weights)) if pin else any(map(cached, layout.weight_files))
     if index_cached and weights_cached:
         return SourceCheck(source, True, "in the Hugging Face cache", revision)
     if index_cached and _is_offline():
@@ -351,31 +399,34 @@ def _needs_hub(sources: tuple[str, ...]) -> bool:
     return any(not looks_like_path(s) for s in sources)
 
 
-def check_candidates(model: str, parts: tuple[str, ...] = PHI_PARTS) -> list[SourceCheck]:
+def check_candidates(
+    model: str, parts: tuple[str, ...] = PHI_PARTS, layout: ModelLayout | None = None
+) -> list[SourceCheck]:
     """The sources of ``model`` checked in order, up to the first that answers (then the last check is ok)."""
-    sources = candidates(model)
+    sources = candidates(model, layout)
     if _needs_hub(sources):
         hub_reachable()
     checks = []
     for source in sources:
-        checks.append(check_source(source, parts))
+        checks.append(check_source(source, parts, layout=layout))
         if checks[-1].ok:
             break
     return checks
 
 
 def _flag(role: str) -> str:
-    return "--prior.model" if role == "phi" else "--psi.base-model"
+    return {"phi": "--prior.model", "init": "--init.model"}.get(role, "--psi.base-model")
 
 
-def failure_message(model: str, role: str, tried: list[tuple[str, str]]) -> str:
+def failure_message(model: str, role: str, tried: list[tuple[str, str]], layout: ModelLayout | None = None) -> str:
     """The one line when no source of ``model`` could be used: each source tried and why."""
-    remedy = REMEDY.replace("--prior.model", _flag(role), 1)
+    layout = layout or SD_LAYOUT
+    remedy = layout.remedy.format(flag=_flag(role))
     if len(tried) == 1:
-        return f"cannot load Stable Diffusion for {role} from {model}: {tried[0][1]}; {remedy}"
+        return f"cannot load {layout.what} for {role} from {model}: {tried[0][1]}; {remedy}"
     family = REMOVED_IDS.get(model, model)
     listed = ", ".join(f"{source} ({reason})" for source, reason in tried)
-    return f"no Stable Diffusion {family} source could be loaded for {role}: tried {listed}; {remedy}"
+    return f"no {layout.what} {family} source could be loaded for {role}: tried {listed}; {remedy}"
 
 
 def resolve_model(model: str, role: str = "phi") -> tuple[str, list[SourceCheck]]:
@@ -387,14 +438,16 @@ def resolve_model(model: str, role: str = "phi") -> tuple[str, list[SourceCheck]
     raise UserError(failure_message(model, role, [(c.source, c.reason) for c in checks]))
 
 
-def load_failure_message(source: str, exc: BaseException, role: str = "phi") -> str:
+def load_failure_message(source: str, exc: BaseException, role: str = "phi", layout: ModelLayout | None = None) -> str:
     """One sentence when the only source, which answered, still fails to load (a broken folder, a download cut off)."""
+    layout = layout or SD_LAYOUT
     if not looks_like_path(source):
-        remedy = REMEDY.replace("--prior.model", _flag(role), 1)
-        return f"could not load Stable Diffusion from {source} ({hub_failure_reason(exc, loading=True)}); " + remedy
+        remedy = layout.remedy.format(flag=_flag(role))
+        return f"could not load {layout.what} from {source} ({hub_failure_reason(exc, loading=True)}); " + remedy
+    folders = [f"{name}/" for name in layout.folders]
     return (
-        f"'{source}' is not a usable Stable Diffusion folder ({type(exc).__name__}: {_first_line(exc, 200)}); "
-        f"pass {_flag(role)} with a diffusers folder holding unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
+        f"'{source}' is not a usable {layout.what} folder ({type(exc).__name__}: {_first_line(exc, 200)}); "
+        f"pass {_flag(role)} with a diffusers folder holding {', '.join(folders[:-1])} and {folders[-1]}"
     )
 
 
@@ -596,6 +649,7 @@ def load_first(
     load: Callable[[Loadable], T],
     announce: Callable[[str], None],
     precheck: Callable[[Loadable], None] | None = None,
+    layout: ModelLayout | None = None,
 ) -> tuple[Loadable, T]:
     """Load ``model`` from the first of its sources that answers *and* loads: ``load(loadable)`` builds the parts.
 
@@ -603,15 +657,17 @@ def load_first(
     reason to try another mirror of it) is one line through ``announce`` when the next source that answers is tried;
     when none is left, one ``UserError`` line names each source tried and why it failed. ``precheck`` runs before any
     weight is downloaded (e.g. reading a config to refuse a model that cannot be used). A family name's Hub sources
-    are pinned and verified (``PINS``); a Hub id named explicitly is loaded as it is, at its main branch."""
-    sources = candidates(model)
-    by_family = model in KNOWN_SOURCES or model in REMOVED_IDS
+    are pinned and verified (``PINS``); a Hub id named explicitly is loaded as it is, at its main branch. ``layout``:
+    what kind of pipeline ``model`` is (default: Stable Diffusion)."""
+    layout = layout or SD_LAYOUT
+    sources = candidates(model, layout)
+    by_family = model in layout.families or (layout is SD_LAYOUT and model in REMOVED_IDS)
     if _needs_hub(sources):
         hub_reachable()
     tried: list[tuple[str, str]] = []
     pending: str | None = None
     for source in sources:
-        check = check_source(source, parts, pinned=by_family)
+        check = check_source(source, parts, pinned=by_family, layout=layout)
         if not check.ok:
             tried.append((source, check.reason))
             continue
@@ -632,10 +688,10 @@ def load_first(
             if is_gpu_out_of_memory(exc):  # the GPU's limit, not the mirror's: the next mirror is as big; the caller's
                 raise
             if len(sources) == 1:
-                raise UserError(load_failure_message(source, exc, role)) from None
+                raise UserError(load_failure_message(source, exc, role, layout)) from None
             reason = load_failure_reason(source, exc)
         else:
             return loadable, result
         tried.append((source, reason))
         pending = f"{source} failed to load ({reason})"
-    raise UserError(failure_message(model, role, tried))
+    raise UserError(failure_message(model, role, tried, layout))

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal, Union
+
+import tyro
 
 from ..cameras import OrbitSampler
 from ..errors import ConfigError, UserError
+from ..initial import INITS, BallInit
 from ..render import UserBackend
-from ..scene import PARAM_KEYS, BallInit
+from ..scene import PARAM_KEYS
 from .densify import DensifyConfig
 from .outputs import OutputConfig
 
@@ -22,6 +25,9 @@ MAX_RESOLUTION = 2048
 """Largest render size accepted (4x Stable Diffusion's native 512 px; the renderer's buffers grow with its square)."""
 MAX_BATCH = 64
 """Most views per step accepted."""
+
+InitChoice = Union[tuple(Annotated[config, tyro.conf.subcommand(name)] for name, config in INITS.items())]
+"""``--init``: one of the configs of ``initial.INITS`` (``init:NAME`` on the command line)."""
 
 
 @dataclass
@@ -75,7 +81,7 @@ class TrainingConfig:
     """Also write scene.glb at the end: a vertex-coloured mesh of the Gaussians (as esd-gs export --to .glb)."""
     max_bad_steps: int = 20
     """Stop with an error after this many consecutive steps with a NaN/Inf loss or gradient."""
-    init: BallInit = field(default_factory=BallInit)
+    init: InitChoice = field(default_factory=BallInit)
     cameras: OrbitSampler = field(default_factory=OrbitSampler)
     optim: OptimConfig = field(default_factory=OptimConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
@@ -107,8 +113,4 @@ class TrainingConfig:
             raise UserError(f"--seed must be in [0, 2**62), got {self.seed}")
         if self.max_bad_steps < 1:
             raise UserError(f"--max-bad-steps must be at least 1, got {self.max_bad_steps}")
-        if self.init.num_points > self.densify.max_gaussians:
-            raise UserError(
-                f"--init.num-points {self.init.num_points} is above --densify.max-gaussians "
-                f"{self.densify.max_gaussians}"
-            )
+        self.init.check_run(self.densify.max_gaussians)

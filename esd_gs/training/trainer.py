@@ -57,8 +57,9 @@ from .views import TrainingViews
 @dataclass
 class RunParts:
     """What the loop is handed, built (``pipeline.build.build_parts``): the renderer's name, phi and the prompt's text
-    conditions, psi (None for SDS), the update rule over them, and the random streams (made before psi, whose
-    initialisation draws from torch's global generator they seed)."""
+    conditions, psi (None for SDS), the update rule over them, the random streams (made before psi, whose
+    initialisation draws from torch's global generator they seed), and the initial Gaussians (``--init``; None for a
+    run that ``restore`` continues from its checkpoint)."""
 
     backend: str
     prior: Prior
@@ -66,6 +67,7 @@ class RunParts:
     psi: ScoreEstimator | None
     distill: ScoreDistillation
     random: RandomStreams
+    initial: GaussianScene | None
 
 
 PROGRESS_FIELDS = ("grad", "psi", "skipped", "gaussians")
@@ -121,8 +123,10 @@ class Trainer:
         prior knows it (``pipeline.build``); None: azimuth 0."""
         self.backend, self.prior, self.text = parts.backend, parts.prior, parts.text
         self.psi, self.distill, self.random = parts.psi, parts.distill, parts.random
-        ball = GaussianScene.random_ball(config.init, generator=torch.Generator().manual_seed(config.seed + 2))
-        self.theta = Theta(ball, config.optim, device)
+        initial = parts.initial
+        if initial is None:  # a resumed run: a stand-in of one Gaussian until restore() reads the checkpoint's scene
+            initial = GaussianScene.random_ball(1, radius=0.1, opacity=0.1)
+        self.theta = Theta(initial, config.optim, device)
         self.views = TrainingViews(config, at_latent_size=self.prior.approximate_encoder)
         scene_scale = 1.1 * max(config.cameras.radius)
         self.densifier = Densifier(config.densify, config.steps, scene_scale, device)

@@ -32,7 +32,6 @@ from esd_gs.diffusion.mixture import mixture_eps
 from esd_gs.io import read_ply
 from esd_gs.priors import SyntheticUNetPrior
 from esd_gs.render import render
-from esd_gs.scene import GaussianScene
 
 TIMESTEPS = (100, 300, 500, 700, 900)
 
@@ -60,7 +59,7 @@ def main() -> None:
     size, results = base.resolution, {}
     for path in args.scenes:
         if path == "ball":  # the initial scene of the benchmark's seed-0 runs (the trainer's seed + 2)
-            scene = GaussianScene.random_ball(base.init, generator=torch.Generator().manual_seed(2))
+            scene = base.init.scene(generator=torch.Generator().manual_seed(2))
         else:
             scene = read_ply(path).to(device)
         gen = torch.Generator().manual_seed(0)
