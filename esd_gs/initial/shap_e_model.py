@@ -21,10 +21,13 @@ def load_shap_e(model: str, device: torch.device, precision: str, announce: Call
     a renderer built without them has an empty one) is one ``UserError``: it could make no mesh."""
     from diffusers import ShapEPipeline
 
+    from ..priors.stable_diffusion import quiet_loading
+
+    quiet_loading()
     dtype = torch.float16 if precision == "fp16" or (precision == "auto" and device.type == "cuda") else torch.float32
 
     def load(source: Loadable):
-        pipe = ShapEPipeline.from_pretrained(source.source, torch_dtype=dtype, **source.weight_kwargs())
+        pipe = ShapEPipeline.from_pretrained(source.source, dtype=dtype, **source.weight_kwargs())
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -61,7 +64,7 @@ def shap_e_mesh(
     empty = (torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, 3))
     try:
         mesh = pipe.shap_e_renderer.decode_to_mesh(latents[0][None], device, grid_size=grid_size)
-    except (RuntimeError, ZeroDivisionError) as exc:  # diffusers cannot colour a mesh without vertices
+    except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # diffusers cannot colour a mesh without vertices
         if is_gpu_out_of_memory(exc):
             raise
         return empty
