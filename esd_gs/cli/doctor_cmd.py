@@ -1,11 +1,11 @@
 """``esd-gs doctor``: what a run would use here and what is wrong, one line each. It never downloads weights.
 
 Checks, in order: torch and its device; gsplat's CUDA kernels (built, buildable, or not: then the PyTorch renderer
-draws); the model sources of phi (and of a separate psi base), each answered from a local folder, the Hugging Face
-cache or the Hub (a model_index.json is fetched, at the pinned revision of a known mirror, and on CUDA the parts'
-config.json files to size the run; never weights; one short request first checks that the Hub answers at all); free
-GPU memory against an estimate of what the chosen preset needs; free disk space for the run directory. Exit code 0
-when a run can start, 1 otherwise.
+draws); the model sources of phi (and of a separate psi base, and Shap-E's with ``init:shap-e``), each answered
+from a local folder, the Hugging Face cache or the Hub (a model_index.json is fetched, at the pinned revision of a
+known mirror, and on CUDA the parts' config.json files to size the run; never weights; one short request first checks
+that the Hub answers at all); free GPU memory against an estimate of what the chosen preset needs; free disk space for
+the run directory. Exit code 0 when a run can start, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +23,16 @@ from ..configs.generate import GenerateConfig, PresetName
 from ..configs.presets import preset
 from ..configs.yaml_io import load_yaml_config
 from ..priors import SyntheticUNetConfig
-from ..priors.sources import KNOWN_SOURCES, PHI_PARTS, PINS, SourceCheck, check_candidates, start_hub_probe
+from ..priors.sources import (
+    PHI_PARTS,
+    PINS,
+    SD_LAYOUT,
+    SHAP_E_LAYOUT,
+    ModelLayout,
+    SourceCheck,
+    check_candidates,
+    start_hub_probe,
+)
 from ..priors.synthetic_unet import cached_fits, default_cache
 from ..render.gsplat_backend import find_nvcc, gsplat_build_state, jit_build_dir
 
@@ -110,9 +119,12 @@ def check_gsplat(report: Report) -> None:
     report.line("warn" if state == "no-toolkit" else "ok", "gsplat", f"{version}: {text}")
 
 
-def check_model(report: Report, role: str, model: str, parts: tuple[str, ...] = PHI_PARTS) -> SourceCheck | None:
-    """The first answering source of ``model`` (each check a line), or None."""
-    checks = check_candidates(model, parts)
+def check_model(
+    report: Report, role: str, model: str, parts: tuple[str, ...] = PHI_PARTS, layout: ModelLayout = SD_LAYOUT
+) -> SourceCheck | None:
+    """The first answering source of ``model`` (one line: the source that answers, or each one tried and why not), or
+    None; ``layout``: what kind of pipeline it must be."""
+    checks = check_candidates(model, parts, layout)
     if checks[-1].ok:
         check = checks[-1]
         pinned = check.source in PINS
@@ -124,13 +136,13 @@ def check_model(report: Report, role: str, model: str, parts: tuple[str, ...] = 
         report.line("ok", role, f"{name}{at}: {check.reason}{suffix}")
         return check
     tried = [f"{c.source} ({c.reason})" for c in checks]
-    family = f"{model} ({len(tried)} known source(s))" if model in KNOWN_SOURCES else model
-    report.line(
-        "fail",
-        role,
-        f"{family}: tried {', '.join(tried)}; pass --prior.model PATH, run `hf auth login` for a "
-        "gated model, or use --preset synthetic",
+    family = f"{model} ({len(tried)} known source(s))" if model in layout.families else model
+    remedy = (
+        "pass --prior.model PATH, run `hf auth login` for a gated model, or use --preset synthetic"
+        if layout is SD_LAYOUT
+        else layout.remedy.format(flag="--init.model")
     )
+    report.line("fail", role, f"{family}: tried {', '.join(tried)}; {remedy}")
     return None
 
 
@@ -243,6 +255,9 @@ def run_doctor(args: DoctorArgs) -> int:
         base_model = getattr(config.psi, "base_model", None)
         if not getattr(config.psi, "shared_unet", True) and base_model and config.distill.needs_psi:
             psi_source = check_model(report, "psi base", base_model, ("unet",))
+    init_model = config.init.model_source()
+    if init_model is not None:  # init:shap-e: its model, checked as phi's is
+        check_model(report, f"init:{config.init.name}", init_model, ("prior",), SHAP_E_LAYOUT)
     if device.type == "cuda":
         check_gpu_memory(report, config, phi_source, psi_source)
     check_disk(report, args.out)

@@ -5,8 +5,9 @@ What is built (``path`` then holds a diffusers pipeline directory with a ``model
 ``CLIPTextModelWithProjection`` (``tiny_sd``'s byte-level tokenizer and vocabulary, width 16), the denoiser
 ``PriorTransformer`` (one layer; latents of 32 x 16), the ``HeunDiscreteScheduler`` of openai/shap-e's scheduler
 config, and the ``ShapERenderer`` (an MLP of width 8 whose first four layers' weights are projected from the latent)
-with its marching-cubes table, its signed distance lifted (``SDF_LIFT``) so that it has a surface. The sizes follow diffusers' own fast tests of the pipeline; the full-size shapes are
-``full_size_shap_e_components`` (weights random: for timing, never quality).
+with its marching-cubes table, its signed distance lifted (``SDF_LIFT``) so that it has a surface. The sizes follow
+diffusers' own fast tests of the pipeline; the full-size shapes are ``full_size_shap_e_components`` (weights random:
+for timing, never quality).
 
 The marching-cubes table: a ``ShapERenderer`` built from its config has an empty one (``mesh_decoder.cases`` and
 ``masks`` are zero buffers that only a checkpoint fills), so the writer fills it (``marching_cubes_table``) before

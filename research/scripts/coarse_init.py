@@ -61,7 +61,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     coarse = coarse_object(scene, args.points, args.blur, args.neighbours, base.init.num_points, seed=0)
     coarse_file = args.out / "coarse.ply"
-    write_ply(coarse_file, coarse)
+    write_ply(coarse, coarse_file)
     runs = [BenchRun("sds"), BenchRun("esd", 1.0, "learned")]
     for name, init in (("ball", base.init), ("coarse", PlyInit(path=coarse_file))):
         start = time.time()
