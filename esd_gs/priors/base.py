@@ -26,6 +26,8 @@ from torch import Tensor
 
 from ..cameras import OrbitSampler
 from ..diffusion import add_noise
+from ..errors import UserError
+from .perp_neg import PerpNegWeights, view_conditions
 from .prompts import view_direction_index
 
 
@@ -49,6 +51,16 @@ class TextEmbeddings:
             return self.plain.expand(batch, *self.plain.shape[1:])
         index = view_direction_index(azimuth.cpu(), elevation.cpu()).to(self.views.device)
         return self.views[index]
+
+    def perp_neg(
+        self, azimuth: Tensor, elevation: Tensor, weights: PerpNegWeights | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """phi's Perp-Neg conditions for each of B cameras (``perp_neg.view_conditions``): positive [B, ...],
+        negatives [B, 2, ...] and their weights [B, 2] (``weights``: threestudio's defaults when None). Needs the
+        view-dependent prompts."""
+        if self.views is None:
+            raise ValueError("Perp-Neg needs the view-dependent prompts (views is None)")
+        return view_conditions(self.views, azimuth, elevation, weights)
 
 
 class Prior(ABC):
@@ -142,6 +154,11 @@ class PriorConfig(ABC):
     def check_prompt(self, prompt: str) -> None:
         """Whether this prior can answer ``prompt`` (``GenerateConfig.validate``, before any work): a UserError."""
         return None
+
+    def check_perp_neg(self) -> None:
+        """Whether this prior can guide phi with Perp-Neg (``--perp-neg``, ``GenerateConfig.validate``): it needs
+        view-dependent text conditions. One ``UserError`` when it cannot."""
+        raise UserError(f"--perp-neg needs view-dependent prompts, which prior:{self.name} has not (use prior:sd)")
 
     def check_run(self, resolution_start: int | None) -> None:
         """How this prior fits the run's own settings (``GenerateConfig.validate``): one ``UserError``."""
