@@ -14,7 +14,7 @@ from esd_gs.cli.main import main
 from esd_gs.distillation import DistillationConfig, ScoreDistillation, TimestepSchedule
 from esd_gs.errors import ConfigError
 from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig
-from esd_gs.priors import RunContext, StableDiffusionConfig
+from esd_gs.priors import RunContext, StableDiffusionConfig, SyntheticPrior, TextEmbeddings
 from esd_gs.priors.perp_neg import (
     PerpNegWeights,
     perp_neg_guidance,
@@ -120,6 +120,26 @@ def test_weight_triples_are_checked():
     assert DistillationConfig(perp_neg_f_fs=(1.0, 2.0, 3.0)).perp_neg_weights.f_fs == (1.0, 2.0, 3.0)
     with pytest.raises(ConfigError, match="--perp-neg-f-sb must be three finite numbers"):
         DistillationConfig(perp_neg_f_sb=(1.0, float("nan"), 0.0))
+
+
+def test_a_prior_without_view_prompts_has_no_perp_neg():
+    prior = SyntheticPrior(torch.zeros(4, 3, 8, 8), ["a"], torch.zeros(4), torch.device("cpu"))
+    text = prior.text_embeddings("a")
+    with pytest.raises(ValueError, match="view-dependent prompts"):
+        text.perp_neg(torch.zeros(1), torch.zeros(1))
+    x_t = torch.zeros(1, 3, 8, 8)
+    with pytest.raises(NotImplementedError, match="SyntheticPrior has no Perp-Neg"):
+        prior.eps_perp_neg(
+            x_t, torch.tensor([10]), text.plain, text.plain[None].expand(1, 2), torch.zeros(1, 2), text.negative, 7.5
+        )
+
+
+def test_text_embeddings_perp_neg_reads_its_views():
+    text = TextEmbeddings(plain=torch.zeros(1, 1), negative=torch.zeros(1, 1), views=VIEWS)
+    positive, negatives, weights = text.perp_neg(torch.tensor([45.0, 180.0]), torch.tensor([0.0, 0.0]))
+    assert positive.flatten().tolist() == pytest.approx([5.5, 100.0])
+    assert negatives.flatten().tolist() == [1.0, 10.0, 10.0, 1.0]
+    assert weights.shape == (2, 2)
 
 
 # ------------------------------------------------------------------ phi on a tiny Stable Diffusion

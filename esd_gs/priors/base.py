@@ -102,6 +102,24 @@ class Prior(ABC):
         ``text`` holds one condition per sample ([B, ...], from ``TextEmbeddings.conditional``), ``negative`` one
         for all ([1, ...]); ``guidance_scale`` s = 1 is the plain conditional prediction."""
 
+    def eps_perp_neg(
+        self,
+        x_t: Tensor,
+        timesteps: Tensor,
+        positive: Tensor,
+        negatives: Tensor,
+        weights: Tensor,
+        negative: Tensor,
+        guidance_scale: float,
+    ) -> Tensor:
+        """eps_phi(x_t, t, y) with Perp-Neg text guidance (``perp_neg.perp_neg_guidance``), no gradient:
+        eps = eps_u + s ((eps_+ - eps_u) + sum_i w_i perp(eps_i - eps_u, eps_+ - eps_u)).
+
+        ``positive`` [B, ...], ``negatives`` [B, K, ...] and ``weights`` [B, K] come from ``TextEmbeddings.perp_neg``;
+        ``negative`` [1, ...] is the unconditional text. Priors without view-dependent text conditions have none
+        (``PriorConfig.check_perp_neg`` refuses such a run before it starts)."""
+        raise NotImplementedError(f"{type(self).__name__} has no Perp-Neg guidance")
+
     def restore(self) -> None:
         """Undo what an estimator psi sharing this prior's networks put into them (a shared-UNet LoRA and camera
         embedding), so that the next run reusing this prior starts from the pretrained phi (``esd-gs batch`` keeps
