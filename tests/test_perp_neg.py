@@ -10,7 +10,8 @@ import yaml
 from cli_process import run_cli
 
 from esd_gs.cameras import OrbitSampler, orbit_cameras
-from esd_gs.cli.main import main
+from esd_gs.cli.main import main, parse_args
+from esd_gs.configs.yaml_io import config_from_dict, dump_yaml_config
 from esd_gs.distillation import DistillationConfig, ScoreDistillation, TimestepSchedule
 from esd_gs.errors import ConfigError
 from esd_gs.estimators import CameraLoRAEstimator, LoRAPsiConfig
@@ -140,6 +141,18 @@ def test_text_embeddings_perp_neg_reads_its_views():
     assert positive.flatten().tolist() == pytest.approx([5.5, 100.0])
     assert negatives.flatten().tolist() == [1.0, 10.0, 10.0, 1.0]
     assert weights.shape == (2, 2)
+
+
+def test_the_flags_reach_the_config_and_survive_its_yaml(capsys):
+    config = parse_args(["generate", PROMPT, "--perp-neg", "--perp-neg-f-sb", "2", "0.25", "-1"])
+    assert config.distill.perp_neg and config.distill.perp_neg_f_sb == (2.0, 0.25, -1.0)
+    text = dump_yaml_config(config)
+    assert "\nperp_neg: true" in text  # a top-level key, as the flag is top-level
+    assert config_from_dict(yaml.safe_load(text)) == config
+    assert main(["generate", PROMPT, "--perp-neg-f-fs", "1", "inf", "0"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--perp-neg-f-fs must be three finite numbers" in lines[0]
+    assert "got (1.0, inf, 0.0)" in lines[0]
 
 
 # ------------------------------------------------------------------ phi on a tiny Stable Diffusion
