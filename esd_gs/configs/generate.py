@@ -112,6 +112,8 @@ class GenerateConfig(TrainingConfig):
             if importlib.util.find_spec("viser") is None:
                 raise UserError("--viewer needs viser, which is not installed: pip install 'esd-gs[viewer]'")
         self.prior.check_run(self.resolution_start)
+        if self.distill.perp_neg:  # phi's guidance, so every method takes it; the prior needs view prompts
+            self.prior.check_perp_neg()
         if self.prompt.strip():
             self.prior.check_prompt(self.prompt)
         if self.distill.needs_psi and not (self.psi.any_prior or self.psi.name in self.prior.estimators):

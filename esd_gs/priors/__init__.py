@@ -6,7 +6,8 @@
 - ``synthetic.SyntheticPriorConfig`` (``prior:synthetic``): the exact score of renders of known objects (offline);
 - ``synthetic_unet.SyntheticUNetConfig`` (``prior:synthetic-unet``): a small UNet fitted to those renders.
 
-Priors whose phi is a diffusers UNet share ``unet_prior.UNetPrior`` (and so take the LoRA psi).
+Priors whose phi is a diffusers UNet share ``unet_prior.UNetPrior`` (and so take the LoRA psi). ``perp_neg`` holds
+Perp-Neg's view conditions and guidance (``--perp-neg``: phi's text guidance with perpendicular view negatives).
 
 ``PRIORS`` is the table of them, by name. A new prior adds its module (the prior and its config, which declares the
 estimators psi it works with) and one entry here.

@@ -26,6 +26,8 @@ from torch import Tensor
 
 from ..cameras import OrbitSampler
 from ..diffusion import add_noise
+from ..errors import UserError
+from .perp_neg import PerpNegWeights, view_conditions
 from .prompts import view_direction_index
 
 
@@ -49,6 +51,16 @@ class TextEmbeddings:
             return self.plain.expand(batch, *self.plain.shape[1:])
         index = view_direction_index(azimuth.cpu(), elevation.cpu()).to(self.views.device)
         return self.views[index]
+
+    def perp_neg(
+        self, azimuth: Tensor, elevation: Tensor, weights: PerpNegWeights | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """phi's Perp-Neg conditions for each of B cameras (``perp_neg.view_conditions``): positive [B, ...],
+        negatives [B, 2, ...] and their weights [B, 2] (``weights``: threestudio's defaults when None). Needs the
+        view-dependent prompts."""
+        if self.views is None:
+            raise ValueError("Perp-Neg needs the view-dependent prompts (views is None)")
+        return view_conditions(self.views, azimuth, elevation, weights)
 
 
 class Prior(ABC):
@@ -89,6 +101,24 @@ class Prior(ABC):
 
         ``text`` holds one condition per sample ([B, ...], from ``TextEmbeddings.conditional``), ``negative`` one
         for all ([1, ...]); ``guidance_scale`` s = 1 is the plain conditional prediction."""
+
+    def eps_perp_neg(
+        self,
+        x_t: Tensor,
+        timesteps: Tensor,
+        positive: Tensor,
+        negatives: Tensor,
+        weights: Tensor,
+        negative: Tensor,
+        guidance_scale: float,
+    ) -> Tensor:
+        """eps_phi(x_t, t, y) with Perp-Neg text guidance (``perp_neg.perp_neg_guidance``), no gradient:
+        eps = eps_u + s ((eps_+ - eps_u) + sum_i w_i perp(eps_i - eps_u, eps_+ - eps_u)).
+
+        ``positive`` [B, ...], ``negatives`` [B, K, ...] and ``weights`` [B, K] come from ``TextEmbeddings.perp_neg``;
+        ``negative`` [1, ...] is the unconditional text. Priors without view-dependent text conditions have none
+        (``PriorConfig.check_perp_neg`` refuses such a run before it starts)."""
+        raise NotImplementedError(f"{type(self).__name__} has no Perp-Neg guidance")
 
     def restore(self) -> None:
         """Undo what an estimator psi sharing this prior's networks put into them (a shared-UNet LoRA and camera
@@ -142,6 +172,11 @@ class PriorConfig(ABC):
     def check_prompt(self, prompt: str) -> None:
         """Whether this prior can answer ``prompt`` (``GenerateConfig.validate``, before any work): a UserError."""
         return None
+
+    def check_perp_neg(self) -> None:
+        """Whether this prior can guide phi with Perp-Neg (``--perp-neg``, ``GenerateConfig.validate``): it needs
+        view-dependent text conditions. One ``UserError`` when it cannot."""
+        raise UserError(f"--perp-neg needs view-dependent prompts, which prior:{self.name} has not (use prior:sd)")
 
     def check_run(self, resolution_start: int | None) -> None:
         """How this prior fits the run's own settings (``GenerateConfig.validate``): one ``UserError``."""

@@ -70,6 +70,10 @@ class StableDiffusionConfig(PriorConfig):
     def text_embeddings(self, prior: StableDiffusionPrior, prompt: str) -> TextEmbeddings:
         return prior.text_embeddings(prompt, self.negative_prompt, self.view_dependent_prompt)
 
+    def check_perp_neg(self) -> None:
+        if not self.view_dependent_prompt:
+            raise UserError("--perp-neg needs view-dependent prompts: drop --prior.no-view-dependent-prompt")
+
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """'auto' -> fp16 on CUDA, fp32 on CPU; else fp32 / fp16 / bf16."""

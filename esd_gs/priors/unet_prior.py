@@ -20,6 +20,7 @@ from torch import Tensor
 from ..diffusion import eps_from_prediction
 from ..errors import UserError
 from .base import Prior
+from .perp_neg import perp_neg_guidance
 
 
 class UNetPrior(Prior):
@@ -63,6 +64,30 @@ class UNetPrior(Prior):
             )
         eps_uncond, eps_cond = both.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    @torch.no_grad()
+    def eps_perp_neg(
+        self,
+        x_t: Tensor,
+        timesteps: Tensor,
+        positive: Tensor,
+        negatives: Tensor,
+        weights: Tensor,
+        negative: Tensor,
+        guidance_scale: float,
+    ) -> Tensor:
+        """eps_phi(x_t, t, y) with Perp-Neg text guidance (``Prior.eps_perp_neg``); positive [B, L, D], negatives
+        [B, K, L, D], weights [B, K], negative [1, L, D]. One batched UNet pass on (2 + K) B inputs, in the order
+        unconditional, positive, then each negative: 4 passes of phi per view with K = 2, against CFG's 2."""
+        batch, count = x_t.shape[0], negatives.shape[1]
+        texts = [negative.expand(batch, -1, -1), positive] + [negatives[:, i] for i in range(count)]
+        with self.phi_mode():
+            every = self._unet_eps(
+                torch.cat([x_t] * (2 + count)), torch.cat([timesteps] * (2 + count)), torch.cat(texts)
+            )
+        eps_uncond, eps_positive, *eps_negatives = every.chunk(2 + count)
+        stacked = torch.stack(eps_negatives, dim=1)
+        return perp_neg_guidance(eps_uncond, eps_positive, stacked, weights.to(eps_uncond.device), guidance_scale)
 
     @contextlib.contextmanager
     def phi_mode(self):
