@@ -115,8 +115,9 @@ def marching_cubes_table(max_triangles: int = 5) -> tuple[Tensor, Tensor]:
     return cases, masks
 
 
-def tiny_shap_e_components(seed: int = 0, with_table: bool = True) -> dict:
-    """The five components of a tiny ``ShapEPipeline`` (module docstring), initialised from ``seed``."""
+def tiny_shap_e_components(seed: int = 0, with_table: bool = True, lift: float = SDF_LIFT) -> dict:
+    """The components of a tiny ``ShapEPipeline`` but its tokenizer (module docstring), initialised from ``seed``;
+    ``lift``: added to its signed distance (a large negative one leaves the whole box outside: no mesh)."""
     from diffusers import HeunDiscreteScheduler, PriorTransformer
     from diffusers.pipelines.shap_e import ShapERenderer
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
@@ -143,7 +144,7 @@ def tiny_shap_e_components(seed: int = 0, with_table: bool = True) -> dict:
             param_shapes=((8, 93), (8, 8), (8, 8), (8, 8)), d_latent=16, d_hidden=8, n_output=12, background=(0.1,) * 3
         )
         with torch.no_grad():  # its random signed distance lies in about [-1, -0.3]: lifted, part of the box is inside
-            renderer.mlp.mlp[-1].bias[0] += SDF_LIFT
+            renderer.mlp.mlp[-1].bias[0] += lift
     if with_table:
         cases, masks = marching_cubes_table()
         renderer.mesh_decoder.cases.copy_(cases)
@@ -156,13 +157,14 @@ def tiny_shap_e_components(seed: int = 0, with_table: bool = True) -> dict:
     }
 
 
-def write_tiny_shap_e(path: str | Path, seed: int = 0, with_table: bool = True) -> Path:
-    """Write a tiny ``ShapEPipeline`` directory at ``path`` (``save_pretrained``) and return it."""
+def write_tiny_shap_e(path: str | Path, seed: int = 0, with_table: bool = True, lift: float = SDF_LIFT) -> Path:
+    """Write a tiny ``ShapEPipeline`` directory at ``path`` (``save_pretrained``) and return it (``with_table`` and
+    ``lift``: ``tiny_shap_e_components``)."""
     from diffusers import ShapEPipeline
 
     path = Path(path)
     tokenizer = tiny_clip_tokenizer(path / "tokenizer")
-    ShapEPipeline(tokenizer=tokenizer, **tiny_shap_e_components(seed, with_table)).save_pretrained(path)
+    ShapEPipeline(tokenizer=tokenizer, **tiny_shap_e_components(seed, with_table, lift)).save_pretrained(path)
     return path
 
 
