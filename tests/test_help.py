@@ -176,7 +176,7 @@ def test_no_backticks_or_bad_metavars(helps, command, width):
 def test_prompt_is_named(helps, width):
     text = helps["generate", width]
     usage = text.splitlines()[0]
-    assert usage.endswith("[PROMPT] [PRIOR] [PSI]"), usage  # then the prior:NAME and psi:NAME choices
+    assert usage.endswith("[PROMPT] [INIT] [PRIOR] [PSI]"), usage  # then the init:NAME, prior:NAME and psi:NAME choices
     positionals = dict(panels(text))["positional arguments"]
     assert positionals[0].split()[0] == "[PROMPT]", positionals
     assert not re.search(r"(^|\s)\[?STR\]?(\s|$)", "\n".join(positionals))

@@ -245,3 +245,19 @@ def test_bad_init_is_one_line(args, expected, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_doctor_checks_the_shap_e_source_in_one_line(tiny_shap_e, tmp_path):
+    env = dict(ENV, HF_HOME=str(tmp_path / "hf-home"))
+    lines = {}
+    for name, model in (("local", tiny_shap_e), ("missing", tmp_path / "nope"), ("offline", "shap-e")):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({"init": {"name": "shap-e", "model": str(model)}}))
+        result = run_cli("doctor", "--preset", "synthetic", "--config", config, "--out", tmp_path, env=env)
+        lines[name] = [line for line in result.stdout.splitlines() if "init:shap-e" in line]
+        assert len(lines[name]) == 1, result.stdout
+        assert result.returncode == (0 if name == "local" else 1), result.stdout
+    assert lines["local"][0].startswith("  ok  init:shap-e: ") and "local folder" in lines["local"][0]
+    assert "fail  init:shap-e" in lines["missing"][0] and "no such folder" in lines["missing"][0]
+    assert "openai/shap-e (offline and not in the Hugging Face cache)" in lines["offline"][0]
+    assert "--init.model PATH" in lines["offline"][0]
