@@ -10,13 +10,15 @@ from esd_gs.priors import SyntheticUNetConfig, synthetic_images
 def small_synthetic_config(
     steps: int, psi: dict | None = None, preset: str = "synthetic", prior: dict | None = None, **changes
 ) -> GenerateConfig:
-    """The ``preset`` (synthetic or synthetic-unet) with 200 Gaussians, 16 prior images, batch 2, no previews or
+    """The ``preset`` (synthetic or synthetic-unet) with 200 Gaussians, 16 prior images, batch 2, one psi update a
+    step (the synthetic preset's four cost these tests' time, and no test of them uses this helper), no previews or
     checkpoints and a tiny gif turntable. ``psi`` changes fields of ``--psi.*`` (its ``name`` picks the estimator,
-    with the preset's defaults for it: ``Preset.with_psi``), ``prior`` fields of the prior's config (``--prior.*``),
-    ``changes`` any other top-level field."""
+    with the preset's defaults for it: ``Preset.with_psi``; ``train_steps_per_iter`` more updates), ``prior`` fields of
+    the prior's config (``--prior.*``), ``changes`` any other top-level field."""
     psi = dict(psi or {})
     chosen = PRESETS[preset]
     base = chosen.with_psi(psi.pop("name")) if "name" in psi else chosen.config
+    one_update = {"train_steps_per_iter": 1} if hasattr(base.psi, "train_steps_per_iter") else {}
     images = replace(synthetic_images(base.prior), num_images=16)
     prior_config = replace(base.prior, images=images) if isinstance(base.prior, SyntheticUNetConfig) else images
     return replace(
@@ -26,7 +28,7 @@ def small_synthetic_config(
         batch_size=2,
         init=replace(base.init, num_points=200),
         prior=replace(prior_config, **(prior or {})),
-        psi=replace(base.psi, **psi),
+        psi=replace(base.psi, **{**one_update, **psi}),
         output=replace(
             base.output,
             preview_every=0.0,
