@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -261,3 +262,45 @@ def test_doctor_checks_the_shap_e_source_in_one_line(tiny_shap_e, tmp_path):
     assert "fail  init:shap-e" in lines["missing"][0] and "no such folder" in lines["missing"][0]
     assert "openai/shap-e (offline and not in the Hugging Face cache)" in lines["offline"][0]
     assert "--init.model PATH" in lines["offline"][0]
+
+
+def test_a_resumed_run_neither_checks_nor_remakes_its_start(tmp_path, monkeypatch):
+    """A run started from a .ply resumes after the file is gone: the start is neither checked nor made again (the
+    checkpoint holds the scene); a new run with the file gone is one line."""
+    from dataclasses import replace
+
+    from small_runs import small_synthetic_config
+
+    from esd_gs.pipeline.build import build_trainer
+
+    start = tmp_path / "start.ply"
+    write_ply(BallInit(num_points=30).scene(torch.Generator().manual_seed(0)), start)
+    config = replace(small_synthetic_config(2, psi={"name": "particle"}), init=PlyInit(path=start))
+    config.validate()
+    trainer = build_trainer(config, tmp_path / "run", CPU)
+    assert trainer.scene.num_gaussians == 30
+    trainer.train_step()
+    trainer.save()
+    saved = trainer.scene.raw()
+    start.unlink()
+    with pytest.raises(UserError, match="no such file"):
+        config.validate()
+    config.validate(resuming=True)
+    monkeypatch.setattr(PlyInit, "build", lambda *_: pytest.fail("the start was made again"))
+    resumed = build_trainer(config, tmp_path / "run", CPU, resuming=True)
+    resumed.restore()
+    assert resumed.step == 1 and all(torch.equal(resumed.scene.raw()[k], v) for k, v in saved.items())
+
+
+def test_batch_jobs_give_the_start_absolute_paths(tiny_shap_e, tmp_path, monkeypatch):
+    from esd_gs.batch.jobs import _absolute_paths
+    from esd_gs.configs.generate import GenerateConfig
+
+    monkeypatch.chdir(tiny_shap_e.parent)
+    ply = _absolute_paths(GenerateConfig(init=PlyInit(path=Path("start.ply"))))
+    assert ply.init.path == tiny_shap_e.parent / "start.ply"
+    shap_e = _absolute_paths(GenerateConfig(init=ShapEInit(model=tiny_shap_e.name)))
+    assert (
+        shap_e.init.model == str(tiny_shap_e)
+        and _absolute_paths(GenerateConfig(init=ShapEInit())).init.model == "shap-e"
+    )

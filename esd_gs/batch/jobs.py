@@ -68,7 +68,8 @@ def read_job_file(path: Path) -> list[dict]:
 
 
 def _absolute_paths(config: GenerateConfig) -> GenerateConfig:
-    """Local model folders and reference files as absolute paths (Hub ids and family names stay as they are)."""
+    """Local model folders, reference files and the start's file or model folder as absolute paths (Hub ids and family
+    names stay as they are)."""
 
     def absolute(value):
         return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
@@ -89,7 +90,7 @@ def _absolute_paths(config: GenerateConfig) -> GenerateConfig:
                 changes[f.name] = absolute(value)
         return replace(part, **changes)
 
-    return replace(config, prior=resolved(config.prior), psi=resolved(config.psi))
+    return replace(config, prior=resolved(config.prior), psi=resolved(config.psi), init=resolved(config.init))
 
 
 def slug(prompt: str) -> str:

@@ -55,7 +55,7 @@ def flat(factory):
 class GenerateConfig(TrainingConfig):
     """Turn a text prompt into 3D Gaussians with score distillation (ESD by default).
 
-    The run directory gets scene.ply (3DGS), scene.splat and a turntable video.
+    Starts from a ball, --init ply PATH or --init shap-e; writes scene.ply, a video.
 
     Progress shows grad (the gradient's RMS: it grows as t falls) and psi's loss.
 
@@ -99,11 +99,12 @@ class GenerateConfig(TrainingConfig):
         """What the prior may read of this run (``priors.RunContext``)."""
         return RunContext(self.prompt, self.resolution, self.cameras, self.background)
 
-    def validate(self) -> None:
-        """The run's own settings and how the parts fit together (each part checked its own) -> one UserError."""
+    def validate(self, resuming: bool = False) -> None:
+        """The run's own settings and how the parts fit together (each part checked its own) -> one UserError;
+        ``resuming``: a saved run's config, whose start is not made again (``TrainingConfig.validate``)."""
         if self.resume is None and not self.prompt.strip():
             raise UserError('the prompt is empty: esd-gs generate "a plush dragon toy"')
-        super().validate()
+        super().validate(resuming)
         if not 1 <= self.viewer_port <= 65535:
             raise UserError(f"--viewer-port must be in 1..65535, got {self.viewer_port}")
         if self.viewer:

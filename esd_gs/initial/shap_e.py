@@ -9,9 +9,11 @@ vertex. Then, in this order:
 
 - Colours: the renderer gives linear RGB (it converts its sRGB texture to linear); esd-gs's colours are display
   values, so they are encoded back to sRGB (IEC 61966-2-1's transfer function, ``linear_to_srgb``).
-- Axes: Shap-E's space is +Z up (its renders orbit the Z axis), with objects facing -Y (its training objects, as
-  Blender imports them; its first pan camera looks from -Y). esd-gs's world is +Z up with the front towards +X, so
-  (x, y, z) -> (-y, x, z): a quarter turn about +Z (``SHAP_E_TO_WORLD``).
+- Axes: Shap-E's space is +Z up (its renders orbit the Z axis), and its objects are taken to face -Y: glTF assets
+  face +Z, which Blender's importer (Shap-E's training renders) turns to -Y, and its first pan camera looks from -Y.
+  This is an assumption, not checked against real weights (none exist here; GaussianDreamer does not rotate Shap-E's
+  points at all). esd-gs's world is +Z up with the front towards +X, so (x, y, z) -> (-y, x, z): a quarter turn
+  about +Z (``SHAP_E_TO_WORLD``).
 - Size: the object is centred (its bounding box's centre at the origin) and scaled so that its farthest point from
   the centre is ``extent`` times the nearest camera orbit radius (0.24 x 2.5 = 0.6 world units: the ball's radius).
 
@@ -102,8 +104,10 @@ class ShapEInit(InitConfig):
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"--init.{key.replace('_', '-')} must be a finite number >= 0, got {value}")
-        if not self.extent > 0 or not 0 < self.opacity < 1:
-            raise ConfigError("--init.extent must be > 0 and --init.opacity in (0, 1)")
+        if not self.extent > 0:
+            raise ConfigError(f"--init.extent must be > 0, got {self.extent}")
+        if not 0 < self.opacity < 1:
+            raise ConfigError(f"--init.opacity must be in (0, 1), got {self.opacity}")
         if not 0 <= self.sh_degree <= 3:
             raise ConfigError(f"--init.sh-degree must be in 0..3, got {self.sh_degree}")
 

@@ -3,6 +3,7 @@ turn a prompt into a coloured mesh. Imported only by ``init:shap-e`` runs (diffu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -27,7 +28,9 @@ def load_shap_e(model: str, device: torch.device, precision: str, announce: Call
     dtype = torch.float16 if precision == "fp16" or (precision == "auto" and device.type == "cuda") else torch.float32
 
     def load(source: Loadable):
-        pipe = ShapEPipeline.from_pretrained(source.source, dtype=dtype, **source.weight_kwargs())
+        with warnings.catch_warnings():  # diffusers 0.42 renames torch_dtype (older ones know only it)
+            warnings.simplefilter("ignore", FutureWarning)
+            pipe = ShapEPipeline.from_pretrained(source.source, torch_dtype=dtype, **source.weight_kwargs())
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -64,8 +67,8 @@ def shap_e_mesh(
     empty = (torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, 3))
     try:
         mesh = pipe.shap_e_renderer.decode_to_mesh(latents[0][None], device, grid_size=grid_size)
-    except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # diffusers cannot colour a mesh without vertices
-        if is_gpu_out_of_memory(exc):
+    except ValueError as exc:  # diffusers colours the vertices with torch.cat over none: a mesh without vertices
+        if "non-empty list" not in str(exc):
             raise
         return empty
     if mesh.faces.shape[0] == 0:

@@ -48,9 +48,9 @@ def build_parts(
 ) -> RunParts:
     """The parts of a run of ``config`` on ``device`` (``prior``: an already built phi to reuse). The renderer is
     resolved first (a bad choice fails before any model loads), then the initial Gaussians are made (``--init``;
-    not for a run ``resuming`` from its checkpoint): a start that runs a model (Shap-E) has the GPU to itself and
-    gives it back before phi loads. The random streams are made before psi, whose initialisation draws from torch's
-    global generator they seed."""
+    not for a run ``resuming`` from its checkpoint): a start that runs a model (Shap-E) runs before phi loads (unless
+    phi is given, as in a batch) and gives the GPU back before it does. The random streams are made before psi, whose
+    initialisation draws from torch's global generator they seed."""
     backend = resolve_backend(config.backend, device)
     initial = None if resuming else initial_gaussians(config, device)
     if prior is None:

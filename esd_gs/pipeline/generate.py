@@ -117,7 +117,7 @@ def generate(config: GenerateConfig, prior=None, announce=None) -> Path:
         saved = replace(
             load_run_config(files.config), viewer=config.viewer, viewer_port=config.viewer_port, compile=config.compile
         )
-        saved.validate()
+        saved.validate(resuming=True)
         # The checkpoint is read and checked before any model loads: a bad one costs nothing and prints one line.
         checkpoint = load_checkpoint(files.checkpoint)
         with checkpoint_errors(files):

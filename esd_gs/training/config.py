@@ -87,8 +87,9 @@ class TrainingConfig:
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
-    def validate(self) -> None:
-        """How the loop's settings fit together (each nested config checked its own): one ``UserError``."""
+    def validate(self, resuming: bool = False) -> None:
+        """How the loop's settings fit together (each nested config checked its own): one ``UserError``. A run
+        ``resuming`` from its checkpoint does not check its start (``--init``): it is not made again."""
         if self.steps < 1:
             raise UserError(f"--steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
@@ -113,4 +114,5 @@ class TrainingConfig:
             raise UserError(f"--seed must be in [0, 2**62), got {self.seed}")
         if self.max_bad_steps < 1:
             raise UserError(f"--max-bad-steps must be at least 1, got {self.max_bad_steps}")
-        self.init.check_run(self.densify.max_gaussians)
+        if not resuming:
+            self.init.check_run(self.densify.max_gaussians)

@@ -9,8 +9,10 @@ written as a .ply, and each run starts from it with ``init:ply``. The benchmark 
 with the learned psi, lambda 1, the synthetic preset's schedule and psi updates) runs once from the ball and once from
 the coarse object, side by side, for seeds 0..2:
 
-    OMP_NUM_THREADS=1 .venv/bin/python research/scripts/coarse_init.py --object head --out research/results/finding21/head
-    OMP_NUM_THREADS=1 .venv/bin/python research/scripts/coarse_init.py --object cat --out research/results/finding21/cat
+    OMP_NUM_THREADS=1 .venv/bin/python research/scripts/coarse_init.py --object head \
+        --out research/results/finding21/head
+    OMP_NUM_THREADS=1 .venv/bin/python research/scripts/coarse_init.py --object cat \
+        --out research/results/finding21/cat
 """
 
 from __future__ import annotations
