@@ -7,6 +7,8 @@ tiny ones, which changes only an embedding lookup). Timed, each ``--reps`` times
 - one pass of the denoiser (``PriorTransformer``, 24 layers of width 1024 on 1024 latent tokens) with text guidance
   (a batch of 2): Shap-E's sampler makes 2 x steps - 1 of them (diffusers' Heun scheduler), so 64 steps cost 127
   passes, extrapolated from the measured median (running 127 passes here takes most of an hour);
+- the whole sampler through the pipeline (text encoding, ``--sample-steps`` steps, ``output_type="latent"``), once:
+  it checks the extrapolation (its passes against the denoiser's median);
 - the mesh: ``decode_to_mesh`` on a ``grid``^3 grid (the renderer's MLP at every grid point, marching cubes, a colour
   per vertex) for each ``--grids``; random weights make a blobby field, not an object's, so the vertex count (and the
   colour queries) differ from a real object's;
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--grids", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--steps", type=int, default=64, help="Shap-E steps the total is extrapolated to")
+    parser.add_argument("--sample-steps", type=int, default=2, help="steps of the one whole-pipeline sampling run")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     from diffusers import ShapEPipeline
@@ -68,6 +71,9 @@ def main() -> None:
         pass_s, _ = timed(
             lambda: prior(hidden, timestep=timestep, proj_embedding=embeds).predicted_image_embedding, args.reps
         )
+        start = time.perf_counter()
+        pipe("a red car", num_inference_steps=args.sample_steps, guidance_scale=15.0, output_type="latent")
+        sampled_s = time.perf_counter() - start
         latent = torch.randn(1, 1024, 1024)
         decode = {}
         for grid in args.grids:
@@ -84,7 +90,8 @@ def main() -> None:
         "build_s": build_s,
         "denoiser_pass_s": pass_s,
         "denoiser_passes": passes,
-        "sampling_s_extrapolated": pass_s * passes,
+        "pipeline_s": {"steps": args.sample_steps, "passes": 2 * args.sample_steps - 1, "seconds": sampled_s},
+        "sampling_s_extrapolated": sampled_s + pass_s * (passes - (2 * args.sample_steps - 1)),
         "decode": decode,
         "gaussians_from_mesh_s": gaussians_s,
     }
