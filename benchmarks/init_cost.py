@@ -14,7 +14,7 @@ tiny ones, which changes only an embedding lookup). Timed, each ``--reps`` times
   colour queries) differ from a real object's;
 - turning a mesh into the initial Gaussians (``ShapEInit.from_mesh``: 4,096 surface points grown to 16,384).
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/init_cost.py --json benchmarks/results/init_cost.json
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/init_cost.py --json benchmarks/results/init-cost.json
 """
 
 from __future__ import annotations
