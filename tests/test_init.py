@@ -251,10 +251,13 @@ def test_bad_init_is_one_line(args, expected, tmp_path):
 def test_doctor_checks_the_shap_e_source_in_one_line(tiny_shap_e, tmp_path):
     env = dict(ENV, HF_HOME=str(tmp_path / "hf-home"))
     lines = {}
-    for name, model in (("local", tiny_shap_e), ("missing", tmp_path / "nope"), ("offline", "shap-e")):
-        config = tmp_path / f"{name}.yaml"
-        config.write_text(yaml.safe_dump({"init": {"name": "shap-e", "model": str(model)}}))
-        result = run_cli("doctor", "--preset", "synthetic", "--config", config, "--out", tmp_path, env=env)
+    for name, model in (("local", tiny_shap_e), ("missing", tmp_path / "nope"), ("offline", None)):
+        if model is None:  # doctor's own flags: the default source (openai/shap-e)
+            where = ["--init", "shap-e"]
+        else:  # a generate config file naming the start
+            (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({"init": {"name": "shap-e", "model": str(model)}}))
+            where = ["--config", tmp_path / f"{name}.yaml"]
+        result = run_cli("doctor", "--preset", "synthetic", *where, "--out", tmp_path, env=env)
         lines[name] = [line for line in result.stdout.splitlines() if "init:shap-e" in line]
         assert len(lines[name]) == 1, result.stdout
         assert result.returncode == (0 if name == "local" else 1), result.stdout

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +22,7 @@ from rich.console import Console
 from ..configs.generate import GenerateConfig, PresetName
 from ..configs.presets import preset
 from ..configs.yaml_io import load_yaml_config
+from ..initial import INITS, ShapEInit
 from ..priors import SyntheticUNetConfig
 from ..priors.sources import (
     PHI_PARTS,
@@ -52,7 +53,7 @@ class DoctorArgs:
     For example:
       esd-gs doctor
       esd-gs doctor --config configs/vsd.yaml
-      esd-gs doctor --preset synthetic-unet
+      esd-gs doctor --preset synthetic-unet --init shap-e
     """
 
     model: str | None = None
@@ -64,6 +65,10 @@ class DoctorArgs:
     """A YAML file of generate settings over the preset (as generate's --config), checked the same way."""
     out: Path = Path("runs")
     """Where run directories would be written (its free disk space is checked)."""
+    init: Literal["ball", "ply", "shap-e"] | None = None
+    """The start the run would use (as generate's --init; shap-e: Shap-E's model is checked); None = the preset's."""
+    init_model: str | None = None
+    """Shap-E's model to check with --init shap-e: shap-e (openai/shap-e), a Hub id or a folder; None = the default."""
 
 
 class Report:
@@ -255,6 +260,10 @@ def run_doctor(args: DoctorArgs) -> int:
         base_model = getattr(config.psi, "base_model", None)
         if not getattr(config.psi, "shared_unet", True) and base_model and config.distill.needs_psi:
             psi_source = check_model(report, "psi base", base_model, ("unet",))
+    if args.init is not None and args.init != config.init.name:
+        config = replace(config, init=INITS[args.init]())
+    if args.init_model is not None and isinstance(config.init, ShapEInit):
+        config = replace(config, init=replace(config.init, model=args.init_model))
     init_model = config.init.model_source()
     if init_model is not None:  # init:shap-e: its model, checked as phi's is
         check_model(report, f"init:{config.init.name}", init_model, ("prior",), SHAP_E_LAYOUT)
