@@ -127,7 +127,8 @@ class ShapEInit(InitConfig):
         return self.model
 
     def describe(self) -> str:
-        return f"a coarse object from Shap-E ({self.model}, {self.steps} steps, {self.grid_size}^3 mesh grid)"
+        steps = f"{self.steps} step{'' if self.steps == 1 else 's'}"
+        return f"a coarse object from Shap-E ({self.model}, {steps}, {self.grid_size}^3 mesh grid)"
 
     def build(self, context: InitContext) -> GaussianScene:
         from .shap_e_model import load_shap_e, shap_e_mesh
