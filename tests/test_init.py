@@ -307,3 +307,25 @@ def test_batch_jobs_give_the_start_absolute_paths(tiny_shap_e, tmp_path, monkeyp
         shap_e.init.model == str(tiny_shap_e)
         and _absolute_paths(GenerateConfig(init=ShapEInit())).init.model == "shap-e"
     )
+
+
+def test_shap_e_is_moved_to_the_cpu_and_dropped_once_the_start_is_made(tiny_shap_e, monkeypatch):
+    import gc
+    import weakref
+
+    from esd_gs.initial import shap_e_model
+
+    loaded, moves = [], []
+    real_load = shap_e_model.load_shap_e
+
+    def tracked_load(*args, **kwargs):
+        pipe = real_load(*args, **kwargs)
+        real_to = pipe.to
+        pipe.to = lambda device: moves.append(str(device)) or real_to(device)  # a cycle on pipe only: gc frees it
+        loaded.append(weakref.ref(pipe))
+        return pipe
+
+    monkeypatch.setattr(shap_e_model, "load_shap_e", tracked_load)
+    ShapEInit(model=str(tiny_shap_e), steps=1, grid_size=16, surface_points=50, grown_points=0).build(context())
+    gc.collect()
+    assert moves == ["cpu"] and len(loaded) == 1 and loaded[0]() is None
