@@ -52,7 +52,11 @@ def grow_points(
 ) -> tuple[Tensor, Tensor]:
     """GaussianDreamer's noisy point growing and colour perturbation: ``count`` new points, each uniform in a ball of
     radius ``spread`` around a point of ``points`` drawn at random, coloured as that point plus ``brighten`` * U[0, 1)
-    per channel (GaussianDreamer: 0.2; clamped to [0, 1]). Returns the given points followed by the new ones."""
+    per channel (GaussianDreamer: 0.2; clamped to [0, 1]). Returns the given points followed by the new ones.
+
+    GaussianDreamer draws a million points uniformly in the cloud's bounding box and keeps those within 0.01 of it;
+    drawing around the cloud's own points fills the same band around the surface with exactly ``count`` points, denser
+    where the cloud is (uniform on a surface sampled by area)."""
     if count <= 0:
         return points, colors
     seeds = torch.randint(points.shape[0], (count,), generator=generator)
