@@ -28,7 +28,7 @@ MARKS = {
     "loading torch": "loading torch",
     "reading the options": "reading the options",
     "phi": "phi: ",
-    "theta": "theta: ",
+    "theta's optimisers": "optimisers",  # after the start (theta: ...) and phi: the prior built
     "first progress line": "generating",
 }
 

@@ -239,8 +239,8 @@ def test_generate_names_each_start_up_stage_in_a_log(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stderr.splitlines()
-    expected = ["phi: building the synthetic prior", "encoding the prompt", "psi: building the residual estimator"]
-    expected.append("theta: the initial Gaussians")
+    expected = ["theta: random Gaussians in a ball", "phi: building the synthetic prior", "encoding the prompt"]
+    expected += ["psi: building the residual estimator", "theta: the Gaussians' optimisers"]
     where = [next(i for i, line in enumerate(lines) if line.startswith(text)) for text in expected]
     assert where == sorted(where)
     assert any(line.startswith("generating 4/4 100%") for line in lines), lines

@@ -98,9 +98,14 @@ def init_short_form(argv: list[str]) -> list[str]:
 def name_default_parts(argv: list[str], defaults: GenerateConfig) -> list[str]:
     """``argv`` with ``prior:NAME`` / ``psi:NAME`` / ``init:NAME`` (the defaults' own) put before the first negated
     switch of that part (``--psi.no-shared-unet``) when the line names no such part: tyro 1.0 takes a default part's
-    options, but not the ``--X.no-*`` form of its switches, unless the part is named."""
+    options, but not the ``--X.no-*`` form of its switches, unless the part is named; a line with ``--init.*`` options
+    gets ``init:NAME`` first, after the command's name."""
     line = list(argv)
-    for part in ("prior", "psi", "init"):
+    if any(arg.startswith("--init.") for arg in line) and not any(arg.startswith("init:") for arg in line):
+        # tyro 1.0 takes a default start's options unnamed, but not when an option of the command's own is given both
+        # before and after them: named first, the start is chosen before anything else is parsed
+        line.insert(1, f"init:{defaults.init.name}")
+    for part in ("prior", "psi"):
         if any(arg.startswith(f"{part}:") for arg in line):
             continue
         first = next((i for i, arg in enumerate(line) if arg.startswith(f"--{part}.no-")), None)

@@ -115,46 +115,58 @@ def marching_cubes_table(max_triangles: int = 5) -> tuple[Tensor, Tensor]:
     return cases, masks
 
 
-def tiny_shap_e_components(seed: int = 0, with_table: bool = True, lift: float = SDF_LIFT) -> dict:
-    """The components of a tiny ``ShapEPipeline`` but its tokenizer (module docstring), initialised from ``seed``;
-    ``lift``: added to its signed distance (a large negative one leaves the whole box outside: no mesh)."""
+PRIOR_SETTINGS = dict(
+    additional_embeddings=0,
+    time_embed_act_fn="gelu",
+    norm_in_type="layer",
+    embedding_proj_norm_type=None,
+    encoder_hid_proj_type=None,
+    added_emb_type=None,
+)
+"""What Shap-E's ``PriorTransformer`` sets apart from unCLIP's defaults, whatever its size (openai/shap-e's
+prior/config.json)."""
+
+
+def shap_e_components(text_config: dict, prior_config: dict, renderer_config: dict, with_table: bool = True) -> dict:
+    """A ``ShapEPipeline``'s components but its tokenizer, randomly initialised from these configs (the text encoder's
+    ``CLIPTextConfig``, the ``PriorTransformer``'s size, the ``ShapERenderer``'s), with the marching-cubes table."""
     from diffusers import HeunDiscreteScheduler, PriorTransformer
     from diffusers.pipelines.shap_e import ShapERenderer
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**tiny_text_encoder_config(hidden_size=16)))
-        prior = PriorTransformer(
-            num_attention_heads=2,
-            attention_head_dim=16,
-            embedding_dim=16,
-            num_embeddings=32,
-            embedding_proj_dim=16,
-            time_embed_dim=64,
-            num_layers=1,
-            clip_embed_dim=32,
-            additional_embeddings=0,
-            time_embed_act_fn="gelu",
-            norm_in_type="layer",
-            encoder_hid_proj_type=None,
-            added_emb_type=None,
-        )
-        renderer = ShapERenderer(
-            param_shapes=((8, 93), (8, 8), (8, 8), (8, 8)), d_latent=16, d_hidden=8, n_output=12, background=(0.1,) * 3
-        )
-        with torch.no_grad():  # its random signed distance lies in about [-1, -0.3]: lifted, part of the box is inside
-            renderer.mlp.mlp[-1].bias[0] += lift
+    renderer = ShapERenderer(**renderer_config)
     if with_table:
         cases, masks = marching_cubes_table()
         renderer.mesh_decoder.cases.copy_(cases)
         renderer.mesh_decoder.masks.copy_(masks)
     return {
-        "prior": prior,
-        "text_encoder": text_encoder,
+        "prior": PriorTransformer(**PRIOR_SETTINGS, **prior_config),
+        "text_encoder": CLIPTextModelWithProjection(CLIPTextConfig(**text_config)),
         "shap_e_renderer": renderer,
         "scheduler": HeunDiscreteScheduler(**SHAP_E_SCHEDULER),
     }
+
+
+def tiny_shap_e_components(seed: int = 0, with_table: bool = True, lift: float = SDF_LIFT) -> dict:
+    """The components of a tiny ``ShapEPipeline`` but its tokenizer (module docstring), initialised from ``seed``;
+    ``lift``: added to its signed distance (a large negative one leaves the whole box outside: no mesh)."""
+    prior = dict(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        embedding_dim=16,
+        num_embeddings=32,
+        embedding_proj_dim=16,
+        time_embed_dim=64,
+        num_layers=1,
+        clip_embed_dim=32,
+    )
+    renderer = dict(param_shapes=((8, 93), (8, 8), (8, 8), (8, 8)), d_latent=16, d_hidden=8, background=(0.1,) * 3)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        parts = shap_e_components(tiny_text_encoder_config(hidden_size=16), prior, renderer, with_table)
+    with torch.no_grad():  # its random signed distance lies in about [-1, -0.3]: lifted, part of the box is inside
+        parts["shap_e_renderer"].mlp.mlp[-1].bias[0] += lift
+    return parts
 
 
 def write_tiny_shap_e(path: str | Path, seed: int = 0, with_table: bool = True, lift: float = SDF_LIFT) -> Path:
@@ -169,48 +181,26 @@ def write_tiny_shap_e(path: str | Path, seed: int = 0, with_table: bool = True, 
 
 
 def full_size_shap_e_components() -> dict:
-    """openai/shap-e's component shapes (its config files) with random weights, and an empty tokenizer slot: for
-    timing ``init:shap-e`` on a machine without the weights (benchmarks/init_cost.py)."""
-    from diffusers import HeunDiscreteScheduler, PriorTransformer
-    from diffusers.pipelines.shap_e import ShapERenderer
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    text_encoder = CLIPTextModelWithProjection(
-        CLIPTextConfig(
-            **{
-                **tiny_text_encoder_config(hidden_size=768),
-                "projection_dim": 768,
-                "intermediate_size": 3072,
-                "num_attention_heads": 12,
-                "num_hidden_layers": 12,
-                "hidden_act": "quick_gelu",
-            }
-        )
-    )
-    prior = PriorTransformer(
+    """openai/shap-e's component shapes (its config files) with random weights, but its tokenizer: for timing
+    ``init:shap-e`` on a machine without the weights (benchmarks/init_cost.py). The text encoder is CLIP ViT-L/14's
+    with the tiny vocabulary."""
+    text = {
+        **tiny_text_encoder_config(hidden_size=768),
+        "projection_dim": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "hidden_act": "quick_gelu",
+    }
+    prior = dict(
         num_attention_heads=16,
         attention_head_dim=64,
         num_layers=24,
         embedding_dim=1024,
         num_embeddings=1024,
-        additional_embeddings=0,
-        time_embed_act_fn="gelu",
-        norm_in_type="layer",
-        embedding_proj_norm_type=None,
-        encoder_hid_proj_type=None,
-        added_emb_type=None,
         time_embed_dim=4096,
         embedding_proj_dim=768,
         clip_embed_dim=2048,
         dropout=0.0,
     )
-    renderer = ShapERenderer()
-    cases, masks = marching_cubes_table()
-    renderer.mesh_decoder.cases.copy_(cases)
-    renderer.mesh_decoder.masks.copy_(masks)
-    return {
-        "prior": prior,
-        "text_encoder": text_encoder,
-        "shap_e_renderer": renderer,
-        "scheduler": HeunDiscreteScheduler(**SHAP_E_SCHEDULER),
-    }
+    return shap_e_components(text, prior, {})
