@@ -212,7 +212,17 @@ def test_init_is_named_in_yaml_and_its_short_forms(tmp_path):
 
 def test_generate_starts_from_shap_e_and_from_a_ply(tiny_shap_e, tmp_path):
     run = tmp_path / "shap-e-run"
-    small = ["--preset", "synthetic", "--steps", "2", "psi:particle", "--output.turntable-views", "4"]
+    small = [
+        "--preset",
+        "synthetic",
+        "--steps",
+        "2",
+        "--prior.num-images",
+        "16",
+        "psi:particle",
+        "--output.turntable-views",
+        "4",
+    ]
     result = run_cli(
         "generate", PROMPT, *small, "--init", "shap-e", "--init.model", tiny_shap_e, "--init.steps", "2",
         "--init.grid-size", "16", "--init.surface-points", "300", "--init.grown-points", "300", "--out", run, env=ENV,
