@@ -46,18 +46,20 @@ def nonfinite_rows(params: dict[str, Tensor]) -> Tensor:
     return bad
 
 
-def nearest_neighbour_distance(points: Tensor, chunk: int = 2048) -> Tensor:
-    """Distance from each point to its nearest other point, [N, 3] -> [N] (chunked, exact)."""
+def nearest_neighbour_distance(points: Tensor, neighbours: int = 1, chunk: int = 2048) -> Tensor:
+    """Root mean square distance from each point to its ``neighbours`` nearest other points (at most N - 1 of them;
+    with 1: the distance to the nearest), [N, 3] -> [N] (chunked, exact); ones when there is no other point."""
     n = points.shape[0]
     if n < 2:
         return torch.ones(n, dtype=points.dtype, device=points.device)
+    k = min(neighbours, n - 1)
     out = torch.empty(n, dtype=points.dtype, device=points.device)
     for start in range(0, n, chunk):
         block = points[start : start + chunk]
         d2 = torch.cdist(block, points).square_()
         idx = torch.arange(start, start + block.shape[0], device=points.device)
         d2[torch.arange(block.shape[0], device=points.device), idx] = float("inf")
-        out[start : start + block.shape[0]] = d2.min(dim=1).values.sqrt()
+        out[start : start + block.shape[0]] = d2.topk(k, dim=1, largest=False).values.mean(dim=1).sqrt()
     return out
 
 

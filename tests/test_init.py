@@ -26,6 +26,7 @@ from esd_gs.initial.points import gaussians_from_points, grow_points, neighbour_
 from esd_gs.initial.shap_e import SHAP_E_TO_WORLD, linear_to_srgb
 from esd_gs.initial.shap_e_model import load_shap_e, shap_e_mesh
 from esd_gs.io import read_ply, write_ply
+from esd_gs.scene import SH_C0
 from esd_gs.testing.tiny_shap_e import marching_cubes_table, write_tiny_shap_e
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="150", OMP_NUM_THREADS="1")
@@ -131,7 +132,7 @@ def test_shap_e_front_minus_y_becomes_plus_x_red_at_the_front_and_z_stays_up():
     init = ShapEInit(surface_points=3000, grown_points=0)
     scene = init.from_mesh(vertices, faces, linear, orbit_radius=2.5, seed=0)
     means = scene.means.detach()
-    colors = (0.5 + 0.28209479177387814 * scene.params["sh0"].detach()[:, 0]).clamp(0, 1)
+    colors = (0.5 + SH_C0 * scene.params["sh0"].detach()[:, 0]).clamp(0, 1)
     assert float(means.norm(dim=1).max()) == pytest.approx(0.24 * 2.5, rel=0.02)  # extent x orbit radius
     assert float(means.norm(dim=1).min()) > 0.55  # on the sphere's surface, not inside it
     front, back, top = means[:, 0] > 0.4, means[:, 0] < -0.4, means[:, 2] > 0.5

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..scene import GaussianScene
+from ..scene import GaussianScene, nearest_neighbour_distance
 
 
 def triangle_areas(vertices: Tensor, faces: Tensor) -> Tensor:
@@ -67,21 +67,13 @@ def grow_points(
     return torch.cat([points, grown]), torch.cat([colors, shades])
 
 
-def neighbour_scale(points: Tensor, neighbours: int = 3, chunk: int = 2048) -> Tensor:
+def neighbour_scale(points: Tensor, neighbours: int = 3) -> Tensor:
     """[N] sqrt of the mean squared distance of each point to its ``neighbours`` nearest others (3DGS's initial scale
-    of a point cloud); 1e-4 at least, so that coincident points still make a Gaussian."""
-    n = points.shape[0]
-    k = min(neighbours, n - 1)
-    if k < 1:
-        return torch.full((n,), 0.01, dtype=points.dtype)
-    out = torch.empty(n, dtype=points.dtype)
-    for start in range(0, n, chunk):
-        block = points[start : start + chunk]
-        d2 = torch.cdist(block, points).square_()
-        rows = torch.arange(block.shape[0])
-        d2[rows, rows + start] = float("inf")  # not its own neighbour
-        out[start : start + block.shape[0]] = d2.topk(k, dim=1, largest=False).values.mean(dim=1).sqrt()
-    return out.clamp_min(1e-4)
+    of a point cloud: ``scene.nearest_neighbour_distance``); 1e-4 at least, so that coincident points still make a
+    Gaussian; 0.01 for a lone point."""
+    if points.shape[0] < 2:
+        return torch.full((points.shape[0],), 0.01, dtype=points.dtype)
+    return nearest_neighbour_distance(points, neighbours).clamp_min(1e-4)
 
 
 def gaussians_from_points(points: Tensor, colors: Tensor, opacity: float, sh_degree: int = 0) -> GaussianScene:

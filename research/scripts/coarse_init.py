@@ -29,7 +29,7 @@ from esd_gs.initial import PlyInit
 from esd_gs.initial.points import gaussians_from_points, grow_points
 from esd_gs.io import write_ply
 from esd_gs.priors.synthetic_objects import load_object
-from esd_gs.scene import GaussianScene
+from esd_gs.scene import SH_C0, GaussianScene
 
 REFERENCES = Path(__file__).resolve().parents[2] / "assets" / "references"
 
@@ -38,7 +38,7 @@ def coarse_object(reference: GaussianScene, points: int, blur: float, neighbours
     """The reference's coarse version (module docstring), ``total`` Gaussians."""
     generator = torch.Generator().manual_seed(seed)
     means = reference.means.detach()
-    colors = (0.5 + 0.28209479177387814 * reference.params["sh0"].detach()[:, 0]).clamp(0, 1)
+    colors = (0.5 + SH_C0 * reference.params["sh0"].detach()[:, 0]).clamp(0, 1)
     chosen = torch.randperm(means.shape[0], generator=generator)[:points]
     nearest = torch.cdist(means[chosen], means).topk(neighbours, largest=False).indices
     shades = colors[nearest].mean(dim=1)
